@@ -1,0 +1,218 @@
+//! The command line: run the server, generate a key, or check a configuration.
+
+use crate::config::Config;
+use crate::cookies::CookieKind;
+use crate::crypto::CookieKey;
+use crate::oauth::http::build_client;
+use crate::oauth::metadata::discover;
+use crate::startup::Application;
+use crate::state::AppState;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "token-handler",
+    version,
+    about = "A stateless OAuth 2.0 token handler: SPAs sign in without ever holding a token."
+)]
+struct Cli {
+    /// The TOML configuration file. Every key can also be set by an environment variable
+    /// TOKEN_HANDLER__<SECTION>__<KEY> (see docs/configuration.md).
+    #[arg(long, short, env = "TOKEN_HANDLER_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Run,
+    /// Print a fresh random 256-bit cookie key (base64url).
+    Keygen,
+    /// Validate the configuration, fetch each provider's discovery document and keys, and
+    /// print the effective settings.
+    Check,
+}
+
+/// Entry point used by `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Keygen => {
+            println!("{}", CookieKey::generate_text());
+            ExitCode::SUCCESS
+        }
+        Command::Run => {
+            crate::telemetry::init();
+            let config = match load(cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            actix_web::rt::System::new().block_on(run(config))
+        }
+        Command::Check => {
+            let config = match load(cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            actix_web::rt::System::new().block_on(check(config))
+        }
+    }
+}
+
+fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
+    Config::load(path.as_deref()).map_err(|e| {
+        eprintln!("token-handler: configuration error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+async fn run(config: Config) -> ExitCode {
+    let listen = config.server.listen.clone();
+    let app = match Application::build(config) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("token-handler: cannot listen on {listen}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(%listen, port = app.port(), "token-handler listening");
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("token-handler: server error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn check(config: Config) -> ExitCode {
+    let state = AppState::new(config, Default::default());
+    let config = &state.config;
+    let base = &config.server.base_path;
+    println!("listen:      {}", config.server.listen);
+    println!(
+        "base path:   {}",
+        if base.as_str().is_empty() {
+            "/"
+        } else {
+            base.as_str()
+        }
+    );
+    println!(
+        "origins:     {} (CORS {})",
+        config.web.trusted_origins.as_slice().join(", "),
+        if config.web.cors { "on" } else { "off" }
+    );
+    let ids: Vec<String> = config
+        .cookies
+        .keys
+        .keys()
+        .iter()
+        .map(|k| k.id_hex())
+        .collect();
+    println!(
+        "cookie keys: {} (ids {}; the first seals)",
+        ids.len(),
+        ids.join(", ")
+    );
+    println!(
+        "cookies:     HttpOnly; {}SameSite={}{}",
+        if config.cookies.secure {
+            "Secure; "
+        } else {
+            "NOT Secure (development only); "
+        },
+        config.cookies.same_site,
+        config
+            .cookies
+            .domain
+            .as_ref()
+            .map(|d| format!("; Domain={d}"))
+            .unwrap_or_default()
+    );
+    for kind in CookieKind::ALL {
+        println!(
+            "  {:<12} Path={}",
+            state.cookies.name(kind),
+            state.cookies.paths(kind).join(", Path=")
+        );
+    }
+    println!("csrf header: {}", state.cookies.csrf_header());
+
+    let client = build_client(Duration::from_secs(5));
+    let mut failed = false;
+    for provider in state.providers.iter() {
+        let p = &provider.config;
+        println!("provider {} (issuer {}):", p.id, p.issuer);
+        match discover(&client, p).await {
+            Ok(md) => {
+                let show = |name: &str, u: &Option<url::Url>| {
+                    println!(
+                        "  {name:<24} {}",
+                        u.as_ref().map(|u| u.as_str()).unwrap_or("(none)")
+                    )
+                };
+                println!(
+                    "  {:<24} {}",
+                    "metadata",
+                    if md.discovered {
+                        "discovered"
+                    } else {
+                        "configured endpoints only (discovery failed)"
+                    }
+                );
+                show(
+                    "authorization_endpoint",
+                    &Some(md.authorization_endpoint.clone()),
+                );
+                show("token_endpoint", &Some(md.token_endpoint.clone()));
+                show("userinfo_endpoint", &md.userinfo_endpoint);
+                show("jwks_uri", &md.jwks_uri);
+                show("end_session_endpoint", &md.end_session_endpoint);
+                show("revocation_endpoint", &md.revocation_endpoint);
+                match &md.jwks_uri {
+                    Some(uri) => match crate::oauth::http::send_json(
+                        client.get(uri.as_str()).timeout(p.timeout).send(),
+                        "jwks_uri",
+                    )
+                    .await
+                    {
+                        Ok(v) => {
+                            let n = v.get("keys").and_then(|k| k.as_array()).map_or(0, Vec::len);
+                            println!("  {:<24} {n} key(s)", "jwks");
+                            if n == 0 {
+                                println!("  error: the provider's JWKS has no keys; ID tokens cannot be verified");
+                                failed = true;
+                            }
+                        }
+                        Err(e) => {
+                            println!("  error: providers[{}].jwks_uri: {e}", p.id);
+                            failed = true;
+                        }
+                    },
+                    None if p.scope.split(' ').any(|s| s == "openid") => {
+                        println!("  error: providers[{}]: no jwks_uri, so ID tokens cannot be verified; configure jwks_uri", p.id);
+                        failed = true;
+                    }
+                    None => {}
+                }
+            }
+            Err(reason) => {
+                println!("  error: providers[{}].issuer: {reason}", p.id);
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        println!("check failed");
+        ExitCode::from(1)
+    } else {
+        println!("check passed");
+        ExitCode::SUCCESS
+    }
+}

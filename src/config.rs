@@ -1,0 +1,932 @@
+//! Configuration: a TOML file, overlaid by environment variables, turned into typed values.
+//!
+//! Everything an operator can get wrong is caught here, at startup, with a message that names
+//! the key and says how to fix it; past this module the rest of the code trusts the types
+//! (a [`TrustedOrigins`] only holds real origins, a [`KeyRing`] is never empty, and so on).
+//!
+//! The environment rule: `TOKEN_HANDLER__<SECTION>__<KEY>` sets `<section>.<key>`, with array
+//! elements addressed by index (`TOKEN_HANDLER__PROVIDERS__0__CLIENT_SECRET`). Values are
+//! strings; booleans are `true`/`false`, lists are comma-separated. Secrets can also come from
+//! files (`cookies.keys_file`, `providers[].client_secret_file`), so none has to sit in the TOML
+//! or in the environment.
+
+use crate::crypto::{KeyError, KeyRing};
+use secrecy::SecretString;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+/// The prefix of every environment variable that overrides a configuration key.
+pub const ENV_PREFIX: &str = "TOKEN_HANDLER__";
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file format (serde), kept private: nothing outside this module sees unvalidated config.
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    cookies: RawCookies,
+    #[serde(default)]
+    web: RawWeb,
+    #[serde(default)]
+    providers: Vec<RawProvider>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    base_path: String,
+    workers: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            base_path: "/oauth-agent".into(),
+            workers: 0,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCookies {
+    prefix: String,
+    #[serde(deserialize_with = "bool_or_text")]
+    secure: bool,
+    same_site: String,
+    domain: String,
+    path: String,
+    #[serde(deserialize_with = "list_or_text")]
+    keys: Vec<String>,
+    keys_file: Option<PathBuf>,
+    login_timeout: String,
+    session_lifetime: String,
+}
+
+impl Default for RawCookies {
+    fn default() -> Self {
+        Self {
+            prefix: "th".into(),
+            secure: true,
+            same_site: "strict".into(),
+            domain: String::new(),
+            path: "/".into(),
+            keys: Vec::new(),
+            keys_file: None,
+            login_timeout: "10m".into(),
+            session_lifetime: "12h".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWeb {
+    #[serde(deserialize_with = "list_or_text")]
+    trusted_origins: Vec<String>,
+    #[serde(deserialize_with = "bool_or_text")]
+    cors: bool,
+}
+
+impl Default for RawWeb {
+    fn default() -> Self {
+        Self {
+            trusted_origins: Vec::new(),
+            cors: true,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    id: String,
+    issuer: String,
+    client_id: String,
+    client_secret: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    redirect_uri: String,
+    post_logout_redirect_uri: Option<String>,
+    #[serde(default = "default_scope")]
+    scope: String,
+    #[serde(default = "default_timeout")]
+    timeout: String,
+    authorization_endpoint: Option<String>,
+    token_endpoint: Option<String>,
+    userinfo_endpoint: Option<String>,
+    jwks_uri: Option<String>,
+    end_session_endpoint: Option<String>,
+    revocation_endpoint: Option<String>,
+}
+
+fn default_scope() -> String {
+    "openid profile email offline_access".into()
+}
+
+fn default_timeout() -> String {
+    "10s".into()
+}
+
+/// Environment values are strings; TOML has real booleans. Accept both.
+fn bool_or_text<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum B {
+        Bool(bool),
+        Text(String),
+    }
+    match B::deserialize(d)? {
+        B::Bool(b) => Ok(b),
+        B::Text(t) => match t.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(de::Error::custom(format!(
+                "expected true or false, found `{other}`"
+            ))),
+        },
+    }
+}
+
+/// Environment values are strings; a list there is comma-separated.
+fn list_or_text<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum L {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match L::deserialize(d)? {
+        L::List(l) => l,
+        L::Text(t) => t
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated configuration.
+
+/// The whole validated configuration. Debug output never contains a secret.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub cookies: CookieConfig,
+    pub web: WebConfig,
+    /// At least one; the first is the default.
+    pub providers: Vec<ProviderConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `host:port` to bind; port 0 picks a free port (tests).
+    pub listen: String,
+    pub base_path: BasePath,
+    /// Worker threads; `None`: one per CPU core.
+    pub workers: Option<usize>,
+}
+
+/// Where the agent endpoints live: empty (the root) or `/segment[/segment…]` without a trailing
+/// slash, so `format!("{base}/login/start")` is always a clean path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasePath(String);
+
+impl BasePath {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let trimmed = text.trim().trim_end_matches('/');
+        if trimmed.is_empty() {
+            return Ok(Self(String::new()));
+        }
+        if !trimmed.starts_with('/') {
+            return Err(format!("`{text}` must start with `/`"));
+        }
+        if trimmed.split('/').skip(1).any(|seg| {
+            seg.is_empty() || seg == "." || seg == ".." || !seg.chars().all(is_path_char)
+        }) {
+            return Err(format!(
+                "`{text}` must be plain path segments (letters, digits, `-`, `_`, `.`, `~`)"
+            ));
+        }
+        Ok(Self(trimmed.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The full path of an endpoint under this base, e.g. `join("/refresh")`.
+    pub fn join(&self, endpoint: &str) -> String {
+        format!("{}{}", self.0, endpoint)
+    }
+}
+
+fn is_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~')
+}
+
+/// SameSite attribute of every cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct CookieConfig {
+    /// Cookie-name prefix: `<prefix>-at`, … and the CSRF header `x-<prefix>-csrf`.
+    pub prefix: String,
+    pub secure: bool,
+    pub same_site: SameSite,
+    /// `None`: host-only cookies.
+    pub domain: Option<String>,
+    /// Path of the `-at` and `-csrf` cookies.
+    pub path: String,
+    pub keys: KeyRing,
+    /// How long a started login may take (lifetime of the `-login` cookie).
+    pub login_timeout: Duration,
+    /// How long session cookies open after they were last written (the refresh token's own
+    /// lifetime at the provider still applies).
+    pub session_lifetime: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    pub trusted_origins: TrustedOrigins,
+    /// Answer CORS preflights and add CORS headers for trusted origins.
+    pub cors: bool,
+}
+
+/// The SPA origins allowed to call us, as ASCII-serialized origins (`https://host[:port]`), so a
+/// request's `Origin` header is compared exactly: `https://app.example.com.evil.test` is not
+/// `https://app.example.com`.
+#[derive(Debug, Clone)]
+pub struct TrustedOrigins(Vec<String>);
+
+impl TrustedOrigins {
+    pub fn parse<S: AsRef<str>>(origins: &[S]) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for text in origins {
+            let text = text.as_ref().trim();
+            let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(format!("`{text}` must be an http or https origin"));
+            }
+            if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+                return Err(format!(
+                    "`{text}` must be an origin (scheme://host[:port]) without a path"
+                ));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(format!("`{text}` must not carry credentials"));
+            }
+            out.push(url.origin().ascii_serialization());
+        }
+        if out.is_empty() {
+            return Err("is empty: list the origin(s) your SPA is served from, e.g. [\"https://www.example.com\"]".into());
+        }
+        Ok(Self(out))
+    }
+
+    /// Whether a request's `Origin` header value is one of ours (exact match).
+    pub fn contains(&self, origin: &str) -> bool {
+        self.0.iter().any(|o| o == origin)
+    }
+
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// One identity provider.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub id: String,
+    /// The issuer exactly as configured (no trailing slash added), compared with discovery.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub redirect_uri: Url,
+    pub post_logout_redirect_uri: Option<Url>,
+    pub scope: String,
+    /// Total time allowed for each call to this provider.
+    pub timeout: Duration,
+    /// Configured endpoints; each overrides what discovery says.
+    pub endpoints: EndpointOverrides,
+}
+
+/// Endpoints set in the configuration, used instead of (or without) discovery.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointOverrides {
+    pub authorization_endpoint: Option<Url>,
+    pub token_endpoint: Option<Url>,
+    pub userinfo_endpoint: Option<Url>,
+    pub jwks_uri: Option<Url>,
+    pub end_session_endpoint: Option<Url>,
+    pub revocation_endpoint: Option<Url>,
+}
+
+impl Config {
+    /// Loads a file (if given) and overlays environment variables named by [`ENV_PREFIX`].
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| {
+                ConfigError::new("--config", format!("cannot read {}: {e}", p.display()))
+            })?,
+            None => String::new(),
+        };
+        Self::from_toml(&text, std::env::vars())
+    }
+
+    /// Parses TOML text overlaid with the given environment (tests pass their own).
+    pub fn from_toml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::new("config file", e.to_string()))?;
+        for (name, value) in env {
+            if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
+                apply_env(&mut table, &name, rest, value)?;
+            }
+        }
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::new(key, e.into_inner().message().to_string())
+            })?;
+        raw.validate()
+    }
+}
+
+/// Sets one key from an environment variable: `SECTION__KEY`, `PROVIDERS__0__KEY`.
+fn apply_env(
+    table: &mut toml::Table,
+    name: &str,
+    rest: &str,
+    value: String,
+) -> Result<(), ConfigError> {
+    let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    let bad = || {
+        ConfigError::new(
+            name,
+            "environment overrides are TOKEN_HANDLER__<SECTION>__<KEY> or TOKEN_HANDLER__PROVIDERS__<INDEX>__<KEY>",
+        )
+    };
+    match parts.as_slice() {
+        [section, key] if section != "providers" && !key.is_empty() => {
+            let entry = table
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let section = entry.as_table_mut().ok_or_else(bad)?;
+            section.insert(key.clone(), toml::Value::String(value));
+        }
+        [section, index, key] if section == "providers" && !key.is_empty() => {
+            let index: usize = index.parse().map_err(|_| bad())?;
+            if index > 64 {
+                return Err(bad());
+            }
+            let entry = table
+                .entry("providers")
+                .or_insert_with(|| toml::Value::Array(Vec::new()));
+            let list = entry.as_array_mut().ok_or_else(bad)?;
+            while list.len() <= index {
+                list.push(toml::Value::Table(toml::Table::new()));
+            }
+            let provider = list[index].as_table_mut().ok_or_else(bad)?;
+            provider.insert(key.clone(), toml::Value::String(value));
+        }
+        _ => return Err(bad()),
+    }
+    Ok(())
+}
+
+fn read_secret_file(key: &str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
+    Ok(text)
+}
+
+fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        ConfigError::new(
+            key,
+            format!("`{text}` is not a duration like \"30s\" or \"10m\": {e}"),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(ConfigError::new(key, "must be longer than zero"));
+    }
+    Ok(d)
+}
+
+fn parse_url(key: &str, text: &str) -> Result<Url, ConfigError> {
+    let url =
+        Url::parse(text.trim()).map_err(|e| ConfigError::new(key, format!("`{text}`: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::new(
+            key,
+            format!("`{text}` must be an http(s) URL"),
+        ));
+    }
+    Ok(url)
+}
+
+/// Provider endpoints carry codes and tokens: https, except on loopback for development and
+/// tests, where there is no network to eavesdrop on.
+fn parse_provider_url(key: &str, text: &str) -> Result<Url, ConfigError> {
+    let url = parse_url(key, text)?;
+    if url.scheme() == "http" && !is_loopback(&url) {
+        return Err(ConfigError::new(
+            key,
+            format!("`{text}` must use https (http is only allowed for loopback addresses)"),
+        ));
+    }
+    Ok(url)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        None => false,
+    }
+}
+
+/// Whether `path` lies under the cookie path `scope` (RFC 6265 §5.1.4 path-match).
+fn within(path: &str, scope: &str) -> bool {
+    let path = if path.is_empty() { "/" } else { path };
+    path == scope
+        || (path.starts_with(scope)
+            && (scope.ends_with('/') || path[scope.len()..].starts_with('/')))
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let base_path = BasePath::parse(&self.server.base_path)
+            .map_err(|m| ConfigError::new("server.base_path", m))?;
+        if self.server.listen.trim().is_empty() {
+            return Err(ConfigError::new("server.listen", "must be host:port"));
+        }
+
+        let c = self.cookies;
+        if !is_token(&c.prefix) {
+            return Err(ConfigError::new(
+                "cookies.prefix",
+                "must be letters, digits, `-` or `_` (it names cookies and the CSRF header)",
+            ));
+        }
+        let same_site = match c.same_site.to_ascii_lowercase().as_str() {
+            "strict" => SameSite::Strict,
+            "lax" => SameSite::Lax,
+            "none" => SameSite::None,
+            other => {
+                return Err(ConfigError::new(
+                    "cookies.same_site",
+                    format!("`{other}` is not one of strict, lax, none"),
+                ))
+            }
+        };
+        if same_site == SameSite::None && !c.secure {
+            return Err(ConfigError::new(
+                "cookies.same_site",
+                "`none` requires cookies.secure = true (browsers drop SameSite=None cookies that are not Secure)",
+            ));
+        }
+        let domain = match c.domain.trim() {
+            "" => None,
+            d if d
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.') =>
+            {
+                Some(d.trim_start_matches('.').to_ascii_lowercase())
+            }
+            d => {
+                return Err(ConfigError::new(
+                    "cookies.domain",
+                    format!("`{d}` is not a domain name"),
+                ))
+            }
+        };
+        let path = c.path.trim().to_string();
+        if !path.starts_with('/')
+            || path
+                .chars()
+                .any(|ch| ch == ';' || ch.is_control() || ch == ' ')
+        {
+            return Err(ConfigError::new(
+                "cookies.path",
+                "must be a path starting with `/`",
+            ));
+        }
+        let key_texts = match (&c.keys_file, c.keys.is_empty()) {
+            (Some(_), false) => {
+                return Err(ConfigError::new(
+                    "cookies.keys",
+                    "set cookies.keys or cookies.keys_file, not both",
+                ))
+            }
+            (Some(file), true) => read_secret_file("cookies.keys_file", file)?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from)
+                .collect(),
+            (None, _) => c.keys,
+        };
+        let keys_key = if c.keys_file.is_some() {
+            "cookies.keys_file"
+        } else {
+            "cookies.keys"
+        };
+        let keys = KeyRing::parse(&key_texts).map_err(|e| {
+            let hint = match e {
+                KeyError::Empty => String::new(),
+                _ => " (keys are never shown; check each entry)".to_string(),
+            };
+            ConfigError::new(keys_key, format!("{e}{hint}"))
+        })?;
+        if !within(base_path.as_str(), &path) {
+            return Err(ConfigError::new(
+                "cookies.path",
+                format!(
+                    "`{path}` must contain server.base_path `{}`: the agent endpoints need the access-token and CSRF cookies",
+                    base_path.as_str()
+                ),
+            ));
+        }
+        let cookies = CookieConfig {
+            prefix: c.prefix,
+            secure: c.secure,
+            same_site,
+            domain,
+            path,
+            keys,
+            login_timeout: parse_duration("cookies.login_timeout", &c.login_timeout)?,
+            session_lifetime: parse_duration("cookies.session_lifetime", &c.session_lifetime)?,
+        };
+
+        let web = WebConfig {
+            trusted_origins: TrustedOrigins::parse(&self.web.trusted_origins)
+                .map_err(|m| ConfigError::new("web.trusted_origins", m))?,
+            cors: self.web.cors,
+        };
+
+        if self.providers.is_empty() {
+            return Err(ConfigError::new(
+                "providers",
+                "configure at least one [[providers]] entry",
+            ));
+        }
+        let mut providers: Vec<ProviderConfig> = Vec::new();
+        for (i, p) in self.providers.into_iter().enumerate() {
+            let provider = p.validate(i)?;
+            if providers.iter().any(|q| q.id == provider.id) {
+                return Err(ConfigError::new(
+                    format!("providers[{i}].id"),
+                    format!("`{}` is used by another provider", provider.id),
+                ));
+            }
+            providers.push(provider);
+        }
+
+        Ok(Config {
+            server: ServerConfig {
+                listen: self.server.listen.trim().to_string(),
+                base_path,
+                workers: (self.server.workers > 0).then_some(self.server.workers),
+            },
+            cookies,
+            web,
+            providers,
+        })
+    }
+}
+
+impl RawProvider {
+    fn validate(self, i: usize) -> Result<ProviderConfig, ConfigError> {
+        let k = |name: &str| format!("providers[{i}].{name}");
+        if !is_token(&self.id) {
+            return Err(ConfigError::new(
+                k("id"),
+                "must be letters, digits, `-` or `_`",
+            ));
+        }
+        if self.client_id.trim().is_empty() {
+            return Err(ConfigError::new(k("client_id"), "must not be empty"));
+        }
+        let secret = match (self.client_secret, self.client_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    k("client_secret"),
+                    "set client_secret or client_secret_file, not both",
+                ))
+            }
+            (Some(s), None) => s,
+            (None, Some(file)) => read_secret_file(&k("client_secret_file"), &file)?
+                .trim()
+                .to_string(),
+            (None, None) => {
+                return Err(ConfigError::new(
+                    k("client_secret"),
+                    "is required (or client_secret_file)",
+                ))
+            }
+        };
+        if secret.is_empty() {
+            return Err(ConfigError::new(k("client_secret"), "must not be empty"));
+        }
+        if self.scope.split_whitespace().next().is_none() {
+            return Err(ConfigError::new(k("scope"), "must not be empty"));
+        }
+        let opt = |name: &str, v: &Option<String>| -> Result<Option<Url>, ConfigError> {
+            v.as_deref()
+                .map(|t| parse_provider_url(&k(name), t))
+                .transpose()
+        };
+        Ok(ProviderConfig {
+            issuer: {
+                parse_provider_url(&k("issuer"), &self.issuer)?;
+                self.issuer.trim().to_string()
+            },
+            redirect_uri: parse_url(&k("redirect_uri"), &self.redirect_uri)?,
+            post_logout_redirect_uri: self
+                .post_logout_redirect_uri
+                .as_deref()
+                .map(|t| parse_url(&k("post_logout_redirect_uri"), t))
+                .transpose()?,
+            scope: self.scope.split_whitespace().collect::<Vec<_>>().join(" "),
+            timeout: parse_duration(&k("timeout"), &self.timeout)?,
+            endpoints: EndpointOverrides {
+                authorization_endpoint: opt(
+                    "authorization_endpoint",
+                    &self.authorization_endpoint,
+                )?,
+                token_endpoint: opt("token_endpoint", &self.token_endpoint)?,
+                userinfo_endpoint: opt("userinfo_endpoint", &self.userinfo_endpoint)?,
+                jwks_uri: opt("jwks_uri", &self.jwks_uri)?,
+                end_session_endpoint: opt("end_session_endpoint", &self.end_session_endpoint)?,
+                revocation_endpoint: opt("revocation_endpoint", &self.revocation_endpoint)?,
+            },
+            id: self.id,
+            client_id: self.client_id.trim().to_string(),
+            client_secret: SecretString::from(secret),
+        })
+    }
+}
+
+impl fmt::Display for SameSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::CookieKey;
+
+    fn minimal(key: &str) -> String {
+        format!(
+            r#"
+[cookies]
+keys = ["{key}"]
+[web]
+trusted_origins = ["https://www.example.com"]
+[[providers]]
+id = "default"
+issuer = "https://login.example.com"
+client_id = "spa-client"
+client_secret = "s3cr3t-value"
+redirect_uri = "https://www.example.com/"
+"#
+        )
+    }
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    fn err(text: &str, env: Vec<(String, String)>) -> ConfigError {
+        match Config::from_toml(text, env) {
+            Ok(_) => panic!("expected a configuration error"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn minimal_config_has_secure_defaults() {
+        let key = CookieKey::generate_text();
+        let c = Config::from_toml(&minimal(&key), no_env()).expect("valid");
+        assert!(c.cookies.secure);
+        assert_eq!(c.cookies.same_site, SameSite::Strict);
+        assert_eq!(c.cookies.prefix, "th");
+        assert_eq!(c.server.base_path.as_str(), "/oauth-agent");
+        assert_eq!(c.cookies.login_timeout, Duration::from_secs(600));
+        assert!(c.web.cors);
+        assert_eq!(c.providers[0].scope, "openid profile email offline_access");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let key = CookieKey::generate_text();
+        let text = minimal(&key).replace("[web]", "[web]\ntrusted_origin = []");
+        let e = err(&text, no_env());
+        assert!(e.to_string().contains("trusted_origin"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_use_one_rule() {
+        let key = CookieKey::generate_text();
+        let env = vec![
+            ("TOKEN_HANDLER__COOKIES__SECURE".into(), "false".into()),
+            ("TOKEN_HANDLER__SERVER__BASE_PATH".into(), "/bff/".into()),
+            (
+                "TOKEN_HANDLER__WEB__TRUSTED_ORIGINS".into(),
+                "https://a.example, http://localhost:3000".into(),
+            ),
+            (
+                "TOKEN_HANDLER__PROVIDERS__0__CLIENT_SECRET".into(),
+                "from-env".into(),
+            ),
+            ("UNRELATED".into(), "x".into()),
+        ];
+        let c = Config::from_toml(&minimal(&key), env).expect("valid");
+        assert!(!c.cookies.secure);
+        assert_eq!(c.server.base_path.as_str(), "/bff");
+        assert_eq!(
+            c.web.trusted_origins.as_slice(),
+            ["https://a.example", "http://localhost:3000"]
+        );
+        use secrecy::ExposeSecret;
+        assert_eq!(c.providers[0].client_secret.expose_secret(), "from-env");
+    }
+
+    #[test]
+    fn a_whole_config_can_come_from_the_environment() {
+        let key = CookieKey::generate_text();
+        let env: Vec<(String, String)> = [
+            ("TOKEN_HANDLER__COOKIES__KEYS", key.as_str()),
+            (
+                "TOKEN_HANDLER__WEB__TRUSTED_ORIGINS",
+                "https://www.example.com",
+            ),
+            ("TOKEN_HANDLER__PROVIDERS__0__ID", "default"),
+            (
+                "TOKEN_HANDLER__PROVIDERS__0__ISSUER",
+                "https://login.example.com",
+            ),
+            ("TOKEN_HANDLER__PROVIDERS__0__CLIENT_ID", "spa"),
+            ("TOKEN_HANDLER__PROVIDERS__0__CLIENT_SECRET", "x"),
+            (
+                "TOKEN_HANDLER__PROVIDERS__0__REDIRECT_URI",
+                "https://www.example.com/",
+            ),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let c = Config::from_toml("", env).expect("valid");
+        assert_eq!(c.providers[0].client_id, "spa");
+    }
+
+    #[test]
+    fn malformed_environment_names_are_refused() {
+        let key = CookieKey::generate_text();
+        let e = err(
+            &minimal(&key),
+            vec![("TOKEN_HANDLER__PROVIDERS__X__ID".into(), "a".into())],
+        );
+        assert_eq!(e.key, "TOKEN_HANDLER__PROVIDERS__X__ID");
+    }
+
+    #[test]
+    fn secrets_come_from_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (k1, k2) = (CookieKey::generate_text(), CookieKey::generate_text());
+        let keys = dir.path().join("keys");
+        std::fs::write(&keys, format!("# newest first\n{k1}\n\n{k2}\n")).expect("write");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "file-secret\n").expect("write");
+        let text = minimal("unused")
+            .replace(
+                "keys = [\"unused\"]",
+                &format!("keys_file = {:?}", keys.display().to_string()),
+            )
+            .replace(
+                "client_secret = \"s3cr3t-value\"",
+                &format!("client_secret_file = {:?}", secret.display().to_string()),
+            );
+        let c = Config::from_toml(&text, no_env()).expect("valid");
+        assert_eq!(c.cookies.keys.keys().len(), 2);
+        use secrecy::ExposeSecret;
+        assert_eq!(c.providers[0].client_secret.expose_secret(), "file-secret");
+    }
+
+    #[test]
+    fn startup_refuses_unsafe_or_broken_settings() {
+        let key = CookieKey::generate_text();
+        let base = minimal(&key);
+        let cases: Vec<(String, &str)> = vec![
+            (
+                base.replace(&format!("keys = [\"{key}\"]"), "keys = []"),
+                "cookies.keys",
+            ),
+            (base.replace(&key, "c2hvcnQ"), "cookies.keys"),
+            (
+                base.replace(
+                    "[cookies]",
+                    "[cookies]\nsame_site = \"none\"\nsecure = false",
+                ),
+                "cookies.same_site",
+            ),
+            (
+                base.replace("[cookies]", "[cookies]\nsame_site = \"relaxed\""),
+                "cookies.same_site",
+            ),
+            (
+                base.replace("https://login.example.com", "http://login.example.com"),
+                "providers[0].issuer",
+            ),
+            (
+                base.replace(
+                    "\"https://www.example.com\"]",
+                    "\"https://www.example.com/app\"]",
+                ),
+                "web.trusted_origins",
+            ),
+            (
+                base.replace(
+                    "trusted_origins = [\"https://www.example.com\"]",
+                    "trusted_origins = []",
+                ),
+                "web.trusted_origins",
+            ),
+            (
+                base.replace("[cookies]", "[cookies]\nprefix = \"a b\""),
+                "cookies.prefix",
+            ),
+        ];
+        for (text, key_name) in cases {
+            let e = err(&text, no_env());
+            assert_eq!(e.key, key_name, "{e}");
+        }
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let key = CookieKey::generate_text();
+        let c = Config::from_toml(&minimal(&key), no_env()).expect("valid");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cr3t-value"), "{debug}");
+        assert!(!debug.contains(&key), "{debug}");
+    }
+
+    #[test]
+    fn trusted_origins_compare_exactly() {
+        let t = TrustedOrigins::parse(&["https://app.example.com/"]).expect("valid");
+        assert!(t.contains("https://app.example.com"));
+        assert!(!t.contains("https://app.example.com.evil.test"));
+        assert!(!t.contains("http://app.example.com"));
+        assert!(!t.contains("null"));
+    }
+}

@@ -1,0 +1,355 @@
+//! The sealed-value wire format.
+//!
+//! `base64url(version ‖ key id ‖ nonce ‖ ciphertext+tag)`, no padding, where the plaintext is
+//! JSON `{"exp": <unix seconds>, "v": <value>}`.
+//!
+//! - A fresh random 96-bit nonce per seal (NIST SP 800-38D §8.2.2: random nonces are safe for far
+//!   more than 2^32 seals per key, which key rotation keeps us well under).
+//! - The associated data binds the format version, the cookie's purpose and the key id, so a
+//!   value cut from the `-auth` cookie and pasted into `-at` fails authentication, as does a
+//!   value whose key-id byte was edited to point at another key.
+//! - The expiry is inside the ciphertext and checked after decryption: a browser that ignores
+//!   Max-Age, or a thief who copies a cookie, gains nothing past it.
+//! - Every failure before a successful decryption is the same opaque [`SealError::Invalid`], so
+//!   the error says nothing an attacker could use to tell a bad key from a flipped byte.
+
+use super::keys::{KeyRing, KEY_ID_LEN};
+use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::Nonce;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+const VERSION: u8 = 1;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
+/// Larger inputs are refused before decoding: no cookie we write comes near it, and it bounds
+/// the work an attacker can make us do per cookie.
+const MAX_SEALED_LEN: usize = 16 * 1024;
+
+/// What a sealed value is for. Part of the associated data: a value sealed for one purpose never
+/// opens as another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    Login,
+    AccessToken,
+    RefreshToken,
+    IdToken,
+    Csrf,
+}
+
+impl Purpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Purpose::Login => b"login",
+            Purpose::AccessToken => b"at",
+            Purpose::RefreshToken => b"auth",
+            Purpose::IdToken => b"id",
+            Purpose::Csrf => b"csrf",
+        }
+    }
+}
+
+/// Why a value did not open.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SealError {
+    /// Not ours, tampered with, moved from another cookie, or sealed with a key no longer listed.
+    /// Deliberately one variant.
+    #[error("the sealed value is invalid")]
+    Invalid,
+    /// Authentic, but past the expiry sealed into it.
+    #[error("the sealed value has expired")]
+    Expired,
+    /// The value could not be serialized (a bug, never caused by input).
+    #[error("the value could not be encoded")]
+    Encode,
+}
+
+#[derive(Serialize)]
+struct EnvelopeOut<'a, T> {
+    exp: i64,
+    v: &'a T,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeIn<T> {
+    exp: i64,
+    v: T,
+}
+
+/// Seals and opens values with a key ring.
+#[derive(Clone, Debug)]
+pub struct Sealer {
+    ring: KeyRing,
+}
+
+impl Sealer {
+    pub fn new(ring: KeyRing) -> Self {
+        Self { ring }
+    }
+
+    pub fn ring(&self) -> &KeyRing {
+        &self.ring
+    }
+
+    /// Seals `value` for `purpose` with the current key; it opens until `expires_at` (Unix
+    /// seconds).
+    pub fn seal<T: Serialize>(
+        &self,
+        purpose: Purpose,
+        expires_at: i64,
+        value: &T,
+    ) -> Result<String, SealError> {
+        let plaintext = serde_json::to_vec(&EnvelopeOut {
+            exp: expires_at,
+            v: value,
+        })
+        .map_err(|_| SealError::Encode)?;
+        let key = self.ring.current();
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        let aad = associated_data(purpose, &key.id());
+        let ciphertext = key
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &plaintext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| SealError::Encode)?;
+        let mut out = Vec::with_capacity(HEADER_LEN + ciphertext.len());
+        out.push(VERSION);
+        out.extend_from_slice(&key.id());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ciphertext);
+        Ok(URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Opens a value sealed for `purpose` by any key in the ring, if it has not expired at `now`.
+    pub fn unseal<T: DeserializeOwned>(
+        &self,
+        purpose: Purpose,
+        now: i64,
+        sealed: &str,
+    ) -> Result<T, SealError> {
+        if sealed.len() > MAX_SEALED_LEN {
+            return Err(SealError::Invalid);
+        }
+        let raw = URL_SAFE_NO_PAD
+            .decode(sealed)
+            .map_err(|_| SealError::Invalid)?;
+        if raw.len() < HEADER_LEN + TAG_LEN || raw[0] != VERSION {
+            return Err(SealError::Invalid);
+        }
+        let key_id = &raw[1..1 + KEY_ID_LEN];
+        let nonce = &raw[1 + KEY_ID_LEN..HEADER_LEN];
+        let key = self.ring.find(key_id).ok_or(SealError::Invalid)?;
+        let aad = associated_data(purpose, key_id);
+        let plaintext = key
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: &raw[HEADER_LEN..],
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| SealError::Invalid)?;
+        // Authentic from here on: only we could have written this plaintext.
+        let envelope: EnvelopeIn<T> =
+            serde_json::from_slice(&plaintext).map_err(|_| SealError::Invalid)?;
+        if now >= envelope.exp {
+            return Err(SealError::Expired);
+        }
+        Ok(envelope.v)
+    }
+}
+
+fn associated_data(purpose: Purpose, key_id: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(32);
+    aad.extend_from_slice(b"token-handler/1/");
+    aad.extend_from_slice(purpose.label());
+    aad.push(b'/');
+    aad.extend_from_slice(key_id);
+    aad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::CookieKey;
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn sealer_with(keys: &[&str]) -> Sealer {
+        Sealer::new(KeyRing::parse(keys).expect("valid keys"))
+    }
+
+    fn fresh() -> (Sealer, String) {
+        let key = CookieKey::generate_text();
+        (sealer_with(&[&key]), key)
+    }
+
+    fn token_2k() -> String {
+        "x".repeat(2048)
+    }
+
+    #[test]
+    fn round_trip() {
+        let (s, _) = fresh();
+        let sealed = s
+            .seal(Purpose::AccessToken, NOW + 60, &token_2k())
+            .expect("seal");
+        let opened: String = s.unseal(Purpose::AccessToken, NOW, &sealed).expect("open");
+        assert_eq!(opened, token_2k());
+    }
+
+    #[test]
+    fn every_seal_uses_a_fresh_nonce() {
+        let (s, _) = fresh();
+        let a = s.seal(Purpose::Csrf, NOW + 60, &"same").expect("seal");
+        let b = s.seal(Purpose::Csrf, NOW + 60, &"same").expect("seal");
+        assert_ne!(a, b);
+        let raw_a = URL_SAFE_NO_PAD.decode(&a).expect("b64");
+        let raw_b = URL_SAFE_NO_PAD.decode(&b).expect("b64");
+        assert_ne!(
+            raw_a[1 + KEY_ID_LEN..HEADER_LEN],
+            raw_b[1 + KEY_ID_LEN..HEADER_LEN]
+        );
+    }
+
+    #[test]
+    fn the_plaintext_is_not_visible() {
+        let (s, _) = fresh();
+        let sealed = s
+            .seal(
+                Purpose::AccessToken,
+                NOW + 60,
+                &"eyJhbGciOiJSUzI1NiJ9.secret",
+            )
+            .expect("seal");
+        let raw = URL_SAFE_NO_PAD.decode(&sealed).expect("b64");
+        assert!(!String::from_utf8_lossy(&raw).contains("secret"));
+    }
+
+    #[test]
+    fn any_flipped_byte_fails_opaquely() {
+        let (s, _) = fresh();
+        let sealed = s.seal(Purpose::IdToken, NOW + 60, &"id").expect("seal");
+        let raw = URL_SAFE_NO_PAD.decode(&sealed).expect("b64");
+        for i in 0..raw.len() {
+            let mut bad = raw.clone();
+            bad[i] ^= 0x01;
+            let res: Result<String, _> =
+                s.unseal(Purpose::IdToken, NOW, &URL_SAFE_NO_PAD.encode(&bad));
+            assert_eq!(res, Err(SealError::Invalid), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn truncation_and_garbage_fail_opaquely() {
+        let (s, _) = fresh();
+        let sealed = s.seal(Purpose::IdToken, NOW + 60, &"id").expect("seal");
+        for len in [0, 1, 5, 20, sealed.len() - 1] {
+            let res: Result<String, _> = s.unseal(Purpose::IdToken, NOW, &sealed[..len]);
+            assert_eq!(res, Err(SealError::Invalid), "length {len}");
+        }
+        for junk in ["%%%", "a b", &"A".repeat(MAX_SEALED_LEN + 1)] {
+            let res: Result<String, _> = s.unseal(Purpose::IdToken, NOW, junk);
+            assert_eq!(res, Err(SealError::Invalid));
+        }
+    }
+
+    #[test]
+    fn a_value_moved_to_another_cookie_fails() {
+        let (s, _) = fresh();
+        let sealed = s
+            .seal(Purpose::RefreshToken, NOW + 60, &"rt")
+            .expect("seal");
+        for other in [
+            Purpose::Login,
+            Purpose::AccessToken,
+            Purpose::IdToken,
+            Purpose::Csrf,
+        ] {
+            let res: Result<String, _> = s.unseal(other, NOW, &sealed);
+            assert_eq!(res, Err(SealError::Invalid), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_fails() {
+        let (a, _) = fresh();
+        let (b, _) = fresh();
+        let sealed = a.seal(Purpose::Csrf, NOW + 60, &"v").expect("seal");
+        let res: Result<String, _> = b.unseal(Purpose::Csrf, NOW, &sealed);
+        assert_eq!(res, Err(SealError::Invalid));
+    }
+
+    #[test]
+    fn editing_the_key_id_to_another_listed_key_fails() {
+        let k1 = CookieKey::generate_text();
+        let k2 = CookieKey::generate_text();
+        let s = sealer_with(&[&k1, &k2]);
+        let sealed = s.seal(Purpose::Csrf, NOW + 60, &"v").expect("seal");
+        let mut raw = URL_SAFE_NO_PAD.decode(&sealed).expect("b64");
+        let other = s.ring().keys()[1].id();
+        raw[1..1 + KEY_ID_LEN].copy_from_slice(&other);
+        let res: Result<String, _> = s.unseal(Purpose::Csrf, NOW, &URL_SAFE_NO_PAD.encode(&raw));
+        assert_eq!(res, Err(SealError::Invalid));
+    }
+
+    #[test]
+    fn a_rotated_ring_opens_values_sealed_with_older_keys() {
+        let old = CookieKey::generate_text();
+        let new = CookieKey::generate_text();
+        let before = sealer_with(&[&old]);
+        let sealed_old = before
+            .seal(Purpose::AccessToken, NOW + 60, &"t")
+            .expect("seal");
+        // Step 1 of the runbook: the new key is listed but does not seal yet.
+        let step1 = sealer_with(&[&old, &new]);
+        // Step 2: the new key seals; the old one still opens.
+        let step2 = sealer_with(&[&new, &old]);
+        for s in [&step1, &step2] {
+            let v: String = s
+                .unseal(Purpose::AccessToken, NOW, &sealed_old)
+                .expect("open");
+            assert_eq!(v, "t");
+        }
+        let sealed_new = step2
+            .seal(Purpose::AccessToken, NOW + 60, &"t")
+            .expect("seal");
+        let v: String = step1
+            .unseal(Purpose::AccessToken, NOW, &sealed_new)
+            .expect("open");
+        assert_eq!(v, "t");
+        // Step 3: the old key is dropped; what it sealed no longer opens.
+        let step3 = sealer_with(&[&new]);
+        let res: Result<String, _> = step3.unseal(Purpose::AccessToken, NOW, &sealed_old);
+        assert_eq!(res, Err(SealError::Invalid));
+    }
+
+    #[test]
+    fn expiry_is_enforced_after_decryption() {
+        let (s, _) = fresh();
+        let sealed = s.seal(Purpose::Login, NOW + 600, &"v").expect("seal");
+        let ok: Result<String, _> = s.unseal(Purpose::Login, NOW + 599, &sealed);
+        assert!(ok.is_ok());
+        let res: Result<String, _> = s.unseal(Purpose::Login, NOW + 600, &sealed);
+        assert_eq!(res, Err(SealError::Expired));
+    }
+
+    #[test]
+    fn debug_of_a_sealer_is_redacted() {
+        let (s, key) = fresh();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains(&key));
+        assert!(debug.contains("<redacted>"));
+    }
+}

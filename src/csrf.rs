@@ -1,0 +1,39 @@
+//! CSRF protection for state-changing requests: the synchronizer-token pattern on top of the
+//! Origin check.
+//!
+//! The SPA receives the CSRF value in the JSON of `/login/end` and sends it back in the
+//! `x-<prefix>-csrf` header; we compare it, in constant time, with the copy sealed in the
+//! `-csrf` cookie. Another site can make the browser send our cookies but cannot read the value
+//! nor set custom headers without a CORS preflight we refuse.
+
+use crate::cookies::CookieKind;
+use crate::error::ApiError;
+use crate::session::CsrfCookie;
+use crate::state::AppState;
+use actix_web::HttpRequest;
+
+/// Checks the CSRF header against the sealed cookie; returns the (valid) CSRF value.
+pub fn require_csrf(req: &HttpRequest, state: &AppState) -> Result<crate::secret::Token, ApiError> {
+    let header_name = state.cookies.csrf_header();
+    let Some(sent) = req.headers().get(header_name.as_str()) else {
+        return Err(ApiError::Unauthorized(
+            "the CSRF header is missing; send the csrf value from login/end in the x-<prefix>-csrf header",
+        ));
+    };
+    let sent = sent.to_str().unwrap_or_default();
+    let cookie: Option<CsrfCookie> = state
+        .cookies
+        .open(req, &state.sealer, CookieKind::Csrf, state.clock.now())
+        .map_err(|_| ApiError::Unauthorized("the CSRF cookie is missing, expired or invalid"))?;
+    let Some(cookie) = cookie else {
+        return Err(ApiError::Unauthorized(
+            "the CSRF cookie is missing; sign in first",
+        ));
+    };
+    if !cookie.token.ct_eq(sent) {
+        return Err(ApiError::Unauthorized(
+            "the CSRF header does not match the CSRF cookie",
+        ));
+    }
+    Ok(cookie.token)
+}

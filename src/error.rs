@@ -1,0 +1,145 @@
+//! One error type for everything a client can be told, mapped to HTTP in one exhaustive match.
+//!
+//! The JSON body carries a stable `code` (SPAs branch on it; the names follow Curity's OAuth
+//! Agent so existing SPAs work unchanged) and a human `message` that names likely causes. A cause
+//! chain never reaches the body: whatever detail helps an operator is logged at the point where
+//! the error is created, without tokens, codes or cookie values.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// Why a request could not be served. Each variant is one stable error `code`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Origin, CSRF header, or a missing/unreadable cookie. The reason is for the message only;
+    /// the code is the same whatever failed, so probing learns nothing.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The request itself is malformed.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// A request body over the limit.
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// No such endpoint.
+    #[error("no endpoint at this path")]
+    NotFound,
+    /// The endpoint exists but not with this method.
+    #[error("this endpoint does not accept the {0} method")]
+    MethodNotAllowed(String),
+    /// The provider redirected back with an error (front channel, RFC 6749 §4.1.2.1). The code is
+    /// the provider's own, already restricted to a safe alphabet.
+    #[error("{description}")]
+    ProviderFrontChannel { code: String, description: String },
+    /// The provider rejected a code exchange or refresh (RFC 6749 §5.2), or sent a token we must
+    /// not accept (ID-token validation failed).
+    #[error("{0}")]
+    AuthorizationError(String),
+    /// The access token has expired: the SPA should call `/refresh`.
+    #[error("the access token has expired; call refresh and retry")]
+    TokenExpired,
+    /// The refresh token was rejected: the user must sign in again.
+    #[error("the session has expired; sign in again")]
+    SessionExpired,
+    /// The provider is unreachable, timed out or answered 5xx.
+    #[error("{0}")]
+    ProviderUnavailable(String),
+    /// A sealed cookie would exceed what browsers store; they would drop it without a word.
+    #[error("the {name} cookie would be {size} bytes, over the {limit} bytes browsers keep; request fewer scopes or claims, or use a provider with shorter tokens")]
+    CookieTooLarge {
+        name: String,
+        size: usize,
+        limit: usize,
+    },
+    /// Our own fault. The message is generic; details are logged where it happened.
+    #[error("internal error; see the token-handler log")]
+    Internal,
+}
+
+impl ApiError {
+    /// The stable, documented error code carried in the JSON body.
+    pub fn code(&self) -> &str {
+        match self {
+            ApiError::Unauthorized(_) => "unauthorized_request",
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::PayloadTooLarge { .. } => "request_too_large",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::ProviderFrontChannel { code, .. } => code,
+            ApiError::AuthorizationError(_) => "authorization_error",
+            ApiError::TokenExpired => "token_expired",
+            ApiError::SessionExpired => "session_expired",
+            ApiError::ProviderUnavailable(_) => "authorization_server_error",
+            ApiError::CookieTooLarge { .. } => "cookie_too_large",
+            ApiError::Internal => "server_error",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized(_) | ApiError::TokenExpired | ApiError::SessionExpired => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::InvalidRequest(_) | ApiError::AuthorizationError(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            // OIDC Core §3.1.2.6: login_required means "no session at the provider", which for the
+            // SPA is the same situation as an expired session.
+            ApiError::ProviderFrontChannel { code, .. } if code == "login_required" => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::ProviderFrontChannel { .. } => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::ProviderUnavailable(_) => StatusCode::BAD_GATEWAY,
+            ApiError::CookieTooLarge { .. } | ApiError::Internal => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(ErrorBody {
+                code: self.code(),
+                message: self.to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_required_is_401_other_front_channel_errors_400() {
+        let e = ApiError::ProviderFrontChannel {
+            code: "login_required".into(),
+            description: "x".into(),
+        };
+        assert_eq!(e.status_code(), StatusCode::UNAUTHORIZED);
+        let e = ApiError::ProviderFrontChannel {
+            code: "access_denied".into(),
+            description: "x".into(),
+        };
+        assert_eq!(e.status_code(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.code(), "access_denied");
+    }
+
+    #[test]
+    fn internal_errors_say_nothing_of_their_cause() {
+        assert_eq!(ApiError::Internal.code(), "server_error");
+        assert!(!ApiError::Internal.to_string().contains("panic"));
+    }
+}

@@ -1,0 +1,140 @@
+//! Outbound HTTP to providers: one client setup, one way to read a JSON answer.
+//!
+//! Redirects are never followed (a token endpoint that redirects would carry our client
+//! credentials somewhere unplanned), every call has a timeout, and answer bodies are capped so a
+//! misbehaving provider cannot exhaust memory. Bodies are never logged: they may hold tokens.
+
+use awc::http::StatusCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest provider answer read (discovery documents and JWKS are a few KiB).
+const MAX_BODY: usize = 1024 * 1024;
+
+/// Why a call to the provider did not produce a usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Unreachable, timed out, 5xx, or an answer that is not the JSON the spec promises.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A 4xx answer; `error` is the OAuth error code (RFC 6749 §5.2) when the body had one.
+    #[error("the provider answered {status} ({error})")]
+    Rejected { status: u16, error: String },
+}
+
+/// Builds the client used for provider calls (one per worker: awc clients are not `Send`).
+pub fn build_client(connect_timeout: Duration) -> awc::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let connector = match rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+    {
+        Ok(builder) => {
+            let tls = builder.with_root_certificates(roots).with_no_client_auth();
+            awc::Connector::new()
+                .rustls_0_23(Arc::new(tls))
+                .timeout(connect_timeout)
+        }
+        Err(e) => {
+            // Only reachable if ring offered no protocol version, which it always does.
+            tracing::error!(error = %e, "TLS setup failed; https providers will be unreachable");
+            awc::Connector::new().timeout(connect_timeout)
+        }
+    };
+    awc::Client::builder()
+        .connector(connector)
+        .disable_redirects()
+        .add_default_header((
+            awc::http::header::USER_AGENT,
+            concat!("token-handler/", env!("CARGO_PKG_VERSION")),
+        ))
+        .finish()
+}
+
+/// Sends a request and reads a JSON answer. 2xx → the JSON; 4xx → `Rejected` with the OAuth
+/// error code; anything else → `Unavailable`. `what` names the endpoint in errors and logs.
+pub async fn send_json(
+    request: awc::SendClientRequest,
+    what: &str,
+) -> Result<serde_json::Value, CallError> {
+    let mut resp = request.await.map_err(|e| {
+        tracing::warn!(endpoint = what, error = %e, "provider call failed");
+        CallError::Unavailable(format!("the provider's {what} could not be reached"))
+    })?;
+    let status = resp.status();
+    let body = resp.body().limit(MAX_BODY).await.map_err(|e| {
+        tracing::warn!(endpoint = what, error = %e, "reading the provider's answer failed");
+        CallError::Unavailable(format!("the provider's {what} answer could not be read"))
+    })?;
+    if status.is_success() {
+        if body.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        return serde_json::from_slice(&body).map_err(|_| {
+            tracing::warn!(endpoint = what, %status, "provider answered with invalid JSON");
+            CallError::Unavailable(format!("the provider's {what} answered with invalid JSON"))
+        });
+    }
+    if status.is_client_error() {
+        let error = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(safe_code))
+            .unwrap_or_else(|| default_code(status));
+        tracing::info!(endpoint = what, %status, error = %error, "provider rejected the request");
+        return Err(CallError::Rejected {
+            status: status.as_u16(),
+            error,
+        });
+    }
+    tracing::warn!(endpoint = what, %status, "provider error");
+    Err(CallError::Unavailable(format!(
+        "the provider's {what} answered {status}"
+    )))
+}
+
+fn default_code(status: StatusCode) -> String {
+    match status {
+        StatusCode::UNAUTHORIZED => "invalid_token".into(),
+        _ => "invalid_request".into(),
+    }
+}
+
+/// Restricts a provider-supplied error code to RFC 6749's alphabet for `error`
+/// (%x20-21 / %x23-5B / %x5D-7E), further narrowed to `[A-Za-z0-9_.-]` and 64 characters, so it
+/// is safe in JSON, logs and headers. Anything else becomes `invalid_request`.
+pub fn safe_code(code: &str) -> String {
+    if !code.is_empty()
+        && code.len() <= 64
+        && code
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        code.to_string()
+    } else {
+        "invalid_request".to_string()
+    }
+}
+
+/// Bounds a provider-supplied description (front-channel `error_description`) to printable
+/// ASCII and 200 characters before it reaches a JSON message.
+pub fn safe_description(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(200)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_codes_are_restricted() {
+        assert_eq!(safe_code("invalid_grant"), "invalid_grant");
+        assert_eq!(safe_code("<script>"), "invalid_request");
+        assert_eq!(safe_code("a\r\nSet-Cookie: x"), "invalid_request");
+        assert_eq!(safe_code(&"a".repeat(65)), "invalid_request");
+        assert_eq!(safe_description("bad\r\nthing"), "badthing");
+    }
+}

@@ -1,0 +1,206 @@
+//! Provider metadata: OpenID Connect Discovery, with configured endpoints taking precedence.
+//!
+//! Configured endpoints override what discovery says, and when discovery fails they are enough
+//! on their own (authorization and token endpoints at least). The discovered `issuer` must equal
+//! the configured one (OIDC Discovery §4.3): otherwise a compromised or misrouted discovery
+//! document could point us at an attacker's token endpoint and keys.
+
+use super::http::{send_json, CallError};
+use crate::config::ProviderConfig;
+use serde::Deserialize;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// How long discovered metadata is used before it is fetched again.
+const METADATA_TTL: Duration = Duration::from_secs(3600);
+
+/// The endpoints token-handler uses, resolved from discovery and configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderMetadata {
+    /// The exact issuer string ID tokens must carry.
+    pub issuer: String,
+    pub authorization_endpoint: Url,
+    pub token_endpoint: Url,
+    pub userinfo_endpoint: Option<Url>,
+    pub jwks_uri: Option<Url>,
+    pub end_session_endpoint: Option<Url>,
+    pub revocation_endpoint: Option<Url>,
+    /// True when discovery answered; false when only configured endpoints are in use.
+    pub discovered: bool,
+}
+
+#[derive(Deserialize)]
+struct DiscoveryDocument {
+    issuer: String,
+    authorization_endpoint: Option<String>,
+    token_endpoint: Option<String>,
+    userinfo_endpoint: Option<String>,
+    jwks_uri: Option<String>,
+    end_session_endpoint: Option<String>,
+    revocation_endpoint: Option<String>,
+}
+
+/// The discovery URL for an issuer (OIDC Discovery §4: the issuer's path is kept).
+pub fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
+}
+
+fn same_issuer(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+fn endpoint(name: &str, text: Option<String>) -> Result<Option<Url>, String> {
+    text.map(|t| Url::parse(&t).map_err(|e| format!("discovery gave an invalid {name} `{t}`: {e}")))
+        .transpose()
+}
+
+/// Fetches discovery and merges configured overrides.
+pub async fn discover(
+    client: &awc::Client,
+    config: &ProviderConfig,
+) -> Result<ProviderMetadata, String> {
+    let discovered = fetch_discovery(client, config).await;
+    let o = &config.endpoints;
+    match discovered {
+        Ok(doc) => {
+            if !same_issuer(&doc.issuer, &config.issuer) {
+                return Err(format!(
+                    "discovery names issuer `{}` but the configuration says `{}`; they must be the same",
+                    doc.issuer, config.issuer
+                ));
+            }
+            let pick = |name: &str, configured: &Option<Url>, found: Option<String>| {
+                match configured {
+                    Some(u) => Ok(Some(u.clone())),
+                    None => endpoint(name, found),
+                }
+            };
+            Ok(ProviderMetadata {
+                authorization_endpoint: pick(
+                    "authorization_endpoint",
+                    &o.authorization_endpoint,
+                    doc.authorization_endpoint,
+                )?
+                .ok_or("discovery has no authorization_endpoint; configure one")?,
+                token_endpoint: pick("token_endpoint", &o.token_endpoint, doc.token_endpoint)?
+                    .ok_or("discovery has no token_endpoint; configure one")?,
+                userinfo_endpoint: pick(
+                    "userinfo_endpoint",
+                    &o.userinfo_endpoint,
+                    doc.userinfo_endpoint,
+                )?,
+                jwks_uri: pick("jwks_uri", &o.jwks_uri, doc.jwks_uri)?,
+                end_session_endpoint: pick(
+                    "end_session_endpoint",
+                    &o.end_session_endpoint,
+                    doc.end_session_endpoint,
+                )?,
+                revocation_endpoint: pick(
+                    "revocation_endpoint",
+                    &o.revocation_endpoint,
+                    doc.revocation_endpoint,
+                )?,
+                issuer: doc.issuer,
+                discovered: true,
+            })
+        }
+        Err(reason) => match (&o.authorization_endpoint, &o.token_endpoint) {
+            (Some(authorization), Some(token)) => {
+                tracing::warn!(provider = %config.id, %reason, "discovery failed; using the configured endpoints");
+                Ok(ProviderMetadata {
+                    issuer: config.issuer.clone(),
+                    authorization_endpoint: authorization.clone(),
+                    token_endpoint: token.clone(),
+                    userinfo_endpoint: o.userinfo_endpoint.clone(),
+                    jwks_uri: o.jwks_uri.clone(),
+                    end_session_endpoint: o.end_session_endpoint.clone(),
+                    revocation_endpoint: o.revocation_endpoint.clone(),
+                    discovered: false,
+                })
+            }
+            _ => Err(format!(
+                "{reason}; configure authorization_endpoint and token_endpoint to run without discovery"
+            )),
+        },
+    }
+}
+
+async fn fetch_discovery(
+    client: &awc::Client,
+    config: &ProviderConfig,
+) -> Result<DiscoveryDocument, String> {
+    let url = discovery_url(&config.issuer);
+    let value = send_json(client.get(&url).timeout(config.timeout).send(), "discovery")
+        .await
+        .map_err(|e| match e {
+            CallError::Unavailable(m) => format!("{m} ({url})"),
+            CallError::Rejected { status, .. } => format!("discovery at {url} answered {status}"),
+        })?;
+    serde_json::from_value(value)
+        .map_err(|e| format!("the discovery document at {url} is not valid: {e}"))
+}
+
+/// Discovered metadata, cached for [`METADATA_TTL`] and served stale when a refetch fails.
+#[derive(Debug, Default)]
+pub struct MetadataCache {
+    current: RwLock<Option<(Arc<ProviderMetadata>, Instant)>>,
+}
+
+impl MetadataCache {
+    pub async fn get(
+        &self,
+        client: &awc::Client,
+        config: &ProviderConfig,
+    ) -> Result<Arc<ProviderMetadata>, String> {
+        let cached = self.current.read().ok().and_then(|c| c.clone());
+        if let Some((md, at)) = &cached {
+            if at.elapsed() < METADATA_TTL {
+                return Ok(md.clone());
+            }
+        }
+        match discover(client, config).await {
+            Ok(md) => {
+                let md = Arc::new(md);
+                if let Ok(mut slot) = self.current.write() {
+                    *slot = Some((md.clone(), Instant::now()));
+                }
+                Ok(md)
+            }
+            Err(reason) => match cached {
+                Some((md, _)) => {
+                    tracing::warn!(provider = %config.id, %reason, "metadata refresh failed; serving the cached copy");
+                    Ok(md)
+                }
+                None => Err(reason),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_url_keeps_the_issuer_path() {
+        assert_eq!(
+            discovery_url("https://login.example.com/realms/a/"),
+            "https://login.example.com/realms/a/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            discovery_url("https://login.example.com"),
+            "https://login.example.com/.well-known/openid-configuration"
+        );
+    }
+
+    #[test]
+    fn issuers_compare_modulo_a_trailing_slash_only() {
+        assert!(same_issuer("https://a.example/", "https://a.example"));
+        assert!(!same_issuer("https://a.example", "https://a.example.evil"));
+        assert!(!same_issuer("https://a.example/x", "https://a.example"));
+    }
+}

@@ -1,0 +1,107 @@
+//! A configured provider together with its cached metadata and keys.
+
+use super::id_token::{self, Expected, IdTokenClaims};
+use super::jwks::JwksCache;
+use super::metadata::{MetadataCache, ProviderMetadata};
+use crate::config::ProviderConfig;
+use crate::error::ApiError;
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub struct Provider {
+    pub config: ProviderConfig,
+    metadata: MetadataCache,
+    jwks: JwksCache,
+}
+
+impl Provider {
+    pub fn new(config: ProviderConfig) -> Self {
+        Self {
+            config,
+            metadata: MetadataCache::default(),
+            jwks: JwksCache::default(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// The provider's endpoints; 502 when neither discovery nor configuration provides them.
+    pub async fn metadata(&self, client: &awc::Client) -> Result<Arc<ProviderMetadata>, ApiError> {
+        self.metadata
+            .get(client, &self.config)
+            .await
+            .map_err(|reason| {
+                tracing::warn!(provider = %self.config.id, %reason, "provider metadata unavailable");
+                ApiError::ProviderUnavailable(format!(
+                    "the identity provider `{}` is unavailable: its metadata could not be loaded",
+                    self.config.id
+                ))
+            })
+    }
+
+    /// Validates an ID token this provider issued. Failures are `authorization_error` (the
+    /// token is not acceptable) or 502 (the keys could not be fetched).
+    pub async fn verify_id_token(
+        &self,
+        client: &awc::Client,
+        metadata: &ProviderMetadata,
+        token: &str,
+        nonce: Option<&crate::secret::Token>,
+        subject: Option<&str>,
+        now: i64,
+    ) -> Result<IdTokenClaims, ApiError> {
+        let reject = |reason: String| {
+            tracing::warn!(provider = %self.config.id, %reason, "ID token rejected");
+            ApiError::AuthorizationError(format!("the provider's ID token was rejected: {reason}"))
+        };
+        let (alg, kid) = id_token::header(token).map_err(reject)?;
+        let jwks_uri = metadata.jwks_uri.as_ref().ok_or_else(|| {
+            reject("the provider publishes no jwks_uri; configure one".to_string())
+        })?;
+        let key = self
+            .jwks
+            .key_for(client, jwks_uri, self.config.timeout, kid.as_deref(), alg)
+            .await
+            .map_err(reject)?;
+        id_token::verify(
+            token,
+            alg,
+            &key,
+            &Expected {
+                issuer: &metadata.issuer,
+                client_id: &self.config.client_id,
+                nonce,
+                subject,
+                now,
+            },
+        )
+        .map_err(reject)
+    }
+}
+
+/// Every configured provider; the first is the default.
+#[derive(Debug)]
+pub struct Providers(Vec<Provider>);
+
+impl Providers {
+    pub fn new(configs: &[ProviderConfig]) -> Self {
+        Self(configs.iter().cloned().map(Provider::new).collect())
+    }
+
+    /// The default provider.
+    pub fn default_provider(&self) -> &Provider {
+        // Invariant: configuration validation refuses an empty provider list.
+        &self.0[0]
+    }
+
+    /// The provider with this id.
+    pub fn get(&self, id: &str) -> Option<&Provider> {
+        self.0.iter().find(|p| p.id() == id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Provider> {
+        self.0.iter()
+    }
+}

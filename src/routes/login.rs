@@ -1,0 +1,399 @@
+//! `POST /login/start` and `POST /login/end`: the authorization-code flow with PKCE.
+
+use super::{error_with_cookies, json_with_cookies, provider_of, JsonBody};
+use crate::cookies::CookieKind;
+use crate::error::ApiError;
+use crate::oauth::http::{safe_code, safe_description, CallError};
+use crate::oauth::{pkce, token};
+use crate::secret::{random_token, Token};
+use crate::session::{session_cookies, AccessTokenCookie, CsrfCookie, LoginState, NewSession};
+use crate::state::{AppState, HttpClient};
+use actix_web::{web, HttpRequest, HttpResponse};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Characters JavaScript's `encodeURIComponent` leaves alone: `A–Z a–z 0–9 - _ . ! ~ * ' ( )`.
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+/// Parameters the flow's security rests on; an SPA may never set them (RFC 9700 §4.1, §4.7).
+const RESERVED: [&str; 8] = [
+    "client_id",
+    "redirect_uri",
+    "response_type",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+];
+const MAX_EXTRA_PARAMS: usize = 32;
+
+#[derive(Deserialize)]
+pub struct ExtraParam {
+    key: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+pub struct StartRequest {
+    #[serde(rename = "extraParams", default)]
+    extra_params: Vec<ExtraParam>,
+    /// Which provider to sign in with; the default when absent.
+    provider: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StartResponse {
+    #[serde(rename = "authorizationRequestUrl")]
+    authorization_request_url: String,
+}
+
+pub async fn start(
+    state: web::Data<AppState>,
+    client: web::Data<HttpClient>,
+    body: JsonBody<StartRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = body.0;
+    let provider = match &request.provider {
+        None => state.providers.default_provider(),
+        Some(id) => state.providers.get(id).ok_or_else(|| {
+            ApiError::InvalidRequest(format!(
+                "no identity provider is configured with the id `{}`",
+                safe_code(id)
+            ))
+        })?,
+    };
+    if request.extra_params.len() > MAX_EXTRA_PARAMS {
+        return Err(ApiError::InvalidRequest(format!(
+            "at most {MAX_EXTRA_PARAMS} extraParams are accepted"
+        )));
+    }
+    for p in &request.extra_params {
+        if p.key.is_empty() {
+            return Err(ApiError::InvalidRequest(
+                "an extraParams entry has an empty key".into(),
+            ));
+        }
+        if RESERVED.contains(&p.key.as_str()) {
+            return Err(ApiError::InvalidRequest(format!(
+                "extraParams may not set `{}`: token-handler sets it itself",
+                p.key
+            )));
+        }
+    }
+
+    let metadata = provider.metadata(&client.0).await?;
+    let login = LoginState {
+        provider: provider.id().to_string(),
+        state: random_token(),
+        nonce: random_token(),
+        verifier: pkce::new_verifier(),
+        issued_at: state.clock.now(),
+    };
+    let challenge = pkce::s256_challenge(&login.verifier);
+    let config = &provider.config;
+    let mut params: Vec<(&str, &str)> = vec![
+        ("client_id", &config.client_id),
+        ("redirect_uri", config.redirect_uri.as_str()),
+        ("response_type", "code"),
+        ("scope", &config.scope),
+        ("state", login.state.expose()),
+        ("nonce", login.nonce.expose()),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+    ];
+    params.extend(
+        request
+            .extra_params
+            .iter()
+            .map(|p| (p.key.as_str(), p.value.as_str())),
+    );
+    let url = authorization_url(&metadata.authorization_endpoint, &params);
+
+    let expires = login
+        .issued_at
+        .saturating_add(state.config.cookies.login_timeout.as_secs() as i64);
+    let cookies = state
+        .cookies
+        .seal(&state.sealer, CookieKind::Login, expires, &login)?;
+    Ok(json_with_cookies(
+        &StartResponse {
+            authorization_request_url: url,
+        },
+        cookies,
+    ))
+}
+
+/// Appends parameters to the endpoint (which may already carry a query), encoded as
+/// `encodeURIComponent` does so SPAs that compare URLs see what they expect.
+fn authorization_url(endpoint: &Url, params: &[(&str, &str)]) -> String {
+    let mut url = endpoint.to_string();
+    url.push(if endpoint.query().is_some() { '&' } else { '?' });
+    let encoded: Vec<String> = params
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, URI_COMPONENT),
+                utf8_percent_encode(v, URI_COMPONENT)
+            )
+        })
+        .collect();
+    url.push_str(&encoded.join("&"));
+    url
+}
+
+#[derive(Deserialize)]
+pub struct EndRequest {
+    #[serde(rename = "pageUrl")]
+    page_url: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EndResponse {
+    handled: bool,
+    #[serde(rename = "isLoggedIn")]
+    is_logged_in: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    csrf: Option<String>,
+}
+
+/// The authorization response parameters of a page URL (RFC 6749 §4.1.2, RFC 9207).
+#[derive(Default)]
+struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+    iss: Option<String>,
+}
+
+fn parse_callback(page_url: &str) -> Result<Callback, ApiError> {
+    let url = Url::parse(page_url)
+        .map_err(|_| ApiError::InvalidRequest("pageUrl is not an absolute URL".into()))?;
+    let mut cb = Callback::default();
+    for (name, value) in url.query_pairs() {
+        let slot = match name.as_ref() {
+            "code" => &mut cb.code,
+            "state" => &mut cb.state,
+            "error" => &mut cb.error,
+            "error_description" => &mut cb.error_description,
+            "iss" => &mut cb.iss,
+            _ => continue,
+        };
+        // RFC 6749 §3.1: parameters must not be repeated.
+        if slot.replace(value.into_owned()).is_some() {
+            return Err(ApiError::InvalidRequest(format!(
+                "pageUrl repeats the `{name}` parameter"
+            )));
+        }
+    }
+    Ok(cb)
+}
+
+pub async fn end(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    client: web::Data<HttpClient>,
+    body: JsonBody<EndRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let page_url = body.0.page_url.ok_or_else(|| {
+        ApiError::InvalidRequest("the body needs pageUrl: the SPA's full URL".into())
+    })?;
+    let callback = parse_callback(&page_url)?;
+    let now = state.clock.now();
+    let login: Option<LoginState> = state
+        .cookies
+        .open(&req, &state.sealer, CookieKind::Login, now)
+        .unwrap_or(None);
+    let matching_login =
+        match (&callback.state, login) {
+            (Some(sent), Some(login)) if login.state.ct_eq(sent) => Some(login),
+            (Some(_), Some(_)) => return Ok(error_with_cookies(
+                ApiError::InvalidRequest(
+                    "the state in pageUrl does not match the login in progress; start a new login"
+                        .into(),
+                ),
+                state.cookies.clear(CookieKind::Login),
+            )),
+            _ => None,
+        };
+
+    match (matching_login, &callback) {
+        (
+            Some(_),
+            Callback {
+                error: Some(error), ..
+            },
+        ) => {
+            let code = safe_code(error);
+            let description = callback
+                .error_description
+                .as_deref()
+                .map(safe_description)
+                .unwrap_or_else(|| format!("the identity provider answered {code}"));
+            Ok(error_with_cookies(
+                ApiError::ProviderFrontChannel { code, description },
+                state.cookies.clear(CookieKind::Login),
+            ))
+        }
+        (
+            Some(login),
+            Callback {
+                code: Some(code), ..
+            },
+        ) => complete_login(&state, &client.0, login, code, callback.iss.as_deref()).await,
+        (Some(_), _) => Err(ApiError::InvalidRequest(
+            "pageUrl has a state but neither code nor error".into(),
+        )),
+        (None, cb) => {
+            // A plain page load, or a callback whose login cookie is gone: reloading the
+            // callback URL after a successful login lands here and is not an error.
+            let logged_in = page_load(&req, &state, now);
+            if !logged_in.0 && cb.state.is_some() && (cb.code.is_some() || cb.error.is_some()) {
+                return Err(ApiError::Unauthorized(
+                    "no login is in progress for this callback: the login cookie is missing or expired (start a new login; check that cookies reach the agent's base path)",
+                ));
+            }
+            Ok(HttpResponse::Ok().json(EndResponse {
+                handled: false,
+                is_logged_in: logged_in.0,
+                csrf: logged_in.1,
+            }))
+        }
+    }
+}
+
+/// Whether the request carries a session, and its CSRF value.
+fn page_load(req: &HttpRequest, state: &AppState, now: i64) -> (bool, Option<String>) {
+    let at: Option<AccessTokenCookie> = state
+        .cookies
+        .open(req, &state.sealer, CookieKind::AccessToken, now)
+        .unwrap_or(None);
+    if at.is_none() {
+        return (false, None);
+    }
+    let csrf: Option<CsrfCookie> = state
+        .cookies
+        .open(req, &state.sealer, CookieKind::Csrf, now)
+        .unwrap_or(None);
+    match csrf {
+        Some(c) => (true, Some(c.token.expose().to_string())),
+        None => (false, None),
+    }
+}
+
+async fn complete_login(
+    state: &AppState,
+    client: &awc::Client,
+    login: LoginState,
+    code: &str,
+    iss: Option<&str>,
+) -> Result<HttpResponse, ApiError> {
+    let provider = provider_of(state, &login.provider)?;
+    let metadata = provider.metadata(client).await?;
+    // RFC 9207: when the provider names itself in the response, it must be the one we asked.
+    if let Some(iss) = iss {
+        if iss != metadata.issuer {
+            return Ok(error_with_cookies(
+                ApiError::InvalidRequest(
+                    "the authorization response comes from another issuer than the login was started with".into(),
+                ),
+                state.cookies.clear(CookieKind::Login),
+            ));
+        }
+    }
+    let tokens = match token::redeem_code(client, &provider.config, &metadata, code, &login.verifier).await {
+        Ok(t) => t,
+        Err(CallError::Rejected { error, .. }) => {
+            return Ok(error_with_cookies(
+                ApiError::AuthorizationError(format!(
+                    "the identity provider refused the authorization code ({error}); it may have expired or been used already: start a new login"
+                )),
+                state.cookies.clear(CookieKind::Login),
+            ))
+        }
+        Err(CallError::Unavailable(m)) => return Err(ApiError::ProviderUnavailable(m)),
+    };
+    let now = state.clock.now();
+    let sub = match &tokens.id_token {
+        Some(id_token) => Some(
+            provider
+                .verify_id_token(
+                    client,
+                    &metadata,
+                    id_token.expose(),
+                    Some(&login.nonce),
+                    None,
+                    now,
+                )
+                .await?
+                .sub,
+        ),
+        None if provider.config.scope.split(' ').any(|s| s == "openid") => {
+            return Err(ApiError::AuthorizationError(
+                "the provider returned no ID token although the openid scope was requested".into(),
+            ))
+        }
+        None => None,
+    };
+    let csrf: Token = random_token();
+    let mut cookies = session_cookies(
+        state,
+        NewSession {
+            provider: provider.id(),
+            tokens: &tokens,
+            previous_refresh_token: None,
+            sub,
+            csrf: &csrf,
+        },
+    )?;
+    cookies.extend(state.cookies.clear(CookieKind::Login));
+    tracing::info!(provider = %provider.id(), "login completed");
+    Ok(json_with_cookies(
+        &EndResponse {
+            handled: true,
+            is_logged_in: true,
+            csrf: Some(csrf.expose().to_string()),
+        },
+        cookies,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_encoded_like_encode_uri_component() {
+        let endpoint = Url::parse("https://login.example.com/authorize").expect("url");
+        let url = authorization_url(
+            &endpoint,
+            &[("ui_locales", "fr en"), ("x", "a+b/c?d=e&f!*'()~")],
+        );
+        assert_eq!(
+            url,
+            "https://login.example.com/authorize?ui_locales=fr%20en&x=a%2Bb%2Fc%3Fd%3De%26f!*'()~"
+        );
+        let with_query = Url::parse("https://login.example.com/authorize?p=B2C_1").expect("url");
+        assert!(authorization_url(&with_query, &[("a", "b")]).ends_with("?p=B2C_1&a=b"));
+    }
+
+    #[test]
+    fn repeated_callback_parameters_are_refused() {
+        assert!(parse_callback("https://app.example/?code=a&code=b&state=s").is_err());
+        let cb = parse_callback("https://app.example/?code=a&state=s&other=1").expect("parse");
+        assert_eq!(cb.code.as_deref(), Some("a"));
+        assert!(parse_callback("/relative").is_err());
+    }
+}

@@ -1,0 +1,81 @@
+//! The OAuth Agent API, under `server.base_path`. Handlers only extract, call and respond; the
+//! rules live in the modules they call.
+//!
+//! The endpoints and their JSON follow Curity's OAuth Agent API, so an SPA written for it works
+//! unchanged: `POST /login/start`, `POST /login/end`, `GET /userInfo`, `GET /claims`,
+//! `POST /refresh`, `POST /logout`.
+
+mod body;
+mod login;
+mod logout;
+mod refresh;
+mod session;
+
+pub use body::{JsonBody, MAX_BODY_BYTES};
+
+use crate::error::ApiError;
+use crate::origin::origin_policy;
+use actix_web::cookie::Cookie;
+use actix_web::http::Method;
+use actix_web::{middleware, web, HttpResponse, ResponseError};
+
+/// Mounts the agent endpoints at `base_path`.
+pub fn configure(base_path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
+    move |cfg| {
+        cfg.service(
+            web::scope(base_path)
+                .wrap(middleware::from_fn(origin_policy))
+                .service(resource("/login/start").route(web::post().to(login::start)))
+                .service(resource("/login/end").route(web::post().to(login::end)))
+                .service(resource("/userInfo").route(web::get().to(session::user_info)))
+                .service(resource("/claims").route(web::get().to(session::claims)))
+                .service(resource("/refresh").route(web::post().to(refresh::refresh)))
+                .service(resource("/logout").route(web::post().to(logout::logout)))
+                .default_service(web::to(not_found)),
+        );
+    }
+}
+
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// JSON 404 for any path we do not serve.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+async fn method_not_allowed(method: Method) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed(method.to_string()))
+}
+
+/// An error response that also sets (usually clears) cookies.
+fn error_with_cookies(error: ApiError, cookies: Vec<Cookie<'static>>) -> HttpResponse {
+    let mut resp = error.error_response();
+    for c in &cookies {
+        if let Err(e) = resp.add_cookie(c) {
+            tracing::error!(error = %e, "could not add a cookie to an error response");
+        }
+    }
+    resp
+}
+
+/// A 200 JSON response with cookies.
+fn json_with_cookies(body: &impl serde::Serialize, cookies: Vec<Cookie<'static>>) -> HttpResponse {
+    let mut builder = HttpResponse::Ok();
+    for c in cookies {
+        builder.cookie(c);
+    }
+    builder.json(body)
+}
+
+/// The request's provider, from the id sealed in a cookie. A provider that was removed from
+/// the configuration since the cookie was written is an unusable session, not a server error.
+fn provider_of<'a>(
+    state: &'a crate::state::AppState,
+    id: &str,
+) -> Result<&'a crate::oauth::Provider, ApiError> {
+    state.providers.get(id).ok_or(ApiError::Unauthorized(
+        "the session belongs to an identity provider that is no longer configured",
+    ))
+}

@@ -1,0 +1,139 @@
+//! What the sealed cookies contain, and how a token response becomes session cookies.
+//!
+//! Each cookie names the provider that issued its token, so refresh, userinfo and logout always
+//! talk to that provider. The access-token cookie carries the token's own expiry, so expiry is
+//! known without calling anyone; the cookie itself opens for `session_lifetime` after it was
+//! written, which lets an expired access token still be refreshed.
+
+use crate::cookies::CookieKind;
+use crate::error::ApiError;
+use crate::oauth::token::TokenResponse;
+use crate::secret::Token;
+use crate::state::AppState;
+use actix_web::cookie::Cookie;
+use serde::{Deserialize, Serialize};
+
+/// A login in progress (`-login`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LoginState {
+    pub provider: String,
+    pub state: Token,
+    pub nonce: Token,
+    pub verifier: Token,
+    pub issued_at: i64,
+}
+
+/// The access token (`-at`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccessTokenCookie {
+    pub provider: String,
+    pub token: Token,
+    /// Unix seconds; `None` when the provider gave neither `expires_in` nor a JWT `exp`.
+    pub expires_at: Option<i64>,
+}
+
+/// The refresh token (`-auth`), with the session's subject so a refreshed ID token can be
+/// checked against it (OIDC Core §12.2).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RefreshTokenCookie {
+    pub provider: String,
+    pub token: Token,
+    pub sub: Option<String>,
+}
+
+/// The ID token (`-id`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IdTokenCookie {
+    pub provider: String,
+    pub token: Token,
+}
+
+/// The CSRF value (`-csrf`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CsrfCookie {
+    pub token: Token,
+}
+
+/// The access token's expiry: `expires_in` when given, else the JWT's `exp` when the token is
+/// a JWT. The token was just received from the provider over TLS; its signature is the
+/// resource server's business, we only read when to refresh it.
+pub fn access_token_expiry(tokens: &TokenResponse, now: i64) -> Option<i64> {
+    if let Some(seconds) = tokens.expires_in {
+        return Some(now.saturating_add(seconds.max(0)));
+    }
+    #[derive(Deserialize)]
+    struct Exp {
+        exp: i64,
+    }
+    jsonwebtoken::dangerous::insecure_decode::<Exp>(tokens.access_token.expose())
+        .ok()
+        .map(|t| t.claims.exp)
+}
+
+/// Everything a successful code exchange or refresh writes.
+pub struct NewSession<'a> {
+    pub provider: &'a str,
+    pub tokens: &'a TokenResponse,
+    /// Kept when the provider did not rotate the refresh token.
+    pub previous_refresh_token: Option<Token>,
+    pub sub: Option<String>,
+    pub csrf: &'a Token,
+}
+
+/// Seals a token response into the session cookies.
+pub fn session_cookies(
+    state: &AppState,
+    session: NewSession<'_>,
+) -> Result<Vec<Cookie<'static>>, ApiError> {
+    let now = state.clock.now();
+    let until = now.saturating_add(state.config.cookies.session_lifetime.as_secs() as i64);
+    let policy = &state.cookies;
+    let sealer = &state.sealer;
+    let mut out = policy.seal(
+        sealer,
+        CookieKind::AccessToken,
+        until,
+        &AccessTokenCookie {
+            provider: session.provider.to_string(),
+            token: session.tokens.access_token.clone(),
+            expires_at: access_token_expiry(session.tokens, now),
+        },
+    )?;
+    let refresh = session
+        .tokens
+        .refresh_token
+        .clone()
+        .or(session.previous_refresh_token);
+    if let Some(token) = refresh {
+        out.extend(policy.seal(
+            sealer,
+            CookieKind::RefreshToken,
+            until,
+            &RefreshTokenCookie {
+                provider: session.provider.to_string(),
+                token,
+                sub: session.sub.clone(),
+            },
+        )?);
+    }
+    if let Some(id_token) = &session.tokens.id_token {
+        out.extend(policy.seal(
+            sealer,
+            CookieKind::IdToken,
+            until,
+            &IdTokenCookie {
+                provider: session.provider.to_string(),
+                token: id_token.clone(),
+            },
+        )?);
+    }
+    out.extend(policy.seal(
+        sealer,
+        CookieKind::Csrf,
+        until,
+        &CsrfCookie {
+            token: session.csrf.clone(),
+        },
+    )?);
+    Ok(out)
+}

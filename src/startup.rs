@@ -1,0 +1,76 @@
+//! Builds the actix application and binds it, so `main` and the tests start the very same app.
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::oauth::http::build_client;
+use crate::routes;
+use crate::state::{AppState, HttpClient};
+use crate::telemetry::log_request;
+use actix_web::dev::Server;
+use actix_web::http::header;
+use actix_web::{middleware, web, App, HttpServer};
+use std::net::TcpListener;
+use std::time::Duration;
+
+/// A bound, not yet running server.
+pub struct Application {
+    server: Server,
+    port: u16,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Binds `server.listen` (port 0 picks a free port).
+    pub fn build(config: Config) -> std::io::Result<Self> {
+        Self::build_with_clock(config, Clock::default())
+    }
+
+    /// As [`Application::build`], with a clock tests can move.
+    pub fn build_with_clock(config: Config, clock: Clock) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(&config.server.listen)?;
+        let port = listener.local_addr()?.port();
+        let workers = config.server.workers;
+        let state = web::Data::new(AppState::new(config, clock));
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            let base_path = app_state.config.server.base_path.as_str().to_string();
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(web::Data::new(HttpClient(build_client(
+                    Duration::from_secs(5),
+                ))))
+                .wrap(
+                    middleware::DefaultHeaders::new()
+                        .add((header::CACHE_CONTROL, "no-store"))
+                        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
+                )
+                .wrap(middleware::from_fn(log_request))
+                .configure(routes::configure(&base_path))
+                .default_service(web::to(routes::not_found))
+        })
+        .listen(listener)?;
+        if let Some(n) = workers {
+            server = server.workers(n);
+        }
+        Ok(Self {
+            server: server.run(),
+            port,
+            state,
+        })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state (tests read the clock and keys through it).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Runs until the server is stopped (SIGINT/SIGTERM, handled by actix).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
