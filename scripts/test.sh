@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "test OpenID Provider (oidc-provider, from the npm registry)"
+command -v node >/dev/null || { echo "node (>= 18) is required for the test OpenID Provider" >&2; exit 1; }
+npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+
 step "format"
 cargo fmt --all -- --check
 

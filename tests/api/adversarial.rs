@@ -1,0 +1,270 @@
+//! Hostile and broken input. Each case checks the answer, that nothing is a 5xx, and that the
+//! service still answers afterwards.
+
+use crate::helpers::*;
+use awc::http::Method;
+use serde_json::json;
+
+async fn logged_in(op: &TestProvider) -> (TestApp, Browser) {
+    let app = TestApp::spawn(&op.issuer).await;
+    let mut browser = app.browser();
+    let resp = browser.login("mallory-target").await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    (app, browser)
+}
+
+#[actix_web::test]
+async fn origin_rules() {
+    let op = TestProvider::start().await;
+    let (app, mut browser) = logged_in(&op).await;
+    for origin in [
+        None,
+        Some("https://evil.example"),
+        Some("https://www.example.test.evil.example"),
+        Some("http://www.example.test"),
+        Some("null"),
+    ] {
+        browser.origin = origin.map(String::from);
+        for path in ["/login/start", "/refresh", "/logout", "/login/end"] {
+            let resp = browser.post(path, "").await;
+            assert_eq!(resp.status, 401, "{origin:?} {path}: {:?}", resp.body);
+            assert_eq!(resp.code(), "unauthorized_request");
+            assert!(resp.header("access-control-allow-origin").is_none());
+        }
+    }
+    // GETs: a foreign Origin is refused; no Origin (a same-origin GET) is fine.
+    browser.origin = Some("https://evil.example".into());
+    assert_eq!(browser.get("/userInfo").await.status, 401);
+    browser.origin = None;
+    assert_eq!(browser.get("/userInfo").await.status, 200);
+    browser.origin = Some(SPA_ORIGIN.into());
+    assert_eq!(browser.get("/claims").await.status, 200);
+    app.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn csrf_rules() {
+    let op = TestProvider::start().await;
+    let (app, mut browser) = logged_in(&op).await;
+    let good = browser.csrf.clone();
+    for csrf in [
+        None,
+        Some(String::new()),
+        Some("wrong".to_string()),
+        good.as_ref().map(|g| format!("{g}x")),
+    ] {
+        browser.csrf = csrf.clone();
+        for path in ["/refresh", "/logout"] {
+            let resp = browser.post(path, "").await;
+            assert_eq!(resp.status, 401, "{csrf:?} {path}: {:?}", resp.body);
+            assert_eq!(resp.code(), "unauthorized_request");
+        }
+    }
+    // Another session's CSRF value is useless here.
+    let mut other = app.browser();
+    assert_eq!(other.login("someone-else").await.status, 200);
+    browser.csrf = other.csrf.clone();
+    assert_eq!(browser.post("/refresh", "").await.status, 401);
+    // Nothing was refreshed or revoked by the refused requests.
+    let stats = op.stats().await;
+    assert_eq!(stats["refresh_grants"], 0);
+    assert_eq!(stats["revocations"], 0);
+    browser.csrf = good;
+    assert_eq!(browser.post("/refresh", "").await.status, 204);
+    app.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn callback_state_mismatch_replay_and_code_replay() {
+    let op = TestProvider::start().await;
+    let app = TestApp::spawn(&op.issuer).await;
+
+    // State mismatch: the login cookie says one state, the URL another.
+    let mut browser = app.browser();
+    let url = browser.start_login("").await;
+    let callback = provider_login(&url, "victim").await;
+    let code = query_param(&callback, "code").expect("code");
+    let forged = format!("https://www.example.test/?code={code}&state=forged");
+    let resp = browser.end_login(&forged).await;
+    assert_eq!(resp.status, 400, "{:?}", resp.body);
+    assert_eq!(resp.code(), "invalid_request");
+    assert_eq!(op.stats().await["authorization_code_grants"], 0);
+
+    // A callback replayed in a browser without the login cookie (a login CSRF attempt).
+    let mut attacker = app.browser();
+    let resp = attacker.end_login(&callback).await;
+    assert_eq!(resp.status, 401, "{:?}", resp.body);
+    assert_eq!(resp.code(), "unauthorized_request");
+    assert!(attacker.jar.all().is_empty());
+
+    // A used code replayed in a new login of its own: the provider refuses it.
+    let mut first = app.browser();
+    let url = first.start_login("").await;
+    let callback = provider_login(&url, "alice").await;
+    assert_eq!(first.end_login(&callback).await.status, 200);
+    let used_code = query_param(&callback, "code").expect("code");
+    let mut second = app.browser();
+    let url = second.start_login("").await;
+    let state = query_param(&url, "state").expect("state");
+    let resp = second
+        .end_login(&format!(
+            "https://www.example.test/?code={used_code}&state={state}"
+        ))
+        .await;
+    assert_eq!(resp.status, 400, "{:?}", resp.body);
+    assert_eq!(resp.code(), "authorization_error");
+    assert!(second.jar.named("th-at").is_empty());
+    app.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn extra_params_cannot_override_protocol_parameters() {
+    let op = TestProvider::start().await;
+    let app = TestApp::spawn(&op.issuer).await;
+    let mut browser = app.browser();
+    for key in [
+        "redirect_uri",
+        "state",
+        "client_id",
+        "code_challenge_method",
+        "scope",
+        "nonce",
+        "response_type",
+        "code_challenge",
+    ] {
+        let body = json!({"extraParams": [{"key": key, "value": "https://evil.example/"}]});
+        let resp = browser.post("/login/start", &body.to_string()).await;
+        assert_eq!(resp.status, 400, "{key}: {:?}", resp.body);
+        assert_eq!(resp.code(), "invalid_request");
+        assert!(resp.cookies_named("th-login").is_empty());
+    }
+    let resp = browser
+        .post("/login/start", &json!({"provider": "nope"}).to_string())
+        .await;
+    assert_eq!(resp.status, 400);
+    app.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn malformed_and_oversized_bodies() {
+    let op = TestProvider::start().await;
+    let app = TestApp::spawn(&op.issuer).await;
+    let mut browser = app.browser();
+    for (body, status, code) in [
+        ("{not json", 400, "invalid_request"),
+        ("[]", 400, "invalid_request"),
+        (r#"{"extraParams": "x"}"#, 400, "invalid_request"),
+        (r#"{"extraParams": [{"key": 1}]}"#, 400, "invalid_request"),
+        ("   ", 200, ""),
+        ("", 200, ""),
+    ] {
+        let resp = browser.post("/login/start", body).await;
+        assert_eq!(resp.status, status, "{body:?}: {:?}", resp.body);
+        assert_eq!(resp.code(), code);
+    }
+    for body in [
+        r#"{"pageUrl": 5}"#,
+        r#"{"pageUrl": "not a url"}"#,
+        "{}",
+        r#"{"pageUrl":"https://a.example/?code=1&code=2&state=s"}"#,
+    ] {
+        let resp = browser.post("/login/end", body).await;
+        assert_eq!(resp.status, 400, "{body}: {:?}", resp.body);
+        assert_eq!(resp.code(), "invalid_request");
+    }
+    // curl -d sends a form content type: still parsed as JSON.
+    let resp = browser
+        .request(
+            Method::POST,
+            "/login/start",
+            Some("{}"),
+            &[("content-type", "application/x-www-form-urlencoded")],
+        )
+        .await;
+    assert_eq!(resp.status, 200);
+    // Over 64 KiB, with and without a Content-Length.
+    let big = format!(
+        r#"{{"pageUrl": "https://www.example.test/?{}"}}"#,
+        "a".repeat(70 * 1024)
+    );
+    let resp = browser.post("/login/end", &big).await;
+    assert_eq!(resp.status, 413);
+    assert_eq!(resp.code(), "request_too_large");
+    app.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn tampered_swapped_and_foreign_cookies_are_one_opaque_401() {
+    let op = TestProvider::start().await;
+    let (app, browser) = logged_in(&op).await;
+    let at = browser.jar.value("th-at");
+    let auth = browser.jar.value("th-auth");
+    let mut flipped = at.clone().into_bytes();
+    let mid = flipped.len() / 2;
+    flipped[mid] = if flipped[mid] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).expect("ascii");
+    let other_app = TestApp::spawn(&op.issuer).await;
+    let mut other = other_app.browser();
+    assert_eq!(other.login("other").await.status, 200);
+    let foreign = other.jar.value("th-at");
+
+    for (label, value) in [
+        ("flipped", flipped.as_str()),
+        ("truncated", &at[..at.len() - 10]),
+        (
+            "refresh cookie moved into the access-token cookie",
+            auth.as_str(),
+        ),
+        ("sealed by another deployment's key", foreign.as_str()),
+        ("garbage", "%%%;;"),
+    ] {
+        let mut b = app.browser();
+        b.jar = browser.jar.clone();
+        b.jar.set_value("th-at", value);
+        let resp = b.get("/userInfo").await;
+        assert_eq!(resp.status, 401, "{label}: {:?}", resp.body);
+        assert_eq!(resp.code(), "unauthorized_request", "{label}");
+        let msg = resp.body["message"].as_str().unwrap_or("");
+        assert!(
+            !msg.contains(value),
+            "{label}: the message echoes the cookie"
+        );
+    }
+    app.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn unknown_paths_and_methods_are_json_errors() {
+    let op = TestProvider::start().await;
+    let app = TestApp::spawn(&op.issuer).await;
+    let mut browser = app.browser();
+    let resp = browser.get("/nope").await;
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.code(), "not_found");
+    let resp = browser.raw(Method::GET, "/elsewhere", None, &[]).await;
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.code(), "not_found");
+    let resp = browser.get("/login/start").await;
+    assert_eq!(resp.status, 405);
+    assert_eq!(resp.code(), "method_not_allowed");
+    let resp = browser
+        .request(Method::DELETE, "/userInfo", None, &[])
+        .await;
+    assert_eq!(resp.status, 405);
+    app.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn header_injection_in_extra_params_stays_inside_the_url() {
+    let op = TestProvider::start().await;
+    let app = TestApp::spawn(&op.issuer).await;
+    let mut browser = app.browser();
+    let body = json!({"extraParams": [{"key": "ui_locales\r\nSet-Cookie: x=y", "value": "a&state=evil#frag"}]});
+    let resp = browser.post("/login/start", &body.to_string()).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    let url = resp.body["authorizationRequestUrl"].as_str().expect("url");
+    assert!(!url.contains('\r') && !url.contains('\n') && !url.contains('#'));
+    assert_eq!(url.matches("state=").count(), 1, "{url}");
+    assert!(resp.set_cookies.iter().all(|c| !c.contains("x=y")));
+    app.assert_alive().await;
+}

@@ -1,0 +1,93 @@
+//! The binary's commands: keygen, check, and refusing bad configuration.
+
+use crate::helpers::*;
+use std::process::Command;
+use token_handler::crypto::CookieKey;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_token-handler"))
+}
+
+#[test]
+fn keygen_prints_a_usable_key() {
+    let out = bin().arg("keygen").output().expect("run");
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).expect("utf8");
+    assert_eq!(key.trim().len(), 43);
+    assert!(CookieKey::parse(key.trim()).is_ok());
+}
+
+#[actix_web::test]
+async fn check_validates_discovery_and_keys_of_a_real_provider() {
+    let op = TestProvider::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config_toml(&op.issuer, &CookieKey::generate_text())).expect("write");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-handler"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("token_endpoint           {}/token", op.issuer)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("th-auth      Path=/oauth-agent/refresh, Path=/oauth-agent/logout"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 key(s)"), "{stdout}");
+    assert!(
+        !stdout.contains("spa-secret"),
+        "the client secret was printed"
+    );
+    assert!(stdout.contains("check passed"));
+}
+
+#[test]
+fn check_fails_naming_the_key_and_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let issuer = format!("http://127.0.0.1:{port}");
+
+    // Unreachable provider: exit 1, naming the provider's issuer.
+    std::fs::write(&path, config_toml(&issuer, &CookieKey::generate_text())).expect("write");
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("providers[default].issuer"), "{stdout}");
+
+    // A short key: exit 2, naming cookies.keys, not showing the key.
+    std::fs::write(&path, config_toml(&issuer, "c2hvcnQta2V5")).expect("write");
+    for args in [vec!["check", "--config"], vec!["--config"]] {
+        let out = bin().args(&args).arg(&path).output().expect("run");
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("cookies.keys"), "{stderr}");
+        assert!(stderr.contains("keygen"), "{stderr}");
+        assert!(!stderr.contains("c2hvcnQta2V5"), "{stderr}");
+    }
+
+    // The config path may come from the environment.
+    let out = bin()
+        .arg("check")
+        .env("TOKEN_HANDLER_CONFIG", &path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,508 @@
+//! Test harness: a real OpenID Provider (`oidc-provider`, started with node on a random loopback
+//! port), token-handler on a random port, and a "browser": an HTTP client with a cookie jar that
+//! honours cookie paths and removals the way browsers do.
+
+use actix_web::cookie::Cookie;
+use actix_web::web;
+use awc::http::header::HeaderMap;
+use awc::http::Method;
+use serde_json::{json, Value};
+use std::process::Stdio;
+use std::time::Duration;
+use token_handler::config::Config;
+use token_handler::crypto::CookieKey;
+use token_handler::startup::Application;
+use token_handler::state::AppState;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+
+pub const SPA_ORIGIN: &str = "https://www.example.test";
+pub const REDIRECT_URI: &str = "https://www.example.test/";
+pub const BASE: &str = "/oauth-agent";
+
+/// A running `oidc-provider`. Killed by PID on drop; it also exits by itself when our end of
+/// its stdin closes (if this process dies) and after a maximum lifetime.
+pub struct TestProvider {
+    child: Child,
+    _stdin: ChildStdin,
+    pub issuer: String,
+}
+
+impl TestProvider {
+    pub async fn start() -> Self {
+        Self::start_with(json!({})).await
+    }
+
+    pub async fn start_with(config: Value) -> Self {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oidc/provider.mjs");
+        let mut child = Command::new("node")
+            .arg(script)
+            .env("OIDC_CONFIG", config.to_string())
+            .env("MAX_LIFETIME_SECONDS", "300")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start node tests/oidc/provider.mjs (run scripts/test.sh, which installs it)");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .expect("the provider did not start within 30 s")
+        .expect("read the provider's issuer line");
+        let issuer = serde_json::from_str::<Value>(&line).expect("issuer JSON")["issuer"]
+            .as_str()
+            .expect("issuer")
+            .to_string();
+        Self {
+            child,
+            _stdin: stdin,
+            issuer,
+        }
+    }
+
+    /// The provider's counters (`/test/stats`).
+    pub async fn stats(&self) -> Value {
+        awc::Client::default()
+            .get(format!("{}/test/stats", self.issuer))
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("stats json")
+    }
+
+    /// A refresh grant made directly at the provider, bypassing token-handler: tells whether a
+    /// refresh token is still alive there.
+    pub async fn refresh_directly(&self, refresh_token: &str) -> (u16, Value) {
+        let mut resp = awc::Client::default()
+            .post(format!("{}/token", self.issuer))
+            .basic_auth("spa-client", "spa-secret")
+            .send_form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ])
+            .await
+            .expect("token request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Revokes a token directly at the provider.
+    pub async fn revoke_directly(&self, token: &str) {
+        let resp = awc::Client::default()
+            .post(format!("{}/token/revocation", self.issuer))
+            .basic_auth("spa-client", "spa-secret")
+            .send_form(&[("token", token)])
+            .await
+            .expect("revocation");
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+}
+
+impl Drop for TestProvider {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The configuration tests start from: one provider, fresh key, random port, one worker.
+pub fn config_toml(issuer: &str, key: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+base_path = "{BASE}"
+workers = 1
+
+[cookies]
+prefix = "th"
+secure = true
+same_site = "strict"
+keys = ["{key}"]
+
+[web]
+trusted_origins = ["{SPA_ORIGIN}"]
+
+[[providers]]
+id = "default"
+issuer = "{issuer}"
+client_id = "spa-client"
+client_secret = "spa-secret"
+redirect_uri = "{REDIRECT_URI}"
+post_logout_redirect_uri = "{REDIRECT_URI}"
+scope = "openid profile email offline_access"
+timeout = "5s"
+"#
+    )
+}
+
+/// token-handler running in this test.
+pub struct TestApp {
+    pub address: String,
+    pub state: web::Data<AppState>,
+}
+
+impl TestApp {
+    pub async fn spawn(issuer: &str) -> Self {
+        Self::spawn_toml(&config_toml(issuer, &CookieKey::generate_text())).await
+    }
+
+    pub async fn spawn_toml(toml: &str) -> Self {
+        let config = Config::from_toml(toml, Vec::new()).expect("valid test config");
+        let app = Application::build(config).expect("bind");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state();
+        actix_web::rt::spawn(app.run_until_stopped());
+        Self { address, state }
+    }
+
+    pub fn browser(&self) -> Browser {
+        Browser {
+            client: awc::Client::builder()
+                .disable_redirects()
+                .timeout(Duration::from_secs(20))
+                .finish(),
+            jar: Jar::default(),
+            address: self.address.clone(),
+            origin: Some(SPA_ORIGIN.to_string()),
+            csrf: None,
+        }
+    }
+
+    /// Opens one of our sealed cookies with the app's keys (the tests' window into them).
+    pub fn unseal<T: serde::de::DeserializeOwned>(
+        &self,
+        purpose: token_handler::crypto::Purpose,
+        value: &str,
+    ) -> T {
+        self.state
+            .sealer
+            .unseal(purpose, self.state.clock.now(), value)
+            .expect("unseal")
+    }
+
+    /// Checks that the service still answers normally (ends every adversarial case).
+    pub async fn assert_alive(&self) {
+        let resp = self
+            .browser()
+            .post(
+                "/login/end",
+                &json!({"pageUrl": "https://www.example.test/"}).to_string(),
+            )
+            .await;
+        assert_eq!(
+            resp.status, 200,
+            "service no longer answers: {:?}",
+            resp.body
+        );
+        assert_eq!(resp.body["handled"], false);
+    }
+}
+
+/// A browser's cookie store for one host: paths, replacement and removal as in RFC 6265.
+#[derive(Default, Clone)]
+pub struct Jar {
+    cookies: Vec<Cookie<'static>>,
+}
+
+fn path_matches(request_path: &str, cookie_path: &str) -> bool {
+    request_path == cookie_path
+        || (request_path.starts_with(cookie_path)
+            && (cookie_path.ends_with('/') || request_path[cookie_path.len()..].starts_with('/')))
+}
+
+fn default_path(request_path: &str) -> String {
+    match request_path.rfind('/') {
+        Some(0) | None => "/".to_string(),
+        Some(i) => request_path[..i].to_string(),
+    }
+}
+
+impl Jar {
+    pub fn store(&mut self, set_cookie: &str, request_path: &str) {
+        let mut c = Cookie::parse(set_cookie.to_string()).expect("valid Set-Cookie");
+        if c.path().is_none() {
+            c.set_path(default_path(request_path));
+        }
+        self.cookies.retain(|o| {
+            !(o.name() == c.name() && o.path() == c.path() && o.domain() == c.domain())
+        });
+        let removed = c.max_age().is_some_and(|m| m.is_zero() || m.is_negative())
+            || c.expires_datetime()
+                .is_some_and(|e| e < actix_web::cookie::time::OffsetDateTime::now_utc());
+        if !removed {
+            self.cookies.push(c.into_owned());
+        }
+    }
+
+    pub fn header_for(&self, request_path: &str) -> String {
+        let mut matching: Vec<&Cookie> = self
+            .cookies
+            .iter()
+            .filter(|c| path_matches(request_path, c.path().unwrap_or("/")))
+            .collect();
+        matching.sort_by_key(|c| std::cmp::Reverse(c.path().map_or(0, str::len)));
+        matching
+            .iter()
+            .map(|c| format!("{}={}", c.name(), c.value()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    pub fn all(&self) -> &[Cookie<'static>] {
+        &self.cookies
+    }
+
+    pub fn named(&self, name: &str) -> Vec<&Cookie<'static>> {
+        self.cookies.iter().filter(|c| c.name() == name).collect()
+    }
+
+    pub fn value(&self, name: &str) -> String {
+        self.named(name)
+            .first()
+            .unwrap_or_else(|| panic!("no {name} cookie"))
+            .value()
+            .to_string()
+    }
+
+    /// Replaces the value of every cookie of this name (tampering tests).
+    pub fn set_value(&mut self, name: &str, value: &str) {
+        for c in self.cookies.iter_mut().filter(|c| c.name() == name) {
+            c.set_value(value.to_string());
+        }
+    }
+}
+
+/// What a request returned.
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub set_cookies: Vec<String>,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    }
+
+    /// The Set-Cookie headers for one cookie name, parsed.
+    pub fn cookies_named(&self, name: &str) -> Vec<Cookie<'static>> {
+        self.set_cookies
+            .iter()
+            .filter_map(|s| Cookie::parse(s.clone()).ok())
+            .filter(|c| c.name() == name)
+            .map(|c| c.into_owned())
+            .collect()
+    }
+}
+
+/// An SPA in a browser: sends our cookies, its Origin and (once known) the CSRF header.
+pub struct Browser {
+    client: awc::Client,
+    pub jar: Jar,
+    address: String,
+    pub origin: Option<String>,
+    pub csrf: Option<String>,
+}
+
+impl Browser {
+    pub async fn post(&mut self, path: &str, body: &str) -> Resp {
+        self.request(Method::POST, path, Some(body), &[]).await
+    }
+
+    pub async fn get(&mut self, path: &str) -> Resp {
+        self.request(Method::GET, path, None, &[]).await
+    }
+
+    /// A request to `BASE + path` (or to `path` itself when it does not start with `/`... it
+    /// always does: agent paths are relative to the base path).
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        extra_headers: &[(&str, &str)],
+    ) -> Resp {
+        let full_path = format!("{BASE}{path}");
+        self.raw(
+            method,
+            &full_path,
+            body.map(|b| b.as_bytes().to_vec()),
+            extra_headers,
+        )
+        .await
+    }
+
+    pub async fn raw(
+        &mut self,
+        method: Method,
+        full_path: &str,
+        body: Option<Vec<u8>>,
+        extra_headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.address, full_path));
+        let cookies = self
+            .jar
+            .header_for(full_path.split('?').next().unwrap_or("/"));
+        if !cookies.is_empty() {
+            req = req.insert_header(("cookie", cookies));
+        }
+        if let Some(origin) = &self.origin {
+            req = req.insert_header(("origin", origin.as_str()));
+        }
+        if let Some(csrf) = &self.csrf {
+            req = req.insert_header(("x-th-csrf", csrf.as_str()));
+        }
+        for (k, v) in extra_headers {
+            req = req.insert_header((*k, *v));
+        }
+        let mut resp = match body {
+            Some(b) => req.send_body(b).await,
+            None => req.send().await,
+        }
+        .expect("request to token-handler");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let set_cookies: Vec<String> = headers
+            .get_all("set-cookie")
+            .filter_map(|v| v.to_str().ok().map(String::from))
+            .collect();
+        for sc in &set_cookies {
+            self.jar.store(sc, full_path);
+        }
+        let bytes = resp.body().limit(1 << 20).await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            set_cookies,
+            body,
+        }
+    }
+
+    /// `POST /login/start`, returning the authorization request URL.
+    pub async fn start_login(&mut self, body: &str) -> String {
+        let resp = self.post("/login/start", body).await;
+        assert_eq!(resp.status, 200, "login/start: {:?}", resp.body);
+        resp.body["authorizationRequestUrl"]
+            .as_str()
+            .expect("authorizationRequestUrl")
+            .to_string()
+    }
+
+    /// The whole login: start, the provider's own login and consent pages, end.
+    pub async fn login(&mut self, user: &str) -> Resp {
+        let url = self.start_login("").await;
+        let callback = provider_login(&url, user).await;
+        self.end_login(&callback).await
+    }
+
+    pub async fn end_login(&mut self, page_url: &str) -> Resp {
+        let resp = self
+            .post("/login/end", &json!({ "pageUrl": page_url }).to_string())
+            .await;
+        if let Some(csrf) = resp.body["csrf"].as_str() {
+            self.csrf = Some(csrf.to_string());
+        }
+        resp
+    }
+}
+
+fn resolve(base: &str, location: &str) -> String {
+    url::Url::parse(base)
+        .and_then(|b| b.join(location))
+        .expect("valid Location")
+        .to_string()
+}
+
+/// Signs `user` in at the provider the way a person would: follow redirects, submit the login
+/// form, then the consent form, until the provider redirects to the SPA. Returns that URL.
+pub async fn provider_login(authorization_url: &str, user: &str) -> String {
+    let client = awc::Client::builder()
+        .disable_redirects()
+        .timeout(Duration::from_secs(20))
+        .finish();
+    let mut jar = Jar::default();
+    let mut url = authorization_url.to_string();
+    let mut form: Option<String> = None;
+    for _ in 0..12 {
+        if url.starts_with(REDIRECT_URI) {
+            return url;
+        }
+        let parsed = url::Url::parse(&url).expect("url");
+        let path = parsed.path().to_string();
+        let mut req = match &form {
+            Some(_) => client.post(&url),
+            None => client.get(&url),
+        };
+        let cookies = jar.header_for(&path);
+        if !cookies.is_empty() {
+            req = req.insert_header(("cookie", cookies));
+        }
+        let mut resp = match form.take() {
+            Some(body) => {
+                req.insert_header(("content-type", "application/x-www-form-urlencoded"))
+                    .send_body(body)
+                    .await
+            }
+            None => req.send().await,
+        }
+        .expect("provider request");
+        for sc in resp.headers().get_all("set-cookie") {
+            jar.store(sc.to_str().expect("ascii"), &path);
+        }
+        if resp.status().is_redirection() {
+            let location = resp
+                .headers()
+                .get("location")
+                .expect("Location")
+                .to_str()
+                .expect("location");
+            url = resolve(&url, location);
+            continue;
+        }
+        let html = String::from_utf8_lossy(&resp.body().await.expect("page")).to_string();
+        assert_eq!(resp.status().as_u16(), 200, "provider page: {html}");
+        let action = html
+            .split("action=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a form on the provider's page")
+            .to_string();
+        form = Some(if html.contains("name=\"prompt\" value=\"login\"") {
+            format!("prompt=login&login={user}&password=any")
+        } else if html.contains("name=\"prompt\" value=\"consent\"") {
+            "prompt=consent".to_string()
+        } else {
+            panic!("unexpected provider page: {html}")
+        });
+        url = resolve(&url, &action);
+    }
+    panic!("the provider did not redirect back to the SPA");
+}
+
+/// A query parameter of a URL.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}

@@ -1,0 +1,6 @@
+//! Integration tests: token-handler against a real OpenID Provider, driven like a browser would.
+
+mod adversarial;
+mod cli;
+mod flow;
+mod helpers;
