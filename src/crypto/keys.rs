@@ -60,7 +60,7 @@ impl CookieKey {
         id.copy_from_slice(&digest[..KEY_ID_LEN]);
         Self {
             id,
-            cipher: Aes256Gcm::new(key.into()),
+            cipher: Aes256Gcm::new(&(*key).into()),
         }
     }
 

@@ -1,7 +1,9 @@
 //! The sealed-value wire format.
 //!
-//! `base64url(version ‖ key id ‖ nonce ‖ ciphertext+tag)`, no padding, where the plaintext is
-//! JSON `{"exp": <unix seconds>, "v": <value>}`.
+//! `base64url(version ‖ key id ‖ nonce ‖ ciphertext ‖ tag)`, no padding, where the plaintext
+//! is `exp ‖ JSON(value)`: the expiry as 8 big-endian bytes (Unix seconds), then the value.
+//! JSON keeps the payload self-describing, so a field added in a later release (with a serde
+//! default) still opens cookies written by replicas that run the previous one.
 //!
 //! - A fresh random 96-bit nonce per seal (NIST SP 800-38D §8.2.2: random nonces are safe for far
 //!   more than 2^32 seals per key, which key rotation keeps us well under).
@@ -14,18 +16,19 @@
 //!   the error says nothing an attacker could use to tell a bad key from a flipped byte.
 
 use super::keys::{KeyRing, KEY_ID_LEN};
-use aes_gcm::aead::{Aead, Payload};
-use aes_gcm::Nonce;
+use aes_gcm::aead::AeadInOut;
+use aes_gcm::{Nonce, Tag};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::RngCore;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
+const EXP_LEN: usize = 8;
 /// Larger inputs are refused before decoding: no cookie we write comes near it, and it bounds
 /// the work an attacker can make us do per cookie.
 const MAX_SEALED_LEN: usize = 16 * 1024;
@@ -68,18 +71,6 @@ pub enum SealError {
     Encode,
 }
 
-#[derive(Serialize)]
-struct EnvelopeOut<'a, T> {
-    exp: i64,
-    v: &'a T,
-}
-
-#[derive(Deserialize)]
-struct EnvelopeIn<T> {
-    exp: i64,
-    v: T,
-}
-
 /// Seals and opens values with a key ring.
 #[derive(Clone, Debug)]
 pub struct Sealer {
@@ -103,31 +94,24 @@ impl Sealer {
         expires_at: i64,
         value: &T,
     ) -> Result<String, SealError> {
-        let plaintext = serde_json::to_vec(&EnvelopeOut {
-            exp: expires_at,
-            v: value,
-        })
-        .map_err(|_| SealError::Encode)?;
         let key = self.ring.current();
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
+        // One buffer, encrypted in place: header, then plaintext (turned into ciphertext), then
+        // the tag.
+        let mut buf = Vec::with_capacity(256);
+        buf.push(VERSION);
+        buf.extend_from_slice(&key.id());
+        buf.extend_from_slice(&nonce);
+        buf.extend_from_slice(&expires_at.to_be_bytes());
+        serde_json::to_writer(&mut buf, value).map_err(|_| SealError::Encode)?;
         let aad = associated_data(purpose, &key.id());
-        let ciphertext = key
+        let tag = key
             .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &plaintext,
-                    aad: &aad,
-                },
-            )
+            .encrypt_inout_detached(&Nonce::from(nonce), &aad, buf[HEADER_LEN..].as_mut().into())
             .map_err(|_| SealError::Encode)?;
-        let mut out = Vec::with_capacity(HEADER_LEN + ciphertext.len());
-        out.push(VERSION);
-        out.extend_from_slice(&key.id());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ciphertext);
-        Ok(URL_SAFE_NO_PAD.encode(out))
+        buf.extend_from_slice(&tag);
+        Ok(URL_SAFE_NO_PAD.encode(buf))
     }
 
     /// Opens a value sealed for `purpose` by any key in the ring, if it has not expired at `now`.
@@ -140,33 +124,32 @@ impl Sealer {
         if sealed.len() > MAX_SEALED_LEN {
             return Err(SealError::Invalid);
         }
-        let raw = URL_SAFE_NO_PAD
+        let mut raw = URL_SAFE_NO_PAD
             .decode(sealed)
             .map_err(|_| SealError::Invalid)?;
-        if raw.len() < HEADER_LEN + TAG_LEN || raw[0] != VERSION {
+        if raw.len() < HEADER_LEN + EXP_LEN + TAG_LEN || raw[0] != VERSION {
             return Err(SealError::Invalid);
         }
-        let key_id = &raw[1..1 + KEY_ID_LEN];
-        let nonce = &raw[1 + KEY_ID_LEN..HEADER_LEN];
-        let key = self.ring.find(key_id).ok_or(SealError::Invalid)?;
-        let aad = associated_data(purpose, key_id);
-        let plaintext = key
-            .cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: &raw[HEADER_LEN..],
-                    aad: &aad,
-                },
-            )
+        let key = self
+            .ring
+            .find(&raw[1..1 + KEY_ID_LEN])
+            .ok_or(SealError::Invalid)?;
+        let aad = associated_data(purpose, &key.id());
+        let nonce =
+            Nonce::try_from(&raw[1 + KEY_ID_LEN..HEADER_LEN]).map_err(|_| SealError::Invalid)?;
+        let tag_at = raw.len() - TAG_LEN;
+        let tag = Tag::try_from(&raw[tag_at..]).map_err(|_| SealError::Invalid)?;
+        key.cipher
+            .decrypt_inout_detached(&nonce, &aad, raw[HEADER_LEN..tag_at].as_mut().into(), &tag)
             .map_err(|_| SealError::Invalid)?;
         // Authentic from here on: only we could have written this plaintext.
-        let envelope: EnvelopeIn<T> =
-            serde_json::from_slice(&plaintext).map_err(|_| SealError::Invalid)?;
-        if now >= envelope.exp {
+        let plaintext = &raw[HEADER_LEN..tag_at];
+        let (exp, json) = plaintext.split_at(EXP_LEN);
+        let exp = i64::from_be_bytes(exp.try_into().map_err(|_| SealError::Invalid)?);
+        if now >= exp {
             return Err(SealError::Expired);
         }
-        Ok(envelope.v)
+        serde_json::from_slice(json).map_err(|_| SealError::Invalid)
     }
 }
 

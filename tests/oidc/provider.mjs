@@ -309,10 +309,21 @@ ${form}
     },
   });
 } catch (err) {
-  fail(`invalid provider configuration: ${err.message}`);
+  fail(`invalid provider configuration: ${err.message}${err.error_description ? ` (${err.error_description})` : ''}`);
 }
 
 provider.proxy = false;
+
+// oidc-provider validates static client metadata lazily (on first use): force it now so a bad
+// `clients` entry fails the start (exit 2) instead of the first request.
+for (const c of cfg.clients) {
+  try {
+    // eslint-disable-next-line no-await-in-loop
+    if (!await provider.Client.find(String(c.client_id))) throw new Error('not found after registration');
+  } catch (err) {
+    fail(`invalid client ${JSON.stringify(c.client_id)}: ${err.message}${err.error_description ? ` (${err.error_description})` : ''}`);
+  }
+}
 
 provider.on('grant.success', (ctx) => {
   const gt = ctx.oidc.params.grant_type;
