@@ -8,7 +8,7 @@
 //! the refresh and logout endpoints, the ID token (`-id`) only to claims and logout. A cookie can
 //! have one Path, so a cookie needed at two paths is written once per path.
 
-use crate::config::{CookieConfig, SameSite};
+use crate::config::{Config, SameSite};
 use crate::crypto::{Purpose, SealError, Sealer};
 use crate::error::ApiError;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie};
@@ -80,8 +80,31 @@ pub struct CookiePolicy {
 }
 
 impl CookiePolicy {
-    /// `base_path` is where the agent endpoints live (see `config::BasePath`).
-    pub fn new(config: &CookieConfig, base_path: &str) -> Self {
+    /// Derives names and paths: the refresh-token cookie goes to the agent's refresh and logout
+    /// endpoints, the proxy routes and the forward-auth paths, and nowhere else.
+    pub fn new(full: &Config) -> Self {
+        let config = &full.cookies;
+        let base_path = full.server.base_path.as_str();
+        let mut refresh_paths = vec![
+            format!("{base_path}/refresh"),
+            format!("{base_path}/logout"),
+        ];
+        refresh_paths.extend(
+            full.proxy
+                .routes
+                .iter()
+                .map(|r| r.path.as_str().to_string()),
+        );
+        refresh_paths.extend(
+            full.proxy
+                .forward_auth_paths
+                .iter()
+                .map(|p| p.as_str().to_string()),
+        );
+        refresh_paths.push(format!("{base_path}/auth"));
+        // A forward-auth path may also be a route: one cookie per distinct path.
+        let mut seen = std::collections::HashSet::new();
+        refresh_paths.retain(|p| seen.insert(p.clone()));
         Self {
             prefix: config.prefix.clone(),
             secure: config.secure,
@@ -90,10 +113,7 @@ impl CookiePolicy {
             login_max_age: config.login_timeout.as_secs() as i64,
             session_path: config.path.clone(),
             login_paths: vec![format!("{base_path}/login")],
-            refresh_paths: vec![
-                format!("{base_path}/refresh"),
-                format!("{base_path}/logout"),
-            ],
+            refresh_paths,
             id_paths: vec![format!("{base_path}/claims"), format!("{base_path}/logout")],
         }
     }
@@ -188,6 +208,21 @@ impl CookiePolicy {
             .collect()
     }
 
+    /// Whether a cookie name is one of ours (`<prefix>-…`), so it is never forwarded upstream
+    /// nor overwritten by an upstream's Set-Cookie.
+    pub fn is_ours(&self, name: &str) -> bool {
+        name.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with('-'))
+    }
+
+    /// Whether the request carries a cookie of this kind at all (readable or not).
+    pub fn has(&self, req: &HttpRequest, kind: CookieKind) -> bool {
+        let name = self.name(kind);
+        req.cookies()
+            .map(|c| c.iter().any(|c| c.name() == name))
+            .unwrap_or(false)
+    }
+
     /// Opens this kind's cookie from the request. `Ok(None)` when the request has none. When a
     /// request carries several cookies of the name (another path, or one planted by a sibling
     /// subdomain), the first that opens wins; planted ones cannot open.
@@ -239,7 +274,7 @@ redirect_uri = "https://www.example.com/"
         );
         let c = Config::from_toml(&text, Vec::new()).expect("valid");
         (
-            CookiePolicy::new(&c.cookies, c.server.base_path.as_str()),
+            CookiePolicy::new(&c),
             Sealer::new(KeyRing::parse(&[key]).expect("key")),
         )
     }
@@ -265,7 +300,14 @@ redirect_uri = "https://www.example.com/"
             .seal(&s, CookieKind::RefreshToken, i64::MAX, &"t")
             .expect("seal");
         let paths: Vec<_> = auth.iter().filter_map(|c| c.path()).collect();
-        assert_eq!(paths, ["/oauth-agent/refresh", "/oauth-agent/logout"]);
+        assert_eq!(
+            paths,
+            [
+                "/oauth-agent/refresh",
+                "/oauth-agent/logout",
+                "/oauth-agent/auth"
+            ]
+        );
     }
 
     #[test]

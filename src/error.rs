@@ -52,6 +52,12 @@ pub enum ApiError {
         size: usize,
         limit: usize,
     },
+    /// The proxied API refused the connection, reset it, or answered garbage.
+    #[error("the API upstream could not be reached")]
+    UpstreamUnavailable,
+    /// The proxied API did not answer within the route's timeout.
+    #[error("the API upstream did not answer in time")]
+    UpstreamTimeout,
     /// Our own fault. The message is generic; details are logged where it happened.
     #[error("internal error; see the token-handler log")]
     Internal,
@@ -72,6 +78,8 @@ impl ApiError {
             ApiError::SessionExpired => "session_expired",
             ApiError::ProviderUnavailable(_) => "authorization_server_error",
             ApiError::CookieTooLarge { .. } => "cookie_too_large",
+            ApiError::UpstreamUnavailable => "upstream_unavailable",
+            ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::Internal => "server_error",
         }
     }
@@ -101,7 +109,10 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::ProviderUnavailable(_) => StatusCode::BAD_GATEWAY,
+            ApiError::ProviderUnavailable(_) | ApiError::UpstreamUnavailable => {
+                StatusCode::BAD_GATEWAY
+            }
+            ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::CookieTooLarge { .. } | ApiError::Internal => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

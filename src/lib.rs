@@ -33,6 +33,8 @@ pub mod csrf;
 pub mod error;
 pub mod oauth;
 pub mod origin;
+pub mod proxy;
+pub mod refresh;
 pub mod routes;
 pub mod secret;
 pub mod session;

@@ -6,11 +6,14 @@
 //! written, which lets an expired access token still be refreshed.
 
 use crate::cookies::CookieKind;
+use crate::crypto::SealError;
 use crate::error::ApiError;
 use crate::oauth::token::TokenResponse;
 use crate::secret::Token;
 use crate::state::AppState;
 use actix_web::cookie::Cookie;
+use actix_web::HttpRequest;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// A login in progress (`-login`).
@@ -77,7 +80,8 @@ pub struct NewSession<'a> {
     /// Kept when the provider did not rotate the refresh token.
     pub previous_refresh_token: Option<Token>,
     pub sub: Option<String>,
-    pub csrf: &'a Token,
+    /// The CSRF value to (re)seal; `None` leaves the `-csrf` cookie as it is.
+    pub csrf: Option<&'a Token>,
 }
 
 /// Seals a token response into the session cookies.
@@ -127,13 +131,38 @@ pub fn session_cookies(
             },
         )?);
     }
-    out.extend(policy.seal(
-        sealer,
-        CookieKind::Csrf,
-        until,
-        &CsrfCookie {
-            token: session.csrf.clone(),
-        },
-    )?);
+    if let Some(csrf) = session.csrf {
+        out.extend(policy.seal(
+            sealer,
+            CookieKind::Csrf,
+            until,
+            &CsrfCookie {
+                token: csrf.clone(),
+            },
+        )?);
+    }
     Ok(out)
+}
+
+/// Opens a session cookie the request cannot do without, mapping each failure to its documented
+/// error: none sent or unreadable → `unauthorized_request`, past its sealed expiry →
+/// `session_expired`.
+pub fn open_required<T: DeserializeOwned>(
+    req: &HttpRequest,
+    state: &AppState,
+    kind: CookieKind,
+) -> Result<T, ApiError> {
+    match state
+        .cookies
+        .open(req, &state.sealer, kind, state.clock.now())
+    {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(ApiError::Unauthorized(
+            "no session cookie was sent; sign in first (and send requests with credentials included)",
+        )),
+        Err(SealError::Expired) => Err(ApiError::SessionExpired),
+        Err(_) => Err(ApiError::Unauthorized(
+            "the session cookie could not be read (it was altered, or sealed with a key that is no longer configured); sign in again",
+        )),
+    }
 }

@@ -46,7 +46,7 @@ impl Application {
                 )
                 .wrap(middleware::from_fn(log_request))
                 .configure(routes::configure(&base_path))
-                .default_service(web::to(routes::not_found))
+                .default_service(web::to(crate::proxy::handle))
         })
         .listen(listener)?;
         if let Some(n) = workers {

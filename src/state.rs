@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::cookies::CookiePolicy;
 use crate::crypto::Sealer;
 use crate::oauth::Providers;
+use crate::refresh::RefreshCoordinator;
 
 /// Shared by all workers (behind `web::Data`, an `Arc`).
 #[derive(Debug)]
@@ -14,15 +15,17 @@ pub struct AppState {
     pub cookies: CookiePolicy,
     pub providers: Providers,
     pub clock: Clock,
+    pub refresher: RefreshCoordinator,
 }
 
 impl AppState {
     pub fn new(config: Config, clock: Clock) -> Self {
         Self {
             sealer: Sealer::new(config.cookies.keys.clone()),
-            cookies: CookiePolicy::new(&config.cookies, config.server.base_path.as_str()),
+            cookies: CookiePolicy::new(&config),
             providers: Providers::new(&config.providers),
             clock,
+            refresher: RefreshCoordinator::default(),
             config,
         }
     }

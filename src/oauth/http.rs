@@ -8,6 +8,10 @@ use awc::http::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Simultaneous outbound connections per worker (awc's default of 100 would queue proxied
+/// requests under load).
+const MAX_CONNECTIONS: usize = 4096;
+
 /// Largest provider answer read (discovery documents and JWKS are a few KiB).
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -22,7 +26,8 @@ pub enum CallError {
     Rejected { status: u16, error: String },
 }
 
-/// Builds the client used for provider calls (one per worker: awc clients are not `Send`).
+/// Builds the client used for provider and upstream calls (one per worker: awc clients are not
+/// `Send`).
 pub fn build_client(connect_timeout: Duration) -> awc::Client {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -35,11 +40,14 @@ pub fn build_client(connect_timeout: Duration) -> awc::Client {
             awc::Connector::new()
                 .rustls_0_23(Arc::new(tls))
                 .timeout(connect_timeout)
+                .limit(MAX_CONNECTIONS)
         }
         Err(e) => {
             // Only reachable if ring offered no protocol version, which it always does.
             tracing::error!(error = %e, "TLS setup failed; https providers will be unreachable");
-            awc::Connector::new().timeout(connect_timeout)
+            awc::Connector::new()
+                .timeout(connect_timeout)
+                .limit(MAX_CONNECTIONS)
         }
     };
     awc::Client::builder()

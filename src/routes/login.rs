@@ -355,7 +355,7 @@ async fn complete_login(
             tokens: &tokens,
             previous_refresh_token: None,
             sub,
-            csrf: &csrf,
+            csrf: Some(&csrf),
         },
     )?;
     cookies.extend(state.cookies.clear(CookieKind::Login));

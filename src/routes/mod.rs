@@ -31,6 +31,11 @@ pub fn configure(base_path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
                 .service(resource("/claims").route(web::get().to(session::claims)))
                 .service(resource("/refresh").route(web::post().to(refresh::refresh)))
                 .service(resource("/logout").route(web::post().to(logout::logout)))
+                .service(
+                    resource("/auth")
+                        .route(web::get().to(crate::proxy::forward_auth))
+                        .route(web::head().to(crate::proxy::forward_auth)),
+                )
                 .default_service(web::to(not_found)),
         );
     }
@@ -50,7 +55,7 @@ async fn method_not_allowed(method: Method) -> Result<HttpResponse, ApiError> {
 }
 
 /// An error response that also sets (usually clears) cookies.
-fn error_with_cookies(error: ApiError, cookies: Vec<Cookie<'static>>) -> HttpResponse {
+pub fn error_with_cookies(error: ApiError, cookies: Vec<Cookie<'static>>) -> HttpResponse {
     let mut resp = error.error_response();
     for c in &cookies {
         if let Err(e) = resp.add_cookie(c) {

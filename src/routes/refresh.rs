@@ -1,13 +1,11 @@
 //! `POST /refresh`: a refresh grant, with new cookies.
 
-use super::session::require;
 use super::{error_with_cookies, provider_of};
 use crate::cookies::CookieKind;
 use crate::csrf::require_csrf;
 use crate::error::ApiError;
-use crate::oauth::http::CallError;
-use crate::oauth::token;
-use crate::session::{session_cookies, NewSession, RefreshTokenCookie};
+use crate::refresh::RefreshFailure;
+use crate::session::{open_required, session_cookies, NewSession, RefreshTokenCookie};
 use crate::state::{AppState, HttpClient};
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -17,47 +15,38 @@ pub async fn refresh(
     client: web::Data<HttpClient>,
 ) -> Result<HttpResponse, ApiError> {
     let csrf = require_csrf(&req, &state)?;
-    let rt: RefreshTokenCookie = require(&req, &state, CookieKind::RefreshToken)?;
+    let rt: RefreshTokenCookie = open_required(&req, &state, CookieKind::RefreshToken)?;
     let provider = provider_of(&state, &rt.provider)?;
-    let metadata = provider.metadata(&client.0).await?;
-    let tokens = match token::refresh(&client.0, &provider.config, &metadata, &rt.token).await {
-        Ok(t) => t,
+    let (outcome, _) = state
+        .refresher
+        .refresh(&state, &client.0, provider, &rt)
+        .await;
+    let refreshed = match outcome {
+        Ok(r) => r,
         // RFC 6749 §5.2: the refresh token is invalid, expired or revoked.
-        Err(CallError::Rejected { error, .. }) if error == "invalid_grant" => {
+        Err(RefreshFailure::Rejected(error)) if error == "invalid_grant" => {
             tracing::info!(provider = %provider.id(), "refresh token rejected; session ended");
             return Ok(error_with_cookies(
                 ApiError::SessionExpired,
                 state.cookies.clear_all(),
             ));
         }
-        Err(CallError::Rejected { error, .. }) => {
+        Err(RefreshFailure::Rejected(error)) => {
             return Err(ApiError::AuthorizationError(format!(
                 "the identity provider refused the refresh ({error})"
             )))
         }
-        Err(CallError::Unavailable(m)) => return Err(ApiError::ProviderUnavailable(m)),
+        Err(RefreshFailure::BadIdToken(m)) => return Err(ApiError::AuthorizationError(m)),
+        Err(RefreshFailure::Unavailable(m)) => return Err(ApiError::ProviderUnavailable(m)),
     };
-    let now = state.clock.now();
-    if let Some(id_token) = &tokens.id_token {
-        provider
-            .verify_id_token(
-                &client.0,
-                &metadata,
-                id_token.expose(),
-                None,
-                rt.sub.as_deref(),
-                now,
-            )
-            .await?;
-    }
     let cookies = session_cookies(
         &state,
         NewSession {
             provider: provider.id(),
-            tokens: &tokens,
+            tokens: &refreshed.tokens,
             previous_refresh_token: Some(rt.token),
-            sub: rt.sub,
-            csrf: &csrf,
+            sub: refreshed.sub.clone(),
+            csrf: Some(&csrf),
         },
     )?;
     let mut resp = HttpResponse::NoContent();

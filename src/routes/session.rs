@@ -2,42 +2,19 @@
 
 use super::provider_of;
 use crate::cookies::CookieKind;
-use crate::crypto::SealError;
 use crate::error::ApiError;
 use crate::oauth::http::CallError;
 use crate::oauth::token;
-use crate::session::{AccessTokenCookie, IdTokenCookie};
+use crate::session::{open_required, AccessTokenCookie, IdTokenCookie};
 use crate::state::{AppState, HttpClient};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::de::DeserializeOwned;
-
-/// Opens a required session cookie, mapping each failure to its documented error.
-pub(super) fn require<T: DeserializeOwned>(
-    req: &HttpRequest,
-    state: &AppState,
-    kind: CookieKind,
-) -> Result<T, ApiError> {
-    match state
-        .cookies
-        .open(req, &state.sealer, kind, state.clock.now())
-    {
-        Ok(Some(v)) => Ok(v),
-        Ok(None) => Err(ApiError::Unauthorized(
-            "no session cookie was sent; sign in first (and send requests with credentials included)",
-        )),
-        Err(SealError::Expired) => Err(ApiError::SessionExpired),
-        Err(_) => Err(ApiError::Unauthorized(
-            "the session cookie could not be read (it was altered, or sealed with a key that is no longer configured); sign in again",
-        )),
-    }
-}
 
 pub async fn user_info(
     req: HttpRequest,
     state: web::Data<AppState>,
     client: web::Data<HttpClient>,
 ) -> Result<HttpResponse, ApiError> {
-    let at: AccessTokenCookie = require(&req, &state, CookieKind::AccessToken)?;
+    let at: AccessTokenCookie = open_required(&req, &state, CookieKind::AccessToken)?;
     if at.expires_at.is_some_and(|exp| exp <= state.clock.now()) {
         return Err(ApiError::TokenExpired);
     }
@@ -63,7 +40,7 @@ pub async fn claims(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id: IdTokenCookie = require(&req, &state, CookieKind::IdToken)?;
+    let id: IdTokenCookie = open_required(&req, &state, CookieKind::IdToken)?;
     // The token was verified when it was received and has been sealed since: reading its
     // payload again needs no signature check.
     let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(id.token.expose())

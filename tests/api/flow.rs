@@ -92,7 +92,7 @@ async fn a_full_login_sets_sealed_cookies_at_their_paths_and_the_spa_sees_no_tok
     assert_eq!(paths("th-csrf"), ["/"]);
     assert_eq!(
         paths("th-auth"),
-        ["/oauth-agent/logout", "/oauth-agent/refresh"]
+        ["/oauth-agent/auth", "/oauth-agent/logout", "/oauth-agent/refresh"]
     );
     assert_eq!(
         paths("th-id"),
@@ -204,7 +204,7 @@ async fn refresh_rewrites_the_cookies_with_new_tokens() {
         .iter()
         .map(|c| c.path().unwrap_or("").to_string())
         .collect();
-    assert_eq!(auth_paths.len(), 2);
+    assert_eq!(auth_paths.len(), 3);
 
     let info = browser.get("/userInfo").await;
     assert_eq!(info.status, 200);

@@ -1,0 +1,111 @@
+//! What headers cross the proxy, in each direction.
+//!
+//! Toward the upstream: no hop-by-hop headers (RFC 9110 §7.6.1), none of our cookies, not our
+//! CSRF header, not the client's own Authorization (we set it), and `X-Forwarded-*` that we
+//! write ourselves rather than believe from the client. Back to the client: no hop-by-hop
+//! headers, no CORS headers (we decide CORS), and no Set-Cookie that would overwrite ours.
+
+use crate::state::AppState;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers named in `Connection` are hop-by-hop too.
+fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn is_hop_by_hop(name: &HeaderName, listed: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || listed.iter().any(|l| l == name.as_str())
+}
+
+/// The request headers to send upstream (before Authorization and X-Forwarded-* are added).
+pub fn upstream_request_headers(
+    incoming: &HeaderMap,
+    state: &AppState,
+    keep_authorization: bool,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let listed = connection_listed(incoming);
+    let csrf = state.cookies.csrf_header();
+    let mut out = Vec::new();
+    for (name, value) in incoming.iter() {
+        let n = name.as_str();
+        if is_hop_by_hop(name, &listed)
+            || n == "host"
+            || n == "content-length"
+            || n == csrf
+            || n == "forwarded"
+            || n.starts_with("x-forwarded-")
+            || (n == "authorization" && !keep_authorization)
+            || n == "cookie"
+        {
+            continue;
+        }
+        out.push((name.clone(), value.clone()));
+    }
+    if let Some(cookie) = foreign_cookies(incoming, state) {
+        out.push((header::COOKIE, cookie));
+    }
+    out
+}
+
+/// The request's cookies minus ours (`<prefix>-*`), or `None` when nothing is left.
+fn foreign_cookies(incoming: &HeaderMap, state: &AppState) -> Option<HeaderValue> {
+    let ours = |name: &str| state.cookies.is_ours(name);
+    let kept: Vec<&str> = incoming
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| !ours(pair.split('=').next().unwrap_or("").trim()))
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join("; ")).ok()
+}
+
+/// Whether an upstream response header goes back to the client.
+pub fn keep_response_header(
+    name: &HeaderName,
+    value: &HeaderValue,
+    listed: &[String],
+    state: &AppState,
+) -> bool {
+    let n = name.as_str();
+    if is_hop_by_hop(name, listed) || n == "content-length" || n.starts_with("access-control-") {
+        return false;
+    }
+    if n == "set-cookie" {
+        let cookie_name = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split('=').next())
+            .map(str::trim)
+            .unwrap_or("");
+        return !state.cookies.is_ours(cookie_name);
+    }
+    true
+}
+
+/// Hop-by-hop names listed in a response's `Connection` header.
+pub fn response_connection_listed(headers: &HeaderMap) -> Vec<String> {
+    connection_listed(headers)
+}

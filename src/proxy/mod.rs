@@ -1,0 +1,97 @@
+//! The API proxy: cookie-authenticated calls from the SPA become Bearer calls to the upstream.
+//!
+//! The SPA calls `fetch("/api/...", {credentials: "include"})`; we check Origin and CSRF, open
+//! the access-token cookie (refreshing first when it is about to expire, see [`crate::refresh`]),
+//! and forward the request with `Authorization: Bearer`. Our cookies and CSRF header never reach
+//! the upstream, and bodies stream both ways without being buffered, so uploads, downloads and
+//! server-sent events of any size pass through in constant memory.
+
+mod forward;
+mod forward_auth;
+mod headers;
+mod route;
+
+pub use forward_auth::forward_auth;
+pub use route::{match_route, RouteMatch};
+
+use crate::cookies::CookieKind;
+use crate::csrf::require_csrf;
+use crate::error::ApiError;
+use crate::origin::{preflight, Origin};
+use crate::refresh::{usable_access_token, Denied, Usable};
+use crate::routes::error_with_cookies;
+use crate::secret::Token;
+use crate::state::{AppState, HttpClient};
+use actix_web::http::{header, Method};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+
+/// Every request outside the agent's base path lands here.
+pub async fn handle(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    client: web::Data<HttpClient>,
+) -> HttpResponse {
+    let Some(found) = match_route(&state.config.proxy.routes, req.uri()) else {
+        return ApiError::NotFound.error_response();
+    };
+    if req.method() == Method::OPTIONS {
+        return preflight(req.headers(), &state);
+    }
+    let origin = match Origin::check(req.method(), req.headers(), &state, false) {
+        Ok(o) => o,
+        Err(e) => return e.error_response(),
+    };
+    let mut resp = match found {
+        Ok(found) => proxy(&req, body, &state, &client.0, found).await,
+        Err(e) => e.error_response(),
+    };
+    origin.decorate(resp.headers_mut(), &state);
+    resp
+}
+
+async fn proxy(
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &AppState,
+    client: &awc::Client,
+    found: RouteMatch<'_>,
+) -> HttpResponse {
+    let has_session_cookie = state.cookies.has(req, CookieKind::AccessToken);
+    let own_bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "));
+
+    // A mobile client with its own token: passed through unchanged, only where allowed.
+    if found.route.allow_bearer && own_bearer && !has_session_cookie {
+        return forward::forward(req, body, state, client, &found, None, Vec::new()).await;
+    }
+
+    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        if let Err(e) = require_csrf(req, state) {
+            return e.error_response();
+        }
+    }
+    match usable_access_token(req, state, client).await {
+        Ok(Usable {
+            access_token,
+            cookies,
+            ..
+        }) => {
+            let bearer: Token = access_token;
+            forward::forward(req, body, state, client, &found, Some(&bearer), cookies).await
+        }
+        Err(denied) => refusal(state, denied),
+    }
+}
+
+/// The response for a refused request, clearing cookies when the session is over.
+pub fn refusal(state: &AppState, denied: Denied) -> HttpResponse {
+    if denied.clear_cookies {
+        error_with_cookies(denied.error, state.cookies.clear_all())
+    } else {
+        denied.error.error_response()
+    }
+}
