@@ -66,6 +66,22 @@ impl TestProvider {
         }
     }
 
+    /// Makes the next `count` token-endpoint requests fail with `status`.
+    pub async fn fail_token_endpoint(&self, status: u16, count: u32) {
+        let resp = awc::Client::default()
+            .post(format!("{}/test/fail-token-endpoint", self.issuer))
+            .send_json(&json!({"status": status, "count": count}))
+            .await
+            .expect("fail-token-endpoint");
+        assert!(resp.status().is_success());
+    }
+
+    /// Stops the provider (simulating an outage).
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
     /// The provider's counters (`/test/stats`).
     pub async fn stats(&self) -> Value {
         awc::Client::default()
@@ -143,6 +159,46 @@ timeout = "5s"
     )
 }
 
+/// The test configuration plus proxy routes: `/api` and `/api/slow` (1 s timeout) to the
+/// upstream, `/mobile` (strip_prefix, allow_bearer), and `/down` to a closed port. `extra` is
+/// appended (more TOML) and may set `[proxy]`.
+pub fn proxy_toml(issuer: &str, key: &str, upstream: &str, extra: &str) -> String {
+    let closed = free_port();
+    format!(
+        r#"{}
+{extra}
+
+[[routes]]
+path = "/api"
+upstream = "{upstream}"
+
+[[routes]]
+path = "/api/slow"
+upstream = "{upstream}"
+timeout = "1s"
+
+[[routes]]
+path = "/mobile"
+upstream = "{upstream}"
+strip_prefix = true
+allow_bearer = true
+
+[[routes]]
+path = "/down"
+upstream = "http://127.0.0.1:{closed}"
+"#,
+        config_toml(issuer, key)
+    )
+}
+
+/// A loopback port nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
 /// token-handler running in this test.
 pub struct TestApp {
     pub address: String,
@@ -152,6 +208,17 @@ pub struct TestApp {
 impl TestApp {
     pub async fn spawn(issuer: &str) -> Self {
         Self::spawn_toml(&config_toml(issuer, &CookieKey::generate_text())).await
+    }
+
+    /// token-handler with proxy routes to `upstream` (see [`proxy_toml`]).
+    pub async fn spawn_proxy(issuer: &str, upstream: &str, extra: &str) -> Self {
+        Self::spawn_toml(&proxy_toml(
+            issuer,
+            &CookieKey::generate_text(),
+            upstream,
+            extra,
+        ))
+        .await
     }
 
     pub async fn spawn_toml(toml: &str) -> Self {
@@ -312,6 +379,7 @@ impl Resp {
 }
 
 /// An SPA in a browser: sends our cookies, its Origin and (once known) the CSRF header.
+#[derive(Clone)]
 pub struct Browser {
     client: awc::Client,
     pub jar: Jar,
@@ -505,4 +573,35 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
         .query_pairs()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
+}
+
+/// Sends raw bytes over TCP and returns the status code and the whole response text: for
+/// requests no well-behaved client library would send (bad framing, odd headers, raw paths).
+pub async fn raw_http(address: &str, request: Vec<u8>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = address.trim_start_matches("http://").to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream.write_all(&request).expect("write");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, text)
+    })
+    .await
+    .expect("raw request")
 }

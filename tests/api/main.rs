@@ -4,3 +4,5 @@ mod adversarial;
 mod cli;
 mod flow;
 mod helpers;
+mod proxy;
+mod upstream;

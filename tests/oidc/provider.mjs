@@ -11,7 +11,8 @@
 //     write end died or closed it), after MAX_LIFETIME_SECONDS (default 900), and on
 //     SIGTERM / SIGINT / SIGHUP;
 //   * configuration: env OIDC_CONFIG, a JSON object, every field optional (see README.md);
-//   * test-only routes on the same server: GET /test/stats, POST /test/reset.
+//   * test-only routes on the same server: GET /test/stats, POST /test/reset,
+//     POST /test/fail-token-endpoint.
 //
 // See README.md in this directory for the exact HTTP steps of the login/consent/logout.
 
@@ -27,7 +28,7 @@ for (const method of ['log', 'info', 'debug', 'trace']) {
   console[method] = (...args) => console.error(...args);
 }
 
-const { default: Provider } = await import('oidc-provider');
+const { default: Provider, errors: oidcErrors } = await import('oidc-provider');
 
 const log = (...args) => console.error('[test-oidc-provider]', ...args);
 
@@ -67,7 +68,18 @@ const DEFAULTS = {
   // false: ID token carries the profile/email claims of the granted scopes (like most IdPs).
   // true: oidc-provider's strict default (those claims only from userinfo).
   conformIdTokenClaims: false,
+  // null/absent: opaque access tokens (only usable at userinfo/introspection).
+  // {"audience": "<api>"}: every authorization_code/refresh_token grant returns an RS256 JWT
+  // access token (RFC 9068, typ at+jwt) for that audience, via features.resourceIndicators.
+  jwtAccessTokens: null,
+  // > 0: every token endpoint request waits this many ms before it is processed.
+  tokenEndpointDelayMs: 0,
 };
+
+// The scopes the provider knows; with jwtAccessTokens they are also the resource server's
+// scopes, so the access token's `scope` (and the token response's `scope`) stay what they are
+// with opaque tokens (`openid` included).
+const SCOPES = ['openid', 'profile', 'email', 'offline_access'];
 
 let userConfig = {};
 if (process.env.OIDC_CONFIG && process.env.OIDC_CONFIG.trim() !== '') {
@@ -93,6 +105,27 @@ for (const key of ['rotateRefreshToken', 'issueRefreshToken', 'expiresWithSessio
   if (typeof cfg[key] !== 'boolean') fail(`OIDC_CONFIG.${key} must be a boolean`);
 }
 if (!Array.isArray(cfg.clients) || cfg.clients.length === 0) fail('OIDC_CONFIG.clients must be a non-empty array');
+if (!Number.isInteger(cfg.tokenEndpointDelayMs) || cfg.tokenEndpointDelayMs < 0 || cfg.tokenEndpointDelayMs > 600_000) {
+  fail('OIDC_CONFIG.tokenEndpointDelayMs must be an integer 0..600000 (milliseconds)');
+}
+
+// jwtAccessTokens -> the (single) resource server. `resourceIndicator` is the RFC 8707 `resource`
+// value oidc-provider tracks internally; it is the audience itself when that is an absolute URI
+// (so a client MAY also send resource=<audience>), otherwise a fixed internal URN.
+let jwtResource = null;
+if (cfg.jwtAccessTokens !== null) {
+  const j = cfg.jwtAccessTokens;
+  if (typeof j !== 'object' || Array.isArray(j)) fail('OIDC_CONFIG.jwtAccessTokens must be an object like {"audience":"https://api.example.test"} (or null/absent)');
+  const unknownJ = Object.keys(j).filter((k) => k !== 'audience');
+  if (unknownJ.length) fail(`OIDC_CONFIG.jwtAccessTokens has unknown field(s) ${unknownJ.join(', ')}; known: audience`);
+  if (typeof j.audience !== 'string' || j.audience === '') fail('OIDC_CONFIG.jwtAccessTokens.audience must be a non-empty string');
+  let resourceIndicator = 'urn:test-oidc-provider:jwt-access-token-resource';
+  try {
+    // the same test oidc-provider applies to a `resource` parameter (absolute URI, no fragment)
+    if (!new URL(j.audience).href.includes('#')) resourceIndicator = j.audience;
+  } catch { /* not an absolute URI: keep the internal URN */ }
+  jwtResource = { audience: j.audience, resourceIndicator };
+}
 
 const maxLifetime = process.env.MAX_LIFETIME_SECONDS === undefined
   ? 900 : Number(process.env.MAX_LIFETIME_SECONDS);
@@ -177,8 +210,13 @@ const zeroStats = () => ({
   authorizations: 0, // authorization responses with a code (event authorization.success)
   userinfo_requests: 0, // userinfo requests answered 200
   end_sessions: 0, // completed logouts (event end_session.success)
+  injected_failures: 0, // token endpoint requests answered by POST /test/fail-token-endpoint
 });
 let stats = zeroStats();
+
+// POST /test/fail-token-endpoint {"status": 503, "count": 2}: the next `count` token endpoint
+// requests are answered with `status` and {"error":"temporarily_unavailable"}, unprocessed.
+const failTokenEndpoint = { status: 503, remaining: 0 };
 
 // ---------------------------------------------------------------------------------------
 // HTTP server: listen first (to learn the port), then build the provider with that issuer
@@ -198,6 +236,10 @@ server = http.createServer((req, res) => {
     res.end();
     return;
   }
+  if (path === '/test/fail-token-endpoint' && req.method === 'POST') {
+    handleFailTokenEndpoint(req, res);
+    return;
+  }
   if (!providerCallback) {
     res.writeHead(503, { 'content-type': 'text/plain' });
     res.end('starting');
@@ -206,6 +248,52 @@ server = http.createServer((req, res) => {
   providerCallback(req, res);
 });
 server.keepAliveTimeout = 5000;
+
+function handleFailTokenEndpoint(req, res) {
+  const answer = (status, body) => {
+    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+    res.end(JSON.stringify(body));
+  };
+  const chunks = [];
+  let size = 0;
+  req.on('data', (c) => {
+    size += c.length;
+    if (size <= 65536) chunks.push(c);
+  });
+  req.on('error', () => {});
+  req.on('end', () => {
+    let body;
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
+    } catch (err) {
+      answer(400, { error: `body is not valid JSON: ${err.message}` });
+      return;
+    }
+    if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+      answer(400, { error: 'body must be a JSON object like {"status":503,"count":2}' });
+      return;
+    }
+    const unknown = Object.keys(body).filter((k) => k !== 'status' && k !== 'count');
+    if (unknown.length) {
+      answer(400, { error: `unknown field(s) ${unknown.join(', ')}; known: status, count` });
+      return;
+    }
+    const status = body.status === undefined ? 503 : body.status;
+    const { count } = body;
+    if (!Number.isInteger(status) || status < 400 || status > 599) {
+      answer(400, { error: 'status must be an integer 400..599 (default 503)' });
+      return;
+    }
+    if (!Number.isInteger(count) || count < 0) {
+      answer(400, { error: 'count must be a non-negative integer (0 disarms)' });
+      return;
+    }
+    failTokenEndpoint.status = status;
+    failTokenEndpoint.remaining = count;
+    log(`test: the next ${count} token endpoint request(s) will be answered ${status}`);
+    answer(200, { status, count });
+  });
+}
 
 await new Promise((resolve, reject) => {
   server.once('error', reject);
@@ -229,6 +317,36 @@ function claimsFor(login) {
 
 const htmlEscape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
+// features.resourceIndicators for jwtAccessTokens: the one resource server is the default
+// resource of every authorization request (so it is part of every grant and code), and at the
+// token endpoint the granted resource is used even without a `resource` parameter and even
+// though `openid` was granted (useGrantedResource -> true; otherwise oidc-provider would issue
+// an opaque userinfo-only token).
+function jwtResourceIndicators({ audience, resourceIndicator }) {
+  return {
+    enabled: true,
+    async defaultResource(ctx, client, oneOf) {
+      if (oneOf) return oneOf.includes(resourceIndicator) ? resourceIndicator : oneOf;
+      return resourceIndicator;
+    },
+    async useGrantedResource() {
+      return true;
+    },
+    async getResourceServerInfo(ctx, indicator) {
+      if (indicator !== resourceIndicator) {
+        throw new oidcErrors.InvalidTarget(`unknown resource indicator; the only resource server is ${resourceIndicator}`);
+      }
+      return {
+        scope: SCOPES.join(' '),
+        audience,
+        accessTokenTTL: cfg.accessTokenTtl,
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: 'RS256', kid: signingJwk.kid } },
+      };
+    },
+  };
+}
+
 let provider;
 try {
   provider = new Provider(issuer, {
@@ -236,7 +354,7 @@ try {
     jwks: { keys: [signingJwk] },
     cookies: { keys: cookieKeys },
     responseTypes: ['code'],
-    scopes: ['openid', 'profile', 'email', 'offline_access'],
+    scopes: SCOPES,
     claims: {
       openid: ['sub'],
       profile: ['name', 'given_name', 'family_name', 'preferred_username'],
@@ -286,6 +404,9 @@ try {
       introspection: { enabled: true },
       userinfo: { enabled: true },
       claimsParameter: { enabled: true },
+      // Without jwtAccessTokens: oidc-provider's defaults (enabled, but no resource server is
+      // known, so a `resource` parameter is refused with invalid_target; opaque tokens).
+      ...(jwtResource ? { resourceIndicators: jwtResourceIndicators(jwtResource) } : {}),
       rpInitiatedLogout: {
         enabled: true,
         async logoutSource(ctx, form) {
@@ -340,6 +461,29 @@ for (const event of ['authorization.error', 'revocation.error', 'userinfo.error'
   provider.on(event, (ctx, err) => log(`${event}: ${err.error || err.message}${err.error_description ? ` (${err.error_description})` : ''}`));
 }
 
+// Test controls for the token endpoint (POST /test/fail-token-endpoint, tokenEndpointDelayMs).
+// Whether a request is failed is decided on arrival (so with N concurrent requests exactly the
+// first `count` to arrive fail); the delay applies to every token endpoint request, failed or not.
+const tokenPath = provider.pathFor('token');
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+provider.use(async (ctx, next) => {
+  if (ctx.path !== tokenPath) return next();
+  let injectStatus = 0;
+  if (failTokenEndpoint.remaining > 0) {
+    failTokenEndpoint.remaining -= 1;
+    injectStatus = failTokenEndpoint.status;
+  }
+  if (cfg.tokenEndpointDelayMs > 0) await sleep(cfg.tokenEndpointDelayMs);
+  if (!injectStatus) return next();
+  stats.injected_failures += 1;
+  log(`test: token endpoint request answered ${injectStatus} (injected failure, ${failTokenEndpoint.remaining} left)`);
+  ctx.status = injectStatus;
+  ctx.set('cache-control', 'no-store');
+  ctx.set('pragma', 'no-cache');
+  ctx.body = { error: 'temporarily_unavailable' };
+  return undefined;
+});
+
 // oidc-provider 8 emits no event for a successful revocation or userinfo call; count them here.
 provider.use(async (ctx, next) => {
   await next();
@@ -357,5 +501,7 @@ providerCallback = provider.callback();
 
 // THE one line on stdout.
 process.stdout.write(`${JSON.stringify({ issuer })}\n`);
-log(`listening, issuer ${issuer}, clients: ${cfg.clients.map((c) => c.client_id).join(', ')}, max lifetime ${maxLifetime}s, stdin: ${stdinKind}${watchStdin ? ' (exit on EOF)' : ''}`);
+log(`listening, issuer ${issuer}, clients: ${cfg.clients.map((c) => c.client_id).join(', ')}, access tokens: ${
+  jwtResource ? `JWT for audience ${jwtResource.audience}` : 'opaque'}${
+  cfg.tokenEndpointDelayMs ? `, token endpoint delay ${cfg.tokenEndpointDelayMs} ms` : ''}, max lifetime ${maxLifetime}s, stdin: ${stdinKind}${watchStdin ? ' (exit on EOF)' : ''}`);
 

@@ -1,0 +1,430 @@
+//! The API proxy against a real upstream that verifies the provider's JWT access tokens.
+
+use crate::helpers::*;
+use crate::upstream::{Upstream, API_AUDIENCE};
+use awc::http::Method;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use token_handler::crypto::Purpose;
+use token_handler::session::AccessTokenCookie;
+
+fn jwt_provider(extra: Value) -> Value {
+    let mut config = json!({"jwtAccessTokens": {"audience": API_AUDIENCE}});
+    if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    config
+}
+
+struct Setup {
+    op: TestProvider,
+    app: TestApp,
+    browser: Browser,
+}
+
+async fn setup(provider: Value, extra_toml: &str) -> Setup {
+    let op = TestProvider::start_with(jwt_provider(provider)).await;
+    let upstream = Upstream::start(&op.issuer).await;
+    let app = TestApp::spawn_proxy(&op.issuer, &upstream.address, extra_toml).await;
+    let mut browser = app.browser();
+    let resp = browser.login("pat").await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    Setup { op, app, browser }
+}
+
+/// Our own Set-Cookie headers in a response (the upstream sets cookies of its own).
+fn ours(resp: &Resp) -> Vec<&String> {
+    resp.set_cookies
+        .iter()
+        .filter(|c| c.starts_with("th-"))
+        .collect()
+}
+
+fn header_values(echo: &Value, name: &str) -> Vec<String> {
+    echo["headers"][name]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[actix_web::test]
+async fn proxied_calls_carry_the_bearer_token_and_nothing_of_ours() {
+    let Setup {
+        app, mut browser, ..
+    } = setup(json!({}), "").await;
+    let at: AccessTokenCookie = app.unseal(Purpose::AccessToken, &browser.jar.value("th-at"));
+    browser.jar.store("other=1; Path=/", "/");
+    let resp = browser
+        .raw(
+            Method::GET,
+            "/api/orders/7?x=1&y=%20",
+            None,
+            &[
+                ("authorization", "Basic c3B5OnNweQ=="),
+                ("x-forwarded-for", "10.0.0.1"),
+                ("accept", "application/json"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    let echo = &resp.body;
+    assert_eq!(echo["sub"], "pat");
+    assert_eq!(echo["path"], "/api/orders/7");
+    assert_eq!(echo["query"], "x=1&y=%20");
+    assert_eq!(
+        header_values(echo, "authorization"),
+        [format!("Bearer {}", at.token.expose())]
+    );
+    assert_eq!(header_values(echo, "cookie"), ["other=1"]);
+    assert!(
+        header_values(echo, "x-th-csrf").is_empty(),
+        "CSRF header forwarded"
+    );
+    assert_eq!(header_values(echo, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(header_values(echo, "x-forwarded-proto"), ["http"]);
+    assert_eq!(header_values(echo, "accept"), ["application/json"]);
+    assert!(!header_values(echo, "x-forwarded-host").is_empty());
+    // Hop-by-hop headers, including those the Connection header names, stop here (sent raw:
+    // client libraries write their own Connection header).
+    let request = format!(
+        "GET /api/orders HTTP/1.1\r\nHost: x\r\nCookie: {}\r\nConnection: close, x-secret\r\nX-Secret: 1\r\nTE: trailers\r\nKeep-Alive: timeout=5\r\n\r\n",
+        browser.jar.header_for("/api/orders")
+    );
+    let (status, text) = raw_http(&app.address, request.into_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+    let lower = text.to_ascii_lowercase();
+    assert!(
+        !lower.contains("x-secret"),
+        "Connection-listed header forwarded: {text}"
+    );
+    assert!(!lower.contains("\"te\""), "TE forwarded: {text}");
+    assert!(
+        !lower.contains("keep-alive\":"),
+        "Keep-Alive forwarded: {text}"
+    );
+    // The upstream's attempt to overwrite our cookie is dropped; its own cookie passes.
+    assert!(resp.cookies_named("th-at").is_empty());
+    assert_eq!(resp.cookies_named("upstream-session").len(), 1);
+    // CORS is ours, not the upstream's wildcard.
+    assert_eq!(
+        resp.header("access-control-allow-origin").as_deref(),
+        Some(SPA_ORIGIN)
+    );
+    assert_eq!(
+        resp.header("access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+}
+
+#[actix_web::test]
+async fn unsafe_methods_need_the_csrf_header_and_bodies_arrive_whole() {
+    let Setup {
+        app, mut browser, ..
+    } = setup(json!({}), "").await;
+    let body = "x".repeat(100_000);
+    let resp = browser
+        .raw(
+            Method::POST,
+            "/api/orders",
+            Some(body.clone().into_bytes()),
+            &[],
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert_eq!(resp.body["body_bytes"], 100_000);
+    for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        let mut no_csrf = browser.clone();
+        no_csrf.csrf = None;
+        let resp = no_csrf
+            .raw(method.clone(), "/api/orders", Some(b"{}".to_vec()), &[])
+            .await;
+        assert_eq!(resp.status, 401, "{method}");
+        assert_eq!(resp.code(), "unauthorized_request");
+        assert_eq!(
+            resp.header("access-control-allow-origin").as_deref(),
+            Some(SPA_ORIGIN)
+        );
+    }
+    // A foreign Origin is refused even on GET; a look-alike origin too.
+    for origin in [
+        "https://evil.example",
+        "https://www.example.test.evil.example",
+    ] {
+        let mut foreign = browser.clone();
+        foreign.origin = Some(origin.into());
+        let resp = foreign.raw(Method::GET, "/api/orders", None, &[]).await;
+        assert_eq!(resp.status, 401, "{origin}");
+        assert!(resp.header("access-control-allow-origin").is_none());
+    }
+    // A preflight is answered by us, never forwarded.
+    let resp = browser
+        .raw(
+            Method::OPTIONS,
+            "/api/orders",
+            None,
+            &[
+                ("access-control-request-method", "PUT"),
+                (
+                    "access-control-request-headers",
+                    "content-type, x-th-csrf, x-request-id",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status, 204);
+    assert!(resp
+        .header("access-control-allow-headers")
+        .is_some_and(|h| h.contains("x-request-id")));
+    app.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn requests_without_a_session_or_route_get_json_errors() {
+    let Setup { app, .. } = setup(json!({}), "").await;
+    let mut stranger = app.browser();
+    let resp = stranger.raw(Method::GET, "/api/orders", None, &[]).await;
+    assert_eq!(resp.status, 401);
+    assert_eq!(resp.code(), "unauthorized_request");
+    let resp = stranger.raw(Method::GET, "/nothing-here", None, &[]).await;
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.code(), "not_found");
+    let resp = stranger.raw(Method::GET, "/apiary", None, &[]).await;
+    assert_eq!(resp.status, 404);
+}
+
+#[actix_web::test]
+async fn own_bearer_tokens_pass_only_where_the_route_allows_them() {
+    let Setup { app, browser, .. } = setup(json!({}), "").await;
+    let at: AccessTokenCookie = app.unseal(Purpose::AccessToken, &browser.jar.value("th-at"));
+    let bearer = format!("Bearer {}", at.token.expose());
+    let mut mobile = app.browser();
+    mobile.origin = None;
+    let resp = mobile
+        .raw(
+            Method::GET,
+            "/mobile/orders",
+            None,
+            &[("authorization", &bearer)],
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert_eq!(resp.body["path"], "/orders", "strip_prefix");
+    assert_eq!(header_values(&resp.body, "authorization"), [bearer.clone()]);
+    // Without allow_bearer, a client's own Authorization header is never forwarded.
+    let resp = mobile
+        .raw(
+            Method::GET,
+            "/api/orders",
+            None,
+            &[("authorization", &bearer)],
+        )
+        .await;
+    assert_eq!(resp.status, 401);
+    assert_eq!(resp.code(), "unauthorized_request");
+    // With a session cookie, the cookie's token wins over a client-sent header.
+    let mut both = browser.clone();
+    let resp = both
+        .raw(
+            Method::GET,
+            "/api/orders",
+            None,
+            &[("authorization", "Bearer forged")],
+        )
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(header_values(&resp.body, "authorization"), [bearer]);
+}
+
+#[actix_web::test]
+async fn upstream_failures_say_which_side_failed() {
+    let Setup {
+        app, mut browser, ..
+    } = setup(json!({}), "").await;
+    let resp = browser.raw(Method::GET, "/down/x", None, &[]).await;
+    assert_eq!(resp.status, 502, "{:?}", resp.body);
+    assert_eq!(resp.code(), "upstream_unavailable");
+    let start = Instant::now();
+    let resp = browser.raw(Method::GET, "/api/slow", None, &[]).await;
+    assert_eq!(resp.status, 504, "{:?}", resp.body);
+    assert_eq!(resp.code(), "upstream_timeout");
+    assert!(start.elapsed() < Duration::from_millis(2500));
+    // The upstream's own 401 passes through unchanged.
+    let resp = browser
+        .raw(Method::GET, "/api/unauthorized", None, &[])
+        .await;
+    assert_eq!(resp.status, 401);
+    assert_eq!(resp.body["error"], "upstream says no");
+    assert_eq!(
+        resp.header("www-authenticate").as_deref(),
+        Some("Bearer error=\"insufficient_scope\"")
+    );
+    assert!(
+        resp.cookies_named("th-at").is_empty(),
+        "cookies must survive an upstream 401"
+    );
+    app.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn server_sent_events_are_flushed_as_they_arrive() {
+    let Setup { app, browser, .. } = setup(json!({}), "").await;
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .finish();
+    let start = Instant::now();
+    let mut resp = client
+        .get(format!("{}/api/sse", app.address))
+        .insert_header(("cookie", browser.jar.header_for("/api/sse")))
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(resp.status().as_u16(), 200);
+    use futures_util::StreamExt;
+    let first = resp.next().await.expect("a first event").expect("bytes");
+    let first_at = start.elapsed();
+    assert_eq!(&first[..], b"data: first\n\n");
+    assert!(
+        first_at < Duration::from_millis(2000),
+        "first event after {first_at:?}"
+    );
+    let second = resp.next().await.expect("a second event").expect("bytes");
+    assert_eq!(&second[..], b"data: second\n\n");
+    assert!(start.elapsed() >= Duration::from_millis(2900));
+}
+
+#[actix_web::test]
+async fn an_expired_access_token_is_refreshed_transparently() {
+    let Setup {
+        op,
+        app,
+        mut browser,
+    } = setup(
+        json!({"accessTokenTtl": 3}),
+        "[proxy]\nrefresh_ahead = \"1s\"",
+    )
+    .await;
+    let first = browser.raw(Method::GET, "/api/orders", None, &[]).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert!(
+        first.cookies_named("th-at").is_empty(),
+        "no refresh was due yet"
+    );
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let second = browser.raw(Method::GET, "/api/orders", None, &[]).await;
+    assert_eq!(second.status, 200, "{:?}", second.body);
+    assert_ne!(
+        first.body["token_jti"], second.body["token_jti"],
+        "the same token was forwarded"
+    );
+    assert_eq!(
+        second.cookies_named("th-at").len(),
+        1,
+        "new access-token cookie"
+    );
+    assert!(
+        !second.cookies_named("th-auth").is_empty(),
+        "refresh-token cookie rewritten"
+    );
+    assert_eq!(op.stats().await["refresh_grants"], 1);
+    let third = browser.raw(Method::GET, "/api/orders", None, &[]).await;
+    assert_eq!(third.body["token_jti"], second.body["token_jti"]);
+    assert_eq!(op.stats().await["refresh_grants"], 1);
+    drop(app);
+}
+
+#[actix_web::test]
+async fn fifty_parallel_calls_at_expiry_cause_one_refresh_grant() {
+    let Setup { op, app, browser } = setup(
+        json!({"tokenEndpointDelayMs": 300, "rotateRefreshToken": true}),
+        "",
+    )
+    .await;
+    let before = op.stats().await["refresh_grants"].as_i64().unwrap_or(-1);
+    assert_eq!(before, 0);
+    // Our clock moves to 250 s into the 300 s token: inside the 60 s refresh-ahead window.
+    app.state.clock.advance(250);
+    let calls = (0..50).map(|_| {
+        let mut b = browser.clone();
+        async move { b.raw(Method::GET, "/api/orders", None, &[]).await }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let mut jtis = std::collections::HashSet::new();
+    for r in &results {
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        jtis.insert(r.body["token_jti"].to_string());
+    }
+    let stats = op.stats().await;
+    assert_eq!(
+        stats["refresh_grants"], 1,
+        "refresh grants at the provider: {stats}"
+    );
+    assert_eq!(
+        stats["grant_errors"], 0,
+        "replayed refresh tokens at the provider: {stats}"
+    );
+    assert_eq!(jtis.len(), 1, "every call carried the one new token");
+    assert!(results.iter().all(|r| !r.cookies_named("th-at").is_empty()));
+}
+
+#[actix_web::test]
+async fn a_failed_refresh_never_costs_a_working_session() {
+    let Setup {
+        op,
+        app,
+        mut browser,
+    } = setup(json!({}), "").await;
+    let first = browser.raw(Method::GET, "/api/orders", None, &[]).await;
+    assert_eq!(first.status, 200);
+    app.state.clock.advance(250);
+
+    // The provider fails the refresh: the call goes on with the current token.
+    op.fail_token_endpoint(503, 1).await;
+    let resp = browser.raw(Method::GET, "/api/orders", None, &[]).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert_eq!(resp.body["token_jti"], first.body["token_jti"]);
+    assert!(
+        ours(&resp).is_empty(),
+        "cookies changed after a failed refresh"
+    );
+
+    // The refresh token is revoked: still fine while the access token lives.
+    let rt: token_handler::session::RefreshTokenCookie =
+        app.unseal(Purpose::RefreshToken, &browser.jar.value("th-auth"));
+    op.revoke_directly(rt.token.expose()).await;
+    let resp = browser.raw(Method::GET, "/api/orders", None, &[]).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert!(ours(&resp).is_empty());
+
+    // Expired access token plus rejected refresh token: the session is over.
+    app.state.clock.advance(100);
+    let resp = browser.raw(Method::GET, "/api/orders", None, &[]).await;
+    assert_eq!(resp.status, 401, "{:?}", resp.body);
+    assert_eq!(resp.code(), "session_expired");
+    let left: Vec<_> = browser
+        .jar
+        .all()
+        .iter()
+        .filter(|c| c.name().starts_with("th-"))
+        .collect();
+    assert!(left.is_empty(), "cookies left: {left:?}");
+}
+
+#[actix_web::test]
+async fn a_provider_outage_is_a_502_not_a_logout() {
+    let Setup {
+        op,
+        app,
+        mut browser,
+    } = setup(json!({}), "").await;
+    app.state.clock.advance(400);
+    op.stop().await;
+    let resp = browser.raw(Method::GET, "/api/orders", None, &[]).await;
+    assert_eq!(resp.status, 502, "{:?}", resp.body);
+    assert_eq!(resp.code(), "authorization_server_error");
+    assert!(ours(&resp).is_empty());
+    assert!(!browser.jar.named("th-auth").is_empty());
+}

@@ -1,0 +1,204 @@
+//! A real upstream API for the proxy tests: verifies JWT access tokens against the provider's
+//! JWKS (issuer, audience, expiry) like a resource server would, and echoes what it received.
+
+use actix_web::http::header;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use futures_util::StreamExt;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{decode, decode_header, DecodingKey, Validation};
+use serde_json::{json, Map, Value};
+use std::net::TcpListener;
+use std::time::Duration;
+
+pub const API_AUDIENCE: &str = "https://api.example.test";
+
+struct Verifier {
+    issuer: String,
+    jwks: JwkSet,
+}
+
+impl Verifier {
+    fn check(&self, req: &HttpRequest) -> Result<Value, String> {
+        let auth = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or("no Authorization header")?;
+        let token = auth.strip_prefix("Bearer ").ok_or("not a Bearer token")?;
+        let header = decode_header(token).map_err(|e| e.to_string())?;
+        let kid = header.kid.ok_or("no kid")?;
+        let jwk = self.jwks.find(&kid).ok_or("unknown kid")?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[API_AUDIENCE]);
+        validation.leeway = 0;
+        decode::<Value>(token, &key, &validation)
+            .map(|d| d.claims)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A running upstream; stops with the test's runtime.
+pub struct Upstream {
+    pub address: String,
+}
+
+impl Upstream {
+    /// Starts on a random loopback port, trusting tokens from `issuer`.
+    pub async fn start(issuer: &str) -> Self {
+        let jwks: JwkSet = awc::Client::default()
+            .get(format!("{issuer}/jwks"))
+            .send()
+            .await
+            .expect("jwks")
+            .json()
+            .await
+            .expect("jwks json");
+        let verifier = web::Data::new(Verifier {
+            issuer: issuer.to_string(),
+            jwks,
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(verifier.clone())
+                .app_data(web::PayloadConfig::new(usize::MAX))
+                .route("/api/stream/download", web::get().to(download))
+                .route("/api/stream/upload", web::post().to(upload))
+                .route("/api/sse", web::get().to(sse))
+                .route("/api/slow", web::get().to(slow))
+                .route("/api/unauthorized", web::get().to(unauthorized))
+                .default_service(web::to(echo))
+        })
+        .workers(2)
+        .listen(listener)
+        .expect("listen")
+        .run();
+        actix_web::rt::spawn(server);
+        Self {
+            address: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+fn denied(reason: String) -> HttpResponse {
+    HttpResponse::Unauthorized()
+        .insert_header((header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\""))
+        .json(json!({"error": "invalid_token", "reason": reason}))
+}
+
+async fn echo(req: HttpRequest, mut body: web::Payload, v: web::Data<Verifier>) -> HttpResponse {
+    let claims = match v.check(&req) {
+        Ok(c) => c,
+        Err(reason) => return denied(reason),
+    };
+    let mut received = 0usize;
+    while let Some(chunk) = body.next().await {
+        received += chunk.map(|c| c.len()).unwrap_or(0);
+    }
+    let mut headers = Map::new();
+    for (name, value) in req.headers() {
+        let entry = headers
+            .entry(name.as_str().to_string())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = entry {
+            list.push(Value::String(
+                value.to_str().unwrap_or("<binary>").to_string(),
+            ));
+        }
+    }
+    HttpResponse::Ok()
+        .insert_header(("set-cookie", "th-at=from-upstream; Path=/"))
+        .insert_header(("set-cookie", "upstream-session=1; Path=/"))
+        .insert_header(("access-control-allow-origin", "*"))
+        .json(json!({
+            "method": req.method().as_str(),
+            "path": req.path(),
+            "query": req.query_string(),
+            "headers": headers,
+            "body_bytes": received,
+            "sub": claims["sub"],
+            "token_exp": claims["exp"],
+            "token_jti": claims["jti"],
+        }))
+}
+
+async fn download(req: HttpRequest, v: web::Data<Verifier>) -> HttpResponse {
+    if let Err(reason) = v.check(&req) {
+        return denied(reason);
+    }
+    let total: usize = req
+        .query_string()
+        .strip_prefix("bytes=")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let chunk = web::Bytes::from(vec![b'x'; 64 * 1024]);
+    let stream = futures_util::stream::unfold(total, move |left| {
+        let chunk = chunk.clone();
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let n = left.min(chunk.len());
+            Some((Ok::<_, actix_web::Error>(chunk.slice(..n)), left - n))
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .streaming(stream)
+}
+
+async fn upload(req: HttpRequest, mut body: web::Payload, v: web::Data<Verifier>) -> HttpResponse {
+    if let Err(reason) = v.check(&req) {
+        return denied(reason);
+    }
+    let mut received = 0usize;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => received += c.len(),
+            Err(e) => return HttpResponse::BadRequest().body(e.to_string()),
+        }
+    }
+    HttpResponse::Ok().json(json!({ "received": received }))
+}
+
+async fn sse(req: HttpRequest, v: web::Data<Verifier>) -> HttpResponse {
+    if let Err(reason) = v.check(&req) {
+        return denied(reason);
+    }
+    let events = futures_util::stream::unfold(0u8, |n| async move {
+        match n {
+            0 => Some((
+                Ok::<_, actix_web::Error>(web::Bytes::from("data: first\n\n")),
+                1,
+            )),
+            1 => {
+                actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+                Some((Ok(web::Bytes::from("data: second\n\n")), 2))
+            }
+            _ => None,
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .streaming(events)
+}
+
+async fn slow(req: HttpRequest, v: web::Data<Verifier>) -> HttpResponse {
+    if let Err(reason) = v.check(&req) {
+        return denied(reason);
+    }
+    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    HttpResponse::Ok().json(json!({"slow": true}))
+}
+
+async fn unauthorized() -> HttpResponse {
+    HttpResponse::Unauthorized()
+        .insert_header((
+            header::WWW_AUTHENTICATE,
+            "Bearer error=\"insufficient_scope\"",
+        ))
+        .json(json!({"error": "upstream says no"}))
+}
