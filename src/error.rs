@@ -22,6 +22,9 @@ pub enum ApiError {
     /// A request body over the limit.
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The request's headers are larger than the proxy relays.
+    #[error("the request headers exceed {limit} bytes")]
+    HeadersTooLarge { limit: usize },
     /// No such endpoint.
     #[error("no endpoint at this path")]
     NotFound,
@@ -70,6 +73,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized_request",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::PayloadTooLarge { .. } => "request_too_large",
+            ApiError::HeadersTooLarge { .. } => "request_header_too_large",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::ProviderFrontChannel { code, .. } => code,
@@ -107,6 +111,7 @@ impl ResponseError for ApiError {
             }
             ApiError::ProviderFrontChannel { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::ProviderUnavailable(_) | ApiError::UpstreamUnavailable => {

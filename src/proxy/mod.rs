@@ -25,6 +25,10 @@ use crate::state::{AppState, HttpClient};
 use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
+/// Largest total of request headers relayed upstream: many servers refuse more (nginx's default
+/// is 8 KiB per line and 32 KiB in all) and answer with errors the SPA cannot read.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
 /// Every request outside the agent's base path lands here.
 pub async fn handle(
     req: HttpRequest,
@@ -41,6 +45,18 @@ pub async fn handle(
     let origin = match Origin::check(req.method(), req.headers(), &state, false) {
         Ok(o) => o,
         Err(e) => return e.error_response(),
+    };
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let found = if header_bytes > MAX_HEADER_BYTES {
+        Err(ApiError::HeadersTooLarge {
+            limit: MAX_HEADER_BYTES,
+        })
+    } else {
+        found
     };
     let mut resp = match found {
         Ok(found) => proxy(&req, body, &state, &client.0, found).await,

@@ -231,16 +231,7 @@ impl TestApp {
     }
 
     pub fn browser(&self) -> Browser {
-        Browser {
-            client: awc::Client::builder()
-                .disable_redirects()
-                .timeout(Duration::from_secs(20))
-                .finish(),
-            jar: Jar::default(),
-            address: self.address.clone(),
-            origin: Some(SPA_ORIGIN.to_string()),
-            csrf: None,
-        }
+        Browser::new(&self.address)
     }
 
     /// Opens one of our sealed cookies with the app's keys (the tests' window into them).
@@ -389,6 +380,20 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// A fresh browser (no cookies) for the token-handler at `address`.
+    pub fn new(address: &str) -> Self {
+        Browser {
+            client: awc::Client::builder()
+                .disable_redirects()
+                .timeout(Duration::from_secs(20))
+                .finish(),
+            jar: Jar::default(),
+            address: address.to_string(),
+            origin: Some(SPA_ORIGIN.to_string()),
+            csrf: None,
+        }
+    }
+
     pub async fn post(&mut self, path: &str, body: &str) -> Resp {
         self.request(Method::POST, path, Some(body), &[]).await
     }
@@ -604,4 +609,66 @@ pub async fn raw_http(address: &str, request: Vec<u8>) -> (u16, String) {
     })
     .await
     .expect("raw request")
+}
+
+/// The real `token-handler` binary in its own process (for measuring its memory), killed by PID
+/// on drop.
+pub struct ProcessApp {
+    child: Child,
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ProcessApp {
+    /// Starts the binary with this configuration (its `listen` is replaced by a free port).
+    pub async fn start(toml: &str) -> Self {
+        let port = free_port();
+        let toml = toml.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, toml).expect("write config");
+        let child = Command::new(env!("CARGO_BIN_EXE_token-handler"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start token-handler");
+        let address = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Self {
+                    child,
+                    address,
+                    _dir: dir,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("token-handler did not start listening within 5 s");
+    }
+
+    /// Peak resident memory of the process so far, in KiB (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+}
+
+impl Drop for ProcessApp {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
 }

@@ -4,5 +4,7 @@ mod adversarial;
 mod cli;
 mod flow;
 mod helpers;
+mod hostile;
 mod proxy;
+mod streaming;
 mod upstream;
