@@ -10,6 +10,14 @@ step "test OpenID Provider (oidc-provider, from the npm registry)"
 command -v node >/dev/null || { echo "node (>= 18) is required for the test OpenID Provider" >&2; exit 1; }
 npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 
+step "nginx (Debian's package; the gateway test runs it on loopback)"
+if ! command -v nginx >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nginx >/dev/null
+fi
+nginx -v
+
 step "format"
 cargo fmt --all -- --check
 

@@ -4,6 +4,10 @@
 //! The gateway sends the original request's headers here; we apply the proxy's rules (CSRF for
 //! the original method, taken from `X-Forwarded-Method` or `X-Original-Method`; refresh when
 //! due) and answer 200 with the `Authorization` header the gateway copies upstream, or 401.
+//!
+//! After a refresh the new cookies come as `Set-Cookie` headers and, again, one each in
+//! `X-Token-Handler-Set-Cookie-1`, `-2`, …: nginx's `auth_request_set` sees only the first
+//! `Set-Cookie` of an answer, but can copy numbered headers one by one (docs/gateways.md).
 
 use super::refusal;
 use crate::csrf::require_csrf;
@@ -42,7 +46,10 @@ pub async fn forward_auth(
             };
             let mut resp = HttpResponse::Ok();
             resp.insert_header((header::AUTHORIZATION, value));
-            for c in usable.cookies {
+            for (i, c) in usable.cookies.into_iter().enumerate() {
+                if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
+                    resp.insert_header((format!("x-token-handler-set-cookie-{}", i + 1), v));
+                }
                 resp.cookie(c);
             }
             resp.finish()

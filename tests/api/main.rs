@@ -3,6 +3,7 @@
 mod adversarial;
 mod cli;
 mod flow;
+mod gateway;
 mod helpers;
 mod hostile;
 mod proxy;

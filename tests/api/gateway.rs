@@ -1,0 +1,204 @@
+//! Forward auth behind a real nginx (`auth_request`), end to end: the browser signs in through
+//! nginx, nginx asks token-handler's `/auth` for every API call and copies the Authorization
+//! header (and refreshed cookies) it answers with.
+
+use crate::helpers::*;
+use crate::upstream::{Upstream, API_AUDIENCE};
+use awc::http::Method;
+use serde_json::json;
+use std::process::Stdio;
+use std::time::Duration;
+use token_handler::crypto::CookieKey;
+use tokio::process::{Child, Command};
+
+/// The nginx configuration documented in docs/gateways.md, with test addresses filled in.
+pub fn nginx_conf(dir: &str, port: u16, token_handler: &str, upstream: &str) -> String {
+    let slots: String = (1..=8)
+        .map(|i| {
+            format!(
+                "      auth_request_set $th_cookie_{i} $upstream_http_x_token_handler_set_cookie_{i};\n      add_header Set-Cookie $th_cookie_{i} always;\n"
+            )
+        })
+        .collect();
+    format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  # token-handler's answers carry several sealed cookies (about 6 KB of headers at login):
+  # more than nginx's default 4-8 KB header buffer.
+  proxy_buffer_size 32k;
+  proxy_buffers 8 32k;
+  server {{
+    listen 127.0.0.1:{port};
+
+    # The OAuth Agent endpoints, on the SPA's origin.
+    location /oauth-agent/ {{
+      proxy_pass {token_handler};
+    }}
+
+    # An API behind nginx, authorized by token-handler.
+    location /gw/ {{
+      auth_request /_token_handler_auth;
+      auth_request_set $th_authorization $upstream_http_authorization;
+      proxy_set_header Authorization $th_authorization;
+{slots}      proxy_pass {upstream}/api/;
+    }}
+
+    location = /_token_handler_auth {{
+      internal;
+      proxy_pass {token_handler}/oauth-agent/auth;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Original-URI $request_uri;
+    }}
+  }}
+}}
+"#
+    )
+}
+
+struct Nginx {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    async fn start(token_handler: &str, upstream: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display().to_string();
+        let port = free_port();
+        std::fs::write(
+            dir.path().join("nginx.conf"),
+            nginx_conf(&d, port, token_handler, upstream),
+        )
+        .expect("write nginx.conf");
+        let child = Command::new("nginx")
+            .args([
+                "-p",
+                &d,
+                "-c",
+                &format!("{d}/nginx.conf"),
+                "-e",
+                &format!("{d}/error.log"),
+            ])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nginx (scripts/test.sh installs Debian's nginx)");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Self {
+                    child,
+                    address: format!("http://127.0.0.1:{port}"),
+                    _dir: dir,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+        panic!("nginx did not start: {log}");
+    }
+}
+
+impl Nginx {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[actix_web::test]
+async fn nginx_auth_request_with_the_forward_auth_endpoint() {
+    let op = TestProvider::start_with(json!({"jwtAccessTokens": {"audience": API_AUDIENCE}})).await;
+    let upstream = Upstream::start(&op.issuer).await;
+    let toml = config_toml(&op.issuer, &CookieKey::generate_text())
+        + "\n[proxy]\nforward_auth_paths = [\"/gw\"]\n";
+    let app = TestApp::spawn_toml(&toml).await;
+    let nginx = Nginx::start(&app.address, &upstream.address).await;
+
+    // Sign in through nginx, as the SPA on nginx's origin would.
+    let mut browser = Browser::new(&nginx.address);
+    let resp = browser.login("gateway-user").await;
+    assert_eq!(resp.status, 200, "{:?} {}", resp.body, nginx.log());
+    assert!(
+        browser
+            .jar
+            .named("th-auth")
+            .iter()
+            .any(|c| c.path() == Some("/gw")),
+        "the refresh-token cookie must reach the gateway's API path"
+    );
+
+    let first = browser
+        .raw(Method::GET, "/gw/orders?page=2", None, &[])
+        .await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(first.body["sub"], "gateway-user");
+    assert_eq!(first.body["path"], "/api/orders");
+    assert_eq!(first.body["query"], "page=2");
+
+    // No session: nginx refuses with the 401 token-handler gave.
+    let mut stranger = Browser::new(&nginx.address);
+    assert_eq!(
+        stranger
+            .raw(Method::GET, "/gw/orders", None, &[])
+            .await
+            .status,
+        401
+    );
+
+    // CSRF applies to the original method.
+    let mut no_csrf = browser.clone();
+    no_csrf.csrf = None;
+    assert_eq!(
+        no_csrf
+            .raw(Method::POST, "/gw/orders", Some(b"{}".to_vec()), &[])
+            .await
+            .status,
+        401
+    );
+    let post = browser
+        .raw(Method::POST, "/gw/orders", Some(b"{}".to_vec()), &[])
+        .await;
+    assert_eq!(post.status, 200, "{:?}", post.body);
+
+    // A refresh through the gateway: nginx hands the new cookies to the browser.
+    app.state.clock.advance(250);
+    let refreshed = browser.raw(Method::GET, "/gw/orders", None, &[]).await;
+    assert_eq!(refreshed.status, 200, "{:?}", refreshed.body);
+    assert_ne!(refreshed.body["token_jti"], first.body["token_jti"]);
+    assert_eq!(
+        refreshed.cookies_named("th-at").len(),
+        1,
+        "{:?}",
+        refreshed.set_cookies
+    );
+    assert!(
+        refreshed.cookies_named("th-auth").len() >= 3,
+        "{:?}",
+        refreshed.set_cookies
+    );
+    let again = browser.raw(Method::GET, "/gw/orders", None, &[]).await;
+    assert_eq!(again.body["token_jti"], refreshed.body["token_jti"]);
+    assert_eq!(op.stats().await["refresh_grants"], 1);
+}
