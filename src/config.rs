@@ -87,6 +87,8 @@ struct RawRoute {
     timeout: String,
     #[serde(default, deserialize_with = "bool_or_text")]
     allow_bearer: bool,
+    #[serde(default, deserialize_with = "bool_or_text")]
+    websocket: bool,
 }
 
 fn default_route_timeout() -> String {
@@ -418,6 +420,8 @@ pub struct RouteConfig {
     /// Pass requests that carry their own Bearer token and none of our cookies unchanged
     /// (mobile clients).
     pub allow_bearer: bool,
+    /// Pass WebSocket upgrades through (the connection is authenticated once, at the upgrade).
+    pub websocket: bool,
 }
 
 /// One identity provider.
@@ -814,6 +818,7 @@ fn validate_proxy(
             strip_prefix: r.strip_prefix,
             timeout: parse_duration(&k("timeout"), &r.timeout)?,
             allow_bearer: r.allow_bearer,
+            websocket: r.websocket,
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.path.as_str().len()));

@@ -10,6 +10,7 @@ mod forward;
 mod forward_auth;
 mod headers;
 mod route;
+mod websocket;
 
 pub use forward_auth::forward_auth;
 pub use route::{match_route, RouteMatch};
@@ -97,6 +98,9 @@ async fn proxy(
             ..
         }) => {
             let bearer: Token = access_token;
+            if found.route.websocket && websocket::is_upgrade(req) {
+                return websocket::bridge(req, body, state, client, &found, &bearer, cookies).await;
+            }
             forward::forward(req, body, state, client, &found, Some(&bearer), cookies).await
         }
         Err(denied) => refusal(state, denied),

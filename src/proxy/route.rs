@@ -76,6 +76,7 @@ mod tests {
             strip_prefix: strip,
             timeout: Duration::from_secs(1),
             allow_bearer: false,
+            websocket: false,
         }
     }
 

@@ -160,7 +160,8 @@ timeout = "5s"
 }
 
 /// The test configuration plus proxy routes: `/api` and `/api/slow` (1 s timeout) to the
-/// upstream, `/mobile` (strip_prefix, allow_bearer), and `/down` to a closed port. `extra` is
+/// upstream, `/mobile` (strip_prefix, allow_bearer), `/down` to a closed port, and `/api/ws`
+/// with WebSocket pass-through. `extra` is
 /// appended (more TOML) and may set `[proxy]`.
 pub fn proxy_toml(issuer: &str, key: &str, upstream: &str, extra: &str) -> String {
     let closed = free_port();
@@ -186,6 +187,11 @@ allow_bearer = true
 [[routes]]
 path = "/down"
 upstream = "http://127.0.0.1:{closed}"
+
+[[routes]]
+path = "/api/ws"
+upstream = "{upstream}"
+websocket = true
 "#,
         config_toml(issuer, key)
     )

@@ -431,3 +431,75 @@ async fn a_provider_outage_is_a_502_not_a_logout() {
     assert!(ours(&resp).is_empty());
     assert!(!browser.jar.named("th-auth").is_empty());
 }
+
+#[actix_web::test]
+async fn websockets_pass_through_authenticated_where_enabled() {
+    use futures_util::{SinkExt, StreamExt};
+    let Setup { app, browser, .. } = setup(json!({}), "").await;
+    let ws_url = format!("{}/api/ws", app.address.replacen("http", "ws", 1));
+    let cookies = browser.jar.header_for("/api/ws");
+    let client = awc::Client::default();
+
+    let (resp, mut framed) = client
+        .ws(&ws_url)
+        .origin(SPA_ORIGIN)
+        .protocols(["chat.v1"])
+        .set_header("cookie", cookies.as_str())
+        .connect()
+        .await
+        .expect("handshake through the proxy");
+    assert_eq!(resp.status().as_u16(), 101);
+    assert_eq!(
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("chat.v1")
+    );
+    framed
+        .send(awc::ws::Message::Text("hello".into()))
+        .await
+        .expect("send");
+    match framed.next().await {
+        Some(Ok(awc::ws::Frame::Text(t))) => assert_eq!(&t[..], b"pat: hello"),
+        other => panic!("unexpected frame: {other:?}"),
+    }
+    framed
+        .send(awc::ws::Message::Close(None))
+        .await
+        .expect("close");
+
+    // Cross-site WebSocket hijacking: no Origin, a foreign Origin, or no cookie is refused.
+    let refused = |origin: Option<&'static str>, with_cookie: bool| {
+        let mut req = client.ws(&ws_url);
+        if let Some(o) = origin {
+            req = req.origin(o);
+        }
+        if with_cookie {
+            req = req.set_header("cookie", cookies.as_str());
+        }
+        req.connect()
+    };
+    for (origin, with_cookie) in [
+        (None, true),
+        (Some("https://evil.example"), true),
+        (Some(SPA_ORIGIN), false),
+    ] {
+        match refused(origin, with_cookie).await {
+            Err(awc::error::WsClientError::InvalidResponseStatus(status)) => {
+                assert_eq!(status.as_u16(), 401, "{origin:?} {with_cookie}")
+            }
+            Err(e) => panic!("{origin:?}: unexpected error {e}"),
+            Ok(_) => panic!("{origin:?} {with_cookie}: the upgrade went through"),
+        }
+    }
+    // A route without `websocket = true` never upgrades.
+    let plain = format!("{}/api/other", app.address.replacen("http", "ws", 1));
+    let result = client
+        .ws(&plain)
+        .origin(SPA_ORIGIN)
+        .set_header("cookie", browser.jar.header_for("/api/other").as_str())
+        .connect()
+        .await;
+    assert!(result.is_err(), "a plain route upgraded a WebSocket");
+    app.assert_alive().await;
+}

@@ -70,6 +70,7 @@ impl Upstream {
                 .route("/api/sse", web::get().to(sse))
                 .route("/api/slow", web::get().to(slow))
                 .route("/api/unauthorized", web::get().to(unauthorized))
+                .route("/api/ws", web::get().to(websocket))
                 .default_service(web::to(echo))
         })
         .workers(2)
@@ -201,4 +202,35 @@ async fn unauthorized() -> HttpResponse {
             "Bearer error=\"insufficient_scope\"",
         ))
         .json(json!({"error": "upstream says no"}))
+}
+
+/// Echoes text messages as "<sub>: <text>"; accepts the subprotocol `chat.v1`.
+async fn websocket(req: HttpRequest, body: web::Payload, v: web::Data<Verifier>) -> HttpResponse {
+    let claims = match v.check(&req) {
+        Ok(c) => c,
+        Err(reason) => return denied(reason),
+    };
+    let sub = claims["sub"].as_str().unwrap_or("?").to_string();
+    let (resp, mut session, mut messages) =
+        match actix_ws::handle_with_protocols(&req, body, &["chat.v1"]) {
+            Ok(ok) => ok,
+            Err(e) => return HttpResponse::BadRequest().body(e.to_string()),
+        };
+    actix_web::rt::spawn(async move {
+        while let Some(Ok(msg)) = messages.next().await {
+            match msg {
+                actix_ws::Message::Text(t)
+                    if session.text(format!("{sub}: {t}")).await.is_err() =>
+                {
+                    return;
+                }
+                actix_ws::Message::Close(reason) => {
+                    let _ = session.close(reason).await;
+                    return;
+                }
+                _ => {}
+            }
+        }
+    });
+    resp
 }
