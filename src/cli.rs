@@ -90,12 +90,20 @@ async fn run(config: Config) -> ExitCode {
     }
 }
 
+/// Prints a line of `check` output; a closed pipe (`check | head`) is not an error.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 async fn check(config: Config) -> ExitCode {
     let state = AppState::new(config, Default::default());
     let config = &state.config;
     let base = &config.server.base_path;
-    println!("listen:      {}", config.server.listen);
-    println!(
+    say!("listen:      {}", config.server.listen);
+    say!(
         "base path:   {}",
         if base.as_str().is_empty() {
             "/"
@@ -103,7 +111,7 @@ async fn check(config: Config) -> ExitCode {
             base.as_str()
         }
     );
-    println!(
+    say!(
         "origins:     {} (CORS {})",
         config.web.trusted_origins.as_slice().join(", "),
         if config.web.cors { "on" } else { "off" }
@@ -115,12 +123,12 @@ async fn check(config: Config) -> ExitCode {
         .iter()
         .map(|k| k.id_hex())
         .collect();
-    println!(
+    say!(
         "cookie keys: {} (ids {}; the first seals)",
         ids.len(),
         ids.join(", ")
     );
-    println!(
+    say!(
         "cookies:     HttpOnly; {}SameSite={}{}",
         if config.cookies.secure {
             "Secure; "
@@ -136,28 +144,28 @@ async fn check(config: Config) -> ExitCode {
             .unwrap_or_default()
     );
     for kind in CookieKind::ALL {
-        println!(
+        say!(
             "  {:<12} Path={}",
             state.cookies.name(kind),
             state.cookies.paths(kind).join(", Path=")
         );
     }
-    println!("csrf header: {}", state.cookies.csrf_header());
+    say!("csrf header: {}", state.cookies.csrf_header());
 
     let client = build_client(Duration::from_secs(5));
     let mut failed = false;
-    for provider in state.providers.iter() {
+    for (index, provider) in state.providers.iter().enumerate() {
         let p = &provider.config;
-        println!("provider {} (issuer {}):", p.id, p.issuer);
+        say!("provider {} (issuer {}):", p.id, p.issuer);
         match discover(&client, p).await {
             Ok(md) => {
                 let show = |name: &str, u: &Option<url::Url>| {
-                    println!(
+                    say!(
                         "  {name:<24} {}",
                         u.as_ref().map(|u| u.as_str()).unwrap_or("(none)")
                     )
                 };
-                println!(
+                say!(
                     "  {:<24} {}",
                     "metadata",
                     if md.discovered {
@@ -184,35 +192,35 @@ async fn check(config: Config) -> ExitCode {
                     {
                         Ok(v) => {
                             let n = v.get("keys").and_then(|k| k.as_array()).map_or(0, Vec::len);
-                            println!("  {:<24} {n} key(s)", "jwks");
+                            say!("  {:<24} {n} key(s)", "jwks");
                             if n == 0 {
-                                println!("  error: the provider's JWKS has no keys; ID tokens cannot be verified");
+                                say!("  error: the provider's JWKS has no keys; ID tokens cannot be verified");
                                 failed = true;
                             }
                         }
                         Err(e) => {
-                            println!("  error: providers[{}].jwks_uri: {e}", p.id);
+                            say!("  error: providers[{index}].jwks_uri: {e}");
                             failed = true;
                         }
                     },
                     None if p.scope.split(' ').any(|s| s == "openid") => {
-                        println!("  error: providers[{}]: no jwks_uri, so ID tokens cannot be verified; configure jwks_uri", p.id);
+                        say!("  error: providers[{index}]: no jwks_uri, so ID tokens cannot be verified; configure jwks_uri");
                         failed = true;
                     }
                     None => {}
                 }
             }
             Err(reason) => {
-                println!("  error: providers[{}].issuer: {reason}", p.id);
+                say!("  error: providers[{index}].issuer: {reason}");
                 failed = true;
             }
         }
     }
     if failed {
-        println!("check failed");
+        say!("check failed");
         ExitCode::from(1)
     } else {
-        println!("check passed");
+        say!("check passed");
         ExitCode::SUCCESS
     }
 }

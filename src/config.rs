@@ -100,6 +100,7 @@ fn default_route_timeout() -> String {
 struct RawServer {
     listen: String,
     base_path: String,
+    #[serde(deserialize_with = "usize_or_text")]
     workers: usize,
 }
 
@@ -210,6 +211,23 @@ fn bool_or_text<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
                 "expected true or false, found `{other}`"
             ))),
         },
+    }
+}
+
+/// Environment values are strings; TOML has real integers. Accept both.
+fn usize_or_text<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        Num(usize),
+        Text(String),
+    }
+    match N::deserialize(d)? {
+        N::Num(n) => Ok(n),
+        N::Text(t) => t
+            .trim()
+            .parse()
+            .map_err(|_| de::Error::custom(format!("expected a whole number, found `{t}`"))),
     }
 }
 
@@ -485,6 +503,9 @@ impl Config {
     }
 }
 
+/// The configuration's lists of tables, addressed by index from the environment.
+const LISTS: [&str; 2] = ["providers", "routes"];
+
 /// Sets one key from an environment variable: `SECTION__KEY`, `PROVIDERS__0__KEY`.
 fn apply_env(
     table: &mut toml::Table,
@@ -496,24 +517,24 @@ fn apply_env(
     let bad = || {
         ConfigError::new(
             name,
-            "environment overrides are TOKEN_HANDLER__<SECTION>__<KEY> or TOKEN_HANDLER__PROVIDERS__<INDEX>__<KEY>",
+            "environment overrides are TOKEN_HANDLER__<SECTION>__<KEY>, or TOKEN_HANDLER__PROVIDERS__<INDEX>__<KEY> and TOKEN_HANDLER__ROUTES__<INDEX>__<KEY> for list entries",
         )
     };
     match parts.as_slice() {
-        [section, key] if section != "providers" && !key.is_empty() => {
+        [section, key] if !LISTS.contains(&section.as_str()) && !key.is_empty() => {
             let entry = table
                 .entry(section.clone())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             let section = entry.as_table_mut().ok_or_else(bad)?;
             section.insert(key.clone(), toml::Value::String(value));
         }
-        [section, index, key] if section == "providers" && !key.is_empty() => {
+        [section, index, key] if LISTS.contains(&section.as_str()) && !key.is_empty() => {
             let index: usize = index.parse().map_err(|_| bad())?;
             if index > 64 {
                 return Err(bad());
             }
             let entry = table
-                .entry("providers")
+                .entry(section.clone())
                 .or_insert_with(|| toml::Value::Array(Vec::new()));
             let list = entry.as_array_mut().ok_or_else(bad)?;
             while list.len() <= index {
@@ -560,7 +581,7 @@ fn parse_url(key: &str, text: &str) -> Result<Url, ConfigError> {
 
 /// Provider endpoints carry codes and tokens: https, except on loopback for development and
 /// tests, where there is no network to eavesdrop on.
-fn parse_provider_url(key: &str, text: &str) -> Result<Url, ConfigError> {
+pub(crate) fn parse_provider_url(key: &str, text: &str) -> Result<Url, ConfigError> {
     let url = parse_url(key, text)?;
     if url.scheme() == "http" && !is_loopback(&url) {
         return Err(ConfigError::new(
@@ -679,7 +700,7 @@ impl RawConfig {
             };
             ConfigError::new(keys_key, format!("{e}{hint}"))
         })?;
-        if !within(base_path.as_str(), &path) {
+        if !within(&format!("{}/", base_path.as_str()), &path) {
             return Err(ConfigError::new(
                 "cookies.path",
                 format!(
@@ -764,7 +785,7 @@ fn validate_proxy(
     for (i, text) in raw.forward_auth_paths.iter().enumerate() {
         let key = format!("proxy.forward_auth_paths[{i}]");
         let p = RoutePath::parse(text).map_err(|m| ConfigError::new(&key, m))?;
-        if !within(p.as_str(), cookie_path) {
+        if !within(&format!("{}/", p.as_str()), cookie_path) {
             return Err(ConfigError::new(
                 key,
                 format!("must lie within cookies.path `{cookie_path}`"),
@@ -786,7 +807,7 @@ fn validate_proxy(
                 ),
             ));
         }
-        if !within(path.as_str(), cookie_path) {
+        if !within(&format!("{}/", path.as_str()), cookie_path) {
             return Err(ConfigError::new(
                 k("path"),
                 format!(
@@ -1162,6 +1183,41 @@ timeout = "5s"
             let e = err(&route(extra), no_env());
             assert_eq!(e.key, key_name, "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn lists_and_numbers_come_from_the_environment_too() {
+        let key = CookieKey::generate_text();
+        let env = vec![
+            ("TOKEN_HANDLER__SERVER__WORKERS".into(), "4".into()),
+            ("TOKEN_HANDLER__ROUTES__0__PATH".into(), "/api".into()),
+            (
+                "TOKEN_HANDLER__ROUTES__0__UPSTREAM".into(),
+                "http://api:9001".into(),
+            ),
+            (
+                "TOKEN_HANDLER__ROUTES__0__ALLOW_BEARER".into(),
+                "true".into(),
+            ),
+        ];
+        let c = Config::from_toml(&minimal(&key), env).expect("valid");
+        assert_eq!(c.server.workers, Some(4));
+        assert_eq!(c.proxy.routes[0].path.as_str(), "/api");
+        assert!(c.proxy.routes[0].allow_bearer);
+        let e = err(
+            &minimal(&key),
+            vec![("TOKEN_HANDLER__SERVER__WORKERS".into(), "many".into())],
+        );
+        assert_eq!(e.key, "server.workers", "{e}");
+    }
+
+    #[test]
+    fn a_cookie_path_with_a_trailing_slash_may_cover_the_base_path() {
+        let key = CookieKey::generate_text();
+        let text = minimal(&key).replace("[cookies]", "[cookies]\npath = \"/oauth-agent/\"");
+        assert!(Config::from_toml(&text, no_env()).is_ok());
+        let text = minimal(&key).replace("[cookies]", "[cookies]\npath = \"/other/\"");
+        assert_eq!(err(&text, no_env()).key, "cookies.path");
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub fn require_csrf(req: &HttpRequest, state: &AppState) -> Result<crate::secret
     let header_name = state.cookies.csrf_header();
     let Some(sent) = req.headers().get(header_name.as_str()) else {
         return Err(ApiError::Unauthorized(
-            "the CSRF header is missing; send the csrf value from login/end in the x-<prefix>-csrf header",
+            "the CSRF header is missing: send the csrf value from login/end in the x-<cookies.prefix>-csrf header (x-th-csrf by default)",
         ));
     };
     let sent = sent.to_str().unwrap_or_default();

@@ -94,9 +94,10 @@ pub fn preflight(headers: &HeaderMap, state: &AppState) -> HttpResponse {
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if valid {
+            let name = name.to_ascii_lowercase();
+            if valid && !allowed.split(", ").any(|a| a == name) {
                 allowed.push_str(", ");
-                allowed.push_str(&name.to_ascii_lowercase());
+                allowed.push_str(&name);
             }
         }
     }

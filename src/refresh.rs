@@ -83,6 +83,14 @@ fn flight_key(provider: &str, refresh_token: &Token) -> [u8; 32] {
 }
 
 impl RefreshCoordinator {
+    /// Drops any shared result for this refresh token, so a copy of the old cookies cannot pick
+    /// up tokens after the session ended (logout).
+    pub fn forget(&self, provider: &str, refresh_token: &Token) {
+        if let Ok(mut flights) = self.flights.lock() {
+            flights.remove(&flight_key(provider, refresh_token));
+        }
+    }
+
     /// Refreshes with `rt`, joining a grant already in flight (or just finished) for the same
     /// token. Returns the outcome and whether this call shared another's grant.
     pub async fn refresh(

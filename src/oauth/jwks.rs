@@ -15,11 +15,24 @@ use super::http::send_json;
 
 /// Smallest interval between two JWKS fetches caused by unknown key ids.
 pub const MIN_REFETCH: Duration = Duration::from_secs(10);
+/// Keys are fetched again after this long even when every kid is known, so a key the provider
+/// withdrew (after a compromise, say) stops being trusted.
+pub const JWKS_TTL: Duration = Duration::from_secs(3600);
+
+/// Why no key was found.
+#[derive(Debug)]
+pub enum KeyError {
+    /// The JWKS could not be fetched: the provider's problem, reported as 502.
+    Unavailable(String),
+    /// The token names a key the provider does not publish, or the key is unusable.
+    Invalid(String),
+}
 
 #[derive(Debug, Default)]
 pub struct JwksCache {
     keys: RwLock<Arc<Vec<Jwk>>>,
-    last_fetch: Mutex<Option<Instant>>,
+    /// When the keys were last fetched successfully, and when a fetch was last tried.
+    fetched: Mutex<(Option<Instant>, Option<Instant>)>,
 }
 
 impl JwksCache {
@@ -31,19 +44,41 @@ impl JwksCache {
         timeout: Duration,
         kid: Option<&str>,
         alg: Algorithm,
-    ) -> Result<DecodingKey, String> {
-        if let Some(key) = self.find(kid, alg) {
-            return key;
+    ) -> Result<DecodingKey, KeyError> {
+        let expired = self
+            .fetched
+            .lock()
+            .map(|f| f.0.is_none_or(|at| at.elapsed() >= JWKS_TTL))
+            .unwrap_or(true);
+        if !expired {
+            if let Some(key) = self.find(kid, alg) {
+                return key.map_err(KeyError::Invalid);
+            }
         }
+        let not_published =
+            || KeyError::Invalid("the ID token's signing key is not in the provider's JWKS".into());
         if !self.may_fetch() {
-            return Err("the ID token's signing key is not in the provider's JWKS".into());
+            return self
+                .find(kid, alg)
+                .map_or(Err(not_published()), |k| k.map_err(KeyError::Invalid));
         }
-        let value = send_json(
+        let fetched = send_json(
             client.get(jwks_uri.as_str()).timeout(timeout).send(),
             "jwks_uri",
         )
         .await
-        .map_err(|e| format!("the provider's JWKS could not be fetched: {e}"))?;
+        .map_err(|e| {
+            KeyError::Unavailable(format!("the provider's JWKS could not be fetched: {e}"))
+        });
+        let value = match fetched {
+            Ok(v) => v,
+            // Serve the keys we have rather than fail while the provider is down.
+            Err(e) => {
+                return self
+                    .find(kid, alg)
+                    .map_or(Err(e), |k| k.map_err(KeyError::Invalid))
+            }
+        };
         let keys: Vec<Jwk> = value
             .get("keys")
             .and_then(|k| k.as_array())
@@ -57,19 +92,22 @@ impl JwksCache {
         if let Ok(mut slot) = self.keys.write() {
             *slot = Arc::new(keys);
         }
-        self.find(kid, alg).unwrap_or_else(|| {
-            Err("the ID token's signing key is not in the provider's JWKS".into())
-        })
+        if let Ok(mut f) = self.fetched.lock() {
+            f.0 = Some(Instant::now());
+        }
+        self.find(kid, alg)
+            .map_or(Err(not_published()), |k| k.map_err(KeyError::Invalid))
     }
 
+    /// Rate limit for fetches: at most one attempt per [`MIN_REFETCH`].
     fn may_fetch(&self) -> bool {
-        let Ok(mut last) = self.last_fetch.lock() else {
+        let Ok(mut f) = self.fetched.lock() else {
             return false;
         };
-        match *last {
+        match f.1 {
             Some(at) if at.elapsed() < MIN_REFETCH => false,
             _ => {
-                *last = Some(Instant::now());
+                f.1 = Some(Instant::now());
                 true
             }
         }

@@ -28,6 +28,9 @@ pub struct ProviderMetadata {
     pub revocation_endpoint: Option<Url>,
     /// True when discovery answered; false when only configured endpoints are in use.
     pub discovered: bool,
+    /// The provider promises `iss` in every authorization response (RFC 9207 §3), so a
+    /// response without it is refused.
+    pub iss_in_response: bool,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +42,8 @@ struct DiscoveryDocument {
     jwks_uri: Option<String>,
     end_session_endpoint: Option<String>,
     revocation_endpoint: Option<String>,
+    #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
 }
 
 /// The discovery URL for an issuer (OIDC Discovery §4: the issuer's path is kept).
@@ -106,6 +111,7 @@ pub async fn discover(
                 )?,
                 issuer: doc.issuer,
                 discovered: true,
+                iss_in_response: doc.authorization_response_iss_parameter_supported,
             })
         }
         Err(reason) => match (&o.authorization_endpoint, &o.token_endpoint) {
@@ -120,6 +126,7 @@ pub async fn discover(
                     end_session_endpoint: o.end_session_endpoint.clone(),
                     revocation_endpoint: o.revocation_endpoint.clone(),
                     discovered: false,
+                    iss_in_response: false,
                 })
             }
             _ => Err(format!(

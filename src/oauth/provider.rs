@@ -1,7 +1,7 @@
 //! A configured provider together with its cached metadata and keys.
 
 use super::id_token::{self, Expected, IdTokenClaims};
-use super::jwks::JwksCache;
+use super::jwks::{JwksCache, KeyError};
 use super::metadata::{MetadataCache, ProviderMetadata};
 use crate::config::ProviderConfig;
 use crate::error::ApiError;
@@ -64,7 +64,16 @@ impl Provider {
             .jwks
             .key_for(client, jwks_uri, self.config.timeout, kid.as_deref(), alg)
             .await
-            .map_err(reject)?;
+            .map_err(|e| match e {
+                KeyError::Invalid(reason) => reject(reason),
+                KeyError::Unavailable(reason) => {
+                    tracing::warn!(provider = %self.config.id, %reason, "JWKS unavailable");
+                    ApiError::ProviderUnavailable(format!(
+                        "the identity provider `{}` is unavailable: its signing keys could not be fetched",
+                        self.config.id
+                    ))
+                }
+            })?;
         id_token::verify(
             token,
             alg,

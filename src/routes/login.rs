@@ -302,7 +302,16 @@ async fn complete_login(
 ) -> Result<HttpResponse, ApiError> {
     let provider = provider_of(state, &login.provider)?;
     let metadata = provider.metadata(client).await?;
-    // RFC 9207: when the provider names itself in the response, it must be the one we asked.
+    // RFC 9207: when the provider names itself in the response, it must be the one we asked;
+    // a provider that promises to name itself must do so.
+    if iss.is_none() && metadata.iss_in_response {
+        return Ok(error_with_cookies(
+            ApiError::InvalidRequest(
+                "the authorization response lacks the iss parameter its provider promises (RFC 9207)".into(),
+            ),
+            state.cookies.clear(CookieKind::Login),
+        ));
+    }
     if let Some(iss) = iss {
         if iss != metadata.issuer {
             return Ok(error_with_cookies(

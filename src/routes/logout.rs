@@ -38,6 +38,10 @@ pub async fn logout(
         .unwrap_or_else(|| state.providers.default_provider());
     let metadata = provider.metadata(&client.0).await.ok();
 
+    if let Some(rt) = &rt {
+        state.refresher.forget(&rt.provider, &rt.token);
+    }
+
     // RFC 7009: revoking the refresh token also ends the grant's access tokens at most
     // providers. A failure is logged and does not keep the user signed in.
     if let (Some(rt), Some(endpoint)) = (

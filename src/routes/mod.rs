@@ -25,14 +25,14 @@ pub fn configure(base_path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
         cfg.service(
             web::scope(base_path)
                 .wrap(middleware::from_fn(origin_policy))
-                .service(resource("/login/start").route(web::post().to(login::start)))
-                .service(resource("/login/end").route(web::post().to(login::end)))
-                .service(resource("/userInfo").route(web::get().to(session::user_info)))
-                .service(resource("/claims").route(web::get().to(session::claims)))
-                .service(resource("/refresh").route(web::post().to(refresh::refresh)))
-                .service(resource("/logout").route(web::post().to(logout::logout)))
+                .service(resource("/login/start", "POST").route(web::post().to(login::start)))
+                .service(resource("/login/end", "POST").route(web::post().to(login::end)))
+                .service(resource("/userInfo", "GET").route(web::get().to(session::user_info)))
+                .service(resource("/claims", "GET").route(web::get().to(session::claims)))
+                .service(resource("/refresh", "POST").route(web::post().to(refresh::refresh)))
+                .service(resource("/logout", "POST").route(web::post().to(logout::logout)))
                 .service(
-                    resource("/auth")
+                    resource("/auth", "GET, HEAD")
                         .route(web::get().to(crate::proxy::forward_auth))
                         .route(web::head().to(crate::proxy::forward_auth)),
                 )
@@ -41,17 +41,21 @@ pub fn configure(base_path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
     }
 }
 
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// An endpoint whose other methods get a JSON 405 with `Allow` (RFC 9110 §15.5.6).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |method: Method| async move {
+        let mut resp = ApiError::MethodNotAllowed(method.to_string()).error_response();
+        resp.headers_mut().insert(
+            actix_web::http::header::ALLOW,
+            actix_web::http::header::HeaderValue::from_static(allow),
+        );
+        resp
+    }))
 }
 
 /// JSON 404 for any path we do not serve.
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
-}
-
-async fn method_not_allowed(method: Method) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed(method.to_string()))
 }
 
 /// An error response that also sets (usually clears) cookies.

@@ -108,12 +108,32 @@ async fn callback_state_mismatch_replay_and_code_replay() {
     let state = query_param(&url, "state").expect("state");
     let resp = second
         .end_login(&format!(
-            "https://www.example.test/?code={used_code}&state={state}"
+            "https://www.example.test/?code={used_code}&state={state}&iss={}",
+            url::form_urlencoded::byte_serialize(op.issuer.as_bytes()).collect::<String>()
         ))
         .await;
     assert_eq!(resp.status, 400, "{:?}", resp.body);
     assert_eq!(resp.code(), "authorization_error");
     assert!(second.jar.named("th-at").is_empty());
+
+    // RFC 9207: this provider promises `iss`, so a callback without it is refused, and one
+    // naming another issuer too (a mix-up attack).
+    let mut third = app.browser();
+    let url = third.start_login("").await;
+    let callback = provider_login(&url, "alice").await;
+    let without_iss: String = callback.split("&iss=").next().unwrap_or("").to_string();
+    let resp = third.end_login(&without_iss).await;
+    assert_eq!(resp.status, 400, "{:?}", resp.body);
+    let mut fourth = app.browser();
+    let url = fourth.start_login("").await;
+    let callback = provider_login(&url, "alice").await;
+    let mixed_up = format!(
+        "{}&iss=https%3A%2F%2Fevil.example",
+        callback.split("&iss=").next().unwrap_or("")
+    );
+    let resp = fourth.end_login(&mixed_up).await;
+    assert_eq!(resp.status, 400, "{:?}", resp.body);
+    assert_eq!(op.stats().await["authorization_code_grants"], 1);
     app.assert_alive().await;
 }
 
@@ -247,6 +267,7 @@ async fn unknown_paths_and_methods_are_json_errors() {
     let resp = browser.get("/login/start").await;
     assert_eq!(resp.status, 405);
     assert_eq!(resp.code(), "method_not_allowed");
+    assert_eq!(resp.header("allow").as_deref(), Some("POST"));
     let resp = browser
         .request(Method::DELETE, "/userInfo", None, &[])
         .await;

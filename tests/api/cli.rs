@@ -70,7 +70,7 @@ fn check_fails_naming_the_key_and_the_fix() {
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("providers[default].issuer"), "{stdout}");
+    assert!(stdout.contains("providers[0].issuer"), "{stdout}");
 
     // A short key: exit 2, naming cookies.keys, not showing the key.
     std::fs::write(&path, config_toml(&issuer, "c2hvcnQta2V5")).expect("write");

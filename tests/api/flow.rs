@@ -463,3 +463,42 @@ async fn an_unreachable_provider_is_a_502_not_a_500() {
     assert_eq!(resp.code(), "authorization_server_error");
     app.assert_alive().await;
 }
+
+#[actix_web::test]
+async fn a_copy_of_the_cookies_is_useless_after_logout() {
+    let op = TestProvider::start().await;
+    let app = TestApp::spawn(&op.issuer).await;
+    let mut browser = app.browser();
+    assert_eq!(browser.login("ivan").await.status, 200);
+    // A refresh leaves a shared result behind (for concurrent callers)...
+    assert_eq!(browser.post("/refresh", "").await.status, 204);
+    let mut thief = browser.clone();
+    assert_eq!(browser.post("/logout", "").await.status, 200);
+    // ...which logout must drop: the stolen jar cannot refresh any more.
+    let resp = thief.post("/refresh", "").await;
+    assert_eq!(resp.status, 401, "{:?}", resp.body);
+    assert_eq!(resp.code(), "session_expired");
+}
+
+#[actix_web::test]
+async fn an_unreachable_jwks_is_a_502_at_login() {
+    let op = TestProvider::start().await;
+    let toml = config_toml(
+        &op.issuer,
+        &token_handler::crypto::CookieKey::generate_text(),
+    )
+    .replace(
+        "timeout = \"5s\"",
+        &format!(
+            "timeout = \"5s\"\njwks_uri = \"http://127.0.0.1:{}/jwks\"",
+            free_port()
+        ),
+    );
+    let app = TestApp::spawn_toml(&toml).await;
+    let mut browser = app.browser();
+    let resp = browser.login("judy").await;
+    assert_eq!(resp.status, 502, "{:?}", resp.body);
+    assert_eq!(resp.code(), "authorization_server_error");
+    assert!(browser.jar.named("th-at").is_empty());
+    app.assert_alive().await;
+}
