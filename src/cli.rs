@@ -156,7 +156,17 @@ async fn check(config: Config) -> ExitCode {
     let mut failed = false;
     for (index, provider) in state.providers.iter().enumerate() {
         let p = &provider.config;
-        say!("provider {} (issuer {}):", p.id, p.issuer);
+        say!(
+            "provider {} (issuer {}; client {} with {}; PAR {:?}{}):",
+            p.id,
+            p.issuer,
+            p.client_id,
+            p.client_auth.method(),
+            p.par,
+            p.preset
+                .map(|pr| format!("; preset {pr:?}"))
+                .unwrap_or_default()
+        );
         match discover(&client, p).await {
             Ok(md) => {
                 let show = |name: &str, u: &Option<url::Url>| {
@@ -183,6 +193,7 @@ async fn check(config: Config) -> ExitCode {
                 show("jwks_uri", &md.jwks_uri);
                 show("end_session_endpoint", &md.end_session_endpoint);
                 show("revocation_endpoint", &md.revocation_endpoint);
+                show("pushed_authorization_request_endpoint", &md.par_endpoint);
                 match &md.jwks_uri {
                     Some(uri) => match crate::oauth::http::send_json(
                         client.get(uri.as_str()).timeout(p.timeout).send(),
@@ -203,7 +214,7 @@ async fn check(config: Config) -> ExitCode {
                             failed = true;
                         }
                     },
-                    None if p.scope.split(' ').any(|s| s == "openid") => {
+                    None if p.is_openid() => {
                         say!("  error: providers[{index}]: no jwks_uri, so ID tokens cannot be verified; configure jwks_uri");
                         failed = true;
                     }

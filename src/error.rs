@@ -55,6 +55,13 @@ pub enum ApiError {
         size: usize,
         limit: usize,
     },
+    /// The provider's metadata could not be loaded (yet): discovery keeps retrying in the
+    /// background, and other providers keep working.
+    #[error("{0}")]
+    ProviderNotReady(String),
+    /// The session has no ID token (a plain OAuth 2.0 provider, or no `openid` scope).
+    #[error("this session has no ID token: the identity provider is not an OpenID Connect provider, or the openid scope was not requested; use userInfo")]
+    NoIdToken,
     /// The proxied API refused the connection, reset it, or answered garbage.
     #[error("the API upstream could not be reached")]
     UpstreamUnavailable,
@@ -83,6 +90,8 @@ impl ApiError {
             ApiError::ProviderUnavailable(_) => "authorization_server_error",
             ApiError::CookieTooLarge { .. } => "cookie_too_large",
             ApiError::UpstreamUnavailable => "upstream_unavailable",
+            ApiError::ProviderNotReady(_) => "provider_unavailable",
+            ApiError::NoIdToken => "no_id_token",
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::Internal => "server_error",
         }
@@ -118,6 +127,8 @@ impl ResponseError for ApiError {
                 StatusCode::BAD_GATEWAY
             }
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::ProviderNotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoIdToken => StatusCode::NOT_FOUND,
             ApiError::CookieTooLarge { .. } | ApiError::Internal => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

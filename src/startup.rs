@@ -69,8 +69,17 @@ impl Application {
         self.state.clone()
     }
 
-    /// Runs until the server is stopped (SIGINT/SIGTERM, handled by actix).
+    /// Runs until the server is stopped (SIGINT/SIGTERM, handled by actix). Provider discovery
+    /// runs alongside, so a provider that is down at startup is picked up when it comes back.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let state = self.state.clone();
+        let discovery = actix_web::rt::spawn(async move {
+            let client = build_client(Duration::from_secs(5));
+            let tasks = state.providers.iter().map(|p| p.keep_discovered(&client));
+            futures_util::future::join_all(tasks).await;
+        });
+        let result = self.server.await;
+        discovery.abort();
+        result
     }
 }

@@ -1,7 +1,10 @@
-//! Provider metadata: OpenID Connect Discovery, with configured endpoints taking precedence.
+//! Provider metadata: OpenID Connect Discovery (then RFC 8414 authorization-server metadata),
+//! with configured endpoints taking precedence.
 //!
 //! Configured endpoints override what discovery says, and when discovery fails they are enough
-//! on their own (authorization and token endpoints at least). The discovered `issuer` must equal
+//! on their own (authorization and token endpoints at least). A provider that is down does not
+//! stop the service: a background task keeps retrying with backoff, and meanwhile requests for
+//! that provider fail at once with a clear error instead of each waiting for a timeout. The discovered `issuer` must equal
 //! the configured one (OIDC Discovery §4.3): otherwise a compromised or misrouted discovery
 //! document could point us at an attacker's token endpoint and keys.
 
@@ -31,6 +34,10 @@ pub struct ProviderMetadata {
     /// The provider promises `iss` in every authorization response (RFC 9207 §3), so a
     /// response without it is refused.
     pub iss_in_response: bool,
+    /// RFC 9126 pushed authorization request endpoint.
+    pub par_endpoint: Option<Url>,
+    /// The provider accepts authorization requests only through PAR (RFC 9126 §5).
+    pub par_required: bool,
 }
 
 #[derive(Deserialize)]
@@ -42,6 +49,9 @@ struct DiscoveryDocument {
     jwks_uri: Option<String>,
     end_session_endpoint: Option<String>,
     revocation_endpoint: Option<String>,
+    pushed_authorization_request_endpoint: Option<String>,
+    #[serde(default)]
+    require_pushed_authorization_requests: bool,
     #[serde(default)]
     authorization_response_iss_parameter_supported: bool,
 }
@@ -52,6 +62,16 @@ pub fn discovery_url(issuer: &str) -> String {
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
     )
+}
+
+/// The RFC 8414 §3.1 metadata URL: the well-known segment goes between host and path.
+pub fn authorization_server_metadata_url(issuer: &str) -> Option<String> {
+    let url = Url::parse(issuer).ok()?;
+    let path = url.path().trim_end_matches('/');
+    let mut origin = url.origin().ascii_serialization();
+    origin.push_str("/.well-known/oauth-authorization-server");
+    origin.push_str(path);
+    Some(origin)
 }
 
 fn same_issuer(a: &str, b: &str) -> bool {
@@ -68,7 +88,11 @@ pub async fn discover(
     client: &awc::Client,
     config: &ProviderConfig,
 ) -> Result<ProviderMetadata, String> {
-    let discovered = fetch_discovery(client, config).await;
+    let discovered = if config.discovery {
+        fetch_discovery(client, config).await
+    } else {
+        Err("this provider has no discovery".to_string())
+    };
     let o = &config.endpoints;
     match discovered {
         Ok(doc) => {
@@ -109,6 +133,12 @@ pub async fn discover(
                     &o.revocation_endpoint,
                     doc.revocation_endpoint,
                 )?,
+                par_endpoint: pick(
+                    "pushed_authorization_request_endpoint",
+                    &o.pushed_authorization_request_endpoint,
+                    doc.pushed_authorization_request_endpoint,
+                )?,
+                par_required: doc.require_pushed_authorization_requests,
                 issuer: doc.issuer,
                 discovered: true,
                 iss_in_response: doc.authorization_response_iss_parameter_supported,
@@ -125,6 +155,8 @@ pub async fn discover(
                     jwks_uri: o.jwks_uri.clone(),
                     end_session_endpoint: o.end_session_endpoint.clone(),
                     revocation_endpoint: o.revocation_endpoint.clone(),
+                    par_endpoint: o.pushed_authorization_request_endpoint.clone(),
+                    par_required: false,
                     discovered: false,
                     iss_in_response: false,
                 })
@@ -136,28 +168,58 @@ pub async fn discover(
     }
 }
 
+/// OpenID Connect discovery first; when that answers 4xx (not there), RFC 8414 metadata.
 async fn fetch_discovery(
     client: &awc::Client,
     config: &ProviderConfig,
 ) -> Result<DiscoveryDocument, String> {
-    let url = discovery_url(&config.issuer);
-    let value = send_json(client.get(&url).timeout(config.timeout).send(), "discovery")
+    let oidc = discovery_url(&config.issuer);
+    match fetch_document(client, config, &oidc).await {
+        Err((reason, true)) => match authorization_server_metadata_url(&config.issuer) {
+            Some(rfc8414) => fetch_document(client, config, &rfc8414)
+                .await
+                .map_err(|(r, _)| format!("{reason}; {r}")),
+            None => Err(reason),
+        },
+        other => other.map_err(|(reason, _)| reason),
+    }
+}
+
+/// One metadata document; the flag tells whether the error was a 4xx (try the next URL).
+async fn fetch_document(
+    client: &awc::Client,
+    config: &ProviderConfig,
+    url: &str,
+) -> Result<DiscoveryDocument, (String, bool)> {
+    let value = send_json(client.get(url).timeout(config.timeout).send(), "discovery")
         .await
         .map_err(|e| match e {
-            CallError::Unavailable(m) => format!("{m} ({url})"),
-            CallError::Rejected { status, .. } => format!("discovery at {url} answered {status}"),
+            CallError::Unavailable(m) => (format!("{m} ({url})"), false),
+            CallError::Rejected { status, .. } => {
+                (format!("metadata at {url} answered {status}"), true)
+            }
         })?;
-    serde_json::from_value(value)
-        .map_err(|e| format!("the discovery document at {url} is not valid: {e}"))
+    serde_json::from_value(value).map_err(|e| {
+        (
+            format!("the metadata document at {url} is not valid: {e}"),
+            false,
+        )
+    })
 }
+
+/// After a failed fetch, requests fail at once for this long instead of each retrying (the
+/// background task keeps trying).
+const FAIL_FAST: Duration = Duration::from_secs(5);
 
 /// Discovered metadata, cached for [`METADATA_TTL`] and served stale when a refetch fails.
 #[derive(Debug, Default)]
 pub struct MetadataCache {
     current: RwLock<Option<(Arc<ProviderMetadata>, Instant)>>,
+    last_failure: RwLock<Option<(Instant, String)>>,
 }
 
 impl MetadataCache {
+    /// The cached metadata, fetching it when missing or older than [`METADATA_TTL`].
     pub async fn get(
         &self,
         client: &awc::Client,
@@ -169,22 +231,52 @@ impl MetadataCache {
                 return Ok(md.clone());
             }
         }
+        if cached.is_none() {
+            if let Some((at, reason)) = self.last_failure.read().ok().and_then(|f| f.clone()) {
+                if at.elapsed() < FAIL_FAST {
+                    return Err(reason);
+                }
+            }
+        }
+        self.refresh(client, config).await
+    }
+
+    /// Fetches now, whatever the cache holds (the background task, and `get` when stale).
+    pub async fn refresh(
+        &self,
+        client: &awc::Client,
+        config: &ProviderConfig,
+    ) -> Result<Arc<ProviderMetadata>, String> {
         match discover(client, config).await {
             Ok(md) => {
                 let md = Arc::new(md);
                 if let Ok(mut slot) = self.current.write() {
                     *slot = Some((md.clone(), Instant::now()));
                 }
+                if let Ok(mut f) = self.last_failure.write() {
+                    *f = None;
+                }
                 Ok(md)
             }
-            Err(reason) => match cached {
-                Some((md, _)) => {
-                    tracing::warn!(provider = %config.id, %reason, "metadata refresh failed; serving the cached copy");
-                    Ok(md)
+            Err(reason) => {
+                if let Ok(mut f) = self.last_failure.write() {
+                    *f = Some((Instant::now(), reason.clone()));
                 }
-                None => Err(reason),
-            },
+                let cached = self.current.read().ok().and_then(|c| c.clone());
+                match cached {
+                    Some((md, _)) => {
+                        tracing::warn!(provider = %config.id, %reason, "metadata refresh failed; serving the cached copy");
+                        Ok(md)
+                    }
+                    None => Err(reason),
+                }
+            }
         }
+    }
+
+    /// Whether metadata is available (readiness).
+    pub fn is_ready(&self) -> bool {
+        self.current.read().map(|c| c.is_some()).unwrap_or(false)
     }
 }
 
@@ -201,6 +293,18 @@ mod tests {
         assert_eq!(
             discovery_url("https://login.example.com"),
             "https://login.example.com/.well-known/openid-configuration"
+        );
+    }
+
+    #[test]
+    fn rfc8414_inserts_the_well_known_segment_before_the_path() {
+        assert_eq!(
+            authorization_server_metadata_url("https://as.example.com/tenant1").as_deref(),
+            Some("https://as.example.com/.well-known/oauth-authorization-server/tenant1")
+        );
+        assert_eq!(
+            authorization_server_metadata_url("https://as.example.com").as_deref(),
+            Some("https://as.example.com/.well-known/oauth-authorization-server")
         );
     }
 

@@ -6,6 +6,7 @@ use super::metadata::{MetadataCache, ProviderMetadata};
 use crate::config::ProviderConfig;
 use crate::error::ApiError;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug)]
 pub struct Provider {
@@ -27,18 +28,43 @@ impl Provider {
         &self.config.id
     }
 
-    /// The provider's endpoints; 502 when neither discovery nor configuration provides them.
+    /// The provider's endpoints; 503 `provider_unavailable` while neither discovery nor
+    /// configuration provides them.
     pub async fn metadata(&self, client: &awc::Client) -> Result<Arc<ProviderMetadata>, ApiError> {
         self.metadata
             .get(client, &self.config)
             .await
             .map_err(|reason| {
                 tracing::warn!(provider = %self.config.id, %reason, "provider metadata unavailable");
-                ApiError::ProviderUnavailable(format!(
-                    "the identity provider `{}` is unavailable: its metadata could not be loaded",
+                ApiError::ProviderNotReady(format!(
+                    "the identity provider `{}` is unavailable: its metadata could not be loaded (token-handler keeps retrying; `token-handler check` shows why)",
                     self.config.id
                 ))
             })
+    }
+
+    /// Whether this provider's metadata is loaded (readiness).
+    pub fn is_ready(&self) -> bool {
+        self.metadata.is_ready()
+    }
+
+    /// Keeps this provider's metadata loaded: retries with exponential backoff (1 s doubling to
+    /// 60 s) while it fails, and refreshes it hourly once loaded. Runs until the server stops.
+    pub async fn keep_discovered(&self, client: &awc::Client) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match self.metadata.refresh(client, &self.config).await {
+                Ok(_) => {
+                    backoff = Duration::from_secs(1);
+                    actix_web::rt::time::sleep(Duration::from_secs(3600)).await;
+                }
+                Err(reason) => {
+                    tracing::warn!(provider = %self.config.id, %reason, retry_in_s = backoff.as_secs(), "discovery failed");
+                    actix_web::rt::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
     }
 
     /// Validates an ID token this provider issued. Failures are `authorization_error` (the

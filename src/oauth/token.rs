@@ -1,18 +1,15 @@
-//! Calls to the token, revocation and userinfo endpoints.
+//! Calls to the token, PAR, revocation and userinfo endpoints.
 //!
-//! Client authentication is `client_secret_basic` (RFC 6749 §2.3.1): the id and secret are
-//! form-urlencoded before base64, as the RFC requires and as providers with special characters
-//! in their secrets expect.
+//! Every client-authenticated call goes through [`post_form`], so the provider's configured
+//! client authentication applies to all of them alike.
 
+use super::client_auth::authenticate;
 use super::http::{send_json, CallError};
 use super::metadata::ProviderMetadata;
 use crate::config::ProviderConfig;
 use crate::secret::Token;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use secrecy::ExposeSecret;
 use serde::Deserialize;
-use url::form_urlencoded::byte_serialize;
+use url::Url;
 
 /// A successful token response (RFC 6749 §5.1). Debug is redacted by [`Token`].
 #[derive(Debug, Deserialize)]
@@ -40,25 +37,50 @@ fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>,
     })
 }
 
-fn basic_auth(config: &ProviderConfig) -> String {
-    let id: String = byte_serialize(config.client_id.as_bytes()).collect();
-    let secret: String = byte_serialize(config.client_secret.expose_secret().as_bytes()).collect();
-    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+/// Posts a client-authenticated form to one of the provider's endpoints.
+async fn post_form(
+    client: &awc::Client,
+    config: &ProviderConfig,
+    endpoint: &Url,
+    what: &str,
+    form: Vec<(String, String)>,
+) -> Result<serde_json::Value, CallError> {
+    let authenticated = authenticate(config, endpoint.as_str(), form).map_err(|e| {
+        tracing::error!(provider = %config.id, error = %e, "client authentication failed");
+        CallError::Unavailable("token-handler could not authenticate to the provider".into())
+    })?;
+    let mut request = client
+        .post(endpoint.as_str())
+        .timeout(config.timeout)
+        .insert_header((awc::http::header::ACCEPT, "application/json"));
+    if let Some(value) = authenticated.authorization {
+        request = request.insert_header((awc::http::header::AUTHORIZATION, value));
+    }
+    send_json(request.send_form(&authenticated.form), what).await
+}
+
+fn pairs(items: &[(&str, &str)], extra: &[(String, String)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain(extra.iter().cloned())
+        .collect()
 }
 
 async fn token_request(
     client: &awc::Client,
     config: &ProviderConfig,
     metadata: &ProviderMetadata,
-    form: &[(&str, &str)],
+    form: Vec<(String, String)>,
 ) -> Result<TokenResponse, CallError> {
-    let request = client
-        .post(metadata.token_endpoint.as_str())
-        .timeout(config.timeout)
-        .insert_header((awc::http::header::AUTHORIZATION, basic_auth(config)))
-        .insert_header((awc::http::header::ACCEPT, "application/json"))
-        .send_form(&form);
-    let value = send_json(request, "token endpoint").await?;
+    let value = post_form(
+        client,
+        config,
+        &metadata.token_endpoint,
+        "token endpoint",
+        form,
+    )
+    .await?;
     let response: TokenResponse = serde_json::from_value(value)
         .map_err(|_| CallError::Unavailable("the provider's token response is not valid".into()))?;
     if let Some(kind) = &response.token_type {
@@ -80,18 +102,16 @@ pub async fn redeem_code(
     code: &str,
     verifier: &Token,
 ) -> Result<TokenResponse, CallError> {
-    token_request(
-        client,
-        config,
-        metadata,
+    let form = pairs(
         &[
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", config.redirect_uri.as_str()),
             ("code_verifier", verifier.expose()),
         ],
-    )
-    .await
+        &config.extra_token_params,
+    );
+    token_request(client, config, metadata, form).await
 }
 
 /// A refresh grant (RFC 6749 §6).
@@ -101,39 +121,60 @@ pub async fn refresh(
     metadata: &ProviderMetadata,
     refresh_token: &Token,
 ) -> Result<TokenResponse, CallError> {
-    token_request(
-        client,
-        config,
-        metadata,
+    let form = pairs(
         &[
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.expose()),
         ],
+        &config.extra_token_params,
+    );
+    token_request(client, config, metadata, form).await
+}
+
+/// Pushes an authorization request (RFC 9126 §2) and returns its `request_uri`.
+pub async fn push_authorization_request(
+    client: &awc::Client,
+    config: &ProviderConfig,
+    endpoint: &Url,
+    params: &[(&str, &str)],
+) -> Result<String, CallError> {
+    let value = post_form(
+        client,
+        config,
+        endpoint,
+        "pushed authorization request endpoint",
+        pairs(params, &[]),
     )
-    .await
+    .await?;
+    value
+        .get("request_uri")
+        .and_then(|v| v.as_str())
+        .map(String::from)
+        .ok_or_else(|| {
+            CallError::Unavailable("the provider's PAR response has no request_uri".into())
+        })
 }
 
 /// Revokes a token (RFC 7009). `hint` is `refresh_token` or `access_token`.
 pub async fn revoke(
     client: &awc::Client,
     config: &ProviderConfig,
-    endpoint: &url::Url,
+    endpoint: &Url,
     token: &Token,
     hint: &str,
 ) -> Result<(), CallError> {
-    let request = client
-        .post(endpoint.as_str())
-        .timeout(config.timeout)
-        .insert_header((awc::http::header::AUTHORIZATION, basic_auth(config)))
-        .send_form(&[("token", token.expose()), ("token_type_hint", hint)]);
-    send_json(request, "revocation endpoint").await.map(|_| ())
+    let form = pairs(&[("token", token.expose()), ("token_type_hint", hint)], &[]);
+    post_form(client, config, endpoint, "revocation endpoint", form)
+        .await
+        .map(|_| ())
 }
 
-/// The userinfo answer (OIDC Core §5.3). Signed or encrypted userinfo is not supported.
+/// The userinfo answer (OIDC Core §5.3), or a plain OAuth 2.0 provider's user API (GitHub's
+/// `/user`). Signed or encrypted userinfo is not supported.
 pub async fn userinfo(
     client: &awc::Client,
     config: &ProviderConfig,
-    endpoint: &url::Url,
+    endpoint: &Url,
     access_token: &Token,
 ) -> Result<serde_json::Value, CallError> {
     let request = client

@@ -1,6 +1,7 @@
 //! `POST /login/start` and `POST /login/end`: the authorization-code flow with PKCE.
 
 use super::{error_with_cookies, json_with_cookies, provider_of, JsonBody};
+use crate::config::{ParMode, RESERVED_PARAMS};
 use crate::cookies::CookieKind;
 use crate::error::ApiError;
 use crate::oauth::http::{safe_code, safe_description, CallError};
@@ -25,17 +26,6 @@ const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'(')
     .remove(b')');
 
-/// Parameters the flow's security rests on; an SPA may never set them (RFC 9700 §4.1, §4.7).
-const RESERVED: [&str; 8] = [
-    "client_id",
-    "redirect_uri",
-    "response_type",
-    "scope",
-    "state",
-    "nonce",
-    "code_challenge",
-    "code_challenge_method",
-];
 const MAX_EXTRA_PARAMS: usize = 32;
 
 #[derive(Deserialize)]
@@ -73,21 +63,24 @@ pub async fn start(
             ))
         })?,
     };
+    let config = &provider.config;
     if request.extra_params.len() > MAX_EXTRA_PARAMS {
         return Err(ApiError::InvalidRequest(format!(
             "at most {MAX_EXTRA_PARAMS} extraParams are accepted"
         )));
     }
     for p in &request.extra_params {
-        if p.key.is_empty() {
-            return Err(ApiError::InvalidRequest(
-                "an extraParams entry has an empty key".into(),
-            ));
-        }
-        if RESERVED.contains(&p.key.as_str()) {
+        if RESERVED_PARAMS.contains(&p.key.as_str()) {
             return Err(ApiError::InvalidRequest(format!(
                 "extraParams may not set `{}`: token-handler sets it itself",
-                p.key
+                safe_code(&p.key)
+            )));
+        }
+        if !config.allowed_extra_params.iter().any(|a| a == &p.key) {
+            return Err(ApiError::InvalidRequest(format!(
+                "extraParams may not set `{}`: allowed are {}",
+                safe_code(&p.key),
+                config.allowed_extra_params.join(", ")
             )));
         }
     }
@@ -101,7 +94,6 @@ pub async fn start(
         issued_at: state.clock.now(),
     };
     let challenge = pkce::s256_challenge(&login.verifier);
-    let config = &provider.config;
     let mut params: Vec<(&str, &str)> = vec![
         ("client_id", &config.client_id),
         ("redirect_uri", config.redirect_uri.as_str()),
@@ -112,13 +104,55 @@ pub async fn start(
         ("code_challenge", &challenge),
         ("code_challenge_method", "S256"),
     ];
+    // The SPA's value for a name replaces the configured one (e.g. prompt=none over
+    // Google's prompt=consent).
+    params.extend(
+        config
+            .extra_auth_params
+            .iter()
+            .filter(|(k, _)| !request.extra_params.iter().any(|p| &p.key == k))
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
     params.extend(
         request
             .extra_params
             .iter()
             .map(|p| (p.key.as_str(), p.value.as_str())),
     );
-    let url = authorization_url(&metadata.authorization_endpoint, &params);
+
+    let use_par = match config.par {
+        ParMode::Off => false,
+        ParMode::Required => true,
+        ParMode::Auto => metadata.par_endpoint.is_some() || metadata.par_required,
+    };
+    let url = if use_par {
+        let endpoint = metadata.par_endpoint.as_ref().ok_or_else(|| {
+            ApiError::ProviderNotReady(format!(
+                "the identity provider `{}` needs pushed authorization requests but names no pushed_authorization_request_endpoint; configure one",
+                provider.id()
+            ))
+        })?;
+        let request_uri =
+            match token::push_authorization_request(&client.0, config, endpoint, &params).await {
+                Ok(uri) => uri,
+                Err(CallError::Rejected { error, .. }) => {
+                    return Err(ApiError::AuthorizationError(format!(
+                        "the identity provider refused the pushed authorization request ({error})"
+                    )))
+                }
+                Err(CallError::Unavailable(m)) => return Err(ApiError::ProviderUnavailable(m)),
+            };
+        // RFC 9126 §4: the browser carries only client_id and the request_uri.
+        authorization_url(
+            &metadata.authorization_endpoint,
+            &[
+                ("client_id", &config.client_id),
+                ("request_uri", &request_uri),
+            ],
+        )
+    } else {
+        authorization_url(&metadata.authorization_endpoint, &params)
+    };
 
     let expires = login
         .issued_at
@@ -349,7 +383,7 @@ async fn complete_login(
                 .await?
                 .sub,
         ),
-        None if provider.config.scope.split(' ').any(|s| s == "openid") => {
+        None if provider.config.is_openid() => {
             return Err(ApiError::AuthorizationError(
                 "the provider returned no ID token although the openid scope was requested".into(),
             ))

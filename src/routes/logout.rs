@@ -3,7 +3,7 @@
 use crate::cookies::CookieKind;
 use crate::csrf::require_csrf;
 use crate::error::ApiError;
-use crate::session::{IdTokenCookie, RefreshTokenCookie};
+use crate::session::{AccessTokenCookie, IdTokenCookie, RefreshTokenCookie};
 use crate::state::{AppState, HttpClient};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -42,26 +42,30 @@ pub async fn logout(
         state.refresher.forget(&rt.provider, &rt.token);
     }
 
-    // RFC 7009: revoking the refresh token also ends the grant's access tokens at most
-    // providers. A failure is logged and does not keep the user signed in.
-    if let (Some(rt), Some(endpoint)) = (
-        &rt,
-        metadata
-            .as_ref()
-            .and_then(|m| m.revocation_endpoint.as_ref()),
-    ) {
-        match crate::oauth::token::revoke(
-            &client.0,
-            &provider.config,
-            endpoint,
-            &rt.token,
-            "refresh_token",
-        )
-        .await
-        {
-            Ok(()) => tracing::info!(provider = %provider.id(), "refresh token revoked"),
-            Err(e) => {
-                tracing::warn!(provider = %provider.id(), error = %e, "refresh token revocation failed")
+    // RFC 7009: revoke the refresh token (at most providers that ends the whole grant) and the
+    // access token, before the cookies are cleared. A failure is logged and does not keep the
+    // user signed in.
+    if let Some(endpoint) = metadata
+        .as_ref()
+        .and_then(|m| m.revocation_endpoint.as_ref())
+    {
+        let at: Option<AccessTokenCookie> = state
+            .cookies
+            .open(&req, &state.sealer, CookieKind::AccessToken, now)
+            .unwrap_or(None)
+            .filter(|at: &AccessTokenCookie| at.provider == provider.id());
+        let tokens = [
+            rt.as_ref().map(|r| (&r.token, "refresh_token")),
+            at.as_ref().map(|a| (&a.token, "access_token")),
+        ];
+        for (token, hint) in tokens.into_iter().flatten() {
+            match crate::oauth::token::revoke(&client.0, &provider.config, endpoint, token, hint)
+                .await
+            {
+                Ok(()) => tracing::info!(provider = %provider.id(), hint, "token revoked"),
+                Err(e) => {
+                    tracing::warn!(provider = %provider.id(), hint, error = %e, "token revocation failed")
+                }
             }
         }
     }

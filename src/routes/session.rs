@@ -40,7 +40,19 @@ pub async fn claims(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id: IdTokenCookie = open_required(&req, &state, CookieKind::IdToken)?;
+    let id: IdTokenCookie = match open_required(&req, &state, CookieKind::IdToken) {
+        Ok(id) => id,
+        // Signed in with a provider that issued no ID token: say so, rather than "no session".
+        Err(ApiError::Unauthorized(_)) if state.cookies.has(&req, CookieKind::AccessToken) => {
+            let at: Result<AccessTokenCookie, _> =
+                open_required(&req, &state, CookieKind::AccessToken);
+            return Err(match at {
+                Ok(_) => ApiError::NoIdToken,
+                Err(e) => e,
+            });
+        }
+        Err(e) => return Err(e),
+    };
     // The token was verified when it was received and has been sealed since: reading its
     // payload again needs no signature check.
     let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(id.token.expose())

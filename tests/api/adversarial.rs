@@ -151,6 +151,10 @@ async fn extra_params_cannot_override_protocol_parameters() {
         "nonce",
         "response_type",
         "code_challenge",
+        "request_uri",
+        "request",
+        "access_type",
+        "redirect",
     ] {
         let body = json!({"extraParams": [{"key": key, "value": "https://evil.example/"}]});
         let resp = browser.post("/login/start", &body.to_string()).await;
@@ -280,12 +284,22 @@ async fn header_injection_in_extra_params_stays_inside_the_url() {
     let op = TestProvider::start().await;
     let app = TestApp::spawn(&op.issuer).await;
     let mut browser = app.browser();
-    let body = json!({"extraParams": [{"key": "ui_locales\r\nSet-Cookie: x=y", "value": "a&state=evil#frag"}]});
+    // A name outside the allow-list, with CRLF in it, is refused outright.
+    let body = json!({"extraParams": [{"key": "ui_locales\r\nSet-Cookie: x=y", "value": "fr"}]});
+    let resp = browser.post("/login/start", &body.to_string()).await;
+    assert_eq!(resp.status, 400, "{:?}", resp.body);
+    assert!(!resp.body["message"].as_str().unwrap_or("").contains('\n'));
+    // An allowed name with a hostile value stays one value inside the URL.
+    let body = json!({"extraParams": [{"key": "ui_locales", "value": "a\r\nSet-Cookie: x=y&state=evil#frag"}]});
     let resp = browser.post("/login/start", &body.to_string()).await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
     let url = resp.body["authorizationRequestUrl"].as_str().expect("url");
     assert!(!url.contains('\r') && !url.contains('\n') && !url.contains('#'));
     assert_eq!(url.matches("state=").count(), 1, "{url}");
+    assert_eq!(
+        query_param(url, "ui_locales").as_deref(),
+        Some("a\r\nSet-Cookie: x=y&state=evil#frag")
+    );
     assert!(resp.set_cookies.iter().all(|c| !c.contains("x=y")));
     app.assert_alive().await;
 }

@@ -450,7 +450,7 @@ async fn cors_preflights_answer_trusted_origins_only() {
 }
 
 #[actix_web::test]
-async fn an_unreachable_provider_is_a_502_not_a_500() {
+async fn an_unreachable_provider_is_a_503_with_a_clear_code() {
     // A port nothing listens on: bind, note the port, close.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -459,8 +459,13 @@ async fn an_unreachable_provider_is_a_502_not_a_500() {
     let app = TestApp::spawn(&format!("http://127.0.0.1:{port}")).await;
     let mut browser = app.browser();
     let resp = browser.post("/login/start", "").await;
-    assert_eq!(resp.status, 502, "{:?}", resp.body);
-    assert_eq!(resp.code(), "authorization_server_error");
+    assert_eq!(resp.status, 503, "{:?}", resp.body);
+    assert_eq!(resp.code(), "provider_unavailable");
+    // Failing fast while discovery retries in the background: no waiting for a timeout.
+    let start = std::time::Instant::now();
+    let again = browser.post("/login/start", "").await;
+    assert_eq!(again.status, 503);
+    assert!(start.elapsed() < std::time::Duration::from_millis(500));
     app.assert_alive().await;
 }
 

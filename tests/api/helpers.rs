@@ -155,6 +155,8 @@ redirect_uri = "{REDIRECT_URI}"
 post_logout_redirect_uri = "{REDIRECT_URI}"
 scope = "openid profile email offline_access"
 timeout = "5s"
+# Most tests read state and nonce from the authorization URL; PAR has its own tests.
+par = "off"
 "#
     )
 }

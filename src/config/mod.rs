@@ -10,8 +10,15 @@
 //! files (`cookies.keys_file`, `providers[].client_secret_file`), so none has to sit in the TOML
 //! or in the environment.
 
+mod provider;
+
+use provider::RawProvider;
+pub use provider::{
+    ClientAuth, EndpointOverrides, ParMode, Preset, ProviderConfig, DEFAULT_ALLOWED_EXTRA_PARAMS,
+    RESERVED_PARAMS,
+};
+
 use crate::crypto::{KeyError, KeyRing};
-use secrecy::SecretString;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use std::fmt;
@@ -162,36 +169,6 @@ impl Default for RawWeb {
             cors: true,
         }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawProvider {
-    id: String,
-    issuer: String,
-    client_id: String,
-    client_secret: Option<String>,
-    client_secret_file: Option<PathBuf>,
-    redirect_uri: String,
-    post_logout_redirect_uri: Option<String>,
-    #[serde(default = "default_scope")]
-    scope: String,
-    #[serde(default = "default_timeout")]
-    timeout: String,
-    authorization_endpoint: Option<String>,
-    token_endpoint: Option<String>,
-    userinfo_endpoint: Option<String>,
-    jwks_uri: Option<String>,
-    end_session_endpoint: Option<String>,
-    revocation_endpoint: Option<String>,
-}
-
-fn default_scope() -> String {
-    "openid profile email offline_access".into()
-}
-
-fn default_timeout() -> String {
-    "10s".into()
 }
 
 /// Environment values are strings; TOML has real booleans. Accept both.
@@ -440,34 +417,6 @@ pub struct RouteConfig {
     pub allow_bearer: bool,
     /// Pass WebSocket upgrades through (the connection is authenticated once, at the upgrade).
     pub websocket: bool,
-}
-
-/// One identity provider.
-#[derive(Debug, Clone)]
-pub struct ProviderConfig {
-    pub id: String,
-    /// The issuer exactly as configured (no trailing slash added), compared with discovery.
-    pub issuer: String,
-    pub client_id: String,
-    pub client_secret: SecretString,
-    pub redirect_uri: Url,
-    pub post_logout_redirect_uri: Option<Url>,
-    pub scope: String,
-    /// Total time allowed for each call to this provider.
-    pub timeout: Duration,
-    /// Configured endpoints; each overrides what discovery says.
-    pub endpoints: EndpointOverrides,
-}
-
-/// Endpoints set in the configuration, used instead of (or without) discovery.
-#[derive(Debug, Clone, Default)]
-pub struct EndpointOverrides {
-    pub authorization_endpoint: Option<Url>,
-    pub token_endpoint: Option<Url>,
-    pub userinfo_endpoint: Option<Url>,
-    pub jwks_uri: Option<Url>,
-    pub end_session_endpoint: Option<Url>,
-    pub revocation_endpoint: Option<Url>,
 }
 
 impl Config {
@@ -850,78 +799,6 @@ fn validate_proxy(
     })
 }
 
-impl RawProvider {
-    fn validate(self, i: usize) -> Result<ProviderConfig, ConfigError> {
-        let k = |name: &str| format!("providers[{i}].{name}");
-        if !is_token(&self.id) {
-            return Err(ConfigError::new(
-                k("id"),
-                "must be letters, digits, `-` or `_`",
-            ));
-        }
-        if self.client_id.trim().is_empty() {
-            return Err(ConfigError::new(k("client_id"), "must not be empty"));
-        }
-        let secret = match (self.client_secret, self.client_secret_file) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::new(
-                    k("client_secret"),
-                    "set client_secret or client_secret_file, not both",
-                ))
-            }
-            (Some(s), None) => s,
-            (None, Some(file)) => read_secret_file(&k("client_secret_file"), &file)?
-                .trim()
-                .to_string(),
-            (None, None) => {
-                return Err(ConfigError::new(
-                    k("client_secret"),
-                    "is required (or client_secret_file)",
-                ))
-            }
-        };
-        if secret.is_empty() {
-            return Err(ConfigError::new(k("client_secret"), "must not be empty"));
-        }
-        if self.scope.split_whitespace().next().is_none() {
-            return Err(ConfigError::new(k("scope"), "must not be empty"));
-        }
-        let opt = |name: &str, v: &Option<String>| -> Result<Option<Url>, ConfigError> {
-            v.as_deref()
-                .map(|t| parse_provider_url(&k(name), t))
-                .transpose()
-        };
-        Ok(ProviderConfig {
-            issuer: {
-                parse_provider_url(&k("issuer"), &self.issuer)?;
-                self.issuer.trim().to_string()
-            },
-            redirect_uri: parse_url(&k("redirect_uri"), &self.redirect_uri)?,
-            post_logout_redirect_uri: self
-                .post_logout_redirect_uri
-                .as_deref()
-                .map(|t| parse_url(&k("post_logout_redirect_uri"), t))
-                .transpose()?,
-            scope: self.scope.split_whitespace().collect::<Vec<_>>().join(" "),
-            timeout: parse_duration(&k("timeout"), &self.timeout)?,
-            endpoints: EndpointOverrides {
-                authorization_endpoint: opt(
-                    "authorization_endpoint",
-                    &self.authorization_endpoint,
-                )?,
-                token_endpoint: opt("token_endpoint", &self.token_endpoint)?,
-                userinfo_endpoint: opt("userinfo_endpoint", &self.userinfo_endpoint)?,
-                jwks_uri: opt("jwks_uri", &self.jwks_uri)?,
-                end_session_endpoint: opt("end_session_endpoint", &self.end_session_endpoint)?,
-                revocation_endpoint: opt("revocation_endpoint", &self.revocation_endpoint)?,
-            },
-            id: self.id,
-            client_id: self.client_id.trim().to_string(),
-            client_secret: SecretString::from(secret),
-        })
-    }
-}
-
 impl fmt::Display for SameSite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -952,6 +829,14 @@ client_secret = "s3cr3t-value"
 redirect_uri = "https://www.example.com/"
 "#
         )
+    }
+
+    fn secret_of(p: &ProviderConfig) -> String {
+        use secrecy::ExposeSecret;
+        match &p.client_auth {
+            ClientAuth::SecretBasic(s) | ClientAuth::SecretPost(s) => s.expose_secret().to_string(),
+            other => panic!("no secret in {other:?}"),
+        }
     }
 
     fn no_env() -> Vec<(String, String)> {
@@ -1009,8 +894,7 @@ redirect_uri = "https://www.example.com/"
             c.web.trusted_origins.as_slice(),
             ["https://a.example", "http://localhost:3000"]
         );
-        use secrecy::ExposeSecret;
-        assert_eq!(c.providers[0].client_secret.expose_secret(), "from-env");
+        assert_eq!(secret_of(&c.providers[0]), "from-env");
     }
 
     #[test]
@@ -1070,8 +954,7 @@ redirect_uri = "https://www.example.com/"
             );
         let c = Config::from_toml(&text, no_env()).expect("valid");
         assert_eq!(c.cookies.keys.keys().len(), 2);
-        use secrecy::ExposeSecret;
-        assert_eq!(c.providers[0].client_secret.expose_secret(), "file-secret");
+        assert_eq!(secret_of(&c.providers[0]), "file-secret");
     }
 
     #[test]

@@ -1,0 +1,509 @@
+//! Identity providers: the `[[providers]]` entries, presets for well-known providers, and how
+//! token-handler authenticates to each.
+//!
+//! A preset only fills in what the configuration leaves unset (endpoints, scope, parameters a
+//! provider needs), so an operator can always override it. Everything is validated here: a
+//! private key that does not parse or a preset that lacks its tenant fails at startup, not at
+//! the first login.
+
+use super::{
+    is_token, list_or_text, parse_duration, parse_provider_url, parse_url, read_secret_file,
+    ConfigError,
+};
+use jsonwebtoken::{Algorithm, EncodingKey};
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProvider {
+    id: String,
+    preset: Option<String>,
+    /// Microsoft Entra ID tenant (GUID or domain), with `preset = "microsoft"`.
+    tenant: Option<String>,
+    issuer: Option<String>,
+    client_id: String,
+    client_auth: Option<String>,
+    client_secret: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    private_key_file: Option<PathBuf>,
+    private_key_id: Option<String>,
+    redirect_uri: String,
+    post_logout_redirect_uri: Option<String>,
+    scope: Option<String>,
+    #[serde(default = "default_timeout")]
+    timeout: String,
+    #[serde(default)]
+    extra_auth_params: BTreeMap<String, String>,
+    #[serde(default)]
+    extra_token_params: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "optional_list")]
+    allowed_extra_params: Option<Vec<String>>,
+    par: Option<String>,
+    authorization_endpoint: Option<String>,
+    token_endpoint: Option<String>,
+    userinfo_endpoint: Option<String>,
+    jwks_uri: Option<String>,
+    end_session_endpoint: Option<String>,
+    revocation_endpoint: Option<String>,
+    pushed_authorization_request_endpoint: Option<String>,
+}
+
+fn default_timeout() -> String {
+    "10s".into()
+}
+
+fn optional_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    list_or_text(d).map(Some)
+}
+
+/// Parameters an SPA may add at login when `allowed_extra_params` is not set: the OpenID
+/// Connect request parameters that change how the provider asks, never what it returns to whom.
+pub const DEFAULT_ALLOWED_EXTRA_PARAMS: [&str; 6] = [
+    "prompt",
+    "ui_locales",
+    "login_hint",
+    "acr_values",
+    "max_age",
+    "claims",
+];
+
+/// Well-known providers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    Google,
+    Microsoft,
+    GitHub,
+    Auth0,
+    Keycloak,
+    Okta,
+}
+
+impl Preset {
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text.to_ascii_lowercase().as_str() {
+            "google" => Preset::Google,
+            "microsoft" => Preset::Microsoft,
+            "github" => Preset::GitHub,
+            "auth0" => Preset::Auth0,
+            "keycloak" => Preset::Keycloak,
+            "okta" => Preset::Okta,
+            _ => return None,
+        })
+    }
+}
+
+/// How token-handler proves its identity to the provider's token, PAR and revocation endpoints.
+#[derive(Clone)]
+pub enum ClientAuth {
+    /// HTTP Basic with the client secret (RFC 6749 §2.3.1).
+    SecretBasic(SecretString),
+    /// The client secret in the form body (RFC 6749 §2.3.1, discouraged by the RFC).
+    SecretPost(SecretString),
+    /// A JWT signed with the client's private key (RFC 7523, OIDC Core §9).
+    PrivateKeyJwt {
+        key: EncodingKey,
+        alg: Algorithm,
+        kid: Option<String>,
+    },
+    /// A public client: only `client_id` (PKCE still protects the code).
+    None,
+}
+
+impl ClientAuth {
+    /// The `token_endpoint_auth_method` name.
+    pub fn method(&self) -> &'static str {
+        match self {
+            ClientAuth::SecretBasic(_) => "client_secret_basic",
+            ClientAuth::SecretPost(_) => "client_secret_post",
+            ClientAuth::PrivateKeyJwt { .. } => "private_key_jwt",
+            ClientAuth::None => "none",
+        }
+    }
+}
+
+impl fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientAuth::PrivateKeyJwt { alg, kid, .. } => {
+                write!(f, "PrivateKeyJwt(alg={alg:?}, kid={kid:?}, key=<redacted>)")
+            }
+            other => write!(f, "{}(<redacted>)", other.method()),
+        }
+    }
+}
+
+/// Pushed authorization requests (RFC 9126).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParMode {
+    /// Used when the provider advertises a PAR endpoint.
+    Auto,
+    /// Always used; a provider without a PAR endpoint is an error.
+    Required,
+    /// Never used.
+    Off,
+}
+
+/// One identity provider.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub id: String,
+    pub preset: Option<Preset>,
+    /// The issuer exactly as configured (no trailing slash added), compared with discovery.
+    pub issuer: String,
+    /// Whether to fetch discovery at all (plain OAuth 2.0 providers such as GitHub have none).
+    pub discovery: bool,
+    pub client_id: String,
+    pub client_auth: ClientAuth,
+    pub redirect_uri: Url,
+    pub post_logout_redirect_uri: Option<Url>,
+    pub scope: String,
+    /// Total time allowed for each call to this provider.
+    pub timeout: Duration,
+    /// Added to every authorization request.
+    pub extra_auth_params: Vec<(String, String)>,
+    /// Added to every token request (code exchange and refresh).
+    pub extra_token_params: Vec<(String, String)>,
+    /// Names the SPA may send in `extraParams`.
+    pub allowed_extra_params: Vec<String>,
+    pub par: ParMode,
+    /// Configured endpoints; each overrides what discovery says.
+    pub endpoints: EndpointOverrides,
+}
+
+impl ProviderConfig {
+    /// Whether the `openid` scope is requested, so an ID token must come back.
+    pub fn is_openid(&self) -> bool {
+        self.scope.split(' ').any(|s| s == "openid")
+    }
+}
+
+/// Endpoints set in the configuration, used instead of (or without) discovery.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointOverrides {
+    pub authorization_endpoint: Option<Url>,
+    pub token_endpoint: Option<Url>,
+    pub userinfo_endpoint: Option<Url>,
+    pub jwks_uri: Option<Url>,
+    pub end_session_endpoint: Option<Url>,
+    pub revocation_endpoint: Option<Url>,
+    pub pushed_authorization_request_endpoint: Option<Url>,
+}
+
+/// Parameters that carry the flow's security: neither a preset, the configuration nor the SPA
+/// may set them (RFC 9700 §4.1, §4.7).
+pub const RESERVED_PARAMS: [&str; 10] = [
+    "client_id",
+    "redirect_uri",
+    "response_type",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "request_uri",
+    "request",
+];
+
+impl RawProvider {
+    /// Fills in what a preset knows, without overriding anything configured.
+    fn apply_preset(
+        &mut self,
+        preset: Preset,
+        k: &dyn Fn(&str) -> String,
+    ) -> Result<(), ConfigError> {
+        let set = |slot: &mut Option<String>, value: &str| {
+            slot.get_or_insert_with(|| value.to_string());
+        };
+        let param = |map: &mut BTreeMap<String, String>, name: &str, value: &str| {
+            map.entry(name.to_string())
+                .or_insert_with(|| value.to_string());
+        };
+        match preset {
+            Preset::Google => {
+                set(&mut self.issuer, "https://accounts.google.com");
+                set(&mut self.scope, "openid profile email");
+                // Google issues a refresh token only with offline access, and only on consent.
+                param(&mut self.extra_auth_params, "access_type", "offline");
+                param(&mut self.extra_auth_params, "prompt", "consent");
+            }
+            Preset::Microsoft => {
+                let tenant = self.tenant.clone().ok_or_else(|| {
+                    ConfigError::new(
+                        k("tenant"),
+                        "preset \"microsoft\" needs the directory (tenant) id or domain; \"common\" and \"organizations\" issue tokens whose issuer cannot be verified",
+                    )
+                })?;
+                if matches!(tenant.as_str(), "common" | "organizations") {
+                    return Err(ConfigError::new(
+                        k("tenant"),
+                        "use the directory (tenant) id or domain: tokens from \"common\" and \"organizations\" carry each user's own tenant as issuer",
+                    ));
+                }
+                set(
+                    &mut self.issuer,
+                    &format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+                );
+                set(&mut self.scope, "openid profile email offline_access");
+            }
+            Preset::GitHub => {
+                // GitHub Apps and OAuth Apps speak plain OAuth 2.0: no discovery, no ID token.
+                set(&mut self.issuer, "https://github.com");
+                set(
+                    &mut self.authorization_endpoint,
+                    "https://github.com/login/oauth/authorize",
+                );
+                set(
+                    &mut self.token_endpoint,
+                    "https://github.com/login/oauth/access_token",
+                );
+                set(&mut self.userinfo_endpoint, "https://api.github.com/user");
+                set(&mut self.scope, "read:user user:email");
+                set(&mut self.par, "off");
+                set(&mut self.client_auth, "client_secret_post");
+            }
+            Preset::Auth0 | Preset::Keycloak | Preset::Okta => {
+                if self.issuer.is_none() {
+                    let example = match preset {
+                        Preset::Auth0 => "https://YOUR-TENANT.eu.auth0.com/",
+                        Preset::Keycloak => "https://keycloak.example.com/realms/YOUR-REALM",
+                        _ => "https://YOUR-ORG.okta.com/oauth2/default",
+                    };
+                    return Err(ConfigError::new(
+                        k("issuer"),
+                        format!("is required with this preset, e.g. \"{example}\""),
+                    ));
+                }
+                set(&mut self.scope, "openid profile email offline_access");
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn validate(mut self, i: usize) -> Result<ProviderConfig, ConfigError> {
+        let k = |name: &str| format!("providers[{i}].{name}");
+        if !is_token(&self.id) {
+            return Err(ConfigError::new(
+                k("id"),
+                "must be letters, digits, `-` or `_`",
+            ));
+        }
+        let preset = match &self.preset {
+            None => None,
+            Some(p) => Some(Preset::parse(p).ok_or_else(|| {
+                ConfigError::new(
+                    k("preset"),
+                    format!("`{p}` is not one of google, microsoft, github, auth0, keycloak, okta"),
+                )
+            })?),
+        };
+        if let Some(p) = preset {
+            self.apply_preset(p, &k)?;
+        } else if self.tenant.is_some() {
+            return Err(ConfigError::new(
+                k("tenant"),
+                "only applies to preset = \"microsoft\"",
+            ));
+        }
+        if self.client_id.trim().is_empty() {
+            return Err(ConfigError::new(k("client_id"), "must not be empty"));
+        }
+        let scope = self
+            .scope
+            .as_deref()
+            .unwrap_or("openid profile email offline_access")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if scope.is_empty() {
+            return Err(ConfigError::new(k("scope"), "must not be empty"));
+        }
+        let opt = |name: &str, v: &Option<String>| -> Result<Option<Url>, ConfigError> {
+            v.as_deref()
+                .map(|t| parse_provider_url(&k(name), t))
+                .transpose()
+        };
+        let endpoints = EndpointOverrides {
+            authorization_endpoint: opt("authorization_endpoint", &self.authorization_endpoint)?,
+            token_endpoint: opt("token_endpoint", &self.token_endpoint)?,
+            userinfo_endpoint: opt("userinfo_endpoint", &self.userinfo_endpoint)?,
+            jwks_uri: opt("jwks_uri", &self.jwks_uri)?,
+            end_session_endpoint: opt("end_session_endpoint", &self.end_session_endpoint)?,
+            revocation_endpoint: opt("revocation_endpoint", &self.revocation_endpoint)?,
+            pushed_authorization_request_endpoint: opt(
+                "pushed_authorization_request_endpoint",
+                &self.pushed_authorization_request_endpoint,
+            )?,
+        };
+        let issuer = match &self.issuer {
+            Some(text) => {
+                parse_provider_url(&k("issuer"), text)?;
+                text.trim().to_string()
+            }
+            None => {
+                return Err(ConfigError::new(
+                    k("issuer"),
+                    "is required (or a preset that sets it)",
+                ))
+            }
+        };
+        let discovery = preset != Some(Preset::GitHub);
+        if !discovery
+            && (endpoints.authorization_endpoint.is_none() || endpoints.token_endpoint.is_none())
+        {
+            return Err(ConfigError::new(
+                k("token_endpoint"),
+                "a provider without discovery needs authorization_endpoint and token_endpoint",
+            ));
+        }
+
+        let client_auth = self.client_auth(&k)?;
+        let par = match self.par.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("auto") => ParMode::Auto,
+            Some("required") => ParMode::Required,
+            Some("off") => ParMode::Off,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    k("par"),
+                    format!("`{other}` is not one of auto, required, off"),
+                ))
+            }
+        };
+        let params = |name: &str, map: BTreeMap<String, String>| {
+            map.into_iter()
+                .map(|(key, value)| {
+                    if RESERVED_PARAMS.contains(&key.as_str()) || key.is_empty() {
+                        Err(ConfigError::new(
+                            k(name),
+                            format!("`{key}` is set by token-handler itself"),
+                        ))
+                    } else {
+                        Ok((key, value))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let allowed_extra_params = match self.allowed_extra_params {
+            Some(list) => {
+                if let Some(bad) = list.iter().find(|p| RESERVED_PARAMS.contains(&p.as_str())) {
+                    return Err(ConfigError::new(
+                        k("allowed_extra_params"),
+                        format!("`{bad}` is set by token-handler itself and cannot be allowed"),
+                    ));
+                }
+                list
+            }
+            None => DEFAULT_ALLOWED_EXTRA_PARAMS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        Ok(ProviderConfig {
+            redirect_uri: parse_url(&k("redirect_uri"), &self.redirect_uri)?,
+            post_logout_redirect_uri: self
+                .post_logout_redirect_uri
+                .as_deref()
+                .map(|t| parse_url(&k("post_logout_redirect_uri"), t))
+                .transpose()?,
+            timeout: parse_duration(&k("timeout"), &self.timeout)?,
+            extra_auth_params: params("extra_auth_params", self.extra_auth_params)?,
+            extra_token_params: params("extra_token_params", self.extra_token_params)?,
+            allowed_extra_params,
+            par,
+            scope,
+            endpoints,
+            issuer,
+            discovery,
+            preset,
+            id: self.id,
+            client_id: self.client_id.trim().to_string(),
+            client_auth,
+        })
+    }
+
+    fn client_auth(&self, k: &dyn Fn(&str) -> String) -> Result<ClientAuth, ConfigError> {
+        let method = self
+            .client_auth
+            .as_deref()
+            .unwrap_or("client_secret_basic")
+            .to_ascii_lowercase();
+        let secret = || -> Result<SecretString, ConfigError> {
+            let text = match (&self.client_secret, &self.client_secret_file) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::new(
+                        k("client_secret"),
+                        "set client_secret or client_secret_file, not both",
+                    ))
+                }
+                (Some(s), None) => s.clone(),
+                (None, Some(file)) => read_secret_file(&k("client_secret_file"), file)?
+                    .trim()
+                    .to_string(),
+                (None, None) => {
+                    return Err(ConfigError::new(
+                        k("client_secret"),
+                        format!(
+                            "is required with client_auth = \"{method}\" (or client_secret_file)"
+                        ),
+                    ))
+                }
+            };
+            if text.is_empty() {
+                return Err(ConfigError::new(k("client_secret"), "must not be empty"));
+            }
+            Ok(SecretString::from(text))
+        };
+        let no_secret = |why: &str| -> Result<(), ConfigError> {
+            if self.client_secret.is_some() || self.client_secret_file.is_some() {
+                return Err(ConfigError::new(k("client_secret"), why.to_string()));
+            }
+            Ok(())
+        };
+        Ok(match method.as_str() {
+            "client_secret_basic" => ClientAuth::SecretBasic(secret()?),
+            "client_secret_post" => ClientAuth::SecretPost(secret()?),
+            "none" => {
+                no_secret("a public client (client_auth = \"none\") has no secret")?;
+                ClientAuth::None
+            }
+            "private_key_jwt" => {
+                no_secret("private_key_jwt signs with private_key_file; remove the client secret")?;
+                let file = self.private_key_file.as_ref().ok_or_else(|| {
+                    ConfigError::new(
+                        k("private_key_file"),
+                        "is required with client_auth = \"private_key_jwt\" (a PEM file with an RSA or P-256 private key)",
+                    )
+                })?;
+                let pem = read_secret_file(&k("private_key_file"), file)?;
+                let (key, alg) = if let Ok(key) = EncodingKey::from_ec_pem(pem.as_bytes()) {
+                    (key, Algorithm::ES256)
+                } else if let Ok(key) = EncodingKey::from_rsa_pem(pem.as_bytes()) {
+                    (key, Algorithm::RS256)
+                } else {
+                    return Err(ConfigError::new(
+                        k("private_key_file"),
+                        "is not a PEM RSA or P-256 (EC) private key",
+                    ));
+                };
+                ClientAuth::PrivateKeyJwt {
+                    key,
+                    alg,
+                    kid: self.private_key_id.clone(),
+                }
+            }
+            other => {
+                return Err(ConfigError::new(
+                    k("client_auth"),
+                    format!(
+                        "`{other}` is not one of client_secret_basic, client_secret_post, private_key_jwt, none"
+                    ),
+                ))
+            }
+        })
+    }
+}
