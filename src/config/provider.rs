@@ -507,3 +507,171 @@ impl RawProvider {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{ClientAuth, Config, ConfigError, ParMode, Preset};
+    use crate::crypto::CookieKey;
+
+    fn with_provider(provider: &str) -> Result<Config, ConfigError> {
+        let key = CookieKey::generate_text();
+        Config::from_toml(
+            &format!(
+                r#"
+[cookies]
+keys = ["{key}"]
+[web]
+trusted_origins = ["https://www.example.com"]
+[[providers]]
+id = "p"
+client_id = "c"
+redirect_uri = "https://www.example.com/"
+{provider}
+"#
+            ),
+            Vec::new(),
+        )
+    }
+
+    fn error_key(provider: &str) -> String {
+        match with_provider(provider) {
+            Ok(_) => panic!("expected an error for {provider}"),
+            Err(e) => e.key,
+        }
+    }
+
+    #[test]
+    fn google_preset_asks_for_offline_access() {
+        let c = with_provider("preset = \"google\"\nclient_secret = \"s\"").expect("valid");
+        let p = &c.providers[0];
+        assert_eq!(p.issuer, "https://accounts.google.com");
+        assert_eq!(p.preset, Some(Preset::Google));
+        assert!(p
+            .extra_auth_params
+            .contains(&("access_type".into(), "offline".into())));
+        assert!(p
+            .extra_auth_params
+            .contains(&("prompt".into(), "consent".into())));
+        assert!(p.discovery);
+    }
+
+    #[test]
+    fn presets_never_override_configuration() {
+        let c = with_provider(
+            "preset = \"google\"\nclient_secret = \"s\"\nscope = \"openid email\"\n[providers.extra_auth_params]\nprompt = \"select_account\"",
+        )
+        .expect("valid");
+        let p = &c.providers[0];
+        assert_eq!(p.scope, "openid email");
+        assert!(p
+            .extra_auth_params
+            .contains(&("prompt".into(), "select_account".into())));
+    }
+
+    #[test]
+    fn microsoft_needs_a_real_tenant() {
+        assert_eq!(
+            error_key("preset = \"microsoft\"\nclient_secret = \"s\""),
+            "providers[0].tenant"
+        );
+        assert_eq!(
+            error_key("preset = \"microsoft\"\ntenant = \"common\"\nclient_secret = \"s\""),
+            "providers[0].tenant"
+        );
+        let c = with_provider(
+            "preset = \"microsoft\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_secret = \"s\"",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.providers[0].issuer,
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0"
+        );
+    }
+
+    #[test]
+    fn github_is_plain_oauth2_without_discovery() {
+        let c = with_provider("preset = \"github\"\nclient_secret = \"s\"").expect("valid");
+        let p = &c.providers[0];
+        assert!(!p.discovery);
+        assert!(!p.is_openid());
+        assert_eq!(p.par, ParMode::Off);
+        assert_eq!(p.client_auth.method(), "client_secret_post");
+        assert_eq!(
+            p.endpoints.userinfo_endpoint.as_ref().map(|u| u.as_str()),
+            Some("https://api.github.com/user")
+        );
+    }
+
+    #[test]
+    fn tenant_specific_presets_need_an_issuer() {
+        for preset in ["auth0", "keycloak", "okta"] {
+            assert_eq!(
+                error_key(&format!("preset = \"{preset}\"\nclient_secret = \"s\"")),
+                "providers[0].issuer"
+            );
+        }
+        assert_eq!(error_key("preset = \"facebook\""), "providers[0].preset");
+    }
+
+    #[test]
+    fn client_authentication_is_validated() {
+        let issuer = "issuer = \"https://login.example.com\"";
+        assert_eq!(error_key(issuer), "providers[0].client_secret");
+        assert_eq!(
+            error_key(&format!(
+                "{issuer}\nclient_auth = \"none\"\nclient_secret = \"s\""
+            )),
+            "providers[0].client_secret"
+        );
+        assert_eq!(
+            error_key(&format!("{issuer}\nclient_auth = \"private_key_jwt\"")),
+            "providers[0].private_key_file"
+        );
+        assert_eq!(
+            error_key(&format!("{issuer}\nclient_auth = \"tls_client_auth\"")),
+            "providers[0].client_auth"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bad = dir.path().join("bad.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("write");
+        assert_eq!(
+            error_key(&format!(
+                "{issuer}\nclient_auth = \"private_key_jwt\"\nprivate_key_file = {:?}",
+                bad.display().to_string()
+            )),
+            "providers[0].private_key_file"
+        );
+        let c = with_provider(&format!("{issuer}\nclient_auth = \"none\"")).expect("valid");
+        assert!(matches!(c.providers[0].client_auth, ClientAuth::None));
+    }
+
+    #[test]
+    fn reserved_parameters_cannot_be_configured_or_allowed() {
+        let issuer = "issuer = \"https://login.example.com\"\nclient_secret = \"s\"";
+        assert_eq!(
+            error_key(&format!(
+                "{issuer}\n[providers.extra_auth_params]\nredirect_uri = \"https://evil\""
+            )),
+            "providers[0].extra_auth_params"
+        );
+        assert_eq!(
+            error_key(&format!("{issuer}\nallowed_extra_params = [\"state\"]")),
+            "providers[0].allowed_extra_params"
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let c = with_provider(
+            "issuer = \"https://login.example.com\"\nclient_secret = \"hunter2-secret\"",
+        )
+        .expect("valid");
+        let debug = format!("{:?}", c.providers[0]);
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("client_secret_basic(<redacted>)"), "{debug}");
+    }
+}

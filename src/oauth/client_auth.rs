@@ -41,10 +41,13 @@ pub fn authenticate(
     mut form: Vec<(String, String)>,
 ) -> Result<Authenticated, String> {
     let mut authorization = None;
-    let id = config.client_id.clone();
+    // A pushed authorization request already names the client; RFC 6749 §3.1 forbids repeats.
+    if !form.iter().any(|(k, _)| k == "client_id") {
+        form.push(("client_id".into(), config.client_id.clone()));
+    }
     match &config.client_auth {
         ClientAuth::SecretBasic(secret) => {
-            let id: String = byte_serialize(id.as_bytes()).collect();
+            let id: String = byte_serialize(config.client_id.as_bytes()).collect();
             let secret: String = byte_serialize(secret.expose_secret().as_bytes()).collect();
             authorization = Some(format!(
                 "Basic {}",
@@ -52,7 +55,6 @@ pub fn authenticate(
             ));
         }
         ClientAuth::SecretPost(secret) => {
-            form.push(("client_id".into(), id));
             form.push(("client_secret".into(), secret.expose_secret().to_string()));
         }
         ClientAuth::PrivateKeyJwt { key, alg, kid } => {
@@ -77,14 +79,13 @@ pub fn authenticate(
                 key,
             )
             .map_err(|e| format!("the client assertion could not be signed: {e}"))?;
-            form.push(("client_id".into(), id));
             form.push((
                 "client_assertion_type".into(),
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
             ));
             form.push(("client_assertion".into(), assertion));
         }
-        ClientAuth::None => form.push(("client_id".into(), id)),
+        ClientAuth::None => {}
     }
     Ok(Authenticated {
         authorization,

@@ -85,11 +85,22 @@ pub async fn send_json(
         });
     }
     if status.is_client_error() {
-        let error = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(safe_code))
+        let parsed = serde_json::from_slice::<serde_json::Value>(&body).ok();
+        let field = |name: &str| {
+            parsed
+                .as_ref()
+                .and_then(|v| v.get(name))
+                .and_then(|e| e.as_str())
+                .map(String::from)
+        };
+        let error = field("error")
+            .map(|e| safe_code(&e))
             .unwrap_or_else(|| default_code(status));
-        tracing::info!(endpoint = what, %status, error = %error, "provider rejected the request");
+        // The description is the provider's explanation, never a credential: worth logging.
+        let description = field("error_description")
+            .map(|d| safe_description(&d))
+            .unwrap_or_default();
+        tracing::info!(endpoint = what, %status, error = %error, %description, "provider rejected the request");
         return Err(CallError::Rejected {
             status: status.as_u16(),
             error,

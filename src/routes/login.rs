@@ -100,10 +100,13 @@ pub async fn start(
         ("response_type", "code"),
         ("scope", &config.scope),
         ("state", login.state.expose()),
-        ("nonce", login.nonce.expose()),
         ("code_challenge", &challenge),
         ("code_challenge_method", "S256"),
     ];
+    // nonce belongs to OpenID Connect (Core §3.1.2.1); plain OAuth 2.0 servers may refuse it.
+    if config.is_openid() {
+        params.push(("nonce", login.nonce.expose()));
+    }
     // The SPA's value for a name replaces the configured one (e.g. prompt=none over
     // Google's prompt=consent).
     params.extend(

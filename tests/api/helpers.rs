@@ -230,6 +230,14 @@ impl TestApp {
     }
 
     pub async fn spawn_toml(toml: &str) -> Self {
+        // Logs go through libtest's capture: shown for failing tests only (RUST_LOG to change).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
         let config = Config::from_toml(toml, Vec::new()).expect("valid test config");
         let app = Application::build(config).expect("bind");
         let address = format!("http://127.0.0.1:{}", app.port());

@@ -6,6 +6,7 @@ mod flow;
 mod gateway;
 mod helpers;
 mod hostile;
+mod providers;
 mod proxy;
 mod streaming;
 mod upstream;

@@ -1,0 +1,288 @@
+//! Several providers, every client authentication method, PAR, plain OAuth 2.0 sessions and
+//! extra parameters, against real `oidc-provider` instances.
+
+use crate::helpers::*;
+use serde_json::{json, Value};
+use token_handler::crypto::{CookieKey, Purpose};
+use token_handler::session::AccessTokenCookie;
+
+/// Client metadata for the test provider, registered with the SPA's redirect URI.
+fn client(id: &str, extra: Value) -> Value {
+    let mut c = json!({
+        "client_id": id,
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "redirect_uris": [REDIRECT_URI],
+        "post_logout_redirect_uris": [REDIRECT_URI],
+    });
+    if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    c
+}
+
+/// A `[[providers]]` entry for `issuer`; `extra` is more TOML lines.
+fn provider_toml(id: &str, issuer: &str, client_id: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[providers]]
+id = "{id}"
+issuer = "{issuer}"
+client_id = "{client_id}"
+redirect_uri = "{REDIRECT_URI}"
+post_logout_redirect_uri = "{REDIRECT_URI}"
+timeout = "5s"
+{extra}
+"#
+    )
+}
+
+/// The base test configuration without its provider, plus `providers`.
+fn config_with(providers: &str) -> String {
+    let base = config_toml("http://127.0.0.1:1", &CookieKey::generate_text());
+    let cut = base.find("[[providers]]").expect("a provider section");
+    format!("{}{providers}", &base[..cut])
+}
+
+async fn login_with(browser: &mut Browser, provider: &str, user: &str) -> Resp {
+    let url = browser
+        .start_login(&json!({"provider": provider}).to_string())
+        .await;
+    let callback = provider_login(&url, user).await;
+    browser.end_login(&callback).await
+}
+
+#[actix_web::test]
+async fn two_providers_each_session_talks_to_its_own() {
+    let a = TestProvider::start().await;
+    let b = TestProvider::start().await;
+    let toml = config_with(&format!(
+        "{}{}",
+        provider_toml(
+            "a",
+            &a.issuer,
+            "spa-client",
+            "client_secret = \"spa-secret\"\npar = \"off\""
+        ),
+        provider_toml(
+            "b",
+            &b.issuer,
+            "spa-client",
+            "client_secret = \"spa-secret\"\npar = \"off\""
+        )
+    ));
+    let app = TestApp::spawn_toml(&toml).await;
+    let mut alice = app.browser();
+    let mut bob = app.browser();
+    assert_eq!(login_with(&mut alice, "a", "alice").await.status, 200);
+    assert_eq!(login_with(&mut bob, "b", "bob").await.status, 200);
+    // The default (first) provider is used without a choice.
+    let url = app.browser().start_login("").await;
+    assert!(url.starts_with(&a.issuer), "{url}");
+
+    assert_eq!(
+        alice.get("/claims").await.body["iss"],
+        Value::String(a.issuer.clone())
+    );
+    assert_eq!(
+        bob.get("/claims").await.body["iss"],
+        Value::String(b.issuer.clone())
+    );
+    assert_eq!(alice.get("/userInfo").await.body["sub"], "alice");
+    assert_eq!(bob.get("/userInfo").await.body["sub"], "bob");
+    assert_eq!(a.stats().await["userinfo_requests"], 1);
+    assert_eq!(b.stats().await["userinfo_requests"], 1);
+
+    assert_eq!(bob.post("/refresh", "").await.status, 204);
+    assert_eq!(a.stats().await["refresh_grants"], 0);
+    assert_eq!(b.stats().await["refresh_grants"], 1);
+
+    assert_eq!(alice.post("/logout", "").await.status, 200);
+    assert!(a.stats().await["revocations"].as_i64() >= Some(1));
+    assert_eq!(b.stats().await["revocations"], 0);
+    // Bob's session is untouched by Alice's logout at the other provider.
+    assert_eq!(bob.get("/userInfo").await.status, 200);
+}
+
+#[actix_web::test]
+async fn every_client_authentication_method_logs_in_and_refreshes() {
+    let keys: Value = serde_json::from_slice(
+        &std::process::Command::new("node")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/oidc/client-keys.mjs"
+            ))
+            .arg("ES256")
+            .output()
+            .expect("node client-keys.mjs")
+            .stdout,
+    )
+    .expect("key JSON");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pem = dir.path().join("client.pem");
+    std::fs::write(&pem, keys["private_key_pem"].as_str().expect("pem")).expect("write pem");
+    let op = TestProvider::start_with(json!({"clients": [
+        client("basic-client", json!({"client_secret": "basic-secret", "token_endpoint_auth_method": "client_secret_basic"})),
+        client("post-client", json!({"client_secret": "post-secret", "token_endpoint_auth_method": "client_secret_post"})),
+        client("jwt-client", json!({"token_endpoint_auth_method": "private_key_jwt", "token_endpoint_auth_signing_alg": "ES256", "jwks": {"keys": [keys["public_jwk"].clone()]}})),
+        client("public-client", json!({"token_endpoint_auth_method": "none"})),
+    ]}))
+    .await;
+    let kid = keys["kid"].as_str().expect("kid");
+    let toml = config_with(&[
+        provider_toml("basic", &op.issuer, "basic-client", "client_secret = \"basic-secret\""),
+        provider_toml("post", &op.issuer, "post-client", "client_auth = \"client_secret_post\"\nclient_secret = \"post-secret\""),
+        provider_toml(
+            "jwt",
+            &op.issuer,
+            "jwt-client",
+            &format!("client_auth = \"private_key_jwt\"\nprivate_key_file = {:?}\nprivate_key_id = \"{kid}\"", pem.display().to_string()),
+        ),
+        provider_toml("public", &op.issuer, "public-client", "client_auth = \"none\""),
+    ]
+    .concat());
+    let app = TestApp::spawn_toml(&toml).await;
+    for (id, method) in [
+        ("basic", "client_secret_basic"),
+        ("post", "client_secret_post"),
+        ("jwt", "private_key_jwt"),
+        ("public", "none"),
+    ] {
+        let mut browser = app.browser();
+        let resp = login_with(&mut browser, id, &format!("user-{id}")).await;
+        assert_eq!(resp.status, 200, "{id}: {:?}", resp.body);
+        let refreshed = browser.post("/refresh", "").await;
+        assert_eq!(refreshed.status, 204, "{id}: {:?}", refreshed.body);
+        let last: Value = awc::Client::default()
+            .get(format!("{}/test/last-client-auth", op.issuer))
+            .send()
+            .await
+            .expect("last-client-auth")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(last["method"], method, "{id}: {last}");
+        assert_eq!(last["client_id"], format!("{id}-client"), "{id}: {last}");
+        // PAR (the default, auto) used the same method: the URL carried only a request_uri.
+        assert_eq!(
+            browser.get("/userInfo").await.body["sub"],
+            format!("user-{id}")
+        );
+    }
+    assert_eq!(op.stats().await["refresh_grants"], 4);
+}
+
+#[actix_web::test]
+async fn pushed_authorization_requests() {
+    let op = TestProvider::start_with(json!({"clients": [
+        client("par-client", json!({"client_secret": "par-secret", "require_pushed_authorization_requests": true})),
+    ]}))
+    .await;
+    for mode in ["auto", "required"] {
+        let toml = config_with(&provider_toml(
+            "default",
+            &op.issuer,
+            "par-client",
+            &format!("client_secret = \"par-secret\"\npar = \"{mode}\""),
+        ));
+        let app = TestApp::spawn_toml(&toml).await;
+        let mut browser = app.browser();
+        let body = json!({"extraParams": [{"key": "ui_locales", "value": "fr en"}]});
+        let url = browser.start_login(&body.to_string()).await;
+        let parsed = url::Url::parse(&url).expect("url");
+        let names: Vec<String> = parsed.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        assert_eq!(names, ["client_id", "request_uri"], "{mode}: {url}");
+        let callback = provider_login(&url, "par-user").await;
+        let resp = browser.end_login(&callback).await;
+        assert_eq!(resp.status, 200, "{mode}: {:?}", resp.body);
+        let last = last_authorization(&op).await;
+        assert_eq!(last["pushed"], true, "{last}");
+        assert_eq!(last["ui_locales"], "fr en", "{last}");
+        assert_eq!(last["code_challenge_method"], "S256", "{last}");
+    }
+}
+
+async fn last_authorization(op: &TestProvider) -> Value {
+    awc::Client::default()
+        .get(format!("{}/test/last-authorization", op.issuer))
+        .send()
+        .await
+        .expect("last-authorization")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[actix_web::test]
+async fn extra_parameters_arrive_exactly_and_others_are_refused() {
+    let op = TestProvider::start().await;
+    let toml = config_with(&provider_toml(
+        "default",
+        &op.issuer,
+        "spa-client",
+        "client_secret = \"spa-secret\"\npar = \"off\"\n[providers.extra_auth_params]\naccess_type = \"offline\"\nprompt = \"consent\"",
+    ));
+    let app = TestApp::spawn_toml(&toml).await;
+    let mut browser = app.browser();
+    let claims = r#"{"id_token":{"auth_time":{"essential":true}}}"#;
+    let body = json!({"extraParams": [
+        {"key": "ui_locales", "value": "fr-CA fr"},
+        {"key": "login_hint", "value": "a+b@example.test"},
+        {"key": "claims", "value": claims},
+        {"key": "prompt", "value": "login consent"},
+    ]});
+    let url = browser.start_login(&body.to_string()).await;
+    let callback = provider_login(&url, "params").await;
+    assert_eq!(browser.end_login(&callback).await.status, 200);
+    let last = last_authorization(&op).await;
+    assert_eq!(last["pushed"], false);
+    assert_eq!(last["ui_locales"], "fr-CA fr");
+    assert_eq!(last["login_hint"], "a+b@example.test");
+    assert_eq!(last["claims"], claims);
+    assert_eq!(
+        last["access_type"], "offline",
+        "static parameters are sent: {last}"
+    );
+    assert_eq!(
+        last["prompt"], "login consent",
+        "the SPA's value replaces the static one: {last}"
+    );
+
+    for key in ["foo", "redirect", "response_mode", "client_secret"] {
+        let body = json!({"extraParams": [{"key": key, "value": "x"}]});
+        let resp = browser.post("/login/start", &body.to_string()).await;
+        assert_eq!(resp.status, 400, "{key}");
+        assert_eq!(resp.code(), "invalid_request");
+    }
+}
+
+#[actix_web::test]
+async fn a_plain_oauth2_session_without_an_id_token() {
+    let op = TestProvider::start().await;
+    let toml = config_with(&provider_toml(
+        "default",
+        &op.issuer,
+        "spa-client",
+        "client_secret = \"spa-secret\"\nscope = \"profile email offline_access\"",
+    ));
+    let app = TestApp::spawn_toml(&toml).await;
+    let mut browser = app.browser();
+    let resp = browser.login("plain").await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert_eq!(resp.body["isLoggedIn"], true);
+    assert!(
+        browser.jar.named("th-id").is_empty(),
+        "no ID token, no -id cookie"
+    );
+    let at: AccessTokenCookie = app.unseal(Purpose::AccessToken, &browser.jar.value("th-at"));
+    assert!(!at.token.expose().is_empty());
+    let claims = browser.get("/claims").await;
+    assert_eq!(claims.status, 404, "{:?}", claims.body);
+    assert_eq!(claims.code(), "no_id_token");
+    assert_eq!(browser.post("/refresh", "").await.status, 204);
+    let logout = browser.post("/logout", "").await;
+    assert_eq!(logout.status, 200);
+    assert!(logout.body["url"]
+        .as_str()
+        .is_some_and(|u| !u.contains("id_token_hint")));
+}
