@@ -12,7 +12,7 @@
 //     SIGTERM / SIGINT / SIGHUP;
 //   * configuration: env OIDC_CONFIG, a JSON object, every field optional (see README.md);
 //   * test-only routes on the same server: GET /test/stats, POST /test/reset,
-//     POST /test/fail-token-endpoint.
+//     POST /test/fail-token-endpoint, GET /test/last-authorization, GET /test/last-client-auth.
 //
 // See README.md in this directory for the exact HTTP steps of the login/consent/logout.
 
@@ -218,6 +218,18 @@ let stats = zeroStats();
 // requests are answered with `status` and {"error":"temporarily_unavailable"}, unprocessed.
 const failTokenEndpoint = { status: 503, remaining: 0 };
 
+// GET /test/last-authorization: the parameters of the most recent authorization request the
+// authorization endpoint accepted (after resolving a PAR request_uri), exactly as received.
+let lastAuthorization = null;
+// GET /test/last-client-auth: the most recent successful client authentication at the token,
+// pushed authorization request or revocation endpoint.
+let lastClientAuth = null;
+// request_uri -> {params, at}: what was pushed at the PAR endpoint (raw, without the client
+// authentication parameters), so /test/last-authorization can report it when it is used.
+const pushedRequests = new Map();
+// Client authentication parameters: never reported as authorization request parameters.
+const CLIENT_AUTH_PARAMS = new Set(['client_secret', 'client_assertion', 'client_assertion_type']);
+
 // ---------------------------------------------------------------------------------------
 // HTTP server: listen first (to learn the port), then build the provider with that issuer
 // ---------------------------------------------------------------------------------------
@@ -230,8 +242,19 @@ server = http.createServer((req, res) => {
     res.end(JSON.stringify(stats));
     return;
   }
+  if ((path === '/test/last-authorization' || path === '/test/last-client-auth') && req.method === 'GET') {
+    const value = path === '/test/last-authorization' ? lastAuthorization : lastClientAuth;
+    res.writeHead(value ? 200 : 404, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+    res.end(JSON.stringify(value || {
+      error: path === '/test/last-authorization'
+        ? 'no authorization request accepted yet' : 'no client authenticated yet',
+    }));
+    return;
+  }
   if (path === '/test/reset' && req.method === 'POST') {
     stats = zeroStats();
+    lastAuthorization = null;
+    lastClientAuth = null;
     res.writeHead(204, { 'cache-control': 'no-store' });
     res.end();
     return;
@@ -365,6 +388,13 @@ try {
       iss: null,
     },
     conformIdTokenClaims: cfg.conformIdTokenClaims,
+    // Client authentication (token, PAR, revocation, introspection endpoints). These are
+    // oidc-provider's defaults, spelled out: a client picks one with token_endpoint_auth_method
+    // (private_key_jwt: `jwks` with its public key, optionally token_endpoint_auth_signing_alg).
+    clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt', 'none'],
+    enabledJWA: {
+      clientAuthSigningAlgValues: ['HS256', 'RS256', 'PS256', 'ES256', 'EdDSA'],
+    },
     async findAccount(ctx, sub) {
       if (typeof sub !== 'string' || sub === '') return undefined;
       return {
@@ -404,6 +434,9 @@ try {
       introspection: { enabled: true },
       userinfo: { enabled: true },
       claimsParameter: { enabled: true },
+      // PAR (RFC 9126) for every client; a client with require_pushed_authorization_requests:
+      // true must use it (that client metadata needs no other switch). Not required globally.
+      pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false },
       // Without jwtAccessTokens: oidc-provider's defaults (enabled, but no resource server is
       // known, so a `resource` parameter is refused with invalid_target; opaque tokens).
       ...(jwtResource ? { resourceIndicators: jwtResourceIndicators(jwtResource) } : {}),
@@ -494,6 +527,97 @@ provider.use(async (ctx, next) => {
     if (e.AccessToken || e.RefreshToken || e.ClientCredentials) stats.revoked_tokens += 1;
   } else if (ctx.oidc.route === 'userinfo') {
     stats.userinfo_requests += 1;
+  }
+});
+
+// ---- GET /test/last-authorization and GET /test/last-client-auth ------------------------
+// The Koa ctx of a request is marked by oidc-provider's events; the middleware below reads the
+// marks once the request has been handled.
+const CLIENT_AUTH_ROUTES = new Set(['token', 'pushed_authorization_request', 'revocation']);
+// Request parameters exactly as received: the query of a GET, the form body of a POST (both
+// parsed with node:querystring by oidc-provider/Koa: percent-decoding, `+` = space; a repeated
+// parameter becomes an array). Plain object, insertion order = order in the request.
+function rawParams(ctx) {
+  const src = ctx.method === 'POST' ? (ctx.oidc && ctx.oidc.body) || {} : ctx.query || {};
+  const out = {};
+  for (const [k, v] of Object.entries(src)) out[k] = Array.isArray(v) ? [...v] : v;
+  return out;
+}
+// validation passed: either an interaction (login/consent) was started or none was needed
+provider.on('interaction.started', (ctx) => { ctx.state.testAuthorizationAccepted = true; });
+provider.on('authorization.accepted', (ctx) => { ctx.state.testAuthorizationAccepted = true; });
+provider.on('authorization.error', (ctx) => { ctx.state.testAuthorizationError = true; });
+// The client entity is assigned (OIDCContext#entity('Client', ..)) by oidc-provider's client
+// authentication (its loadClient step) once the credentials were parsed and before they are
+// checked; an error handler may assign it too, but only after it has set the error status (so
+// ctx.status is no longer Koa's initial 404 then). A failed check is an invalid_client error.
+const originalEntity = provider.OIDCContext.prototype.entity;
+provider.OIDCContext.prototype.entity = function entity(key, value) {
+  if (key === 'Client' && CLIENT_AUTH_ROUTES.has(this.route) && this.ctx.status === 404) {
+    this.ctx.state.testClientLoaded = true;
+  }
+  return originalEntity.call(this, key, value);
+};
+for (const event of ['grant.error', 'revocation.error', 'pushed_authorization_request.error', 'server_error']) {
+  provider.on(event, (ctx, err) => {
+    if (ctx && ctx.state && (event === 'server_error' || (err && err.error === 'invalid_client'))) {
+      ctx.state.testClientAuthFailed = true;
+    }
+  });
+}
+const PAR_MAX_AGE_MS = 10 * 60 * 1000;
+provider.use(async (ctx, next) => {
+  await next();
+  const route = ctx.oidc && ctx.oidc.route;
+  if (!route) return;
+
+  if (CLIENT_AUTH_ROUTES.has(route) && ctx.state.testClientLoaded && !ctx.state.testClientAuthFailed && ctx.oidc.client) {
+    const { client } = ctx.oidc;
+    const body = (ctx.oidc.body) || {};
+    let method;
+    if (ctx.headers.authorization !== undefined) method = 'client_secret_basic';
+    else if (body.client_assertion !== undefined) method = client.clientAuthMethod; // private_key_jwt / client_secret_jwt
+    else if (body.client_secret !== undefined) method = 'client_secret_post';
+    else method = 'none';
+    lastClientAuth = {
+      endpoint: route,
+      method,
+      client_id: client.clientId,
+      registered_method: client.clientAuthMethod,
+    };
+  }
+
+  if (route === 'pushed_authorization_request' && ctx.status === 201 && ctx.body && ctx.body.request_uri) {
+    const params = rawParams(ctx);
+    for (const k of CLIENT_AUTH_PARAMS) delete params[k];
+    const now = Date.now();
+    for (const [uri, entry] of pushedRequests) {
+      if (now - entry.at > PAR_MAX_AGE_MS) pushedRequests.delete(uri);
+    }
+    pushedRequests.set(ctx.body.request_uri, { params, at: now });
+  }
+
+  if (route === 'authorization' && ctx.state.testAuthorizationAccepted && !ctx.state.testAuthorizationError) {
+    const front = rawParams(ctx);
+    const par = ctx.oidc.entities && ctx.oidc.entities.PushedAuthorizationRequest;
+    if (par) {
+      let params;
+      const entry = typeof front.request_uri === 'string' ? pushedRequests.get(front.request_uri) : undefined;
+      if (entry) {
+        ({ params } = entry);
+        pushedRequests.delete(front.request_uri);
+      } else {
+        // not seen by this middleware (cannot happen, but be safe): oidc-provider's own copy
+        // (an unsecured JWT of the validated parameters; claims re-serialised)
+        const payload = JSON.parse(Buffer.from(String(par.request).split('.')[1], 'base64url').toString('utf8'));
+        for (const k of ['iat', 'exp', 'nbf', 'iss', 'aud']) delete payload[k];
+        if (payload.claims && typeof payload.claims === 'object') payload.claims = JSON.stringify(payload.claims);
+        params = payload;
+      }
+      lastAuthorization = { ...params, pushed: true, front_channel: front };
+    } else {
+      lastAuthorization = { ...front, pushed: false };
+    }
   }
 });
 
