@@ -47,11 +47,11 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => {
-            crate::telemetry::init();
             let config = match load(cli.config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            crate::telemetry::init(config.log_format);
             actix_web::rt::System::new().block_on(run(config))
         }
         Command::Check => {

@@ -54,7 +54,8 @@ impl CookieKind {
         }
     }
 
-    fn purpose(self) -> Purpose {
+    /// The sealing purpose bound into this cookie's values.
+    pub fn purpose(self) -> Purpose {
         match self {
             CookieKind::Login => Purpose::Login,
             CookieKind::AccessToken => Purpose::AccessToken,
@@ -168,12 +169,8 @@ impl CookiePolicy {
                 tracing::error!(cookie = %self.name(kind), error = %e, "sealing failed");
                 ApiError::Internal
             })?;
-        let mut out = Vec::new();
-        for path in self.paths(kind) {
-            let mut c = self.base(self.name(kind), sealed.clone(), path);
-            if kind == CookieKind::Login {
-                c.set_max_age(CookieDuration::seconds(self.login_max_age));
-            }
+        let out = self.with_value(kind, &sealed);
+        for c in &out {
             let size = c.to_string().len();
             if size > MAX_COOKIE_BYTES {
                 tracing::error!(cookie = %self.name(kind), size, "cookie too large for browsers");
@@ -183,9 +180,22 @@ impl CookiePolicy {
                     limit: MAX_COOKIE_BYTES,
                 });
             }
-            out.push(c);
         }
         Ok(out)
+    }
+
+    /// Cookies of this kind, at every path, carrying an already sealed value (re-sealing).
+    pub fn with_value(&self, kind: CookieKind, sealed: &str) -> Vec<Cookie<'static>> {
+        self.paths(kind)
+            .iter()
+            .map(|path| {
+                let mut c = self.base(self.name(kind), sealed.to_string(), path);
+                if kind == CookieKind::Login {
+                    c.set_max_age(CookieDuration::seconds(self.login_max_age));
+                }
+                c
+            })
+            .collect()
     }
 
     /// Cookies that remove this kind at every path it is written at.

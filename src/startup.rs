@@ -30,6 +30,7 @@ impl Application {
         let listener = TcpListener::bind(&config.server.listen)?;
         let port = listener.local_addr()?.port();
         let workers = config.server.workers;
+        let grace = config.server.shutdown_grace;
         let state = web::Data::new(AppState::new(config, clock));
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
@@ -44,10 +45,14 @@ impl Application {
                         .add((header::CACHE_CONTROL, "no-store"))
                         .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
                 )
+                .wrap(middleware::from_fn(crate::rotation::reseal_cookies))
                 .wrap(middleware::from_fn(log_request))
+                .route("/health/live", web::get().to(crate::health::live))
+                .route("/health/ready", web::get().to(crate::health::ready))
                 .configure(routes::configure(&base_path))
                 .default_service(web::to(crate::proxy::handle))
         })
+        .shutdown_timeout(grace.as_secs())
         .listen(listener)?;
         if let Some(n) = workers {
             server = server.workers(n);
@@ -78,8 +83,10 @@ impl Application {
             let tasks = state.providers.iter().map(|p| p.keep_discovered(&client));
             futures_util::future::join_all(tasks).await;
         });
+        let keys = actix_web::rt::spawn(crate::rotation::watch_keys_file(self.state.clone()));
         let result = self.server.await;
         discovery.abort();
+        keys.abort();
         result
     }
 }

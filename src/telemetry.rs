@@ -1,38 +1,79 @@
-//! Logging setup and the per-request log line.
+//! Logging setup and the per-request span and log line.
 //!
-//! Request logs carry the method, the path without its query string (the callback's query holds
-//! the authorization code), the status and the duration; never headers, cookies or bodies.
+//! Each request runs in a span carrying its request id, method and path without the query
+//! string (the callback's query holds the authorization code), so every log line a request
+//! causes can be correlated. The id comes from a well-formed incoming `X-Request-Id` or is made
+//! here; it is passed to the upstream and returned to the client. Never logged: headers,
+//! cookies, bodies, tokens, codes, secrets, keys (docs/logging.md).
 
+use crate::config::LogFormat;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use std::time::Instant;
+use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
+/// The request-id header.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info` level.
-pub fn init() {
+pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
-/// Logs one line per request.
+/// An incoming request id is kept only when it is short and plain, so it is safe in logs and
+/// headers; otherwise a fresh one is made.
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        })
+        .map(String::from)
+        .unwrap_or_else(|| crate::secret::random_token().expose()[..22].to_string())
+}
+
+/// Runs the request in its span and logs one line when it completes.
 pub async fn log_request(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
-    let method = req.method().clone();
-    let path = req.path().to_string();
-    let res = next.call(req).await?;
-    tracing::info!(
-        %method,
-        path = %path,
-        status = res.status().as_u16(),
-        elapsed_ms = start.elapsed().as_millis() as u64,
-        "request"
+    let id = request_id(&req);
+    let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid"));
+    req.headers_mut().insert(REQUEST_ID, value.clone());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.path(),
     );
+    let mut res = next.call(req).instrument(span.clone()).await?;
+    res.headers_mut().insert(REQUEST_ID, value);
+    span.in_scope(|| {
+        tracing::info!(
+            status = res.status().as_u16(),
+            elapsed_ms = start.elapsed().as_millis() as u64,
+            "request"
+        )
+    });
     Ok(res)
 }

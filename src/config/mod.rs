@@ -64,6 +64,30 @@ struct RawConfig {
     proxy: RawProxy,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetrics {
+    listen: String,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +133,7 @@ struct RawServer {
     base_path: String,
     #[serde(deserialize_with = "usize_or_text")]
     workers: usize,
+    shutdown_grace: String,
 }
 
 impl Default for RawServer {
@@ -117,6 +142,7 @@ impl Default for RawServer {
             listen: "127.0.0.1:8080".into(),
             base_path: "/oauth-agent".into(),
             workers: 0,
+            shutdown_grace: "30s".into(),
         }
     }
 }
@@ -239,6 +265,9 @@ pub struct Config {
     /// At least one; the first is the default.
     pub providers: Vec<ProviderConfig>,
     pub proxy: ProxyConfig,
+    pub log_format: LogFormat,
+    /// Where Prometheus metrics are served; `None`: not at all.
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -248,6 +277,15 @@ pub struct ServerConfig {
     pub base_path: BasePath,
     /// Worker threads; `None`: one per CPU core.
     pub workers: Option<usize>,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Where the agent endpoints live: empty (the root) or `/segment[/segment…]` without a trailing
@@ -307,6 +345,8 @@ pub struct CookieConfig {
     /// Path of the `-at` and `-csrf` cookies.
     pub path: String,
     pub keys: KeyRing,
+    /// Where the keys came from, when from a file: re-read on SIGHUP and on change.
+    pub keys_file: Option<PathBuf>,
     /// How long a started login may take (lifetime of the `-login` cookie).
     pub login_timeout: Duration,
     /// How long session cookies open after they were last written (the refresh token's own
@@ -665,6 +705,7 @@ impl RawConfig {
             domain,
             path,
             keys,
+            keys_file: c.keys_file.clone(),
             login_timeout: parse_duration("cookies.login_timeout", &c.login_timeout)?,
             session_lifetime: parse_duration("cookies.session_lifetime", &c.session_lifetime)?,
         };
@@ -695,12 +736,33 @@ impl RawConfig {
 
         let proxy = validate_proxy(self.proxy, self.routes, &base_path, &cookies.path)?;
 
+        let log_format = match self.log.format.to_ascii_lowercase().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::new(
+                    "log.format",
+                    format!("`{other}` is not one of text, json"),
+                ))
+            }
+        };
+        let metrics_listen = match self.metrics.listen.trim() {
+            "" => None,
+            addr => Some(addr.to_string()),
+        };
+
         Ok(Config {
             proxy,
+            log_format,
+            metrics_listen,
             server: ServerConfig {
                 listen: self.server.listen.trim().to_string(),
                 base_path,
                 workers: (self.server.workers > 0).then_some(self.server.workers),
+                shutdown_grace: parse_duration(
+                    "server.shutdown_grace",
+                    &self.server.shutdown_grace,
+                )?,
             },
             cookies,
             web,

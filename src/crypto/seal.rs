@@ -23,6 +23,7 @@ use base64::Engine;
 use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::{Arc, RwLock};
 
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
@@ -71,19 +72,55 @@ pub enum SealError {
     Encode,
 }
 
-/// Seals and opens values with a key ring.
-#[derive(Clone, Debug)]
+/// Seals and opens values with a key ring that can be replaced while the server runs (key
+/// rotation without restart).
+#[derive(Debug)]
 pub struct Sealer {
-    ring: KeyRing,
+    ring: RwLock<Arc<KeyRing>>,
 }
 
 impl Sealer {
     pub fn new(ring: KeyRing) -> Self {
-        Self { ring }
+        Self {
+            ring: RwLock::new(Arc::new(ring)),
+        }
     }
 
-    pub fn ring(&self) -> &KeyRing {
-        &self.ring
+    /// The ring in use now.
+    pub fn ring(&self) -> Arc<KeyRing> {
+        match self.ring.read() {
+            Ok(r) => r.clone(),
+            // A writer panicked mid-swap; the Arc it left is still a whole ring.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the ring (SIGHUP or a changed keys file).
+    pub fn replace_ring(&self, ring: KeyRing) {
+        match self.ring.write() {
+            Ok(mut r) => *r = Arc::new(ring),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(ring),
+        }
+    }
+
+    /// When `sealed` was sealed by a listed key other than the current one, the same plaintext
+    /// sealed with the current key; `None` when it already is current (or does not open). This
+    /// moves live sessions onto a new key as they are used, so the old key can be dropped.
+    pub fn reseal(&self, purpose: Purpose, now: i64, sealed: &str) -> Option<String> {
+        let ring = self.ring();
+        let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if raw.len() < HEADER_LEN + EXP_LEN + TAG_LEN || raw[0] != VERSION {
+            return None;
+        }
+        if raw[1..1 + KEY_ID_LEN] == ring.current().id() {
+            return None;
+        }
+        let plaintext = Self::open_raw(&ring, purpose, raw).ok()?;
+        let exp = i64::from_be_bytes(plaintext[..EXP_LEN].try_into().ok()?);
+        if now >= exp {
+            return None;
+        }
+        self.seal_raw(&ring, purpose, &plaintext).ok()
     }
 
     /// Seals `value` for `purpose` with the current key; it opens until `expires_at` (Unix
@@ -94,17 +131,29 @@ impl Sealer {
         expires_at: i64,
         value: &T,
     ) -> Result<String, SealError> {
-        let key = self.ring.current();
+        let mut plaintext = Vec::with_capacity(256);
+        plaintext.extend_from_slice(&expires_at.to_be_bytes());
+        serde_json::to_writer(&mut plaintext, value).map_err(|_| SealError::Encode)?;
+        self.seal_raw(&self.ring(), purpose, &plaintext)
+    }
+
+    /// Seals a plaintext (`exp ‖ JSON`) with the ring's current key.
+    fn seal_raw(
+        &self,
+        ring: &KeyRing,
+        purpose: Purpose,
+        plaintext: &[u8],
+    ) -> Result<String, SealError> {
+        let key = ring.current();
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
         // One buffer, encrypted in place: header, then plaintext (turned into ciphertext), then
         // the tag.
-        let mut buf = Vec::with_capacity(256);
+        let mut buf = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
         buf.push(VERSION);
         buf.extend_from_slice(&key.id());
         buf.extend_from_slice(&nonce);
-        buf.extend_from_slice(&expires_at.to_be_bytes());
-        serde_json::to_writer(&mut buf, value).map_err(|_| SealError::Encode)?;
+        buf.extend_from_slice(plaintext);
         let aad = associated_data(purpose, &key.id());
         let tag = key
             .cipher
@@ -124,14 +173,25 @@ impl Sealer {
         if sealed.len() > MAX_SEALED_LEN {
             return Err(SealError::Invalid);
         }
-        let mut raw = URL_SAFE_NO_PAD
+        let raw = URL_SAFE_NO_PAD
             .decode(sealed)
             .map_err(|_| SealError::Invalid)?;
+        let plaintext = Self::open_raw(&self.ring(), purpose, raw)?;
+        // Authentic from here on: only we could have written this plaintext.
+        let (exp, json) = plaintext.split_at(EXP_LEN);
+        let exp = i64::from_be_bytes(exp.try_into().map_err(|_| SealError::Invalid)?);
+        if now >= exp {
+            return Err(SealError::Expired);
+        }
+        serde_json::from_slice(json).map_err(|_| SealError::Invalid)
+    }
+
+    /// Authenticates and decrypts a decoded value; returns the plaintext (`exp ‖ JSON`).
+    fn open_raw(ring: &KeyRing, purpose: Purpose, mut raw: Vec<u8>) -> Result<Vec<u8>, SealError> {
         if raw.len() < HEADER_LEN + EXP_LEN + TAG_LEN || raw[0] != VERSION {
             return Err(SealError::Invalid);
         }
-        let key = self
-            .ring
+        let key = ring
             .find(&raw[1..1 + KEY_ID_LEN])
             .ok_or(SealError::Invalid)?;
         let aad = associated_data(purpose, &key.id());
@@ -142,14 +202,9 @@ impl Sealer {
         key.cipher
             .decrypt_inout_detached(&nonce, &aad, raw[HEADER_LEN..tag_at].as_mut().into(), &tag)
             .map_err(|_| SealError::Invalid)?;
-        // Authentic from here on: only we could have written this plaintext.
-        let plaintext = &raw[HEADER_LEN..tag_at];
-        let (exp, json) = plaintext.split_at(EXP_LEN);
-        let exp = i64::from_be_bytes(exp.try_into().map_err(|_| SealError::Invalid)?);
-        if now >= exp {
-            return Err(SealError::Expired);
-        }
-        serde_json::from_slice(json).map_err(|_| SealError::Invalid)
+        raw.truncate(tag_at);
+        raw.drain(..HEADER_LEN);
+        Ok(raw)
     }
 }
 
@@ -316,6 +371,36 @@ mod tests {
         let step3 = sealer_with(&[&new]);
         let res: Result<String, _> = step3.unseal(Purpose::AccessToken, NOW, &sealed_old);
         assert_eq!(res, Err(SealError::Invalid));
+    }
+
+    #[test]
+    fn values_sealed_with_an_older_key_are_resealed_with_the_current_one() {
+        let old = CookieKey::generate_text();
+        let new = CookieKey::generate_text();
+        let s = sealer_with(&[&old]);
+        let sealed = s.seal(Purpose::AccessToken, NOW + 60, &"t").expect("seal");
+        assert_eq!(
+            s.reseal(Purpose::AccessToken, NOW, &sealed),
+            None,
+            "already current"
+        );
+        s.replace_ring(KeyRing::parse(&[&new, &old]).expect("ring"));
+        let resealed = s
+            .reseal(Purpose::AccessToken, NOW, &sealed)
+            .expect("resealed with the new key");
+        // Same value, same expiry, and it opens once the old key is gone.
+        s.replace_ring(KeyRing::parse(&[&new]).expect("ring"));
+        let v: String = s
+            .unseal(Purpose::AccessToken, NOW, &resealed)
+            .expect("open");
+        assert_eq!(v, "t");
+        assert_eq!(
+            s.unseal::<String>(Purpose::AccessToken, NOW + 60, &resealed),
+            Err(SealError::Expired)
+        );
+        // Resealing never crosses purposes.
+        s.replace_ring(KeyRing::parse(&[&new, &old]).expect("ring"));
+        assert_eq!(s.reseal(Purpose::RefreshToken, NOW, &sealed), None);
     }
 
     #[test]

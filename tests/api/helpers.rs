@@ -627,30 +627,38 @@ pub async fn raw_http(address: &str, request: Vec<u8>) -> (u16, String) {
     .expect("raw request")
 }
 
-/// The real `token-handler` binary in its own process (for measuring its memory), killed by PID
-/// on drop.
+/// The real `token-handler` binary in its own process (for memory, signals and logs), killed by
+/// PID on drop.
 pub struct ProcessApp {
     child: Child,
     pub address: String,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 impl ProcessApp {
     /// Starts the binary with this configuration (its `listen` is replaced by a free port).
+    /// Its log (stderr and stdout) goes to `token-handler.log` in [`ProcessApp::dir`].
     pub async fn start(toml: &str) -> Self {
+        Self::start_in(toml, tempfile::tempdir().expect("tempdir"), "warn").await
+    }
+
+    /// As [`ProcessApp::start`], in a given directory and at a given log level.
+    pub async fn start_in(toml: &str, dir: tempfile::TempDir, log_level: &str) -> Self {
         let port = free_port();
         let toml = toml.replace(
             "listen = \"127.0.0.1:0\"",
             &format!("listen = \"127.0.0.1:{port}\""),
         );
-        let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.toml");
         std::fs::write(&path, toml).expect("write config");
+        let log = std::fs::File::create(dir.path().join("token-handler.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_token-handler"))
             .arg("--config")
             .arg(&path)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_level)
             .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .expect("start token-handler");
@@ -663,7 +671,7 @@ impl ProcessApp {
                 return Self {
                     child,
                     address,
-                    _dir: dir,
+                    dir,
                 };
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -673,13 +681,46 @@ impl ProcessApp {
 
     /// Peak resident memory of the process so far, in KiB (`VmHWM`).
     pub fn peak_rss_kib(&self) -> u64 {
+        self.status_field("VmHWM:")
+    }
+
+    /// Resident memory now, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        self.status_field("VmRSS:")
+    }
+
+    fn status_field(&self, field: &str) -> u64 {
         let pid = self.child.id().expect("running");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM")
+            .expect("status field")
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, …) to the process, by its PID.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
+    /// Everything the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("token-handler.log")).unwrap_or_default()
     }
 }
 

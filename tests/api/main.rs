@@ -6,6 +6,7 @@ mod flow;
 mod gateway;
 mod helpers;
 mod hostile;
+mod operations;
 mod providers;
 mod proxy;
 mod streaming;

@@ -1,0 +1,135 @@
+//! Key rotation without restarts and without logouts.
+//!
+//! Two halves. The ring is re-read from `cookies.keys_file` on SIGHUP and whenever the file
+//! changes (checked every [`POLL`]), so a Kubernetes Secret update reaches every replica without
+//! a rollout. And every response re-seals, with the current key, each of our cookies the request
+//! carried sealed with an older one, so live sessions move to the new key as they are used and
+//! the old key can be dropped after `session_lifetime` (docs/deployment.md has the runbook).
+
+use crate::cookies::CookieKind;
+use crate::crypto::KeyRing;
+use crate::state::AppState;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::web;
+use std::path::Path;
+use std::time::Duration;
+
+/// How often the keys file is checked for changes.
+pub const POLL: Duration = Duration::from_secs(10);
+
+/// Re-seals the request's cookies that were sealed with an older key (all but the short-lived
+/// login cookie), unless the response writes that cookie itself.
+pub async fn reseal_cookies(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return next.call(req).await;
+    };
+    let now = state.clock.now();
+    let mut fresh: Vec<(CookieKind, String)> = Vec::new();
+    if let Ok(cookies) = req.cookies() {
+        for kind in CookieKind::ALL {
+            if kind == CookieKind::Login {
+                continue;
+            }
+            let name = state.cookies.name(kind);
+            let resealed = cookies
+                .iter()
+                .filter(|c| c.name() == name)
+                .find_map(|c| state.sealer.reseal(kind.purpose(), now, c.value()));
+            if let Some(value) = resealed {
+                fresh.push((kind, value));
+            }
+        }
+    }
+    let mut res = next.call(req).await?;
+    if fresh.is_empty() {
+        return Ok(res);
+    }
+    let written: Vec<String> = res
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split('=').next().map(|n| n.trim().to_string()))
+        .collect();
+    for (kind, value) in fresh {
+        if written.contains(&state.cookies.name(kind)) {
+            continue;
+        }
+        for cookie in state.cookies.with_value(kind, &value) {
+            if let Ok(v) = HeaderValue::from_str(&cookie.to_string()) {
+                res.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        tracing::debug!(cookie = %state.cookies.name(kind), "re-sealed with the current key");
+    }
+    Ok(res)
+}
+
+/// Reads and validates a keys file (the same rules as at startup).
+pub fn read_ring(path: &Path) -> Result<KeyRing, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let keys: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    KeyRing::parse(&keys).map_err(|e| e.to_string())
+}
+
+fn ids(ring: &KeyRing) -> String {
+    ring.keys()
+        .iter()
+        .map(|k| k.id_hex())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Reloads the ring from `keys_file` on SIGHUP and when the file's contents change. A file that
+/// does not parse is logged and ignored: the running ring stays.
+pub async fn watch_keys_file(state: web::Data<AppState>) {
+    let Some(path) = state.config.cookies.keys_file.clone() else {
+        return;
+    };
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the keys file is still polled");
+            None
+        }
+    };
+    let mut last = std::fs::read(&path).ok();
+    loop {
+        let signalled = match hangup.as_mut() {
+            Some(h) => tokio::select! {
+                _ = h.recv() => true,
+                _ = actix_web::rt::time::sleep(POLL) => false,
+            },
+            None => {
+                actix_web::rt::time::sleep(POLL).await;
+                false
+            }
+        };
+        let current = std::fs::read(&path).ok();
+        if !signalled && current == last {
+            continue;
+        }
+        last = current;
+        match read_ring(&path) {
+            Ok(ring) => {
+                let before = ids(&state.sealer.ring());
+                let after = ids(&ring);
+                state.sealer.replace_ring(ring);
+                tracing::info!(%before, %after, signalled, "cookie keys reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the keys file is invalid; keeping the current keys")
+            }
+        }
+    }
+}
