@@ -6,10 +6,7 @@ use crate::helpers::*;
 use crate::upstream::{Upstream, API_AUDIENCE};
 use awc::http::Method;
 use serde_json::json;
-use std::process::Stdio;
-use std::time::Duration;
 use token_handler::crypto::CookieKey;
-use tokio::process::{Child, Command};
 
 /// The nginx configuration documented in docs/gateways.md, with test addresses filled in.
 pub fn nginx_conf(dir: &str, port: u16, token_handler: &str, upstream: &str) -> String {
@@ -68,65 +65,6 @@ http {{
     )
 }
 
-struct Nginx {
-    child: Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    async fn start(token_handler: &str, upstream: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path().display().to_string();
-        let port = free_port();
-        std::fs::write(
-            dir.path().join("nginx.conf"),
-            nginx_conf(&d, port, token_handler, upstream),
-        )
-        .expect("write nginx.conf");
-        let child = Command::new("nginx")
-            .args([
-                "-p",
-                &d,
-                "-c",
-                &format!("{d}/nginx.conf"),
-                "-e",
-                &format!("{d}/error.log"),
-            ])
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nginx (scripts/test.sh installs Debian's nginx)");
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Self {
-                    child,
-                    address: format!("http://127.0.0.1:{port}"),
-                    _dir: dir,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
-        panic!("nginx did not start: {log}");
-    }
-}
-
-impl Nginx {
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
 #[actix_web::test]
 async fn nginx_auth_request_with_the_forward_auth_endpoint() {
     let op = TestProvider::start_with(json!({"jwtAccessTokens": {"audience": API_AUDIENCE}})).await;
@@ -134,7 +72,8 @@ async fn nginx_auth_request_with_the_forward_auth_endpoint() {
     let toml = config_toml(&op.issuer, &CookieKey::generate_text())
         + "\n[proxy]\nforward_auth_paths = [\"/gw\"]\n";
     let app = TestApp::spawn_toml(&toml).await;
-    let nginx = Nginx::start(&app.address, &upstream.address).await;
+    let nginx =
+        Nginx::start(|dir, port| nginx_conf(dir, port, &app.address, &upstream.address)).await;
 
     // Sign in through nginx, as the SPA on nginx's origin would.
     let mut browser = Browser::new(&nginx.address);

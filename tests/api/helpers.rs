@@ -724,3 +724,59 @@ impl Drop for ProcessApp {
         let _ = self.child.start_kill();
     }
 }
+
+/// Debian's nginx, started on a free loopback port with a generated configuration, killed by
+/// PID on drop.
+pub struct Nginx {
+    child: Child,
+    pub address: String,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// `conf(dir, port)` returns the whole nginx.conf (see gateway.rs and replicas.rs).
+    pub async fn start(conf: impl FnOnce(&str, u16) -> String) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display().to_string();
+        let port = free_port();
+        std::fs::write(dir.path().join("nginx.conf"), conf(&d, port)).expect("write nginx.conf");
+        let child = Command::new("nginx")
+            .args([
+                "-p",
+                &d,
+                "-c",
+                &format!("{d}/nginx.conf"),
+                "-e",
+                &format!("{d}/error.log"),
+            ])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nginx (scripts/test.sh installs Debian's nginx)");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Self {
+                    child,
+                    address: format!("http://127.0.0.1:{port}"),
+                    dir,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+        panic!("nginx did not start: {log}");
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}

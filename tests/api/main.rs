@@ -9,5 +9,6 @@ mod hostile;
 mod operations;
 mod providers;
 mod proxy;
+mod replicas;
 mod streaming;
 mod upstream;

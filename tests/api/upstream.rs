@@ -18,13 +18,30 @@ struct Verifier {
 }
 
 impl Verifier {
-    fn check(&self, req: &HttpRequest) -> Result<Value, String> {
+    /// JWT access tokens are verified against the JWKS; opaque ones are introspected at the
+    /// provider (RFC 7662), as a resource server would.
+    async fn check(&self, req: &HttpRequest) -> Result<Value, String> {
         let auth = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or("no Authorization header")?;
         let token = auth.strip_prefix("Bearer ").ok_or("not a Bearer token")?;
+        if token.split('.').count() != 3 {
+            let answer: Value = awc::Client::default()
+                .post(format!("{}/token/introspection", self.issuer))
+                .basic_auth("spa-client", "spa-secret")
+                .send_form(&[("token", token)])
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            return match answer["active"] {
+                Value::Bool(true) => Ok(answer),
+                _ => Err("inactive token".into()),
+            };
+        }
         let header = decode_header(token).map_err(|e| e.to_string())?;
         let kid = header.kid.ok_or("no kid")?;
         let jwk = self.jwks.find(&kid).ok_or("unknown kid")?;
@@ -91,7 +108,7 @@ fn denied(reason: String) -> HttpResponse {
 }
 
 async fn echo(req: HttpRequest, mut body: web::Payload, v: web::Data<Verifier>) -> HttpResponse {
-    let claims = match v.check(&req) {
+    let claims = match v.check(&req).await {
         Ok(c) => c,
         Err(reason) => return denied(reason),
     };
@@ -127,7 +144,7 @@ async fn echo(req: HttpRequest, mut body: web::Payload, v: web::Data<Verifier>) 
 }
 
 async fn download(req: HttpRequest, v: web::Data<Verifier>) -> HttpResponse {
-    if let Err(reason) = v.check(&req) {
+    if let Err(reason) = v.check(&req).await {
         return denied(reason);
     }
     let total: usize = req
@@ -152,7 +169,7 @@ async fn download(req: HttpRequest, v: web::Data<Verifier>) -> HttpResponse {
 }
 
 async fn upload(req: HttpRequest, mut body: web::Payload, v: web::Data<Verifier>) -> HttpResponse {
-    if let Err(reason) = v.check(&req) {
+    if let Err(reason) = v.check(&req).await {
         return denied(reason);
     }
     let mut received = 0usize;
@@ -166,7 +183,7 @@ async fn upload(req: HttpRequest, mut body: web::Payload, v: web::Data<Verifier>
 }
 
 async fn sse(req: HttpRequest, v: web::Data<Verifier>) -> HttpResponse {
-    if let Err(reason) = v.check(&req) {
+    if let Err(reason) = v.check(&req).await {
         return denied(reason);
     }
     let events = futures_util::stream::unfold(0u8, |n| async move {
@@ -188,7 +205,7 @@ async fn sse(req: HttpRequest, v: web::Data<Verifier>) -> HttpResponse {
 }
 
 async fn slow(req: HttpRequest, v: web::Data<Verifier>) -> HttpResponse {
-    if let Err(reason) = v.check(&req) {
+    if let Err(reason) = v.check(&req).await {
         return denied(reason);
     }
     actix_web::rt::time::sleep(Duration::from_secs(3)).await;
@@ -206,7 +223,7 @@ async fn unauthorized() -> HttpResponse {
 
 /// Echoes text messages as "<sub>: <text>"; accepts the subprotocol `chat.v1`.
 async fn websocket(req: HttpRequest, body: web::Payload, v: web::Data<Verifier>) -> HttpResponse {
-    let claims = match v.check(&req) {
+    let claims = match v.check(&req).await {
         Ok(c) => c,
         Err(reason) => return denied(reason),
     };
