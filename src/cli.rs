@@ -180,8 +180,10 @@ async fn check(config: Config) -> ExitCode {
                     "metadata",
                     if md.discovered {
                         "discovered"
-                    } else {
+                    } else if p.discovery {
                         "configured endpoints only (discovery failed)"
+                    } else {
+                        "configured endpoints (this provider has no discovery)"
                     }
                 );
                 show(

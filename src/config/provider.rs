@@ -210,6 +210,20 @@ pub const RESERVED_PARAMS: [&str; 10] = [
     "request",
 ];
 
+/// Token-request parameters token-handler sets itself, including client authentication.
+pub const RESERVED_TOKEN_PARAMS: [&str; 10] = [
+    "grant_type",
+    "code",
+    "code_verifier",
+    "redirect_uri",
+    "refresh_token",
+    "client_id",
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
+    "scope",
+];
+
 impl RawProvider {
     /// Fills in what a preset knows, without overriding anything configured.
     fn apply_preset(
@@ -239,10 +253,20 @@ impl RawProvider {
                         "preset \"microsoft\" needs the directory (tenant) id or domain; \"common\" and \"organizations\" issue tokens whose issuer cannot be verified",
                     )
                 })?;
-                if matches!(tenant.as_str(), "common" | "organizations") {
+                // Entra ID's discovery names the issuer by tenant GUID, whatever alias was used
+                // to fetch it, so only the GUID gives an issuer that matches.
+                let is_guid = tenant.len() == 36
+                    && tenant.chars().enumerate().all(|(i, c)| {
+                        if matches!(i, 8 | 13 | 18 | 23) {
+                            c == '-'
+                        } else {
+                            c.is_ascii_hexdigit()
+                        }
+                    });
+                if !is_guid {
                     return Err(ConfigError::new(
                         k("tenant"),
-                        "use the directory (tenant) id or domain: tokens from \"common\" and \"organizations\" carry each user's own tenant as issuer",
+                        "must be the directory (tenant) id, a GUID (Entra admin center, Overview): discovery names the issuer by GUID, so \"common\", \"organizations\" or a domain would never match it",
                     ));
                 }
                 set(
@@ -302,13 +326,14 @@ impl RawProvider {
                 )
             })?),
         };
-        if let Some(p) = preset {
-            self.apply_preset(p, &k)?;
-        } else if self.tenant.is_some() {
+        if self.tenant.is_some() && preset != Some(Preset::Microsoft) {
             return Err(ConfigError::new(
                 k("tenant"),
                 "only applies to preset = \"microsoft\"",
             ));
+        }
+        if let Some(p) = preset {
+            self.apply_preset(p, &k)?;
         }
         if self.client_id.trim().is_empty() {
             return Err(ConfigError::new(k("client_id"), "must not be empty"));
@@ -374,10 +399,10 @@ impl RawProvider {
                 ))
             }
         };
-        let params = |name: &str, map: BTreeMap<String, String>| {
+        let params = |name: &str, map: BTreeMap<String, String>, reserved: &[&str]| {
             map.into_iter()
                 .map(|(key, value)| {
-                    if RESERVED_PARAMS.contains(&key.as_str()) || key.is_empty() {
+                    if reserved.contains(&key.as_str()) || key.is_empty() {
                         Err(ConfigError::new(
                             k(name),
                             format!("`{key}` is set by token-handler itself"),
@@ -411,8 +436,16 @@ impl RawProvider {
                 .map(|t| parse_url(&k("post_logout_redirect_uri"), t))
                 .transpose()?,
             timeout: parse_duration(&k("timeout"), &self.timeout)?,
-            extra_auth_params: params("extra_auth_params", self.extra_auth_params)?,
-            extra_token_params: params("extra_token_params", self.extra_token_params)?,
+            extra_auth_params: params(
+                "extra_auth_params",
+                self.extra_auth_params,
+                &RESERVED_PARAMS,
+            )?,
+            extra_token_params: params(
+                "extra_token_params",
+                self.extra_token_params,
+                &RESERVED_TOKEN_PARAMS,
+            )?,
             allowed_extra_params,
             par,
             scope,
@@ -487,9 +520,17 @@ impl RawProvider {
                 } else {
                     return Err(ConfigError::new(
                         k("private_key_file"),
-                        "is not a PEM RSA or P-256 (EC) private key",
+                        "is not a PKCS#8 PEM RSA or P-256 private key (convert a SEC1 \"EC PRIVATE KEY\" with `openssl pkcs8 -topk8 -nocrypt`)",
                     ));
                 };
+                // Sign once now, so a key of another curve fails at startup, not at login.
+                jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &serde_json::json!({}), &key)
+                    .map_err(|_| {
+                        ConfigError::new(
+                            k("private_key_file"),
+                            "cannot sign ES256 or RS256 with this key (EC keys must be on P-256)",
+                        )
+                    })?;
                 ClientAuth::PrivateKeyJwt {
                     key,
                     alg,
@@ -578,13 +619,21 @@ redirect_uri = "https://www.example.com/"
             error_key("preset = \"microsoft\"\ntenant = \"common\"\nclient_secret = \"s\""),
             "providers[0].tenant"
         );
+        assert_eq!(
+            error_key("preset = \"microsoft\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_secret = \"s\""),
+            "providers[0].tenant"
+        );
         let c = with_provider(
-            "preset = \"microsoft\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_secret = \"s\"",
+            "preset = \"microsoft\"\ntenant = \"72f988bf-86f1-41af-91ab-2d7cd011db47\"\nclient_secret = \"s\"",
         )
         .expect("valid");
         assert_eq!(
             c.providers[0].issuer,
-            "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0"
+            "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0"
+        );
+        assert_eq!(
+            error_key("preset = \"google\"\ntenant = \"x\"\nclient_secret = \"s\""),
+            "providers[0].tenant"
         );
     }
 
@@ -661,6 +710,12 @@ redirect_uri = "https://www.example.com/"
         assert_eq!(
             error_key(&format!("{issuer}\nallowed_extra_params = [\"state\"]")),
             "providers[0].allowed_extra_params"
+        );
+        assert_eq!(
+            error_key(&format!(
+                "{issuer}\n[providers.extra_token_params]\ngrant_type = \"password\""
+            )),
+            "providers[0].extra_token_params"
         );
     }
 

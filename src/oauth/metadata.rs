@@ -78,9 +78,13 @@ fn same_issuer(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
+/// A discovered endpoint, held to the same rule as configured ones: https, except on loopback.
 fn endpoint(name: &str, text: Option<String>) -> Result<Option<Url>, String> {
-    text.map(|t| Url::parse(&t).map_err(|e| format!("discovery gave an invalid {name} `{t}`: {e}")))
-        .transpose()
+    text.map(|t| {
+        crate::config::parse_provider_url(name, &t)
+            .map_err(|e| format!("discovery gave an unusable {name}: {}", e.message))
+    })
+    .transpose()
 }
 
 /// Fetches discovery and merges configured overrides.
@@ -231,11 +235,14 @@ impl MetadataCache {
                 return Ok(md.clone());
             }
         }
-        if cached.is_none() {
-            if let Some((at, reason)) = self.last_failure.read().ok().and_then(|f| f.clone()) {
-                if at.elapsed() < FAIL_FAST {
-                    return Err(reason);
-                }
+        // Right after a failed fetch, answer at once: the stale copy when there is one, else
+        // the failure. The background task keeps retrying.
+        if let Some((at, reason)) = self.last_failure.read().ok().and_then(|f| f.clone()) {
+            if at.elapsed() < FAIL_FAST {
+                return match cached {
+                    Some((md, _)) => Ok(md),
+                    None => Err(reason),
+                };
             }
         }
         self.refresh(client, config).await

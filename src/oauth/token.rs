@@ -81,6 +81,18 @@ async fn token_request(
         form,
     )
     .await?;
+    // Some providers (GitHub) answer token errors with 200 and an `error` member.
+    if value.get("access_token").is_none() {
+        if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
+            let error = match super::http::safe_code(error).as_str() {
+                // GitHub's names for a dead code or refresh token.
+                "bad_verification_code" | "bad_refresh_token" => "invalid_grant".to_string(),
+                other => other.to_string(),
+            };
+            tracing::info!(provider = %config.id, %error, "provider rejected the token request with a 200");
+            return Err(CallError::Rejected { status: 200, error });
+        }
+    }
     let response: TokenResponse = serde_json::from_value(value)
         .map_err(|_| CallError::Unavailable("the provider's token response is not valid".into()))?;
     if let Some(kind) = &response.token_type {

@@ -359,7 +359,7 @@ async fn complete_login(
             ));
         }
     }
-    let tokens = match token::redeem_code(client, &provider.config, &metadata, code, &login.verifier).await {
+    let mut tokens = match token::redeem_code(client, &provider.config, &metadata, code, &login.verifier).await {
         Ok(t) => t,
         Err(CallError::Rejected { error, .. }) => {
             return Ok(error_with_cookies(
@@ -372,6 +372,11 @@ async fn complete_login(
         Err(CallError::Unavailable(m)) => return Err(ApiError::ProviderUnavailable(m)),
     };
     let now = state.clock.now();
+    if !provider.config.is_openid() && tokens.id_token.is_some() {
+        // Not an OpenID Connect login: no nonce was sent, so the token cannot be checked.
+        tracing::info!(provider = %provider.id(), "ignoring an ID token from a login without the openid scope");
+        tokens.id_token = None;
+    }
     let sub = match &tokens.id_token {
         Some(id_token) => Some(
             provider

@@ -29,10 +29,15 @@ pub async fn logout(
         .cookies
         .open(&req, &state.sealer, CookieKind::IdToken, now)
         .unwrap_or(None);
+    let at: Option<AccessTokenCookie> = state
+        .cookies
+        .open(&req, &state.sealer, CookieKind::AccessToken, now)
+        .unwrap_or(None);
     let provider_id = rt
         .as_ref()
         .map(|r| r.provider.as_str())
-        .or(id.as_ref().map(|i| i.provider.as_str()));
+        .or(id.as_ref().map(|i| i.provider.as_str()))
+        .or(at.as_ref().map(|a| a.provider.as_str()));
     let provider = provider_id
         .and_then(|p| state.providers.get(p))
         .unwrap_or_else(|| state.providers.default_provider());
@@ -49,11 +54,7 @@ pub async fn logout(
         .as_ref()
         .and_then(|m| m.revocation_endpoint.as_ref())
     {
-        let at: Option<AccessTokenCookie> = state
-            .cookies
-            .open(&req, &state.sealer, CookieKind::AccessToken, now)
-            .unwrap_or(None)
-            .filter(|at: &AccessTokenCookie| at.provider == provider.id());
+        let at = at.as_ref().filter(|at| at.provider == provider.id());
         let tokens = [
             rt.as_ref().map(|r| (&r.token, "refresh_token")),
             at.as_ref().map(|a| (&a.token, "access_token")),
