@@ -172,6 +172,12 @@ impl CookiePolicy {
         let out = self.with_value(kind, &sealed);
         for c in &out {
             let size = c.to_string().len();
+            crate::metrics::METRICS
+                .cookie_bytes
+                .get_or_create(&crate::metrics::CookieLabel {
+                    cookie: self.name(kind),
+                })
+                .observe(size as f64);
             if size > MAX_COOKIE_BYTES {
                 tracing::error!(cookie = %self.name(kind), size, "cookie too large for browsers");
                 return Err(ApiError::CookieTooLarge {
@@ -252,7 +258,22 @@ impl CookiePolicy {
         for c in cookies.iter().filter(|c| c.name() == name) {
             match sealer.unseal(kind.purpose(), now, c.value()) {
                 Ok(v) => return Ok(Some(v)),
-                Err(e) => result = Err(e),
+                Err(e) => {
+                    crate::metrics::METRICS
+                        .unseal_failures
+                        .get_or_create(&crate::metrics::UnsealLabels {
+                            cookie: name.clone(),
+                            reason: match e {
+                                SealError::Expired => "expired",
+                                _ => "invalid",
+                            },
+                            key_id: sealer
+                                .listed_key_id(c.value())
+                                .unwrap_or_else(|| "unknown".into()),
+                        })
+                        .inc();
+                    result = Err(e)
+                }
             }
         }
         result

@@ -32,6 +32,7 @@ pub mod crypto;
 pub mod csrf;
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod oauth;
 pub mod origin;
 pub mod proxy;

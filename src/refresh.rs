@@ -150,6 +150,18 @@ impl RefreshCoordinator {
                 }
             }
         }
+        let label = match (&outcome, performed) {
+            (_, false) => "coalesced",
+            (Ok(_), true) => "ok",
+            (Err(RefreshFailure::Rejected(e)), true) if e == "invalid_grant" => "invalid_grant",
+            (Err(RefreshFailure::Rejected(_)), true)
+            | (Err(RefreshFailure::BadIdToken(_)), true) => "rejected",
+            (Err(RefreshFailure::Unavailable(_)), true) => "provider_error",
+        };
+        crate::metrics::METRICS
+            .refreshes
+            .get_or_create(&crate::metrics::OutcomeLabel { outcome: label })
+            .inc();
         (outcome, !performed)
     }
 }

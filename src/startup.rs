@@ -15,6 +15,7 @@ use std::time::Duration;
 /// A bound, not yet running server.
 pub struct Application {
     server: Server,
+    metrics: Option<(Server, u16)>,
     port: u16,
     state: web::Data<AppState>,
 }
@@ -57,8 +58,24 @@ impl Application {
         if let Some(n) = workers {
             server = server.workers(n);
         }
+        let metrics = match state.config.metrics_listen.as_deref() {
+            None => None,
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)?;
+                let metrics_port = listener.local_addr()?.port();
+                let server = HttpServer::new(|| {
+                    App::new().route("/metrics", web::get().to(crate::metrics::serve))
+                })
+                .workers(1)
+                .shutdown_timeout(grace.as_secs())
+                .listen(listener)?
+                .run();
+                Some((server, metrics_port))
+            }
+        };
         Ok(Self {
             server: server.run(),
+            metrics,
             port,
             state,
         })
@@ -67,6 +84,11 @@ impl Application {
     /// The port actually bound.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The metrics listener's port, when `[metrics] listen` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(_, p)| *p)
     }
 
     /// The shared state (tests read the clock and keys through it).
@@ -84,7 +106,15 @@ impl Application {
             futures_util::future::join_all(tasks).await;
         });
         let keys = actix_web::rt::spawn(crate::rotation::watch_keys_file(self.state.clone()));
+        let metrics = self.metrics.map(|(server, _)| {
+            let handle = server.handle();
+            actix_web::rt::spawn(server);
+            handle
+        });
         let result = self.server.await;
+        if let Some(handle) = metrics {
+            handle.stop(true).await;
+        }
         discovery.abort();
         keys.abort();
         result

@@ -19,6 +19,36 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A bounded name for the request's route, for metrics: the agent endpoint, the health
+    /// endpoint, or the matching proxy route's configured path; never the raw path.
+    pub fn route_label(&self, path: &str) -> String {
+        let base = self.config.server.base_path.as_str();
+        if let Some(endpoint) = path.strip_prefix(base) {
+            const ENDPOINTS: [&str; 7] = [
+                "/login/start",
+                "/login/end",
+                "/userInfo",
+                "/claims",
+                "/refresh",
+                "/logout",
+                "/auth",
+            ];
+            if let Some(e) = ENDPOINTS.iter().find(|e| **e == endpoint) {
+                return format!("{base}{e}");
+            }
+        }
+        if matches!(path, "/health/live" | "/health/ready") {
+            return path.to_string();
+        }
+        self.config
+            .proxy
+            .routes
+            .iter()
+            .find(|r| r.path.matches(path))
+            .map(|r| r.path.as_str().to_string())
+            .unwrap_or_else(|| "unmatched".to_string())
+    }
+
     pub fn new(config: Config, clock: Clock) -> Self {
         Self {
             sealer: Sealer::new(config.cookies.keys.clone()),

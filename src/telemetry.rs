@@ -66,8 +66,24 @@ pub async fn log_request(
         method = %req.method(),
         path = %req.path(),
     );
+    let route = req
+        .app_data::<actix_web::web::Data<crate::state::AppState>>()
+        .map(|s| s.route_label(req.path()))
+        .unwrap_or_else(|| "unmatched".to_string());
     let mut res = next.call(req).instrument(span.clone()).await?;
     res.headers_mut().insert(REQUEST_ID, value);
+    let metrics = &crate::metrics::METRICS;
+    metrics
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            route: route.clone(),
+            status: res.status().as_u16(),
+        })
+        .inc();
+    metrics
+        .request_duration
+        .get_or_create(&crate::metrics::RouteLabel { route })
+        .observe(start.elapsed().as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
             status = res.status().as_u16(),

@@ -103,6 +103,14 @@ impl Sealer {
         }
     }
 
+    /// The id (hex) of the listed key a value names in its header, if any: for metrics, never
+    /// an id an attacker made up (that would grow the series without bound).
+    pub fn listed_key_id(&self, sealed: &str) -> Option<String> {
+        let head = URL_SAFE_NO_PAD.decode(sealed.get(..8)?).ok()?;
+        let id = head.get(1..1 + KEY_ID_LEN)?;
+        self.ring().find(id).map(|k| k.id_hex())
+    }
+
     /// When `sealed` was sealed by a listed key other than the current one, the same plaintext
     /// sealed with the current key; `None` when it already is current (or does not open). This
     /// moves live sessions onto a new key as they are used, so the old key can be dropped.

@@ -66,6 +66,21 @@ pub async fn send_json(
     request: awc::SendClientRequest,
     what: &str,
 ) -> Result<serde_json::Value, CallError> {
+    let started = std::time::Instant::now();
+    let result = exchange(request, what).await;
+    crate::metrics::METRICS
+        .provider_duration
+        .get_or_create(&crate::metrics::EndpointLabel {
+            endpoint: what.to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn exchange(
+    request: awc::SendClientRequest,
+    what: &str,
+) -> Result<serde_json::Value, CallError> {
     let mut resp = request.await.map_err(|e| {
         tracing::warn!(endpoint = what, error = %e, "provider call failed");
         CallError::Unavailable(format!("the provider's {what} could not be reached"))

@@ -211,6 +211,8 @@ pub fn free_port() -> u16 {
 pub struct TestApp {
     pub address: String,
     pub state: web::Data<AppState>,
+    /// The metrics listener, when the configuration enables it.
+    pub metrics_address: Option<String>,
 }
 
 impl TestApp {
@@ -241,9 +243,14 @@ impl TestApp {
         let config = Config::from_toml(toml, Vec::new()).expect("valid test config");
         let app = Application::build(config).expect("bind");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let metrics_address = app.metrics_port().map(|p| format!("http://127.0.0.1:{p}"));
         let state = app.state();
         actix_web::rt::spawn(app.run_until_stopped());
-        Self { address, state }
+        Self {
+            address,
+            state,
+            metrics_address,
+        }
     }
 
     pub fn browser(&self) -> Browser {

@@ -209,3 +209,43 @@ async fn keys_rotate_on_sighup_without_logging_anyone_out() {
         "a key was logged"
     );
 }
+
+#[actix_web::test]
+async fn prometheus_metrics_on_their_own_listener() {
+    let op = TestProvider::start().await;
+    let toml = config_toml(&op.issuer, &CookieKey::generate_text())
+        + "\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
+    let app = TestApp::spawn_toml(&toml).await;
+    let mut browser = app.browser();
+    assert_eq!(browser.login("metered").await.status, 200);
+    assert_eq!(browser.post("/refresh", "").await.status, 204);
+    let mut tampered = browser.clone();
+    tampered.jar.set_value(
+        "th-at",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    );
+    assert_eq!(tampered.get("/userInfo").await.status, 401);
+
+    let metrics_address = app.metrics_address.clone().expect("metrics listener");
+    let mut resp = awc::Client::default()
+        .get(format!("{metrics_address}/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = String::from_utf8(resp.body().await.expect("body").to_vec()).expect("utf8");
+    for expected in [
+        "token_handler_http_requests_total{route=\"/oauth-agent/login/end\",status=\"200\"}",
+        "token_handler_http_requests_total{route=\"/oauth-agent/refresh\",status=\"204\"}",
+        "token_handler_http_request_duration_seconds_bucket{",
+        "token_handler_refreshes_total{outcome=\"ok\"}",
+        "token_handler_unseal_failures_total{cookie=\"th-at\",reason=\"invalid\",key_id=\"unknown\"}",
+        "token_handler_provider_request_duration_seconds_count{endpoint=\"token endpoint\"}",
+        "token_handler_cookie_bytes_count{cookie=\"th-id\"}",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+    }
+    // Not on the public port.
+    let (status, _) = get_json(&format!("{}/metrics", app.address)).await;
+    assert_eq!(status, 404);
+}

@@ -1,0 +1,135 @@
+//! Prometheus metrics, served on their own listener (`[metrics] listen`, off by default) so they
+//! are never reachable through the public port.
+//!
+//! Label values are bounded: routes are the configured endpoint and proxy-route names (never
+//! raw request paths), key ids only of listed keys, cookie names from our fixed set. A client
+//! cannot grow the series count.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::LazyLock;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnsealLabels {
+    pub cookie: String,
+    pub reason: &'static str,
+    pub key_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CookieLabel {
+    pub cookie: String,
+}
+
+/// Every metric token-handler exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RouteLabel, Histogram>,
+    pub refreshes: Family<OutcomeLabel, Counter>,
+    pub unseal_failures: Family<UnsealLabels, Counter>,
+    pub provider_duration: Family<EndpointLabel, Histogram>,
+    pub cookie_bytes: Family<CookieLabel, Histogram>,
+}
+
+fn latency() -> Histogram {
+    // 0.5 ms to ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("token_handler");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Requests answered, by route and status",
+            requests.clone(),
+        );
+        let request_duration = Family::<RouteLabel, Histogram>::new_with_constructor(latency);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to the response head, by route",
+            request_duration.clone(),
+        );
+        let refreshes = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "refreshes",
+            "Refresh attempts by outcome: ok, coalesced, invalid_grant, rejected, provider_error",
+            refreshes.clone(),
+        );
+        let unseal_failures = Family::<UnsealLabels, Counter>::default();
+        registry.register(
+            "unseal_failures",
+            "Cookies that did not open, by cookie, reason and key id",
+            unseal_failures.clone(),
+        );
+        let provider_duration = Family::<EndpointLabel, Histogram>::new_with_constructor(latency);
+        registry.register(
+            "provider_request_duration_seconds",
+            "Calls to identity providers, by endpoint",
+            provider_duration.clone(),
+        );
+        let cookie_bytes = Family::<CookieLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(64.0, 2.0, 8))
+        });
+        registry.register(
+            "cookie_bytes",
+            "Size of each Set-Cookie written, by cookie",
+            cookie_bytes.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            refreshes,
+            unseal_failures,
+            provider_duration,
+            cookie_bytes,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            tracing::error!("metrics could not be encoded");
+        }
+        out
+    }
+}
+
+/// The process-wide metrics (one registry however many apps a test process starts).
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// `GET /metrics` on the metrics listener.
+pub async fn serve() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(METRICS.render())
+}
