@@ -1,8 +1,9 @@
 //! The provider's signing keys (JWKS), cached.
 //!
-//! An ID token whose `kid` we do not know triggers one refetch (providers rotate keys), but at
-//! most once per [`MIN_REFETCH`]: otherwise anyone could make us hammer the provider by sending
-//! tokens with made-up key ids. Keys of types or algorithms we cannot use are skipped, not
+//! An ID token whose `kid` we do not know triggers one refetch (providers rotate keys), at most
+//! once per [`MIN_REFETCH`]. ID tokens only ever reach us in answers from the provider's own
+//! token endpoint, so an unknown kid means the provider rotated (or restarted with new keys);
+//! the interval only keeps a misbehaving provider from making every login refetch. Keys of types or algorithms we cannot use are skipped, not
 //! fatal, because real JWKS documents mix signing and encryption keys.
 
 use jsonwebtoken::jwk::Jwk;
@@ -14,7 +15,7 @@ use url::Url;
 use super::http::send_json;
 
 /// Smallest interval between two JWKS fetches caused by unknown key ids.
-pub const MIN_REFETCH: Duration = Duration::from_secs(10);
+pub const MIN_REFETCH: Duration = Duration::from_secs(1);
 /// Keys are fetched again after this long even when every kid is known, so a key the provider
 /// withdrew (after a compromise, say) stops being trusted.
 pub const JWKS_TTL: Duration = Duration::from_secs(3600);
@@ -57,10 +58,16 @@ impl JwksCache {
         }
         let not_published =
             || KeyError::Invalid("the ID token's signing key is not in the provider's JWKS".into());
-        if !self.may_fetch() {
-            return self
-                .find(kid, alg)
-                .map_or(Err(not_published()), |k| k.map_err(KeyError::Invalid));
+        if let Err(wait) = self.may_fetch() {
+            // A fetch just happened: wait out the interval once, then look again (another
+            // request may have fetched meanwhile) before fetching ourselves.
+            actix_web::rt::time::sleep(wait).await;
+            if let Some(key) = self.find(kid, alg) {
+                return key.map_err(KeyError::Invalid);
+            }
+            if self.may_fetch().is_err() {
+                return Err(not_published());
+            }
         }
         let fetched = send_json(
             client.get(jwks_uri.as_str()).timeout(timeout).send(),
@@ -99,16 +106,17 @@ impl JwksCache {
             .map_or(Err(not_published()), |k| k.map_err(KeyError::Invalid))
     }
 
-    /// Rate limit for fetches: at most one attempt per [`MIN_REFETCH`].
-    fn may_fetch(&self) -> bool {
+    /// Rate limit for fetches: at most one attempt per [`MIN_REFETCH`]; `Err` says how long
+    /// until the next one may start.
+    fn may_fetch(&self) -> Result<(), Duration> {
         let Ok(mut f) = self.fetched.lock() else {
-            return false;
+            return Err(MIN_REFETCH);
         };
         match f.1 {
-            Some(at) if at.elapsed() < MIN_REFETCH => false,
+            Some(at) if at.elapsed() < MIN_REFETCH => Err(MIN_REFETCH - at.elapsed()),
             _ => {
                 f.1 = Some(Instant::now());
-                true
+                Ok(())
             }
         }
     }

@@ -34,9 +34,15 @@ impl TestProvider {
     }
 
     pub async fn start_with(config: Value) -> Self {
+        Self::start_on(config, 0).await
+    }
+
+    /// Starts on a given port (0: any), e.g. to bring a stopped provider back at its address.
+    pub async fn start_on(config: Value, port: u16) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oidc/provider.mjs");
         let mut child = Command::new("node")
             .arg(script)
+            .env("PORT", port.to_string())
             .env("OIDC_CONFIG", config.to_string())
             .env("MAX_LIFETIME_SECONDS", "300")
             .stdin(Stdio::piped())

@@ -249,3 +249,92 @@ async fn prometheus_metrics_on_their_own_listener() {
     let (status, _) = get_json(&format!("{}/metrics", app.address)).await;
     assert_eq!(status, 404);
 }
+
+#[actix_web::test]
+async fn a_provider_outage_and_restart_need_no_token_handler_restart() {
+    let op = TestProvider::start().await;
+    let port: u16 = op
+        .issuer
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let app = TestApp::spawn(&op.issuer).await;
+    let mut browser = app.browser();
+    assert_eq!(browser.login("outage").await.status, 200);
+    op.stop().await;
+
+    // During the outage, calls that need the provider get JSON errors, quickly, never a 500, and
+    // the session is not thrown away. (login/start still answers from cached metadata.)
+    for (method, path) in [("GET", "/userInfo"), ("POST", "/refresh")] {
+        let started = Instant::now();
+        let resp = if method == "GET" {
+            browser.get(path).await
+        } else {
+            browser.post(path, "").await
+        };
+        assert!(
+            matches!(resp.status, 502 | 503 | 504),
+            "{path}: {} {:?}",
+            resp.status,
+            resp.body
+        );
+        assert!(resp.body["code"].is_string(), "{path}: {:?}", resp.body);
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(
+        !browser.jar.named("th-auth").is_empty(),
+        "the outage cleared the session"
+    );
+
+    // The provider comes back (at the same address, with fresh state and new keys): new logins
+    // work again without restarting token-handler.
+    let back = TestProvider::start_on(json!({}), port).await;
+    assert_eq!(back.issuer, op_issuer(port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut fresh = app.browser();
+    loop {
+        let resp = fresh.post("/login/start", "").await;
+        if resp.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never recovered: {:?}",
+            resp.body
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let resp = fresh.login("after-outage").await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert_eq!(fresh.get("/userInfo").await.body["sub"], "after-outage");
+}
+
+fn op_issuer(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+#[actix_web::test]
+async fn a_slow_provider_is_cut_off_at_the_timeout() {
+    let op = TestProvider::start_with(json!({"tokenEndpointDelayMs": 8000})).await;
+    let toml = config_toml(&op.issuer, &CookieKey::generate_text())
+        .replace("timeout = \"5s\"", "timeout = \"1s\"");
+    let app = TestApp::spawn_toml(&toml).await;
+    let mut browser = app.browser();
+    let url = browser.start_login("").await;
+    let callback = provider_login(&url, "patient").await;
+    let started = Instant::now();
+    let resp = browser.end_login(&callback).await;
+    let took = started.elapsed();
+    assert_eq!(resp.status, 502, "{:?}", resp.body);
+    assert_eq!(resp.code(), "authorization_server_error");
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
+    app.assert_alive().await;
+}
