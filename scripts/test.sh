@@ -26,3 +26,6 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "tests"
 cargo test --locked --all-targets
+
+step "browser end-to-end (Debian's chromium driven by playwright-core)"
+bash tests/e2e/run.sh

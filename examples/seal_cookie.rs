@@ -1,0 +1,38 @@
+//! Prints a sealed `-at` cookie value for a made-up access token, for load tests
+//! (scripts/bench-proxy.sh): `cargo run --example seal_cookie -- <cookie key>`.
+//!
+//! The token never expires by token-handler's reckoning (no `expires_in`, not a JWT), so the
+//! proxy forwards it without refreshing; the benchmark's upstream does not check it.
+
+use token_handler::crypto::{KeyRing, Purpose, Sealer};
+use token_handler::secret::Token;
+use token_handler::session::AccessTokenCookie;
+
+fn main() -> std::process::ExitCode {
+    let Some(key) = std::env::args().nth(1) else {
+        eprintln!("usage: seal_cookie <cookie key from `token-handler keygen`>");
+        return std::process::ExitCode::from(2);
+    };
+    let ring = match KeyRing::parse(&[key]) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("seal_cookie: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let value = AccessTokenCookie {
+        provider: "default".into(),
+        token: Token::new(format!("bench-{}", "x".repeat(800))),
+        expires_at: None,
+    };
+    match Sealer::new(ring).seal(Purpose::AccessToken, i64::MAX / 2, &value) {
+        Ok(sealed) => {
+            println!("{sealed}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("seal_cookie: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

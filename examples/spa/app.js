@@ -1,0 +1,260 @@
+// The example SPA: plain JavaScript, no framework, no build step.
+//
+// Everything token-related happens in token-handler; this code only:
+//   1. POSTs the page URL to /oauth-agent/login/end on every load (finishing a login when the
+//      URL is the provider's callback), then drops ?code&state from the address bar;
+//   2. keeps the CSRF value login/end returns (sessionStorage) and sends it as x-th-csrf on
+//      every POST;
+//   3. calls /oauth-agent/* and /api/* with credentials: 'include'.
+// It never sees a token: they live in HttpOnly cookies.
+
+const AGENT = '/oauth-agent';
+const CSRF_HEADER = 'x-th-csrf';
+const CSRF_KEY = 'th-csrf';
+const LAST_TOKEN_KEY = 'example-api-last-token';
+
+const $ = (id) => document.getElementById(id);
+
+/** An error answer, with token-handler's (or the API's) JSON {code, message}. */
+class CallError extends Error {
+  constructor(request, status, code, message, body) {
+    super(message);
+    this.request = request;
+    this.status = status;
+    this.code = code;
+    this.body = body;
+  }
+}
+
+/** fetch with cookies, the CSRF header on non-GET requests, and JSON errors as CallError. */
+async function call(url, { method = 'GET', body } = {}) {
+  const headers = { accept: 'application/json' };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (method !== 'GET' && method !== 'HEAD') {
+    const csrf = sessionStorage.getItem(CSRF_KEY);
+    if (csrf) headers[CSRF_HEADER] = csrf;
+  }
+  const request = `${method} ${url}`;
+  let response;
+  try {
+    response = await fetch(url, {
+      method,
+      credentials: 'include',
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (e) {
+    throw new CallError(request, 0, 'network_error', `the request failed: ${e.message}`, null);
+  }
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = { raw: text };
+    }
+  }
+  if (!response.ok) {
+    const code = data?.code ?? data?.error ?? `http_${response.status}`;
+    const message = data?.message ?? data?.error_description ?? (text || response.statusText);
+    throw new CallError(request, response.status, code, message, data);
+  }
+  return data;
+}
+
+/** Runs `fn`; on token_expired, asks token-handler to refresh and runs it once more. */
+async function withRefresh(fn) {
+  try {
+    return await fn();
+  } catch (e) {
+    if (!(e instanceof CallError) || e.code !== 'token_expired') throw e;
+    await call(`${AGENT}/refresh`, { method: 'POST' });
+    return fn();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering.
+
+function showError(e) {
+  if (e instanceof CallError) {
+    $('error-title').textContent = `${e.request} → ${e.status || 'no answer'}`;
+    $('error-message').textContent = `${e.code}: ${e.message}`;
+    $('error-body').textContent = e.body ? JSON.stringify(e.body, null, 2) : '';
+    $('error-body').hidden = !e.body;
+  } else {
+    $('error-title').textContent = 'Unexpected error';
+    $('error-message').textContent = String(e?.message ?? e);
+    $('error-body').hidden = true;
+  }
+  $('error').hidden = false;
+}
+
+function clearError() {
+  $('error').hidden = true;
+}
+
+function setStatus(text, kind) {
+  const s = $('status');
+  s.textContent = text;
+  s.className = `pill ${kind}`;
+}
+
+function showSignedOut() {
+  setStatus('signed out', 'off');
+  $('signed-out').hidden = false;
+  $('signed-in').hidden = true;
+  $('claims-card').hidden = true;
+}
+
+async function showSignedIn() {
+  setStatus('signed in', 'on');
+  $('signed-out').hidden = true;
+  $('signed-in').hidden = false;
+
+  const claims = await call(`${AGENT}/claims`);
+  $('claims').textContent = JSON.stringify(claims, null, 2);
+  $('claims-card').hidden = false;
+
+  // The user's name from the provider's userinfo endpoint (through token-handler). Some
+  // providers refuse userinfo with an access token issued for an API audience; then the name
+  // comes from the ID token's claims.
+  try {
+    const info = await withRefresh(() => call(`${AGENT}/userInfo`));
+    $('user-name').textContent = info.name ?? info.preferred_username ?? info.sub;
+    $('user-source').textContent = `from GET ${AGENT}/userInfo · subject ${info.sub}`;
+    $('user-note').hidden = true;
+  } catch (e) {
+    if (e instanceof CallError && e.code === 'session_expired') throw e;
+    $('user-name').textContent = claims.name ?? claims.preferred_username ?? claims.sub;
+    $('user-source').textContent = `from the ID token's claims · subject ${claims.sub}`;
+    $('user-note').textContent =
+      `userInfo was not available (${e.code ?? 'error'}: ${e.message}); the name shown is the ID token's.`;
+    $('user-note').hidden = false;
+  }
+}
+
+const time = (seconds) => new Date(seconds * 1000).toLocaleTimeString();
+
+let expiryTimer = null;
+
+function renderApiResult(data) {
+  const token = data.token ?? {};
+  const previous = JSON.parse(sessionStorage.getItem(LAST_TOKEN_KEY) ?? 'null');
+  sessionStorage.setItem(LAST_TOKEN_KEY, JSON.stringify(token));
+
+  // The proxy refreshes the access token (and sets new cookies, which this script cannot see)
+  // when it is about to expire. The API reports which token it got: a new jti means a refresh.
+  const note = $('refresh-note');
+  if (previous?.jti && token.jti && previous.jti !== token.jti) {
+    note.textContent =
+      `Token refreshed: this call carried a new access token (jti ${short(previous.jti)} → ` +
+      `${short(token.jti)}, issued ${time(token.iat)}). token-handler refreshed it transparently.`;
+    note.hidden = false;
+  } else if (previous?.jti) {
+    note.textContent = `Same access token as the previous call (jti ${short(token.jti)}).`;
+    note.hidden = false;
+  } else {
+    note.hidden = true;
+  }
+  note.className = previous?.jti && previous.jti !== token.jti ? 'note ok' : 'note info';
+
+  $('fact-sub').textContent = data.sub;
+  $('fact-jti').textContent = token.jti ?? '(none)';
+  $('fact-iat').textContent = token.iat ? time(token.iat) : '';
+  $('token-facts').hidden = false;
+  const showExpiry = () => {
+    const left = token.exp - Math.floor(Date.now() / 1000);
+    $('fact-exp').textContent = `${time(token.exp)} (${left > 0 ? `in ${left} s` : 'expired'})`;
+  };
+  showExpiry();
+  clearInterval(expiryTimer);
+  expiryTimer = setInterval(showExpiry, 1000);
+
+  $('api-result').textContent = JSON.stringify(data, null, 2);
+  $('api-result').hidden = false;
+}
+
+const short = (s) => (s && s.length > 10 ? `${s.slice(0, 10)}…` : s);
+
+// ---------------------------------------------------------------------------------------------
+// Actions.
+
+/** Runs a click handler with its button disabled and errors shown. */
+function action(button, fn) {
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    clearError();
+    try {
+      await fn();
+    } catch (e) {
+      showError(e);
+      if (e instanceof CallError && e.code === 'session_expired') {
+        sessionStorage.removeItem(CSRF_KEY);
+        showSignedOut();
+      }
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+async function signIn() {
+  const { authorizationRequestUrl } = await call(`${AGENT}/login/start`, { method: 'POST', body: {} });
+  location.href = authorizationRequestUrl;
+}
+
+async function signOut() {
+  const { url } = await call(`${AGENT}/logout`, { method: 'POST' });
+  sessionStorage.clear();
+  location.href = url;
+}
+
+let notes = 0;
+
+async function callApi(method) {
+  const body = method === 'POST' ? { text: `note ${++notes} from the SPA` } : undefined;
+  const data = await withRefresh(() => call('/api/data', { method, body }));
+  renderApiResult(data);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page load.
+
+async function start() {
+  action($('sign-in'), signIn);
+  action($('sign-out'), signOut);
+  action($('api-get'), () => callApi('GET'));
+  action($('api-post'), () => callApi('POST'));
+  $('error-dismiss').addEventListener('click', clearError);
+
+  const url = new URL(location.href);
+  const isCallback = ['code', 'state', 'error', 'iss'].some((p) => url.searchParams.has(p));
+  let end;
+  try {
+    // Every page load: a callback completes the login; any other URL just reports the session.
+    end = await call(`${AGENT}/login/end`, { method: 'POST', body: { pageUrl: location.href } });
+  } catch (e) {
+    showError(e);
+    end = { isLoggedIn: false };
+  } finally {
+    // The authorization code must not stay in the address bar, history or bookmarks.
+    if (isCallback) history.replaceState(null, '', url.pathname);
+  }
+  if (end.csrf) sessionStorage.setItem(CSRF_KEY, end.csrf);
+  if (!end.isLoggedIn) {
+    sessionStorage.removeItem(CSRF_KEY);
+    sessionStorage.removeItem(LAST_TOKEN_KEY);
+    showSignedOut();
+    return;
+  }
+  try {
+    await showSignedIn();
+  } catch (e) {
+    showError(e);
+    showSignedOut();
+  }
+}
+
+start();
