@@ -286,3 +286,90 @@ async fn a_plain_oauth2_session_without_an_id_token() {
         .as_str()
         .is_some_and(|u| !u.contains("id_token_hint")));
 }
+
+#[actix_web::test]
+async fn the_proxy_forwards_each_sessions_token_from_its_own_provider() {
+    let a = TestProvider::start_with(
+        json!({"jwtAccessTokens": {"audience": crate::upstream::API_AUDIENCE}}),
+    )
+    .await;
+    let b = TestProvider::start_with(
+        json!({"jwtAccessTokens": {"audience": crate::upstream::API_AUDIENCE}}),
+    )
+    .await;
+    let upstream = crate::upstream::Upstream::start_many(&[&a.issuer, &b.issuer]).await;
+    let toml = config_with(&format!(
+        "{}{}",
+        provider_toml(
+            "a",
+            &a.issuer,
+            "spa-client",
+            "client_secret = \"spa-secret\"\npar = \"off\""
+        ),
+        provider_toml(
+            "b",
+            &b.issuer,
+            "spa-client",
+            "client_secret = \"spa-secret\"\npar = \"off\""
+        )
+    )) + &format!(
+        "\n[[routes]]\npath = \"/api\"\nupstream = \"{}\"\n",
+        upstream.address
+    );
+    let app = TestApp::spawn_toml(&toml).await;
+    let mut alice = app.browser();
+    let mut bob = app.browser();
+    assert_eq!(login_with(&mut alice, "a", "alice").await.status, 200);
+    assert_eq!(login_with(&mut bob, "b", "bob").await.status, 200);
+    let seen_a = alice.raw(awc::http::Method::GET, "/api/x", None, &[]).await;
+    let seen_b = bob.raw(awc::http::Method::GET, "/api/x", None, &[]).await;
+    assert_eq!(
+        seen_a.body["iss"],
+        Value::String(a.issuer.clone()),
+        "{:?}",
+        seen_a.body
+    );
+    assert_eq!(
+        seen_b.body["iss"],
+        Value::String(b.issuer.clone()),
+        "{:?}",
+        seen_b.body
+    );
+    assert_eq!(seen_a.body["sub"], "alice");
+    assert_eq!(seen_b.body["sub"], "bob");
+}
+
+#[actix_web::test]
+async fn a_provider_that_is_down_does_not_stop_the_others() {
+    let up = TestProvider::start().await;
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let toml = config_with(&format!(
+        "{}{}",
+        provider_toml(
+            "down",
+            &down,
+            "spa-client",
+            "client_secret = \"spa-secret\""
+        ),
+        provider_toml(
+            "up",
+            &up.issuer,
+            "spa-client",
+            "client_secret = \"spa-secret\"\npar = \"off\""
+        )
+    ));
+    let app = TestApp::spawn_toml(&toml).await;
+    let mut browser = app.browser();
+    let resp = browser
+        .post("/login/start", &json!({"provider": "down"}).to_string())
+        .await;
+    assert_eq!(resp.status, 503, "{:?}", resp.body);
+    assert_eq!(resp.code(), "provider_unavailable");
+    assert!(resp.body["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("`down`"));
+    let resp = login_with(&mut browser, "up", "still-works").await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert_eq!(browser.get("/userInfo").await.body["sub"], "still-works");
+}

@@ -13,8 +13,8 @@ use std::time::Duration;
 pub const API_AUDIENCE: &str = "https://api.example.test";
 
 struct Verifier {
-    issuer: String,
-    jwks: JwkSet,
+    /// Every trusted issuer with its keys.
+    issuers: Vec<(String, JwkSet)>,
 }
 
 impl Verifier {
@@ -28,26 +28,32 @@ impl Verifier {
             .ok_or("no Authorization header")?;
         let token = auth.strip_prefix("Bearer ").ok_or("not a Bearer token")?;
         if token.split('.').count() != 3 {
-            let answer: Value = awc::Client::default()
-                .post(format!("{}/token/introspection", self.issuer))
-                .basic_auth("spa-client", "spa-secret")
-                .send_form(&[("token", token)])
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
-            return match answer["active"] {
-                Value::Bool(true) => Ok(answer),
-                _ => Err("inactive token".into()),
-            };
+            for (issuer, _) in &self.issuers {
+                let answer: Value = awc::Client::default()
+                    .post(format!("{issuer}/token/introspection"))
+                    .basic_auth("spa-client", "spa-secret")
+                    .send_form(&[("token", token)])
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if answer["active"] == Value::Bool(true) {
+                    return Ok(answer);
+                }
+            }
+            return Err("inactive token".into());
         }
         let header = decode_header(token).map_err(|e| e.to_string())?;
         let kid = header.kid.ok_or("no kid")?;
-        let jwk = self.jwks.find(&kid).ok_or("unknown kid")?;
+        let (issuer, jwk) = self
+            .issuers
+            .iter()
+            .find_map(|(iss, jwks)| jwks.find(&kid).map(|k| (iss, k)))
+            .ok_or("unknown kid")?;
         let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
         let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[&self.issuer]);
+        validation.set_issuer(&[issuer]);
         validation.set_audience(&[API_AUDIENCE]);
         validation.leeway = 0;
         decode::<Value>(token, &key, &validation)
@@ -64,18 +70,24 @@ pub struct Upstream {
 impl Upstream {
     /// Starts on a random loopback port, trusting tokens from `issuer`.
     pub async fn start(issuer: &str) -> Self {
-        let jwks: JwkSet = awc::Client::default()
-            .get(format!("{issuer}/jwks"))
-            .send()
-            .await
-            .expect("jwks")
-            .json()
-            .await
-            .expect("jwks json");
-        let verifier = web::Data::new(Verifier {
-            issuer: issuer.to_string(),
-            jwks,
-        });
+        Self::start_many(&[issuer]).await
+    }
+
+    /// Starts trusting tokens from several issuers.
+    pub async fn start_many(issuers: &[&str]) -> Self {
+        let mut trusted = Vec::new();
+        for issuer in issuers {
+            let jwks: JwkSet = awc::Client::default()
+                .get(format!("{issuer}/jwks"))
+                .send()
+                .await
+                .expect("jwks")
+                .json()
+                .await
+                .expect("jwks json");
+            trusted.push((issuer.to_string(), jwks));
+        }
+        let verifier = web::Data::new(Verifier { issuers: trusted });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let server = HttpServer::new(move || {
@@ -138,6 +150,7 @@ async fn echo(req: HttpRequest, mut body: web::Payload, v: web::Data<Verifier>) 
             "headers": headers,
             "body_bytes": received,
             "sub": claims["sub"],
+            "iss": claims["iss"],
             "token_exp": claims["exp"],
             "token_jti": claims["jti"],
         }))
