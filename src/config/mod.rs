@@ -134,6 +134,8 @@ struct RawServer {
     #[serde(deserialize_with = "usize_or_text")]
     workers: usize,
     shutdown_grace: String,
+    #[serde(deserialize_with = "list_or_text")]
+    trusted_proxies: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -143,6 +145,7 @@ impl Default for RawServer {
             base_path: "/oauth-agent".into(),
             workers: 0,
             shutdown_grace: "30s".into(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -279,6 +282,56 @@ pub struct ServerConfig {
     pub workers: Option<usize>,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// Peers whose `X-Forwarded-*` headers are believed (extended, not replaced).
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// An address range, `10.0.0.0/8` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (ip, prefix) = match text.trim().split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (text.trim(), None),
+        };
+        let addr: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| format!("`{text}` is not an IP address or CIDR range"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{text}` has an invalid prefix length"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    /// Whether `ip` lies in this range (IPv4-mapped IPv6 peers count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let (a, b, bits) = match (self.addr, ip) {
+            (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) => {
+                (u32::from(a) as u128, u32::from(b) as u128, 32)
+            }
+            (std::net::IpAddr::V6(a), std::net::IpAddr::V6(b)) => {
+                (u128::from(a), u128::from(b), 128)
+            }
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.prefix);
+        shift >= bits || (a >> shift) == (b >> shift)
+    }
 }
 
 /// Log output format.
@@ -763,6 +816,14 @@ impl RawConfig {
                     "server.shutdown_grace",
                     &self.server.shutdown_grace,
                 )?,
+                trusted_proxies: self
+                    .server
+                    .trusted_proxies
+                    .iter()
+                    .map(|t| {
+                        IpNet::parse(t).map_err(|m| ConfigError::new("server.trusted_proxies", m))
+                    })
+                    .collect::<Result<_, _>>()?,
             },
             cookies,
             web,
@@ -1163,6 +1224,21 @@ timeout = "5s"
         assert!(Config::from_toml(&text, no_env()).is_ok());
         let text = minimal(&key).replace("[cookies]", "[cookies]\npath = \"/other/\"");
         assert_eq!(err(&text, no_env()).key, "cookies.path");
+    }
+
+    #[test]
+    fn trusted_proxy_ranges() {
+        let net = IpNet::parse("10.1.0.0/16").expect("valid");
+        assert!(net.contains("10.1.2.3".parse().expect("ip")));
+        assert!(!net.contains("10.2.0.1".parse().expect("ip")));
+        assert!(net.contains("::ffff:10.1.9.9".parse().expect("ip")));
+        let one = IpNet::parse("127.0.0.1").expect("valid");
+        assert!(one.contains("127.0.0.1".parse().expect("ip")));
+        assert!(!one.contains("127.0.0.2".parse().expect("ip")));
+        let all6 = IpNet::parse("::/0").expect("valid");
+        assert!(all6.contains("2001:db8::1".parse().expect("ip")));
+        assert!(IpNet::parse("10.0.0.0/33").is_err());
+        assert!(IpNet::parse("proxy.internal").is_err());
     }
 
     #[test]

@@ -11,6 +11,56 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use awc::error::SendRequestError;
 
+/// `X-Forwarded-For/-Proto/-Host` for the upstream. A client's own values are believed only when
+/// the connecting peer is one of `server.trusted_proxies` (then the peer is appended to its
+/// chain); from anyone else they are replaced, so a client cannot spoof its address.
+pub fn forwarded_headers(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Vec<(header::HeaderName, HeaderValue)> {
+    let peer = req.peer_addr().map(|p| p.ip());
+    let trusted = peer.is_some_and(|ip| {
+        state
+            .config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(ip))
+    });
+    let incoming = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let peer_text = peer.map(|p| p.to_string()).unwrap_or_default();
+    let chain = match (trusted, incoming("x-forwarded-for")) {
+        (true, Some(chain)) => format!("{chain}, {peer_text}"),
+        _ => peer_text,
+    };
+    let https = match (trusted, incoming("x-forwarded-proto")) {
+        (true, Some(p)) if p == "http" || p == "https" => p == "https",
+        _ => req.app_config().secure(),
+    };
+    let host = match trusted {
+        true => incoming("x-forwarded-host").or_else(|| incoming("host")),
+        false => incoming("host"),
+    };
+    let mut out = Vec::new();
+    if let Ok(v) = HeaderValue::from_str(&chain) {
+        out.push((header::X_FORWARDED_FOR, v));
+    }
+    out.push((
+        header::HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if https { "https" } else { "http" }),
+    ));
+    if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        out.push((header::HeaderName::from_static("x-forwarded-host"), v));
+    }
+    out
+}
+
 /// Forwards the request; `bearer` replaces any client Authorization header when set.
 pub async fn forward(
     req: &HttpRequest,
@@ -40,25 +90,8 @@ pub async fn forward(
                 }
             }
         }
-        if let Some(peer) = req.peer_addr() {
-            if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
-                h.insert(header::X_FORWARDED_FOR, v);
-            }
-        }
-        let proto = if req.app_config().secure() {
-            "https"
-        } else {
-            "http"
-        };
-        h.insert(
-            header::HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static(proto),
-        );
-        if let Some(host) = req.headers().get(header::HOST) {
-            h.insert(
-                header::HeaderName::from_static("x-forwarded-host"),
-                host.clone(),
-            );
+        for (name, value) in forwarded_headers(req, state) {
+            h.insert(name, value);
         }
     }
 

@@ -5,7 +5,7 @@ use crate::upstream::{Upstream, API_AUDIENCE};
 use awc::http::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use token_handler::crypto::Purpose;
+use token_handler::crypto::{CookieKey, Purpose};
 use token_handler::session::AccessTokenCookie;
 
 fn jwt_provider(extra: Value) -> Value {
@@ -502,4 +502,57 @@ async fn websockets_pass_through_authenticated_where_enabled() {
         .await;
     assert!(result.is_err(), "a plain route upgraded a WebSocket");
     app.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
+    let op = TestProvider::start_with(jwt_provider(json!({}))).await;
+    let upstream = Upstream::start(&op.issuer).await;
+    let spoof = [
+        ("x-forwarded-for", "10.9.8.7"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "www.example.test"),
+    ];
+    for (trusted, want_for, want_proto, want_host) in [
+        (false, "127.0.0.1", "http", None),
+        (
+            true,
+            "10.9.8.7, 127.0.0.1",
+            "https",
+            Some("www.example.test"),
+        ),
+    ] {
+        let mut toml = proxy_toml(
+            &op.issuer,
+            &CookieKey::generate_text(),
+            &upstream.address,
+            "",
+        );
+        if trusted {
+            toml = toml.replace(
+                "workers = 1",
+                "workers = 1\ntrusted_proxies = [\"127.0.0.0/8\"]",
+            );
+        }
+        let app = TestApp::spawn_toml(&toml).await;
+        let mut browser = app.browser();
+        assert_eq!(browser.login("fwd").await.status, 200);
+        let resp = browser.raw(Method::GET, "/api/x", None, &spoof).await;
+        assert_eq!(resp.status, 200, "{:?}", resp.body);
+        assert_eq!(
+            header_values(&resp.body, "x-forwarded-for"),
+            [want_for],
+            "trusted={trusted}"
+        );
+        assert_eq!(
+            header_values(&resp.body, "x-forwarded-proto"),
+            [want_proto],
+            "trusted={trusted}"
+        );
+        let host = header_values(&resp.body, "x-forwarded-host");
+        match want_host {
+            Some(h) => assert_eq!(host, [h]),
+            None => assert_ne!(host, ["www.example.test"], "a spoofed host was believed"),
+        }
+    }
 }

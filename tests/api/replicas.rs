@@ -61,7 +61,13 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(issuer: &str, upstream: &str, first_key: &str, proxy: &str) -> Self {
+    async fn start(
+        issuer: &str,
+        upstream: &str,
+        first_key: &str,
+        proxy: &str,
+        log_level: &str,
+    ) -> Self {
         let keys_dir = tempfile::tempdir().expect("tempdir");
         let keys = keys_dir.path().join("keys");
         std::fs::write(&keys, format!("{first_key}\n")).expect("write keys");
@@ -74,7 +80,7 @@ impl Cluster {
         let mut replicas = Vec::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().expect("tempdir");
-            replicas.push(ProcessApp::start_in(&toml, dir, "debug").await);
+            replicas.push(ProcessApp::start_in(&toml, dir, log_level).await);
         }
         let addresses: Vec<String> = replicas.iter().map(|r| r.address.clone()).collect();
         let nginx = Nginx::start(|dir, port| lb_conf(dir, port, &addresses)).await;
@@ -121,7 +127,8 @@ async fn sessions_move_between_replicas_and_keys_rotate_under_load() {
     let op = TestProvider::start().await;
     let upstream = Upstream::start(&op.issuer).await;
     let (k1, k2) = (CookieKey::generate_text(), CookieKey::generate_text());
-    let cluster = Cluster::start(&op.issuer, &upstream.address, &k1, "").await;
+    // Debug logs: the end of this test searches them for secrets.
+    let cluster = Cluster::start(&op.issuer, &upstream.address, &k1, "", "debug").await;
     let lb = cluster.nginx.address.clone();
 
     // A whole session, one call after the other: every call lands on another replica.
@@ -254,6 +261,7 @@ async fn sessions_lost(rotate: bool) -> (usize, usize) {
         &upstream.address,
         &key,
         "refresh_ahead = \"2s\"",
+        "info",
     )
     .await;
     let lb = cluster.nginx.address.clone();
@@ -311,4 +319,83 @@ async fn refresh_races_across_replicas() {
     // how the replicas' refreshes interleave at the provider.
     let (lost_with_rotation, _) = sessions_lost(true).await;
     assert!(lost_with_rotation <= 5);
+}
+
+/// The soak: `scripts/soak.sh` runs it (release build, `--ignored`). SOAK_SECONDS (default 60)
+/// of proxied calls and refreshes through nginx against three replicas, as fast as the machine
+/// allows; reports requests, errors and each replica's RSS at the start and the end.
+#[actix_web::test]
+#[ignore = "a minute of load: run with scripts/soak.sh"]
+async fn soak() {
+    let seconds: u64 = std::env::var("SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let op = TestProvider::start_with(json!({
+        "jwtAccessTokens": {"audience": API_AUDIENCE},
+        "accessTokenTtl": 20,
+    }))
+    .await;
+    let upstream = Upstream::start(&op.issuer).await;
+    let key = CookieKey::generate_text();
+    let cluster = Cluster::start(
+        &op.issuer,
+        &upstream.address,
+        &key,
+        "refresh_ahead = \"5s\"",
+        "warn",
+    )
+    .await;
+    let lb = cluster.nginx.address.clone();
+    let mut sessions = Vec::new();
+    for i in 0..8 {
+        sessions.push(login(&lb, &format!("soak-{i}")).await.0);
+    }
+    let rss_start: Vec<u64> = cluster.replicas.iter().map(ProcessApp::rss_kib).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut loops = Vec::new();
+    for session in &sessions {
+        for _ in 0..4 {
+            let (mut b, stop, ok, errors) =
+                (session.clone(), stop.clone(), ok.clone(), errors.clone());
+            loops.push(actix_web::rt::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let resp = b.raw(Method::GET, "/api/orders", None, &[]).await;
+                    if resp.status == 200 {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        for sc in &resp.set_cookies {
+                            b.jar.store(sc, "/api/orders");
+                        }
+                    } else if let Ok(mut e) = errors.lock() {
+                        e.push(format!("{} {:?}", resp.status, resp.body));
+                    }
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        let _ = l.await;
+    }
+    let rss_end: Vec<u64> = cluster.replicas.iter().map(ProcessApp::rss_kib).collect();
+    let errors = errors.lock().map(|e| e.clone()).unwrap_or_default();
+    let total = ok.load(Ordering::Relaxed) + errors.len();
+    let stats = op.stats().await;
+    println!(
+        "soak: {seconds} s, 3 replicas behind nginx, 8 sessions x 4 loops: {total} requests ({:.0}/s), {} errors, {} refresh grants at the provider",
+        total as f64 / seconds as f64,
+        errors.len(),
+        stats["refresh_grants"]
+    );
+    for (i, (a, b)) in rss_start.iter().zip(&rss_end).enumerate() {
+        println!("soak: replica {i} RSS {a} KiB at the start, {b} KiB at the end");
+    }
+    assert!(
+        errors.is_empty(),
+        "errors: {:?}",
+        &errors[..errors.len().min(5)]
+    );
 }
