@@ -10,7 +10,6 @@ use crate::state::AppState;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -152,7 +151,7 @@ async fn check(config: Config) -> ExitCode {
     }
     say!("csrf header: {}", state.cookies.csrf_header());
 
-    let client = build_client(Duration::from_secs(5));
+    let client = build_client(config.server.connect_timeout);
     let mut failed = false;
     for (index, provider) in state.providers.iter().enumerate() {
         let p = &provider.config;

@@ -10,7 +10,6 @@ use actix_web::dev::Server;
 use actix_web::http::header;
 use actix_web::{middleware, web, App, HttpServer};
 use std::net::TcpListener;
-use std::time::Duration;
 
 /// A bound, not yet running server.
 pub struct Application {
@@ -32,15 +31,14 @@ impl Application {
         let port = listener.local_addr()?.port();
         let workers = config.server.workers;
         let grace = config.server.shutdown_grace;
+        let connect_timeout = config.server.connect_timeout;
         let state = web::Data::new(AppState::new(config, clock));
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             let base_path = app_state.config.server.base_path.as_str().to_string();
             App::new()
                 .app_data(app_state.clone())
-                .app_data(web::Data::new(HttpClient(build_client(
-                    Duration::from_secs(5),
-                ))))
+                .app_data(web::Data::new(HttpClient(build_client(connect_timeout))))
                 .wrap(
                     middleware::DefaultHeaders::new()
                         .add((header::CACHE_CONTROL, "no-store"))
@@ -101,7 +99,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let state = self.state.clone();
         let discovery = actix_web::rt::spawn(async move {
-            let client = build_client(Duration::from_secs(5));
+            let client = build_client(state.config.server.connect_timeout);
             let tasks = state.providers.iter().map(|p| p.keep_discovered(&client));
             futures_util::future::join_all(tasks).await;
         });

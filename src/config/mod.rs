@@ -136,6 +136,7 @@ struct RawServer {
     shutdown_grace: String,
     #[serde(deserialize_with = "list_or_text")]
     trusted_proxies: Vec<String>,
+    connect_timeout: String,
 }
 
 impl Default for RawServer {
@@ -146,6 +147,7 @@ impl Default for RawServer {
             workers: 0,
             shutdown_grace: "30s".into(),
             trusted_proxies: Vec::new(),
+            connect_timeout: "5s".into(),
         }
     }
 }
@@ -284,6 +286,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Peers whose `X-Forwarded-*` headers are believed (extended, not replaced).
     pub trusted_proxies: Vec<IpNet>,
+    /// Time allowed to open a connection (TCP and TLS) to a provider or upstream; the total
+    /// time of a call is `providers[].timeout` or `routes[].timeout`.
+    pub connect_timeout: Duration,
 }
 
 /// An address range, `10.0.0.0/8` or a single address.
@@ -815,6 +820,10 @@ impl RawConfig {
                 shutdown_grace: parse_duration(
                     "server.shutdown_grace",
                     &self.server.shutdown_grace,
+                )?,
+                connect_timeout: parse_duration(
+                    "server.connect_timeout",
+                    &self.server.connect_timeout,
                 )?,
                 trusted_proxies: self
                     .server

@@ -69,14 +69,25 @@ impl JwksCache {
                 return Err(not_published());
             }
         }
-        let fetched = send_json(
-            client.get(jwks_uri.as_str()).timeout(timeout).send(),
-            "jwks_uri",
-        )
-        .await
-        .map_err(|e| {
-            KeyError::Unavailable(format!("the provider's JWKS could not be fetched: {e}"))
-        });
+        // Fetching keys is safe to repeat: two more tries, 200 ms then 400 ms apart.
+        let mut fetched = Err(KeyError::Unavailable(String::new()));
+        for (attempt, pause) in [0u64, 200, 400].into_iter().enumerate() {
+            if pause > 0 {
+                actix_web::rt::time::sleep(Duration::from_millis(pause)).await;
+            }
+            fetched = send_json(
+                client.get(jwks_uri.as_str()).timeout(timeout).send(),
+                "jwks_uri",
+            )
+            .await
+            .map_err(|e| {
+                KeyError::Unavailable(format!("the provider's JWKS could not be fetched: {e}"))
+            });
+            if fetched.is_ok() {
+                break;
+            }
+            tracing::warn!(attempt = attempt + 1, "JWKS fetch failed");
+        }
         let value = match fetched {
             Ok(v) => v,
             // Serve the keys we have rather than fail while the provider is down.

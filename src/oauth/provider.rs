@@ -56,7 +56,8 @@ impl Provider {
             match self.metadata.refresh(client, &self.config).await {
                 Ok(_) => {
                     backoff = Duration::from_secs(1);
-                    actix_web::rt::time::sleep(Duration::from_secs(3600)).await;
+                    // Before the cache's TTL runs out, so requests never wait for a refetch.
+                    actix_web::rt::time::sleep(Duration::from_secs(50 * 60)).await;
                 }
                 Err(reason) => {
                     tracing::warn!(provider = %self.config.id, %reason, retry_in_s = backoff.as_secs(), "discovery failed");
