@@ -20,18 +20,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Asymmetric algorithms only: `none` and HMAC (keyed with a shared secret) are never accepted.
-const ALLOWED: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
+/// Asymmetric algorithms only (the list token-handler itself accepts for ID tokens): `none`
+/// and HMAC (keyed with a shared secret) are never accepted.
+const ALLOWED: [Algorithm; 9] = token_handler::oauth::id_token::ACCEPTED_ALGORITHMS;
 
 /// Clock skew tolerated on `exp` (token-handler refreshes ahead of expiry anyway).
 const LEEWAY_SECONDS: u64 = 5;

@@ -13,7 +13,9 @@ use crate::secret::Token;
 /// Clock skew tolerated between us and the provider.
 pub const LEEWAY_SECONDS: i64 = 60;
 
-const ALLOWED: [Algorithm; 9] = [
+/// The only signature algorithms accepted: asymmetric ones. `none` never, and HMAC would be
+/// keyed with the client secret, which an ID token must not depend on.
+pub const ACCEPTED_ALGORITHMS: [Algorithm; 9] = [
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
@@ -76,7 +78,7 @@ pub struct Expected<'a> {
 /// The algorithm and key id from the token header, refusing algorithms we never accept.
 pub fn header(token: &str) -> Result<(Algorithm, Option<String>), String> {
     let header = decode_header(token).map_err(|e| format!("malformed ID token: {e}"))?;
-    if !ALLOWED.contains(&header.alg) {
+    if !ACCEPTED_ALGORITHMS.contains(&header.alg) {
         return Err(format!(
             "the ID token is signed with {:?}, which token-handler does not accept",
             header.alg

@@ -53,6 +53,9 @@ pub async fn bridge(
         }
         upstream = upstream.set_header(name, value);
     }
+    for (name, value) in super::forward::forwarded_headers(req, state) {
+        upstream = upstream.set_header(name, value);
+    }
     let (handshake, framed) = match upstream.connect().await {
         Ok(ok) => ok,
         Err(e) => {

@@ -17,20 +17,9 @@ pub fn nginx_conf(dir: &str, port: u16, token_handler: &str, upstream: &str) -> 
             )
         })
         .collect();
+    let preamble = nginx_preamble(dir);
     format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
+        r#"{preamble}
   # token-handler's answers carry several sealed cookies (about 6 KB of headers at login):
   # more than nginx's default 4-8 KB header buffer.
   proxy_buffer_size 32k;

@@ -743,6 +743,26 @@ impl Drop for ProcessApp {
     }
 }
 
+/// The start of a standalone nginx.conf for tests: foreground, one process, every path under
+/// `dir`, and an open `http {` block for the caller to fill and close.
+pub fn nginx_preamble(dir: &str) -> String {
+    format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;"#
+    )
+}
+
 /// Debian's nginx, started on a free loopback port with a generated configuration, killed by
 /// PID on drop.
 pub struct Nginx {

@@ -19,20 +19,9 @@ fn lb_conf(dir: &str, port: u16, replicas: &[String]) -> String {
         .iter()
         .map(|r| format!("    server {};\n", r.trim_start_matches("http://")))
         .collect();
+    let preamble = nginx_preamble(dir);
     format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
+        r#"{preamble}
   upstream token_handler {{
 {servers}    keepalive 32;
   }}
