@@ -116,6 +116,12 @@ impl Sealer {
     /// moves live sessions onto a new key as they are used, so the old key can be dropped.
     pub fn reseal(&self, purpose: Purpose, now: i64, sealed: &str) -> Option<String> {
         let ring = self.ring();
+        // Runs on every request for every cookie: look at the key id (the first 8 characters
+        // decode to version, key id and a nonce byte) before decoding the whole value.
+        let head = URL_SAFE_NO_PAD.decode(sealed.get(..8)?).ok()?;
+        if head.get(1..1 + KEY_ID_LEN)? == ring.current().id() {
+            return None;
+        }
         let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
         if raw.len() < HEADER_LEN + EXP_LEN + TAG_LEN || raw[0] != VERSION {
             return None;
