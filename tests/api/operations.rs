@@ -338,3 +338,35 @@ async fn a_slow_provider_is_cut_off_at_the_timeout() {
     );
     app.assert_alive().await;
 }
+
+#[actix_web::test]
+async fn a_changed_keys_file_is_picked_up_without_a_signal() {
+    let op = TestProvider::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("keys");
+    let (old, new) = (CookieKey::generate_text(), CookieKey::generate_text());
+    std::fs::write(&keys, format!("{old}\n")).expect("write keys");
+    let toml = config_toml(&op.issuer, "unused").replace(
+        "keys = [\"unused\"]",
+        &format!("keys_file = {:?}", keys.display().to_string()),
+    );
+    let app = ProcessApp::start_in(&toml, dir, "info").await;
+    let mut browser = Browser::new(&app.address);
+    assert_eq!(browser.login("polled").await.status, 200);
+    std::fs::write(&keys, format!("{new}\n{old}\n")).expect("write keys");
+    // The file is checked every 10 s.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let new_id = CookieKey::parse(&new).expect("key").id();
+    loop {
+        assert_eq!(browser.get("/userInfo").await.status, 200);
+        if key_id_of(&browser.jar.value("th-at")) == new_id {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the changed keys file was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(app.log().contains("cookie keys reloaded"));
+}
