@@ -1,0 +1,193 @@
+//! The API proxy's configuration: `[proxy]` and `[[routes]]`.
+//!
+//! Route paths are checked against the agent's base path and the cookie path here, so the
+//! proxy can trust that a route never shadows an agent endpoint and always receives the
+//! session cookies.
+
+use super::{bool_or_text, list_or_text, parse_duration, parse_url, within, BasePath, ConfigError};
+use serde::Deserialize;
+use std::time::Duration;
+use url::Url;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawProxy {
+    refresh_ahead: String,
+    #[serde(deserialize_with = "list_or_text")]
+    forward_auth_paths: Vec<String>,
+}
+
+impl Default for RawProxy {
+    fn default() -> Self {
+        Self {
+            refresh_ahead: "60s".into(),
+            forward_auth_paths: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    path: String,
+    upstream: String,
+    #[serde(default, deserialize_with = "bool_or_text")]
+    strip_prefix: bool,
+    #[serde(default = "default_route_timeout")]
+    timeout: String,
+    #[serde(default, deserialize_with = "bool_or_text")]
+    allow_bearer: bool,
+    #[serde(default, deserialize_with = "bool_or_text")]
+    websocket: bool,
+}
+
+fn default_route_timeout() -> String {
+    "30s".into()
+}
+
+/// The API proxy's settings.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Refresh an access token this long before it expires, so calls never carry a token that
+    /// expires in flight.
+    pub refresh_ahead: Duration,
+    /// Paths of APIs behind a gateway that asks `GET <base_path>/auth` (forward auth): the
+    /// refresh-token cookie is also sent to these.
+    pub forward_auth_paths: Vec<RoutePath>,
+    /// Routes, longest path first (so the first match is the longest).
+    pub routes: Vec<RouteConfig>,
+}
+
+/// A route prefix: `/segment[/segment…]`, no trailing slash, matched on segment boundaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePath(String);
+
+impl RoutePath {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let base = BasePath::parse(text)?;
+        if base.as_str().is_empty() {
+            return Err(format!(
+                "`{text}` would capture every path; name the API's prefix, e.g. \"/api\""
+            ));
+        }
+        Ok(Self(base.0))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether a request path is this prefix or below it (`/api` matches `/api` and `/api/x`,
+    /// not `/apix`).
+    pub fn matches(&self, path: &str) -> bool {
+        path.strip_prefix(self.0.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
+/// One proxied API.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub path: RoutePath,
+    /// Scheme, authority and optional base path of the upstream.
+    pub upstream: Url,
+    /// Remove `path` from the forwarded path.
+    pub strip_prefix: bool,
+    /// Time allowed until the upstream's response headers arrive (sending the body included).
+    pub timeout: Duration,
+    /// Pass requests that carry their own Bearer token and none of our cookies unchanged
+    /// (mobile clients).
+    pub allow_bearer: bool,
+    /// Pass WebSocket upgrades through (the connection is authenticated once, at the upgrade).
+    pub websocket: bool,
+}
+
+pub(super) fn validate_proxy(
+    raw: RawProxy,
+    raw_routes: Vec<RawRoute>,
+    base_path: &BasePath,
+    cookie_path: &str,
+) -> Result<ProxyConfig, ConfigError> {
+    let refresh_ahead = humantime::parse_duration(raw.refresh_ahead.trim()).map_err(|e| {
+        ConfigError::new(
+            "proxy.refresh_ahead",
+            format!(
+                "`{}` is not a duration like \"60s\": {e}",
+                raw.refresh_ahead
+            ),
+        )
+    })?;
+    // A prefix that contains the agent's base path, or lies inside it, would shadow or be
+    // shadowed by the agent endpoints.
+    let clashes = |p: &RoutePath| {
+        !base_path.as_str().is_empty()
+            && (p.matches(base_path.as_str()) || RoutePath(base_path.0.clone()).matches(p.as_str()))
+    };
+    let mut forward_auth_paths = Vec::new();
+    for (i, text) in raw.forward_auth_paths.iter().enumerate() {
+        let key = format!("proxy.forward_auth_paths[{i}]");
+        let p = RoutePath::parse(text).map_err(|m| ConfigError::new(&key, m))?;
+        if !within(&format!("{}/", p.as_str()), cookie_path) {
+            return Err(ConfigError::new(
+                key,
+                format!("must lie within cookies.path `{cookie_path}`"),
+            ));
+        }
+        forward_auth_paths.push(p);
+    }
+    let mut routes: Vec<RouteConfig> = Vec::new();
+    for (i, r) in raw_routes.into_iter().enumerate() {
+        let k = |name: &str| format!("routes[{i}].{name}");
+        let path = RoutePath::parse(&r.path).map_err(|m| ConfigError::new(k("path"), m))?;
+        if clashes(&path) {
+            return Err(ConfigError::new(
+                k("path"),
+                format!(
+                    "`{}` overlaps server.base_path `{}`, where the agent endpoints live",
+                    path.as_str(),
+                    base_path.as_str()
+                ),
+            ));
+        }
+        if !within(&format!("{}/", path.as_str()), cookie_path) {
+            return Err(ConfigError::new(
+                k("path"),
+                format!(
+                    "`{}` must lie within cookies.path `{cookie_path}`, or the access-token cookie never reaches it",
+                    path.as_str()
+                ),
+            ));
+        }
+        if routes.iter().any(|o| o.path == path) {
+            return Err(ConfigError::new(
+                k("path"),
+                "another route has the same path",
+            ));
+        }
+        let upstream = parse_url(&k("upstream"), &r.upstream)?;
+        if upstream.query().is_some()
+            || upstream.fragment().is_some()
+            || !upstream.username().is_empty()
+            || upstream.password().is_some()
+        {
+            return Err(ConfigError::new(
+                k("upstream"),
+                "must be scheme://host[:port][/base-path] without query, fragment or credentials",
+            ));
+        }
+        routes.push(RouteConfig {
+            path,
+            upstream,
+            strip_prefix: r.strip_prefix,
+            timeout: parse_duration(&k("timeout"), &r.timeout)?,
+            allow_bearer: r.allow_bearer,
+            websocket: r.websocket,
+        });
+    }
+    routes.sort_by_key(|r| std::cmp::Reverse(r.path.as_str().len()));
+    Ok(ProxyConfig {
+        refresh_ahead,
+        forward_auth_paths,
+        routes,
+    })
+}
