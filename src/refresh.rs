@@ -220,12 +220,12 @@ impl From<ApiError> for Denied {
     }
 }
 
-/// An access token fit to forward, and the cookies to set if it came from a refresh.
+/// An access token fit to forward, and the cookies to set when it came from a refresh (empty
+/// otherwise).
 #[derive(Debug)]
 pub struct Usable {
     pub access_token: Token,
     pub cookies: Vec<Cookie<'static>>,
-    pub refreshed: bool,
 }
 
 /// The request's access token, refreshed first when it is expired or within
@@ -243,7 +243,6 @@ pub async fn usable_access_token(
     let keep = |at: AccessTokenCookie| Usable {
         access_token: at.token,
         cookies: Vec::new(),
-        refreshed: false,
     };
     if !due {
         return Ok(keep(at));
@@ -259,12 +258,7 @@ pub async fn usable_access_token(
             Ok(keep(at))
         };
     };
-    let provider = state
-        .providers
-        .get(&rt.provider)
-        .ok_or(ApiError::Unauthorized(
-            "the session belongs to an identity provider that is no longer configured",
-        ))?;
+    let provider = state.providers.for_session(&rt.provider)?;
     let (outcome, coalesced) = state.refresher.refresh(state, client, provider, &rt).await;
     match outcome {
         Ok(refreshed) => {
@@ -286,7 +280,6 @@ pub async fn usable_access_token(
             Ok(Usable {
                 access_token: refreshed.tokens.access_token.clone(),
                 cookies,
-                refreshed: true,
             })
         }
         Err(failure) if !expired => {

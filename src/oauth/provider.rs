@@ -137,6 +137,14 @@ impl Providers {
         self.0.iter().find(|p| p.id() == id)
     }
 
+    /// The provider a session's cookie names. One removed from the configuration since the
+    /// cookie was written makes the session unusable; that is not a server error.
+    pub fn for_session(&self, id: &str) -> Result<&Provider, ApiError> {
+        self.get(id).ok_or(ApiError::Unauthorized(
+            "the session belongs to an identity provider that is no longer configured",
+        ))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Provider> {
         self.0.iter()
     }

@@ -95,7 +95,6 @@ async fn proxy(
         Ok(Usable {
             access_token,
             cookies,
-            ..
         }) => {
             let bearer: Token = access_token;
             if found.route.websocket && websocket::is_upgrade(req) {

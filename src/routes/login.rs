@@ -1,6 +1,6 @@
 //! `POST /login/start` and `POST /login/end`: the authorization-code flow with PKCE.
 
-use super::{error_with_cookies, json_with_cookies, provider_of, JsonBody};
+use super::{error_with_cookies, json_with_cookies, JsonBody};
 use crate::config::{ParMode, RESERVED_PARAMS};
 use crate::cookies::CookieKind;
 use crate::error::ApiError;
@@ -337,7 +337,7 @@ async fn complete_login(
     code: &str,
     iss: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
-    let provider = provider_of(state, &login.provider)?;
+    let provider = state.providers.for_session(&login.provider)?;
     let metadata = provider.metadata(client).await?;
     // RFC 9207: when the provider names itself in the response, it must be the one we asked;
     // a provider that promises to name itself must do so.

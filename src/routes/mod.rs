@@ -77,14 +77,3 @@ fn json_with_cookies(body: &impl serde::Serialize, cookies: Vec<Cookie<'static>>
     }
     builder.json(body)
 }
-
-/// The request's provider, from the id sealed in a cookie. A provider that was removed from
-/// the configuration since the cookie was written is an unusable session, not a server error.
-fn provider_of<'a>(
-    state: &'a crate::state::AppState,
-    id: &str,
-) -> Result<&'a crate::oauth::Provider, ApiError> {
-    state.providers.get(id).ok_or(ApiError::Unauthorized(
-        "the session belongs to an identity provider that is no longer configured",
-    ))
-}

@@ -1,6 +1,6 @@
 //! `POST /refresh`: a refresh grant, with new cookies.
 
-use super::{error_with_cookies, provider_of};
+use super::error_with_cookies;
 use crate::cookies::CookieKind;
 use crate::csrf::require_csrf;
 use crate::error::ApiError;
@@ -16,7 +16,7 @@ pub async fn refresh(
 ) -> Result<HttpResponse, ApiError> {
     let csrf = require_csrf(&req, &state)?;
     let rt: RefreshTokenCookie = open_required(&req, &state, CookieKind::RefreshToken)?;
-    let provider = provider_of(&state, &rt.provider)?;
+    let provider = state.providers.for_session(&rt.provider)?;
     let (outcome, _) = state
         .refresher
         .refresh(&state, &client.0, provider, &rt)

@@ -1,6 +1,5 @@
 //! `GET /userInfo` and `GET /claims`: what the SPA may know about the user, without tokens.
 
-use super::provider_of;
 use crate::cookies::CookieKind;
 use crate::error::ApiError;
 use crate::oauth::http::CallError;
@@ -18,7 +17,7 @@ pub async fn user_info(
     if at.expires_at.is_some_and(|exp| exp <= state.clock.now()) {
         return Err(ApiError::TokenExpired);
     }
-    let provider = provider_of(&state, &at.provider)?;
+    let provider = state.providers.for_session(&at.provider)?;
     let metadata = provider.metadata(&client.0).await?;
     let endpoint = metadata.userinfo_endpoint.as_ref().ok_or_else(|| {
         ApiError::InvalidRequest(format!(
