@@ -12,6 +12,7 @@ use crate::config::{Config, SameSite};
 use crate::crypto::{Purpose, SealError, Sealer};
 use crate::error::ApiError;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie};
+use actix_web::http::header::{self, HeaderMap};
 use actix_web::HttpRequest;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -44,6 +45,17 @@ impl CookieKind {
         CookieKind::Csrf,
     ];
 
+    /// Position in [`CookieKind::ALL`].
+    fn index(self) -> usize {
+        match self {
+            CookieKind::Login => 0,
+            CookieKind::AccessToken => 1,
+            CookieKind::RefreshToken => 2,
+            CookieKind::IdToken => 3,
+            CookieKind::Csrf => 4,
+        }
+    }
+
     fn suffix(self) -> &'static str {
         match self {
             CookieKind::Login => "login",
@@ -70,6 +82,9 @@ impl CookieKind {
 #[derive(Clone, Debug)]
 pub struct CookiePolicy {
     prefix: String,
+    /// `<prefix>-<suffix>` for each kind, by [`CookieKind::index`]: read on every request.
+    names: [String; 5],
+    csrf_header: String,
     secure: bool,
     same_site: SameSite,
     domain: Option<String>,
@@ -108,6 +123,8 @@ impl CookiePolicy {
         refresh_paths.retain(|p| seen.insert(p.clone()));
         Self {
             prefix: config.prefix.clone(),
+            names: CookieKind::ALL.map(|k| format!("{}-{}", config.prefix, k.suffix())),
+            csrf_header: format!("x-{}-csrf", config.prefix),
             secure: config.secure,
             same_site: config.same_site,
             domain: config.domain.clone(),
@@ -120,13 +137,13 @@ impl CookiePolicy {
     }
 
     /// The cookie's name, e.g. `th-at`.
-    pub fn name(&self, kind: CookieKind) -> String {
-        format!("{}-{}", self.prefix, kind.suffix())
+    pub fn name(&self, kind: CookieKind) -> &str {
+        &self.names[kind.index()]
     }
 
     /// The header the SPA echoes the CSRF value in.
-    pub fn csrf_header(&self) -> String {
-        format!("x-{}-csrf", self.prefix)
+    pub fn csrf_header(&self) -> &str {
+        &self.csrf_header
     }
 
     /// Every path this cookie is written at.
@@ -139,8 +156,8 @@ impl CookiePolicy {
         }
     }
 
-    fn base(&self, name: String, value: String, path: &str) -> Cookie<'static> {
-        let mut c = Cookie::new(name, value);
+    fn base(&self, name: &str, value: String, path: &str) -> Cookie<'static> {
+        let mut c = Cookie::new(name.to_string(), value);
         c.set_http_only(true);
         c.set_secure(self.secure);
         c.set_same_site(match self.same_site {
@@ -175,13 +192,13 @@ impl CookiePolicy {
             crate::metrics::METRICS
                 .cookie_bytes
                 .get_or_create(&crate::metrics::CookieLabel {
-                    cookie: self.name(kind),
+                    cookie: self.name(kind).to_string(),
                 })
                 .observe(size as f64);
             if size > MAX_COOKIE_BYTES {
                 tracing::error!(cookie = %self.name(kind), size, "cookie too large for browsers");
                 return Err(ApiError::CookieTooLarge {
-                    name: self.name(kind),
+                    name: self.name(kind).to_string(),
                     size,
                     limit: MAX_COOKIE_BYTES,
                 });
@@ -231,12 +248,23 @@ impl CookiePolicy {
             .is_some_and(|rest| rest.starts_with('-'))
     }
 
+    /// The sealed values of this kind's cookies in the request, in the order sent: a request can
+    /// carry several of one name (another Path, or one planted by a sibling subdomain).
+    pub fn values<'r>(
+        &'r self,
+        headers: &'r HeaderMap,
+        kind: CookieKind,
+    ) -> impl Iterator<Item = &'r str> + 'r {
+        let name = self.name(kind);
+        request_cookies(headers).filter_map(move |pair| match pair.name_value() {
+            Some((n, value)) if n == name => Some(value),
+            _ => None,
+        })
+    }
+
     /// Whether the request carries a cookie of this kind at all (readable or not).
     pub fn has(&self, req: &HttpRequest, kind: CookieKind) -> bool {
-        let name = self.name(kind);
-        req.cookies()
-            .map(|c| c.iter().any(|c| c.name() == name))
-            .unwrap_or(false)
+        self.values(req.headers(), kind).next().is_some()
     }
 
     /// Opens this kind's cookie from the request. `Ok(None)` when the request has none. When a
@@ -249,26 +277,21 @@ impl CookiePolicy {
         kind: CookieKind,
         now: i64,
     ) -> Result<Option<T>, SealError> {
-        let name = self.name(kind);
-        let cookies = match req.cookies() {
-            Ok(c) => c,
-            Err(_) => return Err(SealError::Invalid),
-        };
         let mut result = Ok(None);
-        for c in cookies.iter().filter(|c| c.name() == name) {
-            match sealer.unseal(kind.purpose(), now, c.value()) {
+        for value in self.values(req.headers(), kind) {
+            match sealer.unseal(kind.purpose(), now, value) {
                 Ok(v) => return Ok(Some(v)),
                 Err(e) => {
                     crate::metrics::METRICS
                         .unseal_failures
                         .get_or_create(&crate::metrics::UnsealLabels {
-                            cookie: name.clone(),
+                            cookie: self.name(kind).to_string(),
                             reason: match e {
                                 SealError::Expired => "expired",
                                 _ => "invalid",
                             },
                             key_id: sealer
-                                .listed_key_id(c.value())
+                                .listed_key_id(value)
                                 .unwrap_or_else(|| "unknown".into()),
                         })
                         .inc();
@@ -278,6 +301,35 @@ impl CookiePolicy {
         }
         result
     }
+}
+
+/// One `name=value` pair of a request's Cookie header, exactly as the browser sent it.
+pub struct CookiePair<'r> {
+    /// The pair's text, to forward unchanged.
+    pub text: &'r str,
+}
+
+impl<'r> CookiePair<'r> {
+    /// Name and value as parsed by the cookie crate; `None` for a pair it refuses (no `=`, an
+    /// empty name). Nothing is percent-decoded: our values are base64url, and a cookie is ours
+    /// only under the very name the proxy filters on when it forwards the rest.
+    pub fn name_value(&self) -> Option<(&'r str, &'r str)> {
+        let c = Cookie::parse(self.text).ok()?;
+        Some((c.name_raw()?, c.value_raw()?))
+    }
+}
+
+/// The pairs of every Cookie header of a request, borrowed: sealed values are kilobytes long and
+/// are looked up on every proxied request, so nothing is copied or decoded until it is used.
+/// Split as actix-web splits them (`;`, trimmed, empty pairs skipped).
+pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = CookiePair<'_>> {
+    headers
+        .get_all(header::COOKIE)
+        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+        .map(|text| CookiePair { text })
 }
 
 #[cfg(test)]
@@ -355,6 +407,48 @@ redirect_uri = "https://www.example.com/"
                 assert_eq!(b.max_age(), Some(CookieDuration::ZERO));
             }
         }
+    }
+
+    #[test]
+    fn every_kind_has_its_own_name() {
+        let (p, _) = policy();
+        let names: Vec<&str> = CookieKind::ALL.iter().map(|k| p.name(*k)).collect();
+        assert_eq!(names, ["th-login", "th-at", "th-auth", "th-id", "th-csrf"]);
+        assert_eq!(p.csrf_header(), "x-th-csrf");
+    }
+
+    #[test]
+    fn request_cookies_are_read_as_sent_from_every_cookie_header() {
+        let (p, _) = policy();
+        let mut headers = HeaderMap::new();
+        for value in [
+            "a=1; th-at=first;; th-atx=no",
+            "th-at=\"second\"; flag; th-at=%41",
+        ] {
+            headers.append(
+                header::COOKIE,
+                header::HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        let values: Vec<&str> = p.values(&headers, CookieKind::AccessToken).collect();
+        // Quotes are stripped as the cookie crate does; percent-escapes are not decoded.
+        assert_eq!(values, ["first", "second", "%41"]);
+        let pairs: Vec<&str> = request_cookies(&headers).map(|c| c.text).collect();
+        assert_eq!(
+            pairs,
+            [
+                "a=1",
+                "th-at=first",
+                "th-atx=no",
+                "th-at=\"second\"",
+                "flag",
+                "th-at=%41"
+            ]
+        );
+        assert!(request_cookies(&headers)
+            .find(|c| c.text == "flag")
+            .is_some_and(|c| c.name_value().is_none()));
+        assert_eq!(p.values(&headers, CookieKind::Csrf).count(), 0);
     }
 
     #[test]

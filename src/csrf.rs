@@ -15,7 +15,7 @@ use actix_web::HttpRequest;
 /// Checks the CSRF header against the sealed cookie; returns the (valid) CSRF value.
 pub fn require_csrf(req: &HttpRequest, state: &AppState) -> Result<crate::secret::Token, ApiError> {
     let header_name = state.cookies.csrf_header();
-    let Some(sent) = req.headers().get(header_name.as_str()) else {
+    let Some(sent) = req.headers().get(header_name) else {
         return Err(ApiError::Unauthorized(
             "the CSRF header is missing: send the csrf value from login/end in the x-<cookies.prefix>-csrf header (x-th-csrf by default)",
         ));

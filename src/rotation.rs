@@ -31,19 +31,16 @@ pub async fn reseal_cookies(
     };
     let now = state.clock.now();
     let mut fresh: Vec<(CookieKind, String)> = Vec::new();
-    if let Ok(cookies) = req.cookies() {
-        for kind in CookieKind::ALL {
-            if kind == CookieKind::Login {
-                continue;
-            }
-            let name = state.cookies.name(kind);
-            let resealed = cookies
-                .iter()
-                .filter(|c| c.name() == name)
-                .find_map(|c| state.sealer.reseal(kind.purpose(), now, c.value()));
-            if let Some(value) = resealed {
-                fresh.push((kind, value));
-            }
+    for kind in CookieKind::ALL {
+        if kind == CookieKind::Login {
+            continue;
+        }
+        let resealed = state
+            .cookies
+            .values(req.headers(), kind)
+            .find_map(|value| state.sealer.reseal(kind.purpose(), now, value));
+        if let Some(value) = resealed {
+            fresh.push((kind, value));
         }
     }
     let mut res = next.call(req).await?;
@@ -57,7 +54,7 @@ pub async fn reseal_cookies(
         .filter_map(|v| v.split('=').next().map(|n| n.trim().to_string()))
         .collect();
     for (kind, value) in fresh {
-        if written.contains(&state.cookies.name(kind)) {
+        if written.iter().any(|w| w == state.cookies.name(kind)) {
             continue;
         }
         for cookie in state.cookies.with_value(kind, &value) {

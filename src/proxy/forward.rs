@@ -76,6 +76,10 @@ pub async fn forward(
         .timeout(found.route.timeout);
     {
         let h = upstream.headers_mut();
+        // awc starts every request with its own User-Agent; the client's replaces it.
+        if req.headers().contains_key(header::USER_AGENT) {
+            h.remove(header::USER_AGENT);
+        }
         for (name, value) in upstream_request_headers(req.headers(), state, bearer.is_none()) {
             h.append(name, value);
         }

@@ -5,6 +5,7 @@
 //! write ourselves rather than believe from the client. Back to the client: no hop-by-hop
 //! headers, no CORS headers (we decide CORS), and no Set-Cookie that would overwrite ours.
 
+use crate::cookies::request_cookies;
 use crate::state::AppState;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -65,21 +66,26 @@ pub fn upstream_request_headers(
     out
 }
 
-/// The request's cookies minus ours (`<prefix>-*`), or `None` when nothing is left.
+/// The request's cookies minus ours (`<prefix>-*`), or `None` when nothing is left. Pairs the
+/// cookie crate cannot parse are not ours: they pass as sent.
 fn foreign_cookies(incoming: &HeaderMap, state: &AppState) -> Option<HeaderValue> {
-    let ours = |name: &str| state.cookies.is_ours(name);
-    let kept: Vec<&str> = incoming
-        .get_all(header::COOKIE)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| !ours(pair.split('=').next().unwrap_or("").trim()))
-        .collect();
+    let mut kept = String::new();
+    for pair in request_cookies(incoming) {
+        if pair
+            .name_value()
+            .is_some_and(|(name, _)| state.cookies.is_ours(name))
+        {
+            continue;
+        }
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(pair.text);
+    }
     if kept.is_empty() {
         return None;
     }
-    HeaderValue::from_str(&kept.join("; ")).ok()
+    HeaderValue::from_str(&kept).ok()
 }
 
 /// Whether an upstream response header goes back to the client.

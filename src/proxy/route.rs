@@ -49,8 +49,12 @@ pub fn match_route<'a>(
 }
 
 fn check_path(path: &str) -> Result<(), ApiError> {
-    let lower = path.to_ascii_lowercase();
-    let encoded_separator = ["%2f", "%5c", "%00"].iter().any(|s| lower.contains(s));
+    let encoded_separator = path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && [b"2f", b"5c", b"00"]
+                .iter()
+                .any(|e| w[1..].eq_ignore_ascii_case(&e[..]))
+    });
     let dot_segment = path.split('/').any(|seg| {
         let decoded = percent_decode_str(seg).decode_utf8_lossy();
         decoded == "." || decoded == ".."

@@ -67,11 +67,14 @@ async fn proxied_calls_carry_the_bearer_token_and_nothing_of_ours() {
                 ("authorization", "Basic c3B5OnNweQ=="),
                 ("x-forwarded-for", "10.0.0.1"),
                 ("accept", "application/json"),
+                ("user-agent", "spa-test/1.0"),
             ],
         )
         .await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
     let echo = &resp.body;
+    // The client's own User-Agent, once (not joined by the HTTP client's default).
+    assert_eq!(header_values(echo, "user-agent"), ["spa-test/1.0"]);
     assert_eq!(echo["sub"], "pat");
     assert_eq!(echo["path"], "/api/orders/7");
     assert_eq!(echo["query"], "x=1&y=%20");
