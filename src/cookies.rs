@@ -256,10 +256,14 @@ impl CookiePolicy {
         kind: CookieKind,
     ) -> impl Iterator<Item = &'r str> + 'r {
         let name = self.name(kind);
-        request_cookies(headers).filter_map(move |pair| match pair.name_value() {
-            Some((n, value)) if n == name => Some(value),
-            _ => None,
-        })
+        request_cookies(headers)
+            // Pairs are trimmed, so a pair named `name` starts with it: the cheap test first,
+            // the parser only for candidates (the other pairs can be kilobytes long).
+            .filter(move |pair| pair.text.starts_with(name))
+            .filter_map(move |pair| match pair.name_value() {
+                Some((n, value)) if n == name => Some(value),
+                _ => None,
+            })
     }
 
     /// Whether the request carries a cookie of this kind at all (readable or not).

@@ -71,10 +71,12 @@ pub fn upstream_request_headers(
 fn foreign_cookies(incoming: &HeaderMap, state: &AppState) -> Option<HeaderValue> {
     let mut kept = String::new();
     for pair in request_cookies(incoming) {
-        if pair
-            .name_value()
-            .is_some_and(|(name, _)| state.cookies.is_ours(name))
-        {
+        // A pair starts with its name: only pairs that start like ours need parsing.
+        let ours = state.cookies.is_ours(pair.text)
+            && pair
+                .name_value()
+                .is_some_and(|(name, _)| state.cookies.is_ours(name));
+        if ours {
             continue;
         }
         if !kept.is_empty() {
