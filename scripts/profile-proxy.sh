@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Where token-handler's proxy spends its CPU, by layer (kernel, HTTP server, HTTP client,
+# runtime, our own code). One worker pinned to CPU 1; the upstream (nginx) and wrk on CPU 0, so
+# the profile holds token-handler's work only. Every server listens on loopback and is stopped
+# by PID. Needs perf (Debian: linux-perf); hardware counters are not required (cpu-clock).
+# Usage: scripts/profile-proxy.sh [seconds, default 6]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-6}
+command -v perf >/dev/null || { echo "perf is required (apt-get install linux-perf)" >&2; exit 1; }
+command -v wrk >/dev/null && command -v nginx >/dev/null ||
+  { echo "wrk and nginx are required (scripts/bench-proxy.sh installs them)" >&2; exit 1; }
+[ "$(nproc)" -ge 2 ] || { echo "needs two CPUs" >&2; exit 1; }
+
+# Release code with line tables, in its own target directory so the normal build is untouched.
+export CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_DEBUG=1
+cargo build --release --quiet --bin token-handler --example seal_cookie
+BIN=$CARGO_TARGET_DIR/release/token-handler
+
+TMP=$(mktemp -d); PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+UP=$(port); TH=$(port)
+cat > "$TMP/nginx.conf" <<NGINX
+daemon off; master_process off; worker_processes 1; pid $TMP/nginx.pid; error_log $TMP/error.log warn;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $TMP/b; proxy_temp_path $TMP/p; fastcgi_temp_path $TMP/f;
+  uwsgi_temp_path $TMP/u; scgi_temp_path $TMP/s; keepalive_requests 100000;
+  server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '{"orders":[1,2,3]}'; } } }
+NGINX
+taskset -c 0 nginx -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/error.log" & PIDS+=($!)
+KEY=$($BIN keygen)
+cat > "$TMP/th.toml" <<TOML
+[server]
+listen = "127.0.0.1:$TH"
+workers = 1
+[cookies]
+keys = ["$KEY"]
+[web]
+trusted_origins = ["https://www.example.test"]
+[[providers]]
+id = "default"
+issuer = "http://127.0.0.1:1"
+client_id = "bench"
+client_secret = "bench"
+redirect_uri = "https://www.example.test/"
+[[routes]]
+path = "/api"
+upstream = "http://127.0.0.1:$UP"
+TOML
+RUST_LOG=error taskset -c 1 "$BIN" --config "$TMP/th.toml" & THPID=$!; PIDS+=($THPID)
+wait_port "$UP"; wait_port "$TH"
+COOKIE="th-at=$("$CARGO_TARGET_DIR/release/examples/seal_cookie" "$KEY")"
+curl -fsS -o /dev/null -H "Cookie: $COOKIE" "http://127.0.0.1:$TH/api/orders"
+
+taskset -c 0 wrk -t1 -c32 -d"$((SECS + 3))s" -H "Cookie: $COOKIE" "http://127.0.0.1:$TH/api/orders" > "$TMP/wrk.txt" &
+WRK=$!; PIDS+=($WRK); sleep 1
+perf record -q -F 499 --call-graph dwarf,16384 -e cpu-clock -p "$THPID" -o "$TMP/perf.data" -- sleep "$SECS" 2>/dev/null
+wait "$WRK"
+perf script -i "$TMP/perf.data" 2>/dev/null > "$TMP/stacks.txt"
+
+echo "Command: scripts/profile-proxy.sh $SECS   ($(date -u +%Y-%m-%d); $(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.txt") req/s during the profile)"
+echo
+# Each sample goes to the innermost frame that belongs to a known layer; allocator and memcpy
+# frames thus count for whoever called them.
+python3 - "$TMP/stacks.txt" <<'PY'
+import collections, re, sys
+layers = [
+    ("unsealing (base64, AES-GCM, JSON)", ("token_handler::crypto",)),
+    ("our code: cookies (finding ours in the Cookie header)", ("token_handler::cookies",)),
+    ("our code: telemetry and metrics", ("token_handler::telemetry", "token_handler::metrics", "prometheus_client", "tracing")),
+    ("our code: proxy (routing, header rules, forwarding)", ("token_handler::proxy",)),
+    ("our code: everything else (Origin, CSRF, session, refresh check)", ("token_handler::",)),
+    ("HTTP client (awc)", ("awc::",)),
+    ("HTTP server (actix-http, actix-web, actix-server)", ("actix_http::", "actix_web::", "actix_server::", "actix_service", "actix_utils")),
+    ("async runtime (tokio, mio)", ("tokio::", "mio::", "actix_rt")),
+]
+count, total = collections.Counter(), 0
+for sample in open(sys.argv[1]).read().split("\n\n"):
+    frames = [l.strip() for l in sample.split("\n")[1:] if l.strip()]
+    if not frames:
+        continue
+    total += 1
+    if "[kernel.kallsyms]" in frames[0]:
+        count["kernel (TCP on loopback, syscalls, scheduling)"] += 1
+        continue
+    names = [re.sub(r"^[0-9a-f]+ ", "", f).rsplit(" (", 1)[0].lstrip("<") for f in frames]
+    for name in names:
+        layer = next((l for l, prefixes in layers if name.startswith(prefixes)), None)
+        if layer:
+            count[layer] += 1
+            break
+    else:
+        count["unattributed"] += 1
+print(f"| part | share of token-handler's CPU ({total} samples) |")
+print("| --- | --- |")
+for layer, n in count.most_common():
+    print(f"| {layer} | {100 * n / total:.1f}% |")
+PY
