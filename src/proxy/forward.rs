@@ -5,9 +5,10 @@ use super::RouteMatch;
 use crate::error::ApiError;
 use crate::secret::Token;
 use crate::state::AppState;
-use actix_web::body::SizedStream;
+use actix_web::body::{self, SizedStream};
 use actix_web::cookie::Cookie;
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use awc::error::SendRequestError;
 
@@ -104,9 +105,17 @@ pub async fn forward(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let sent = match declared_length {
-        Some(len) => upstream.send_body(SizedStream::new(len, body)).await,
-        None => upstream.send_stream(body).await,
+    // RFC 9112 §6.3: a request with neither Content-Length nor Transfer-Encoding has no content
+    // (actix-web refuses requests that carry both). It goes upstream without a body rather than
+    // as an empty stream: with `Content-Length: 0` for methods that define content (RFC 9110
+    // §8.6), with no length at all for the others, as the client sent it.
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    let defines_content = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+    let sent = match (declared_length, chunked) {
+        (Some(len), _) => upstream.send_body(SizedStream::new(len, body)).await,
+        (None, true) => upstream.send_stream(body).await,
+        (None, false) if defines_content => upstream.send().await,
+        (None, false) => upstream.send_body(body::None::new()).await,
     };
     let response = match sent {
         Ok(r) => r,

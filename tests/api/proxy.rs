@@ -51,6 +51,14 @@ fn header_values(echo: &Value, name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The upstream's JSON echo in a raw HTTP response.
+fn echo_of(response: &str) -> Value {
+    response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or_else(|| panic!("no JSON echo in {response}"))
+}
+
 #[actix_web::test]
 async fn proxied_calls_carry_the_bearer_token_and_nothing_of_ours() {
     let Setup {
@@ -105,6 +113,30 @@ async fn proxied_calls_carry_the_bearer_token_and_nothing_of_ours() {
         "Connection-listed header forwarded: {text}"
     );
     assert!(!lower.contains("\"te\""), "TE forwarded: {text}");
+    // A GET sent without a body (no Content-Length, no Transfer-Encoding) goes on without one.
+    let raw_echo = echo_of(&text);
+    assert!(
+        header_values(&raw_echo, "content-length").is_empty(),
+        "{raw_echo}"
+    );
+    assert!(
+        header_values(&raw_echo, "transfer-encoding").is_empty(),
+        "{raw_echo}"
+    );
+    // A POST sent without a body goes on with an explicit zero length (RFC 9110 §8.6).
+    let request = format!(
+        "POST /api/orders HTTP/1.1\r\nHost: x\r\nCookie: {}\r\nx-th-csrf: {}\r\nConnection: close\r\n\r\n",
+        browser.jar.header_for("/api/orders"),
+        browser.csrf.as_deref().expect("csrf")
+    );
+    let (status, post_text) = raw_http(&app.address, request.into_bytes()).await;
+    assert_eq!(status, 200, "{post_text}");
+    let post_echo = echo_of(&post_text);
+    assert_eq!(
+        header_values(&post_echo, "content-length"),
+        ["0"],
+        "{post_echo}"
+    );
     assert!(
         !lower.contains("keep-alive\":"),
         "Keep-Alive forwarded: {text}"
