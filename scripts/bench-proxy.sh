@@ -24,30 +24,9 @@ need nginx nginx; need wrk wrk; need hey hey
 cargo build --release --quiet --bin token-handler --example seal_cookie
 BIN=target/release/token-handler
 
-TMP=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-
+source scripts/bench-common.sh
 UP=$(port); NGX=$(port); TH=$(port)
-nginx_conf() { # dir workers master server-block
-  mkdir -p "$1"
-  cat > "$1/nginx.conf" <<NGINX
-daemon off; master_process $3; worker_processes $2; pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $1/b; proxy_temp_path $1/p; fastcgi_temp_path $1/f;
-  uwsgi_temp_path $1/u; scgi_temp_path $1/s;
-  keepalive_requests 100000;
-  $4
-}
-NGINX
-}
-# The upstream: a small JSON answer, one process of its own.
-nginx_conf "$TMP/up" 1 off "server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '{\"orders\":[1,2,3]}'; } }"
+upstream_conf "$TMP/up" "$UP"
 # Plain nginx proxy_pass in front of it, with as many workers as token-handler.
 nginx_conf "$TMP/ngx" "$WORKERS" on "upstream api { server 127.0.0.1:$UP; keepalive 256; }
   server { listen 127.0.0.1:$NGX; location / { proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
@@ -55,24 +34,7 @@ nginx -p "$TMP/up" -c "$TMP/up/nginx.conf" -e "$TMP/up/error.log" & PIDS+=($!)
 nginx -p "$TMP/ngx" -c "$TMP/ngx/nginx.conf" -e "$TMP/ngx/error.log" & NGXPID=$!; PIDS+=($NGXPID)
 
 KEY=$($BIN keygen)
-cat > "$TMP/th.toml" <<TOML
-[server]
-listen = "127.0.0.1:$TH"
-workers = $WORKERS
-[cookies]
-keys = ["$KEY"]
-[web]
-trusted_origins = ["https://www.example.test"]
-[[providers]]
-id = "default"
-issuer = "http://127.0.0.1:1"
-client_id = "bench"
-client_secret = "bench"
-redirect_uri = "https://www.example.test/"
-[[routes]]
-path = "/api"
-upstream = "http://127.0.0.1:$UP"
-TOML
+th_conf "$TMP/th.toml" "$TH" "$UP" "$WORKERS" "$KEY"
 RUST_LOG=error $BIN --config "$TMP/th.toml" & THPID=$!; PIDS+=($THPID)
 wait_port "$UP"; wait_port "$NGX"; wait_port "$TH"
 NGX_WORKERS=$(ps -o pid= --ppid "$NGXPID" | tr -s ' \n' ' ')

@@ -17,40 +17,12 @@ export CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_DEBUG=1
 cargo build --release --quiet --bin token-handler --example seal_cookie
 BIN=$CARGO_TARGET_DIR/release/token-handler
 
-TMP=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-
+source scripts/bench-common.sh
 UP=$(port); TH=$(port)
-cat > "$TMP/nginx.conf" <<NGINX
-daemon off; master_process off; worker_processes 1; pid $TMP/nginx.pid; error_log $TMP/error.log warn;
-events { worker_connections 1024; }
-http { access_log off; client_body_temp_path $TMP/b; proxy_temp_path $TMP/p; fastcgi_temp_path $TMP/f;
-  uwsgi_temp_path $TMP/u; scgi_temp_path $TMP/s; keepalive_requests 100000;
-  server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '{"orders":[1,2,3]}'; } } }
-NGINX
-taskset -c 0 nginx -p "$TMP" -c "$TMP/nginx.conf" -e "$TMP/error.log" & PIDS+=($!)
+upstream_conf "$TMP/up" "$UP"
+taskset -c 0 nginx -p "$TMP/up" -c "$TMP/up/nginx.conf" -e "$TMP/up/error.log" & PIDS+=($!)
 KEY=$($BIN keygen)
-cat > "$TMP/th.toml" <<TOML
-[server]
-listen = "127.0.0.1:$TH"
-workers = 1
-[cookies]
-keys = ["$KEY"]
-[web]
-trusted_origins = ["https://www.example.test"]
-[[providers]]
-id = "default"
-issuer = "http://127.0.0.1:1"
-client_id = "bench"
-client_secret = "bench"
-redirect_uri = "https://www.example.test/"
-[[routes]]
-path = "/api"
-upstream = "http://127.0.0.1:$UP"
-TOML
+th_conf "$TMP/th.toml" "$TH" "$UP" 1 "$KEY"
 RUST_LOG=error taskset -c 1 "$BIN" --config "$TMP/th.toml" & THPID=$!; PIDS+=($THPID)
 wait_port "$UP"; wait_port "$TH"
 COOKIE="th-at=$("$CARGO_TARGET_DIR/release/examples/seal_cookie" "$KEY")"
