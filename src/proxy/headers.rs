@@ -36,7 +36,8 @@ fn is_hop_by_hop(name: &HeaderName, listed: &[String]) -> bool {
     HOP_BY_HOP.contains(&name.as_str()) || listed.iter().any(|l| l == name.as_str())
 }
 
-/// The request headers to send upstream (before Authorization and X-Forwarded-* are added).
+/// The request headers to send upstream (before Authorization and X-Forwarded-* are added). The
+/// values of one name come one after another, in the order the client sent them.
 pub fn upstream_request_headers(
     incoming: &HeaderMap,
     state: &AppState,

@@ -45,13 +45,20 @@ pub async fn bridge(
         .ws(found.upstream_url.as_str())
         .max_frame_size(MAX_FRAME)
         .set_header(header::AUTHORIZATION, format!("Bearer {}", bearer.expose()));
+    let mut previous: Option<header::HeaderName> = None;
     for (name, value) in upstream_request_headers(req.headers(), state, false) {
         let n = name.as_str();
         // The handshake's own headers are awc's to write.
         if n.starts_with("sec-websocket-") && n != "sec-websocket-protocol" || n == "origin" {
             continue;
         }
-        upstream = upstream.set_header(name, value);
+        // A name's first value replaces awc's default (User-Agent); its further values join it.
+        upstream = if previous.as_ref() == Some(&name) {
+            upstream.header(name, value)
+        } else {
+            previous = Some(name.clone());
+            upstream.set_header(name, value)
+        };
     }
     for (name, value) in super::forward::forwarded_headers(req, state) {
         upstream = upstream.set_header(name, value);

@@ -480,6 +480,9 @@ async fn websockets_pass_through_authenticated_where_enabled() {
         .origin(SPA_ORIGIN)
         .protocols(["chat.v1"])
         .set_header("cookie", cookies.as_str())
+        .set_header("user-agent", "spa-test/1.0")
+        .header("x-tag", "a")
+        .header("x-tag", "b")
         .connect()
         .await
         .expect("handshake through the proxy");
@@ -498,6 +501,23 @@ async fn websockets_pass_through_authenticated_where_enabled() {
         Some(Ok(awc::ws::Frame::Text(t))) => assert_eq!(&t[..], b"pat: hello"),
         other => panic!("unexpected frame: {other:?}"),
     }
+    // The handshake reached the upstream with the client's User-Agent alone, every value of a
+    // repeated header, and none of our cookies.
+    framed
+        .send(awc::ws::Message::Text("headers".into()))
+        .await
+        .expect("send");
+    let handshake: Value = match framed.next().await {
+        Some(Ok(awc::ws::Frame::Text(t))) => serde_json::from_slice(&t).expect("JSON"),
+        other => panic!("unexpected frame: {other:?}"),
+    };
+    assert_eq!(
+        handshake["user-agent"],
+        json!(["spa-test/1.0"]),
+        "{handshake}"
+    );
+    assert_eq!(handshake["x-tag"], json!(["a", "b"]), "{handshake}");
+    assert!(handshake.get("cookie").is_none(), "{handshake}");
     framed
         .send(awc::ws::Message::Close(None))
         .await

@@ -119,15 +119,8 @@ fn denied(reason: String) -> HttpResponse {
         .json(json!({"error": "invalid_token", "reason": reason}))
 }
 
-async fn echo(req: HttpRequest, mut body: web::Payload, v: web::Data<Verifier>) -> HttpResponse {
-    let claims = match v.check(&req).await {
-        Ok(c) => c,
-        Err(reason) => return denied(reason),
-    };
-    let mut received = 0usize;
-    while let Some(chunk) = body.next().await {
-        received += chunk.map(|c| c.len()).unwrap_or(0);
-    }
+/// Every request header, name → its values in order.
+fn received_headers(req: &HttpRequest) -> Map<String, Value> {
     let mut headers = Map::new();
     for (name, value) in req.headers() {
         let entry = headers
@@ -139,6 +132,19 @@ async fn echo(req: HttpRequest, mut body: web::Payload, v: web::Data<Verifier>) 
             ));
         }
     }
+    headers
+}
+
+async fn echo(req: HttpRequest, mut body: web::Payload, v: web::Data<Verifier>) -> HttpResponse {
+    let claims = match v.check(&req).await {
+        Ok(c) => c,
+        Err(reason) => return denied(reason),
+    };
+    let mut received = 0usize;
+    while let Some(chunk) = body.next().await {
+        received += chunk.map(|c| c.len()).unwrap_or(0);
+    }
+    let headers = received_headers(&req);
     HttpResponse::Ok()
         .insert_header(("set-cookie", "th-at=from-upstream; Path=/"))
         .insert_header(("set-cookie", "upstream-session=1; Path=/"))
@@ -234,13 +240,15 @@ async fn unauthorized() -> HttpResponse {
         .json(json!({"error": "upstream says no"}))
 }
 
-/// Echoes text messages as "<sub>: <text>"; accepts the subprotocol `chat.v1`.
+/// Echoes text messages as "<sub>: <text>", answers "headers" with the handshake's headers as
+/// JSON; accepts the subprotocol `chat.v1`.
 async fn websocket(req: HttpRequest, body: web::Payload, v: web::Data<Verifier>) -> HttpResponse {
     let claims = match v.check(&req).await {
         Ok(c) => c,
         Err(reason) => return denied(reason),
     };
     let sub = claims["sub"].as_str().unwrap_or("?").to_string();
+    let headers = Value::Object(received_headers(&req)).to_string();
     let (resp, mut session, mut messages) =
         match actix_ws::handle_with_protocols(&req, body, &["chat.v1"]) {
             Ok(ok) => ok,
@@ -249,10 +257,14 @@ async fn websocket(req: HttpRequest, body: web::Payload, v: web::Data<Verifier>)
     actix_web::rt::spawn(async move {
         while let Some(Ok(msg)) = messages.next().await {
             match msg {
-                actix_ws::Message::Text(t)
-                    if session.text(format!("{sub}: {t}")).await.is_err() =>
-                {
-                    return;
+                actix_ws::Message::Text(t) => {
+                    let answer = match &*t {
+                        "headers" => headers.clone(),
+                        _ => format!("{sub}: {t}"),
+                    };
+                    if session.text(answer).await.is_err() {
+                        return;
+                    }
                 }
                 actix_ws::Message::Close(reason) => {
                     let _ = session.close(reason).await;
