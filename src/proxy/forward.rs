@@ -5,7 +5,7 @@ use super::RouteMatch;
 use crate::error::ApiError;
 use crate::secret::Token;
 use crate::state::AppState;
-use actix_web::body::{self, SizedStream};
+use actix_web::body::{self, BodyStream, SizedStream};
 use actix_web::cookie::Cookie;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
@@ -145,8 +145,10 @@ pub async fn forward(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // `body`, not `streaming`: the latter invents `Content-Type: application/octet-stream` when
+    // the upstream sent none, which on a 304 would overwrite the browser's cached type.
     match length {
         Some(len) => builder.body(SizedStream::new(len, response)),
-        None => builder.streaming(response),
+        None => builder.body(BodyStream::new(response)),
     }
 }

@@ -156,6 +156,27 @@ async fn proxied_calls_carry_the_bearer_token_and_nothing_of_ours() {
 }
 
 #[actix_web::test]
+async fn answers_come_back_with_the_upstreams_headers_and_nothing_invented() {
+    let Setup {
+        app, mut browser, ..
+    } = setup(json!({}), "").await;
+    // A 304 updates the browser's cached copy with the headers it carries (RFC 9111 §4.3.4): a
+    // Content-Type the upstream never sent would replace the cached one.
+    let resp = browser
+        .raw(
+            Method::GET,
+            "/api/not-modified",
+            None,
+            &[("if-none-match", "\"v1\"")],
+        )
+        .await;
+    assert_eq!(resp.status, 304);
+    assert_eq!(resp.header("etag").as_deref(), Some("\"v1\""));
+    assert_eq!(resp.header("content-type"), None);
+    app.assert_alive().await;
+}
+
+#[actix_web::test]
 async fn unsafe_methods_need_the_csrf_header_and_bodies_arrive_whole() {
     let Setup {
         app, mut browser, ..

@@ -99,6 +99,7 @@ impl Upstream {
                 .route("/api/sse", web::get().to(sse))
                 .route("/api/slow", web::get().to(slow))
                 .route("/api/unauthorized", web::get().to(unauthorized))
+                .route("/api/not-modified", web::get().to(not_modified))
                 .route("/api/ws", web::get().to(websocket))
                 .default_service(web::to(echo))
         })
@@ -229,6 +230,13 @@ async fn slow(req: HttpRequest, v: web::Data<Verifier>) -> HttpResponse {
     }
     actix_web::rt::time::sleep(Duration::from_secs(3)).await;
     HttpResponse::Ok().json(json!({"slow": true}))
+}
+
+/// A conditional GET's answer: 304 with an ETag, no body and no Content-Type.
+async fn not_modified() -> HttpResponse {
+    HttpResponse::NotModified()
+        .insert_header((header::ETAG, "\"v1\""))
+        .finish()
 }
 
 async fn unauthorized() -> HttpResponse {
