@@ -1,9 +1,10 @@
 //! What headers cross the proxy, in each direction.
 //!
 //! Toward the upstream: no hop-by-hop headers (RFC 9110 §7.6.1), none of our cookies, not our
-//! CSRF header, not the client's own Authorization (we set it), and `X-Forwarded-*` that we
-//! write ourselves rather than believe from the client. Back to the client: no hop-by-hop
-//! headers, no CORS headers (we decide CORS), and no Set-Cookie that would overwrite ours.
+//! CSRF header, not the client's own Authorization (we set it), no `Expect` (answered here), and
+//! `X-Forwarded-*` that we write ourselves rather than believe from the client. Back to the
+//! client: no hop-by-hop headers, no CORS headers (we decide CORS), and no Set-Cookie that would
+//! overwrite ours.
 
 use crate::cookies::request_cookies;
 use crate::state::AppState;
@@ -51,6 +52,9 @@ pub fn upstream_request_headers(
         if is_hop_by_hop(name, &listed)
             || n == "host"
             || n == "content-length"
+            // actix-web has already answered `Expect: 100-continue` to the client; upstream,
+            // the expectation would cost a round trip, and awc refuses it on bodiless requests.
+            || n == "expect"
             || n == csrf
             || n == "forwarded"
             || n.starts_with("x-forwarded-")
