@@ -1,6 +1,7 @@
 //! Sending the request upstream and streaming the answer back.
 
 use super::headers::{keep_response_header, response_connection_listed, upstream_request_headers};
+use super::route::client_location;
 use super::RouteMatch;
 use crate::error::ApiError;
 use crate::secret::Token;
@@ -60,6 +61,12 @@ pub fn forwarded_headers(
         out.push((header::HeaderName::from_static("x-forwarded-host"), v));
     }
     out
+}
+
+/// The upstream's `Location`, pointed back at the route when it names the upstream itself.
+fn relocated(found: &RouteMatch<'_>, value: &HeaderValue) -> Option<HeaderValue> {
+    let location = client_location(found.route, value.to_str().ok()?)?;
+    HeaderValue::from_str(&location).ok()
 }
 
 /// Forwards the request; `bearer` replaces any client Authorization header when set.
@@ -133,9 +140,15 @@ pub async fn forward(
     let mut builder = HttpResponse::build(response.status());
     let listed = response_connection_listed(response.headers());
     for (name, value) in response.headers() {
-        if keep_response_header(name, value, &listed, state) {
-            builder.append_header((name.clone(), value.clone()));
+        if !keep_response_header(name, value, &listed, state) {
+            continue;
         }
+        let value = if *name == header::LOCATION {
+            relocated(found, value).unwrap_or_else(|| value.clone())
+        } else {
+            value.clone()
+        };
+        builder.append_header((name.clone(), value));
     }
     for c in cookies {
         builder.cookie(c);

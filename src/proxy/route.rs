@@ -48,6 +48,25 @@ pub fn match_route<'a>(
     }))
 }
 
+/// An upstream's redirect to its own address, as the browser must see it (what nginx's default
+/// `proxy_redirect` does): the upstream's base URL becomes the route's path again, so
+/// `http://orders:9001/v1/7` from a route `/api/orders` with `strip_prefix` becomes
+/// `/api/orders/7`. `None` for any other location, which passes unchanged: relative ones already
+/// resolve against the browser's URL, and other hosts are none of our business.
+pub fn client_location(route: &RouteConfig, location: &str) -> Option<String> {
+    let base = route.upstream.as_str().trim_end_matches('/');
+    let rest = location.strip_prefix(base)?;
+    if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
+        // `http://api:9001` must not match `http://api:90012/...`.
+        return None;
+    }
+    Some(match (route.strip_prefix, rest.starts_with('/')) {
+        (true, _) => format!("{}{rest}", route.path.as_str()),
+        (false, true) => rest.to_string(),
+        (false, false) => format!("/{rest}"),
+    })
+}
+
 fn check_path(path: &str) -> Result<(), ApiError> {
     let encoded_separator = path.as_bytes().windows(3).any(|w| {
         w[0] == b'%'
@@ -109,6 +128,35 @@ mod tests {
         );
         assert_eq!(url_for(&routes, "/apix"), None);
         assert_eq!(url_for(&routes, "/other"), None);
+    }
+
+    #[test]
+    fn redirects_to_the_upstream_become_redirects_to_the_route() {
+        let stripped = route("/api/orders", "http://orders:9002/v1", true);
+        let kept = route("/api", "http://api:9001", false);
+        let cases = [
+            (
+                &stripped,
+                "http://orders:9002/v1/7?x=1",
+                Some("/api/orders/7?x=1"),
+            ),
+            (&stripped, "http://orders:9002/v1", Some("/api/orders")),
+            (&stripped, "http://orders:9002/v10/7", None),
+            (&stripped, "http://orders:9002/other", None),
+            (&kept, "http://api:9001/api/users/7", Some("/api/users/7")),
+            (&kept, "http://api:9001", Some("/")),
+            (&kept, "http://api:9001?next=1", Some("/?next=1")),
+            (&kept, "http://api:90012/x", None),
+            (&kept, "https://login.example.com/x", None),
+            (&kept, "/api/users/7", None),
+        ];
+        for (route, location, expected) in cases {
+            assert_eq!(
+                client_location(route, location).as_deref(),
+                expected,
+                "{location}"
+            );
+        }
     }
 
     #[test]

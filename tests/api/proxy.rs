@@ -173,6 +173,26 @@ async fn answers_come_back_with_the_upstreams_headers_and_nothing_invented() {
     assert_eq!(resp.status, 304);
     assert_eq!(resp.header("etag").as_deref(), Some("\"v1\""));
     assert_eq!(resp.header("content-type"), None);
+    // A redirect to the upstream's own address points back through the route (the browser
+    // cannot reach the upstream); other locations pass as sent.
+    let resp = browser.raw(Method::GET, "/api/redirect", None, &[]).await;
+    assert_eq!(resp.status, 302);
+    assert_eq!(
+        resp.header("location").as_deref(),
+        Some("/api/orders/1?from=redirect")
+    );
+    for elsewhere in ["https://login.example.test/x", "/api/relative"] {
+        let resp = browser
+            .raw(
+                Method::GET,
+                &format!("/api/redirect?to={elsewhere}"),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(resp.status, 302);
+        assert_eq!(resp.header("location").as_deref(), Some(elsewhere));
+    }
     app.assert_alive().await;
 }
 

@@ -100,6 +100,7 @@ impl Upstream {
                 .route("/api/slow", web::get().to(slow))
                 .route("/api/unauthorized", web::get().to(unauthorized))
                 .route("/api/not-modified", web::get().to(not_modified))
+                .route("/api/redirect", web::get().to(redirect))
                 .route("/api/ws", web::get().to(websocket))
                 .default_service(web::to(echo))
         })
@@ -230,6 +231,23 @@ async fn slow(req: HttpRequest, v: web::Data<Verifier>) -> HttpResponse {
     }
     actix_web::rt::time::sleep(Duration::from_secs(3)).await;
     HttpResponse::Ok().json(json!({"slow": true}))
+}
+
+/// A redirect to the upstream's own absolute address, as frameworks not told about the proxy
+/// write them from `Host` (ignoring `X-Forwarded-Host`), or to the address in `?to=`.
+async fn redirect(req: HttpRequest) -> HttpResponse {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("?");
+    let location = match req.query_string().strip_prefix("to=") {
+        Some(to) => to.to_string(),
+        None => format!("http://{host}/api/orders/1?from=redirect"),
+    };
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, location))
+        .finish()
 }
 
 /// A conditional GET's answer: 304 with an ETag, no body and no Content-Type.
