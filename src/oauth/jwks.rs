@@ -69,14 +69,22 @@ impl JwksCache {
                 return Err(not_published());
             }
         }
-        // Fetching keys is safe to repeat: two more tries, 200 ms then 400 ms apart.
-        let mut fetched = Err(KeyError::Unavailable(String::new()));
+        // Fetching keys is safe to repeat: two more tries, 200 ms then 400 ms apart, all of them
+        // within the provider's one timeout, like any other call to it.
+        let deadline = Instant::now() + timeout;
+        let mut fetched = Err(KeyError::Unavailable(
+            "the provider's JWKS could not be fetched in time".into(),
+        ));
         for (attempt, pause) in [0u64, 200, 400].into_iter().enumerate() {
             if pause > 0 {
                 actix_web::rt::time::sleep(Duration::from_millis(pause)).await;
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
             fetched = send_json(
-                client.get(jwks_uri.as_str()).timeout(timeout).send(),
+                client.get(jwks_uri.as_str()).timeout(left).send(),
                 "jwks_uri",
             )
             .await

@@ -74,6 +74,8 @@ const DEFAULTS = {
   jwtAccessTokens: null,
   // > 0: every token endpoint request waits this many ms before it is processed.
   tokenEndpointDelayMs: 0,
+  // > 0: every JWKS request waits this many ms before it is answered.
+  jwksDelayMs: 0,
 };
 
 // The scopes the provider knows; with jwtAccessTokens they are also the resource server's
@@ -105,8 +107,10 @@ for (const key of ['rotateRefreshToken', 'issueRefreshToken', 'expiresWithSessio
   if (typeof cfg[key] !== 'boolean') fail(`OIDC_CONFIG.${key} must be a boolean`);
 }
 if (!Array.isArray(cfg.clients) || cfg.clients.length === 0) fail('OIDC_CONFIG.clients must be a non-empty array');
-if (!Number.isInteger(cfg.tokenEndpointDelayMs) || cfg.tokenEndpointDelayMs < 0 || cfg.tokenEndpointDelayMs > 600_000) {
-  fail('OIDC_CONFIG.tokenEndpointDelayMs must be an integer 0..600000 (milliseconds)');
+for (const key of ['tokenEndpointDelayMs', 'jwksDelayMs']) {
+  if (!Number.isInteger(cfg[key]) || cfg[key] < 0 || cfg[key] > 600_000) {
+    fail(`OIDC_CONFIG.${key} must be an integer 0..600000 (milliseconds)`);
+  }
 }
 
 // jwtAccessTokens -> the (single) resource server. `resourceIndicator` is the RFC 8707 `resource`
@@ -515,6 +519,13 @@ provider.use(async (ctx, next) => {
   ctx.set('pragma', 'no-cache');
   ctx.body = { error: 'temporarily_unavailable' };
   return undefined;
+});
+
+// A slow JWKS endpoint (jwksDelayMs).
+const jwksPath = provider.pathFor('jwks');
+provider.use(async (ctx, next) => {
+  if (ctx.path === jwksPath && cfg.jwksDelayMs > 0) await sleep(cfg.jwksDelayMs);
+  return next();
 });
 
 // oidc-provider 8 emits no event for a successful revocation or userinfo call; count them here.
