@@ -76,13 +76,15 @@ impl JwksCache {
             "the provider's JWKS could not be fetched in time".into(),
         ));
         for (attempt, pause) in [0u64, 200, 400].into_iter().enumerate() {
-            if pause > 0 {
-                actix_web::rt::time::sleep(Duration::from_millis(pause)).await;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let pause = Duration::from_millis(pause);
+            // A retry needs some of the timeout left after its pause.
+            if Instant::now() + pause >= deadline {
                 break;
             }
+            if !pause.is_zero() {
+                actix_web::rt::time::sleep(pause).await;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
             fetched = send_json(
                 client.get(jwks_uri.as_str()).timeout(left).send(),
                 "jwks_uri",
