@@ -106,9 +106,9 @@ impl Sealer {
     /// The id (hex) of the listed key a value names in its header, if any: for metrics, never
     /// an id an attacker made up (that would grow the series without bound).
     pub fn listed_key_id(&self, sealed: &str) -> Option<String> {
-        let head = URL_SAFE_NO_PAD.decode(sealed.get(..8)?).ok()?;
-        let id = head.get(1..1 + KEY_ID_LEN)?;
-        self.ring().find(id).map(|k| k.id_hex())
+        self.ring()
+            .find(&sealed_key_id(sealed)?)
+            .map(|k| k.id_hex())
     }
 
     /// When `sealed` was sealed by a listed key other than the current one, the same plaintext
@@ -116,19 +116,12 @@ impl Sealer {
     /// moves live sessions onto a new key as they are used, so the old key can be dropped.
     pub fn reseal(&self, purpose: Purpose, now: i64, sealed: &str) -> Option<String> {
         let ring = self.ring();
-        // Runs on every request for every cookie: look at the key id (the first 8 characters
-        // decode to version, key id and a nonce byte) before decoding the whole value.
-        let head = URL_SAFE_NO_PAD.decode(sealed.get(..8)?).ok()?;
-        if head.get(1..1 + KEY_ID_LEN)? == ring.current().id() {
+        // Runs on every request for every cookie: look at the key id before decoding the whole
+        // value.
+        if sealed_key_id(sealed)? == ring.current().id() {
             return None;
         }
         let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
-        if raw.len() < HEADER_LEN + EXP_LEN + TAG_LEN || raw[0] != VERSION {
-            return None;
-        }
-        if raw[1..1 + KEY_ID_LEN] == ring.current().id() {
-            return None;
-        }
         let plaintext = Self::open_raw(&ring, purpose, raw).ok()?;
         let exp = i64::from_be_bytes(plaintext[..EXP_LEN].try_into().ok()?);
         if now >= exp {
@@ -220,6 +213,13 @@ impl Sealer {
         raw.drain(..HEADER_LEN);
         Ok(raw)
     }
+}
+
+/// The key id a sealed value names, from its first 8 characters alone (they decode to the
+/// version, the key id and a nonce byte).
+fn sealed_key_id(sealed: &str) -> Option<[u8; KEY_ID_LEN]> {
+    let head = URL_SAFE_NO_PAD.decode(sealed.get(..8)?).ok()?;
+    head.get(1..1 + KEY_ID_LEN)?.try_into().ok()
 }
 
 fn associated_data(purpose: Purpose, key_id: &[u8]) -> Vec<u8> {

@@ -37,6 +37,16 @@ timeout = "5s"
     )
 }
 
+/// The test provider's `spa-client` (client_secret_basic, no PAR) as provider `id`.
+fn spa_client(id: &str, issuer: &str) -> String {
+    provider_toml(
+        id,
+        issuer,
+        "spa-client",
+        "client_secret = \"spa-secret\"\npar = \"off\"",
+    )
+}
+
 /// The base test configuration without its provider, plus `providers`.
 fn config_with(providers: &str) -> String {
     let base = config_toml("http://127.0.0.1:1", &CookieKey::generate_text());
@@ -58,18 +68,8 @@ async fn two_providers_each_session_talks_to_its_own() {
     let b = TestProvider::start().await;
     let toml = config_with(&format!(
         "{}{}",
-        provider_toml(
-            "a",
-            &a.issuer,
-            "spa-client",
-            "client_secret = \"spa-secret\"\npar = \"off\""
-        ),
-        provider_toml(
-            "b",
-            &b.issuer,
-            "spa-client",
-            "client_secret = \"spa-secret\"\npar = \"off\""
-        )
+        spa_client("a", &a.issuer),
+        spa_client("b", &b.issuer)
     ));
     let app = TestApp::spawn_toml(&toml).await;
     let mut alice = app.browser();
@@ -300,18 +300,8 @@ async fn the_proxy_forwards_each_sessions_token_from_its_own_provider() {
     let upstream = crate::upstream::Upstream::start_many(&[&a.issuer, &b.issuer]).await;
     let toml = config_with(&format!(
         "{}{}",
-        provider_toml(
-            "a",
-            &a.issuer,
-            "spa-client",
-            "client_secret = \"spa-secret\"\npar = \"off\""
-        ),
-        provider_toml(
-            "b",
-            &b.issuer,
-            "spa-client",
-            "client_secret = \"spa-secret\"\npar = \"off\""
-        )
+        spa_client("a", &a.issuer),
+        spa_client("b", &b.issuer)
     )) + &format!(
         "\n[[routes]]\npath = \"/api\"\nupstream = \"{}\"\n",
         upstream.address
@@ -351,12 +341,7 @@ async fn a_provider_that_is_down_does_not_stop_the_others() {
             "spa-client",
             "client_secret = \"spa-secret\""
         ),
-        provider_toml(
-            "up",
-            &up.issuer,
-            "spa-client",
-            "client_secret = \"spa-secret\"\npar = \"off\""
-        )
+        spa_client("up", &up.issuer)
     ));
     let app = TestApp::spawn_toml(&toml).await;
     let mut browser = app.browser();
