@@ -97,7 +97,8 @@ pub struct CookiePolicy {
 
 impl CookiePolicy {
     /// Derives names and paths: the refresh-token cookie goes to the agent's refresh and logout
-    /// endpoints, the proxy routes and the forward-auth paths, and nowhere else.
+    /// endpoints, the proxy routes and the forward-auth paths (the API paths a gateway protects:
+    /// the gateway forwards the browser's cookies for them), and nowhere else.
     pub fn new(full: &Config) -> Self {
         let config = &full.cookies;
         let base_path = full.server.base_path.as_str();
@@ -117,7 +118,6 @@ impl CookiePolicy {
                 .iter()
                 .map(|p| p.as_str().to_string()),
         );
-        refresh_paths.push(format!("{base_path}/auth"));
         // A forward-auth path may also be a route: one cookie per distinct path.
         let mut seen = std::collections::HashSet::new();
         refresh_paths.retain(|p| seen.insert(p.clone()));
@@ -387,14 +387,7 @@ redirect_uri = "https://www.example.com/"
             .seal(&s, CookieKind::RefreshToken, i64::MAX, &"t")
             .expect("seal");
         let paths: Vec<_> = auth.iter().filter_map(|c| c.path()).collect();
-        assert_eq!(
-            paths,
-            [
-                "/oauth-agent/refresh",
-                "/oauth-agent/logout",
-                "/oauth-agent/auth"
-            ]
-        );
+        assert_eq!(paths, ["/oauth-agent/refresh", "/oauth-agent/logout"]);
     }
 
     #[test]

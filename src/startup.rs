@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::oauth::http::build_client;
 use crate::routes;
 use crate::state::{AppState, HttpClient};
-use crate::telemetry::log_request;
+use crate::telemetry::{log_request, RouteLabel};
 use actix_web::dev::Server;
 use actix_web::http::header;
 use actix_web::{middleware, web, App, HttpServer};
@@ -15,6 +15,7 @@ use std::net::TcpListener;
 pub struct Application {
     server: Server,
     metrics: Option<(Server, u16)>,
+    forward_auth: Option<(Server, u16)>,
     port: u16,
     state: web::Data<AppState>,
 }
@@ -58,22 +59,38 @@ impl Application {
         }
         let metrics = match state.config.metrics_listen.as_deref() {
             None => None,
+            Some(addr) => Some(side_listener(addr, 1, grace, || {
+                App::new().route("/metrics", web::get().to(crate::metrics::serve))
+            })?),
+        };
+        // Forward auth answers with the access token: on its own listener, which only the
+        // gateway reaches, never on the public one where same-origin JavaScript could read it.
+        let forward_auth = match state.config.forward_auth_listen.as_deref() {
+            None => None,
             Some(addr) => {
-                let listener = TcpListener::bind(addr)?;
-                let metrics_port = listener.local_addr()?.port();
-                let server = HttpServer::new(|| {
-                    App::new().route("/metrics", web::get().to(crate::metrics::serve))
-                })
-                .workers(1)
-                .shutdown_timeout(grace.as_secs())
-                .listen(listener)?
-                .run();
-                Some((server, metrics_port))
+                let fa_state = state.clone();
+                let threads = workers
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+                Some(side_listener(addr, threads, grace, move || {
+                    App::new()
+                        .app_data(fa_state.clone())
+                        .app_data(web::Data::new(HttpClient(build_client(connect_timeout))))
+                        .app_data(RouteLabel("forward_auth"))
+                        .wrap(
+                            middleware::DefaultHeaders::new()
+                                .add((header::CACHE_CONTROL, "no-store")),
+                        )
+                        .wrap(middleware::from_fn(log_request))
+                        .route("/auth", web::get().to(crate::proxy::forward_auth))
+                        .route("/auth", web::head().to(crate::proxy::forward_auth))
+                        .default_service(web::to(routes::not_found))
+                })?)
             }
         };
         Ok(Self {
             server: server.run(),
             metrics,
+            forward_auth,
             port,
             state,
         })
@@ -87,6 +104,11 @@ impl Application {
     /// The metrics listener's port, when `[metrics] listen` is set.
     pub fn metrics_port(&self) -> Option<u16> {
         self.metrics.as_ref().map(|(_, p)| *p)
+    }
+
+    /// The forward-auth listener's port, when `[forward_auth] listen` is set.
+    pub fn forward_auth_port(&self) -> Option<u16> {
+        self.forward_auth.as_ref().map(|(_, p)| *p)
     }
 
     /// The shared state (tests read the clock and keys through it).
@@ -104,17 +126,49 @@ impl Application {
             futures_util::future::join_all(tasks).await;
         });
         let keys = actix_web::rt::spawn(crate::rotation::watch_keys_file(self.state.clone()));
-        let metrics = self.metrics.map(|(server, _)| {
-            let handle = server.handle();
-            actix_web::rt::spawn(server);
-            handle
-        });
+        let side: Vec<_> = [self.metrics, self.forward_auth]
+            .into_iter()
+            .flatten()
+            .map(|(server, _)| {
+                let handle = server.handle();
+                actix_web::rt::spawn(server);
+                handle
+            })
+            .collect();
         let result = self.server.await;
-        if let Some(handle) = metrics {
+        for handle in side {
             handle.stop(true).await;
         }
         discovery.abort();
         keys.abort();
         result
     }
+}
+
+/// A listener beside the public one (metrics, forward auth), running its own small app.
+fn side_listener<F, A, B>(
+    addr: &str,
+    workers: usize,
+    grace: std::time::Duration,
+    app: F,
+) -> std::io::Result<(Server, u16)>
+where
+    F: Fn() -> App<A> + Send + Clone + 'static,
+    A: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    let listener = TcpListener::bind(addr)?;
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(app)
+        .workers(workers)
+        .shutdown_timeout(grace.as_secs())
+        .listen(listener)?
+        .run();
+    Ok((server, port))
 }

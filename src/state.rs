@@ -24,14 +24,13 @@ impl AppState {
     pub fn route_label(&self, path: &str) -> String {
         let base = self.config.server.base_path.as_str();
         if let Some(endpoint) = path.strip_prefix(base) {
-            const ENDPOINTS: [&str; 7] = [
+            const ENDPOINTS: [&str; 6] = [
                 "/login/start",
                 "/login/end",
                 "/userInfo",
                 "/claims",
                 "/refresh",
                 "/logout",
-                "/auth",
             ];
             if let Some(e) = ENDPOINTS.iter().find(|e| **e == endpoint) {
                 return format!("{base}{e}");

@@ -51,6 +51,10 @@ fn request_id(req: &ServiceRequest) -> String {
         .unwrap_or_else(|| crate::secret::random_token().expose()[..22].to_string())
 }
 
+/// The metrics route label of every request of an app that serves one endpoint (the
+/// forward-auth listener), set as app data.
+pub struct RouteLabel(pub &'static str);
+
 /// Runs the request in its span and logs one line when it completes.
 pub async fn log_request(
     mut req: ServiceRequest,
@@ -66,10 +70,13 @@ pub async fn log_request(
         method = %req.method(),
         path = %req.path(),
     );
-    let route = req
-        .app_data::<actix_web::web::Data<crate::state::AppState>>()
-        .map(|s| s.route_label(req.path()))
-        .unwrap_or_else(|| "unmatched".to_string());
+    let route = match req.app_data::<RouteLabel>() {
+        Some(RouteLabel(label)) => label.to_string(),
+        None => req
+            .app_data::<actix_web::web::Data<crate::state::AppState>>()
+            .map(|s| s.route_label(req.path()))
+            .unwrap_or_else(|| "unmatched".to_string()),
+    };
     let mut res = next.call(req).instrument(span.clone()).await?;
     res.headers_mut().insert(REQUEST_ID, value);
     let metrics = &crate::metrics::METRICS;

@@ -71,6 +71,8 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    forward_auth: RawForwardAuth,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +92,12 @@ impl Default for RawLog {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct RawMetrics {
+    listen: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawForwardAuth {
     listen: String,
 }
 
@@ -240,6 +248,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where Prometheus metrics are served; `None`: not at all.
     pub metrics_listen: Option<String>,
+    /// Where the forward-auth endpoint is served; `None`: not at all. Never the public
+    /// listener: its answers carry the access token, which no page may read.
+    pub forward_auth_listen: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -718,11 +729,22 @@ impl RawConfig {
             "" => None,
             addr => Some(addr.to_string()),
         };
+        let forward_auth_listen = match self.forward_auth.listen.trim() {
+            "" => None,
+            addr => Some(addr.to_string()),
+        };
+        if forward_auth_listen.is_none() && !proxy.forward_auth_paths.is_empty() {
+            return Err(ConfigError::new(
+                "proxy.forward_auth_paths",
+                "forward auth is served on its own listener only: set forward_auth.listen (an address only the gateway reaches, e.g. \"127.0.0.1:9091\"), or remove these paths",
+            ));
+        }
 
         Ok(Config {
             proxy,
             log_format,
             metrics_listen,
+            forward_auth_listen,
             server: ServerConfig {
                 listen: self.server.listen.trim().to_string(),
                 base_path,
@@ -800,6 +822,20 @@ redirect_uri = "https://www.example.com/"
             Ok(_) => panic!("expected a configuration error"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn forward_auth_is_off_unless_it_has_its_own_listener() {
+        let key = CookieKey::generate_text();
+        let c = Config::from_toml(&minimal(&key), no_env()).expect("valid");
+        assert_eq!(c.forward_auth_listen, None);
+        let paths = minimal(&key) + "[proxy]\nforward_auth_paths = [\"/api\"]\n";
+        let e = err(&paths, no_env());
+        assert_eq!(e.key, "proxy.forward_auth_paths");
+        assert!(e.message.contains("forward_auth.listen"), "{e}");
+        let on = paths + "[forward_auth]\nlisten = \"127.0.0.1:9091\"\n";
+        let c = Config::from_toml(&on, no_env()).expect("valid");
+        assert_eq!(c.forward_auth_listen.as_deref(), Some("127.0.0.1:9091"));
     }
 
     #[test]

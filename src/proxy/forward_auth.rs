@@ -1,9 +1,15 @@
-//! `GET <base_path>/auth`: forward auth for gateways users already run (nginx `auth_request`,
-//! Traefik ForwardAuth, Envoy ext_authz).
+//! `GET /auth` on the forward-auth listener (`[forward_auth] listen`): forward auth for gateways
+//! users already run (nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz).
 //!
-//! The gateway sends the original request's headers here; we apply the proxy's rules (CSRF for
-//! the original method, taken from `X-Forwarded-Method` or `X-Original-Method`; refresh when
-//! due) and answer 200 with the `Authorization` header the gateway copies upstream, or 401.
+//! The gateway sends the original request's headers here; we apply the proxy's rules (Origin;
+//! CSRF for the original method, taken from `X-Forwarded-Method` or `X-Original-Method`; refresh
+//! when due) and answer 200 with the `Authorization` header the gateway copies upstream, or 401.
+//!
+//! The answer carries the access token, so it must never reach a browser: the endpoint lives on
+//! its own listener, which only the gateway can reach, and not on the public one, where any
+//! same-origin script (an XSS payload) could `fetch` it and read the token (RFC 10017's BFF
+//! promise). A missing or unknown original method is refused rather than taken for a GET: a
+//! gateway that forgot to send it would otherwise skip the CSRF check for every POST.
 //!
 //! After a refresh the new cookies come as `Set-Cookie` headers and, again, one each in
 //! `X-Token-Handler-Set-Cookie-1`, `-2`, …: nginx's `auth_request_set` sees only the first
@@ -11,19 +17,39 @@
 
 use super::refusal;
 use crate::csrf::require_csrf;
+use crate::error::ApiError;
+use crate::origin::Origin;
 use crate::refresh::usable_access_token;
 use crate::state::{AppState, HttpClient};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
-fn original_method(req: &HttpRequest) -> Method {
-    ["x-forwarded-method", "x-original-method"]
+/// The method of the request the gateway is asking about. Only the methods an SPA's API call
+/// can have are known; anything else, or no header at all, is refused.
+fn original_method(req: &HttpRequest) -> Result<Method, ApiError> {
+    let value = ["x-forwarded-method", "x-original-method"]
         .iter()
         .find_map(|h| req.headers().get(*h))
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| Method::from_bytes(v.trim().as_bytes()).ok())
-        .unwrap_or(Method::GET)
+        .ok_or(ApiError::Unauthorized(
+            "the gateway sent no X-Forwarded-Method or X-Original-Method header: forward auth needs the original request's method to apply CSRF rules (docs/gateways.md)",
+        ))?;
+    let known = [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+    ];
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| known.into_iter().find(|m| m.as_str() == v.trim()))
+        .ok_or(ApiError::Unauthorized(
+            "the original method the gateway sent is not one of GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE",
+        ))
 }
 
 pub async fn forward_auth(
@@ -31,7 +57,13 @@ pub async fn forward_auth(
     state: web::Data<AppState>,
     client: web::Data<HttpClient>,
 ) -> HttpResponse {
-    let method = original_method(&req);
+    let method = match original_method(&req) {
+        Ok(m) => m,
+        Err(e) => return e.error_response(),
+    };
+    if let Err(e) = Origin::check(&method, req.headers(), &state, false) {
+        return e.error_response();
+    }
     if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
         if let Err(e) = require_csrf(&req, &state) {
             return e.error_response();
@@ -42,7 +74,7 @@ pub async fn forward_auth(
             let Ok(value) =
                 HeaderValue::from_str(&format!("Bearer {}", usable.access_token.expose()))
             else {
-                return crate::error::ApiError::Internal.error_response();
+                return ApiError::Internal.error_response();
             };
             let mut resp = HttpResponse::Ok();
             resp.insert_header((header::AUTHORIZATION, value));

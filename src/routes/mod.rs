@@ -31,11 +31,6 @@ pub fn configure(base_path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
                 .service(resource("/claims", "GET").route(web::get().to(session::claims)))
                 .service(resource("/refresh", "POST").route(web::post().to(refresh::refresh)))
                 .service(resource("/logout", "POST").route(web::post().to(logout::logout)))
-                .service(
-                    resource("/auth", "GET, HEAD")
-                        .route(web::get().to(crate::proxy::forward_auth))
-                        .route(web::head().to(crate::proxy::forward_auth)),
-                )
                 .default_service(web::to(not_found)),
         );
     }

@@ -92,11 +92,7 @@ async fn a_full_login_sets_sealed_cookies_at_their_paths_and_the_spa_sees_no_tok
     assert_eq!(paths("th-csrf"), ["/"]);
     assert_eq!(
         paths("th-auth"),
-        [
-            "/oauth-agent/auth",
-            "/oauth-agent/logout",
-            "/oauth-agent/refresh"
-        ]
+        ["/oauth-agent/logout", "/oauth-agent/refresh"]
     );
     assert_eq!(
         paths("th-id"),

@@ -1,6 +1,7 @@
 //! Forward auth behind a real nginx (`auth_request`), end to end: the browser signs in through
-//! nginx, nginx asks token-handler's `/auth` for every API call and copies the Authorization
-//! header (and refreshed cookies) it answers with.
+//! nginx, nginx asks token-handler's forward-auth listener (`/auth`) for every API call and
+//! copies the Authorization header (and refreshed cookies) it answers with. The public listener
+//! never serves forward auth: its answer carries the token.
 
 use crate::helpers::*;
 use crate::upstream::{Upstream, API_AUDIENCE};
@@ -9,7 +10,13 @@ use serde_json::json;
 use token_handler::crypto::CookieKey;
 
 /// The nginx configuration documented in docs/gateways.md, with test addresses filled in.
-pub fn nginx_conf(dir: &str, port: u16, token_handler: &str, upstream: &str) -> String {
+pub fn nginx_conf(
+    dir: &str,
+    port: u16,
+    token_handler: &str,
+    forward_auth: &str,
+    upstream: &str,
+) -> String {
     let slots: String = (1..=8)
         .map(|i| {
             format!(
@@ -42,7 +49,7 @@ pub fn nginx_conf(dir: &str, port: u16, token_handler: &str, upstream: &str) -> 
 
     location = /_token_handler_auth {{
       internal;
-      proxy_pass {token_handler}/oauth-agent/auth;
+      proxy_pass {forward_auth}/auth;
       proxy_pass_request_body off;
       proxy_set_header Content-Length "";
       proxy_set_header X-Original-Method $request_method;
@@ -59,10 +66,16 @@ async fn nginx_auth_request_with_the_forward_auth_endpoint() {
     let op = TestProvider::start_with(json!({"jwtAccessTokens": {"audience": API_AUDIENCE}})).await;
     let upstream = Upstream::start(&op.issuer).await;
     let toml = config_toml(&op.issuer, &CookieKey::generate_text())
-        + "\n[proxy]\nforward_auth_paths = [\"/gw\"]\n";
+        + "\n[proxy]\nforward_auth_paths = [\"/gw\"]\n[forward_auth]\nlisten = \"127.0.0.1:0\"\n";
     let app = TestApp::spawn_toml(&toml).await;
-    let nginx =
-        Nginx::start(|dir, port| nginx_conf(dir, port, &app.address, &upstream.address)).await;
+    let forward_auth = app
+        .forward_auth_address
+        .clone()
+        .expect("forward-auth listener");
+    let nginx = Nginx::start(|dir, port| {
+        nginx_conf(dir, port, &app.address, &forward_auth, &upstream.address)
+    })
+    .await;
 
     // Sign in through nginx, as the SPA on nginx's origin would.
     let mut browser = Browser::new(&nginx.address);
@@ -129,4 +142,64 @@ async fn nginx_auth_request_with_the_forward_auth_endpoint() {
     let again = browser.raw(Method::GET, "/gw/orders", None, &[]).await;
     assert_eq!(again.body["token_jti"], refreshed.body["token_jti"]);
     assert_eq!(op.stats().await["refresh_grants"], 1);
+}
+
+/// The forward-auth answer carries the access token, so same-origin JavaScript must not be able
+/// to fetch it: the public listener has no such endpoint, configured or not, and the separate
+/// listener refuses a request that does not name the original method (it would skip CSRF).
+#[actix_web::test]
+async fn forward_auth_is_never_on_the_public_listener() {
+    let op = TestProvider::start().await;
+    let key = CookieKey::generate_text();
+
+    // Not configured: no listener, and 404 on the public one, signed in or not.
+    let app = TestApp::spawn_toml(&config_toml(&op.issuer, &key)).await;
+    assert!(app.forward_auth_address.is_none());
+    let mut browser = app.browser();
+    assert_eq!(browser.login("xss-victim").await.status, 200);
+    let resp = browser.get("/oauth-agent/auth").await;
+    assert_eq!(resp.status, 404, "{:?}", resp.body);
+    assert_eq!(resp.code(), "not_found");
+    assert!(resp.header("authorization").is_none());
+
+    // Configured: still 404 on the public listener; served on its own.
+    let toml = config_toml(&op.issuer, &key)
+        + "\n[proxy]\nforward_auth_paths = [\"/gw\"]\n[forward_auth]\nlisten = \"127.0.0.1:0\"\n";
+    let app = TestApp::spawn_toml(&toml).await;
+    let mut browser = app.browser();
+    assert_eq!(browser.login("xss-victim").await.status, 200);
+    for path in ["/oauth-agent/auth", "/auth"] {
+        let resp = browser
+            .raw(Method::GET, path, None, &[("x-original-method", "GET")])
+            .await;
+        assert_eq!(resp.status, 404, "{path}: {:?}", resp.body);
+        assert!(resp.header("authorization").is_none(), "{path}");
+    }
+    let cookies = browser.jar.header_for("/gw/orders");
+    let mut gateway = Browser::new(&app.forward_auth_address.clone().expect("listener"));
+    let ok = gateway
+        .raw(
+            Method::GET,
+            "/auth",
+            None,
+            &[("cookie", &cookies), ("x-original-method", "GET")],
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{:?}", ok.body);
+    assert!(ok
+        .header("authorization")
+        .is_some_and(|a| a.starts_with("Bearer ")));
+    // No method, or one we do not know: refused, never taken for a GET (which skips CSRF).
+    let refused = [
+        vec![("cookie", cookies.as_str())],
+        vec![("cookie", cookies.as_str()), ("x-original-method", "BREW")],
+        vec![("cookie", cookies.as_str()), ("x-forwarded-method", "post")],
+    ];
+    for headers in refused {
+        let resp = gateway.raw(Method::GET, "/auth", None, &headers).await;
+        assert_eq!(resp.status, 401, "{headers:?}: {:?}", resp.body);
+        assert_eq!(resp.code(), "unauthorized_request");
+        assert!(resp.header("authorization").is_none());
+    }
+    app.assert_alive().await;
 }

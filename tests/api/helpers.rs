@@ -219,6 +219,8 @@ pub struct TestApp {
     pub state: web::Data<AppState>,
     /// The metrics listener, when the configuration enables it.
     pub metrics_address: Option<String>,
+    /// The forward-auth listener, when the configuration enables it.
+    pub forward_auth_address: Option<String>,
 }
 
 impl TestApp {
@@ -250,12 +252,16 @@ impl TestApp {
         let app = Application::build(config).expect("bind");
         let address = format!("http://127.0.0.1:{}", app.port());
         let metrics_address = app.metrics_port().map(|p| format!("http://127.0.0.1:{p}"));
+        let forward_auth_address = app
+            .forward_auth_port()
+            .map(|p| format!("http://127.0.0.1:{p}"));
         let state = app.state();
         actix_web::rt::spawn(app.run_until_stopped());
         Self {
             address,
             state,
             metrics_address,
+            forward_auth_address,
         }
     }
 
