@@ -24,6 +24,7 @@ fn main() -> std::process::ExitCode {
         provider: "default".into(),
         token: Token::new(format!("bench-{}", "x".repeat(800))),
         expires_at: None,
+        received_at: 0,
     };
     match Sealer::new(ring).seal(Purpose::AccessToken, i64::MAX / 2, &value) {
         Ok(sealed) => {

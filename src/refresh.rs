@@ -5,7 +5,9 @@
 //! revokes the whole grant (RFC 9700 §4.14.2), logging the user out. So requests that carry the
 //! same refresh token share one in-flight grant (single flight, keyed by a hash of the token),
 //! and its result is kept for [`RESULT_TTL`] so stragglers still holding the old cookie get the
-//! same new tokens instead of replaying the old refresh token.
+//! same new tokens instead of replaying the old refresh token. A straggler never sends a
+//! redeemed, rotated refresh token again, not even when the shared result has itself come due:
+//! it then continues from the refresh token that result produced ([`MAX_CHAIN`] steps at most).
 //!
 //! A failed refresh never costs a working session: while the old access token is valid the
 //! request goes on with it; only an expired access token plus a rejected refresh token ends the
@@ -18,8 +20,8 @@ use crate::oauth::token::{self, TokenResponse};
 use crate::oauth::Provider;
 use crate::secret::Token;
 use crate::session::{
-    access_token_expiry, open_required, session_cookies, AccessTokenCookie, CsrfCookie, NewSession,
-    RefreshTokenCookie,
+    access_token_expiry, open_required, refresh_due, session_cookies, AccessTokenCookie,
+    CsrfCookie, NewSession, RefreshTokenCookie,
 };
 use crate::state::AppState;
 use actix_web::cookie::Cookie;
@@ -33,6 +35,10 @@ use tokio::sync::OnceCell;
 /// How long a refresh result is shared with requests that still carry the old refresh token.
 pub const RESULT_TTL: Duration = Duration::from_secs(30);
 
+/// How many shared results a request follows, each from the refresh token the previous one
+/// produced, before it settles for the last (a bound, not a number ever reached in practice).
+pub const MAX_CHAIN: usize = 3;
+
 /// New tokens from a refresh grant, with the session's subject.
 #[derive(Debug)]
 pub struct Refreshed {
@@ -40,6 +46,18 @@ pub struct Refreshed {
     pub sub: Option<String>,
     /// Expiry of the new access token, by our clock.
     pub expires_at: Option<i64>,
+    /// When the grant answered, by our clock.
+    pub received_at: i64,
+    /// The refresh token the session keeps: the rotated one, or the one redeemed when the
+    /// provider did not rotate it.
+    pub refresh_token: Token,
+}
+
+impl Refreshed {
+    /// Whether the grant issued another refresh token than `redeemed` (rotation).
+    fn rotated_from(&self, redeemed: &Token) -> bool {
+        !self.refresh_token.ct_eq(redeemed.expose())
+    }
 }
 
 /// Why a refresh produced no tokens.
@@ -92,7 +110,7 @@ impl RefreshCoordinator {
     }
 
     /// Refreshes with `rt`, joining a grant already in flight (or just finished) for the same
-    /// token. Returns the outcome and whether this call shared another's grant.
+    /// token. Returns the outcome and whether this call used another request's grant.
     pub async fn refresh(
         &self,
         state: &AppState,
@@ -100,9 +118,42 @@ impl RefreshCoordinator {
         provider: &Provider,
         rt: &RefreshTokenCookie,
     ) -> (Outcome, bool) {
+        let ahead = state.config.proxy.refresh_ahead.as_secs() as i64;
+        let mut current = rt.clone();
+        let mut shared = false;
+        let mut hop = 1;
+        loop {
+            let (outcome, joined) = self.flight(state, client, provider, &current, ahead).await;
+            shared |= joined;
+            match &outcome {
+                // Made for an earlier request and come due since: the refresh token it
+                // replaced is spent, so go on from the one it produced.
+                Ok(r)
+                    if joined
+                        && hop < MAX_CHAIN
+                        && r.rotated_from(&current.token)
+                        && refresh_due(r.expires_at, r.received_at, ahead, state.clock.now()) =>
+                {
+                    current.token = r.refresh_token.clone();
+                    hop += 1;
+                }
+                _ => return (outcome, shared),
+            }
+        }
+    }
+
+    /// One single-flight step: the grant for `rt`, performed here or shared with the requests
+    /// that carry the same token.
+    async fn flight(
+        &self,
+        state: &AppState,
+        client: &awc::Client,
+        provider: &Provider,
+        rt: &RefreshTokenCookie,
+        ahead: i64,
+    ) -> (Outcome, bool) {
         let key = flight_key(provider.id(), &rt.token);
         let now = state.clock.now();
-        let ahead = state.config.proxy.refresh_ahead.as_secs() as i64;
         let cell = {
             let Ok(mut flights) = self.flights.lock() else {
                 return (
@@ -113,13 +164,18 @@ impl RefreshCoordinator {
                 );
             };
             flights.retain(|_, f| f.started.elapsed() < RESULT_TTL);
-            // A finished result is reused only while its access token is still fresh.
-            let stale = flights.get(&key).is_some_and(|f| match f.cell.get() {
-                Some(Ok(r)) => r.expires_at.is_some_and(|exp| exp - ahead <= now),
+            // A finished result that has come due is replaced only when its grant left the
+            // refresh token valid (no rotation): redeeming it again is then safe. A rotated
+            // one is kept: whoever still holds the old token must never send it again.
+            let replace = flights.get(&key).is_some_and(|f| match f.cell.get() {
+                Some(Ok(r)) => {
+                    !r.rotated_from(&rt.token)
+                        && refresh_due(r.expires_at, r.received_at, ahead, now)
+                }
                 Some(Err(_)) => true,
                 None => false,
             });
-            if stale {
+            if replace {
                 flights.remove(&key);
             }
             flights
@@ -199,6 +255,11 @@ async fn grant(
     tracing::info!(provider = %provider.id(), "tokens refreshed");
     Ok(Arc::new(Refreshed {
         expires_at: access_token_expiry(&tokens, now),
+        received_at: now,
+        refresh_token: tokens
+            .refresh_token
+            .clone()
+            .unwrap_or_else(|| rt.token.clone()),
         tokens,
         sub: rt.sub.clone(),
     }))
@@ -239,7 +300,7 @@ pub async fn usable_access_token(
     let now = state.clock.now();
     let ahead = state.config.proxy.refresh_ahead.as_secs() as i64;
     let expired = at.expires_at.is_some_and(|exp| exp <= now);
-    let due = at.expires_at.is_some_and(|exp| exp - ahead <= now);
+    let due = refresh_due(at.expires_at, at.received_at, ahead, now);
     let keep = |at: AccessTokenCookie| Usable {
         access_token: at.token,
         cookies: Vec::new(),
@@ -271,7 +332,7 @@ pub async fn usable_access_token(
                 NewSession {
                     provider: provider.id(),
                     tokens: &refreshed.tokens,
-                    previous_refresh_token: Some(rt.token),
+                    previous_refresh_token: Some(refreshed.refresh_token.clone()),
                     sub: refreshed.sub.clone(),
                     csrf: csrf.as_ref().map(|c| &c.token),
                 },

@@ -33,11 +33,26 @@ pub struct AccessTokenCookie {
     pub token: Token,
     /// Unix seconds; `None` when the provider gave neither `expires_in` nor a JWT `exp`.
     pub expires_at: Option<i64>,
+    /// When we received the token (Unix seconds, our clock): with `expires_at`, its lifetime,
+    /// which bounds how early it is refreshed ([`refresh_due`]).
+    pub received_at: i64,
+}
+
+/// Whether a token received at `received_at` and expiring at `expires_at` should be refreshed
+/// now: within `ahead` of its expiry, but never before half its lifetime has passed, so a token
+/// that lives less than `2 × ahead` (5 s tokens with the default 60 s) is not refreshed on every
+/// call. A token without an expiry is never due.
+pub fn refresh_due(expires_at: Option<i64>, received_at: i64, ahead: i64, now: i64) -> bool {
+    let Some(exp) = expires_at else {
+        return false;
+    };
+    let half_life = exp.saturating_sub(received_at).max(0) / 2;
+    exp.saturating_sub(ahead.min(half_life)) <= now
 }
 
 /// The refresh token (`-auth`), with the session's subject so a refreshed ID token can be
 /// checked against it (OIDC Core §12.2).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RefreshTokenCookie {
     pub provider: String,
     pub token: Token,
@@ -101,6 +116,7 @@ pub fn session_cookies(
             provider: session.provider.to_string(),
             token: session.tokens.access_token.clone(),
             expires_at: access_token_expiry(session.tokens, now),
+            received_at: now,
         },
     )?;
     let refresh = session
@@ -164,5 +180,25 @@ pub fn open_required<T: DeserializeOwned>(
         Err(_) => Err(ApiError::Unauthorized(
             "the session cookie could not be read (it was altered, or sealed with a key that is no longer configured); sign in again",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_is_due_ahead_of_expiry_but_not_before_half_the_lifetime() {
+        // A 300 s token, 60 s ahead: due from 240 s on.
+        assert!(!refresh_due(Some(1300), 1000, 60, 1239));
+        assert!(refresh_due(Some(1300), 1000, 60, 1240));
+        // A 5 s token with 60 s ahead: due at half its life, not at once.
+        assert!(!refresh_due(Some(1005), 1000, 60, 1000));
+        assert!(!refresh_due(Some(1005), 1000, 60, 1002));
+        assert!(refresh_due(Some(1005), 1000, 60, 1003));
+        // No expiry: never; extreme values: no overflow.
+        assert!(!refresh_due(None, 1000, 60, i64::MAX));
+        assert!(!refresh_due(Some(i64::MAX), i64::MIN, 60, 0));
+        assert!(refresh_due(Some(i64::MIN), i64::MAX, i64::MAX, 0));
     }
 }

@@ -44,7 +44,7 @@ pub async fn refresh(
         NewSession {
             provider: provider.id(),
             tokens: &refreshed.tokens,
-            previous_refresh_token: Some(rt.token),
+            previous_refresh_token: Some(refreshed.refresh_token.clone()),
             sub: refreshed.sub.clone(),
             csrf: Some(&csrf),
         },

@@ -471,6 +471,49 @@ async fn fifty_parallel_calls_at_expiry_cause_one_refresh_grant() {
     assert!(results.iter().all(|r| !r.cookies_named("th-at").is_empty()));
 }
 
+/// Short-lived tokens (5 s, under the default 60 s refresh-ahead window) and rotation with reuse
+/// detection: twenty calls that still carry the old cookies arrive over two seconds, not at once.
+/// The first refreshes; every later one must get that result, never redeem the spent refresh
+/// token again (the provider would revoke the grant), and no call fails.
+#[actix_web::test]
+async fn stragglers_over_two_seconds_never_replay_a_rotated_refresh_token() {
+    let Setup { op, app, browser } =
+        setup(json!({"accessTokenTtl": 5, "rotateRefreshToken": true}), "").await;
+    // Right after login a 5 s token is not due: the window is capped at half its lifetime.
+    let mut fresh = browser.clone();
+    let resp = fresh.raw(Method::GET, "/api/orders", None, &[]).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert!(
+        ours(&resp).is_empty(),
+        "refreshed at once: {:?}",
+        resp.set_cookies
+    );
+    assert_eq!(op.stats().await["refresh_grants"], 0);
+
+    // Past its expiry by our clock: every call must be served with a refreshed token.
+    app.state.clock.advance(6);
+    let calls = (0..20u64).map(|i| {
+        let mut b = browser.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(i * 100)).await;
+            b.raw(Method::GET, "/api/orders", None, &[]).await
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|r| r.status != 200)
+        .map(|r| (r.status, r.body.clone()))
+        .collect();
+    let stats = op.stats().await;
+    assert!(
+        failed.is_empty(),
+        "failed calls: {failed:?}; provider: {stats}"
+    );
+    assert_eq!(stats["refresh_grants"], 1, "provider: {stats}");
+    assert_eq!(stats["grant_errors"], 0, "replayed refresh tokens: {stats}");
+}
+
 #[actix_web::test]
 async fn a_failed_refresh_never_costs_a_working_session() {
     let Setup {
