@@ -166,8 +166,10 @@ echo; echo "== 6. logout: revokes the refresh token, clears every cookie, return
 call POST "$TH/logout" -H "Origin: $ORIGIN" -H "x-th-csrf: $CSRF"
 expect 200
 [[ "$(json url <"$WORK/body")" == "$ISSUER/session/end?"* ]] || die "no end-session URL"
+# With cookies.secure (the default) the names carry the prefixes browsers enforce:
+# __Host-th-at and __Host-th-csrf (Path=/, no Domain), __Secure-th-login, -auth and -id.
 for name in th-login th-at th-auth th-id th-csrf; do
-  grep -qi "^set-cookie: $name=;.*Max-Age=0" "$WORK/headers" || die "logout did not clear $name"
+  grep -Eqi "^set-cookie: (__Host-|__Secure-)?$name=;.*Max-Age=0" "$WORK/headers" || die "logout did not clear $name"
 done
 
 echo; echo "== 7. after logout"
@@ -175,7 +177,7 @@ echo; echo "== 7. after logout"
 # although the response expired them (a curl cookie-jar quirk); whatever it still sends is a
 # sealed copy whose tokens the provider revoked at logout, so the answer is a 401 either way:
 # unauthorized_request (no cookie) or token_expired (a kept th-at whose access token is dead).
-echo "th- cookies left in curl's jar: $(grep -o $'\tth-[a-z]*\t' "$JAR" | tr -d '\t' | sort | uniq | tr '\n' ' ')"
+echo "th- cookies left in curl's jar: $(grep -Eo $'\t(__Host-|__Secure-)?th-[a-z]*\t' "$JAR" | tr -d '\t' | sort | uniq | tr '\n' ' ')"
 call GET "$TH/userInfo" -H "Origin: $ORIGIN"
 expect 401
 echo "provider counters: $(curl -sS --max-time 5 "$ISSUER/test/stats")"

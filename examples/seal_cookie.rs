@@ -6,7 +6,7 @@
 
 use token_handler::crypto::{KeyRing, Purpose, Sealer};
 use token_handler::secret::Token;
-use token_handler::session::AccessTokenCookie;
+use token_handler::session::{AccessTokenCookie, SessionId};
 
 fn main() -> std::process::ExitCode {
     let Some(key) = std::env::args().nth(1) else {
@@ -25,6 +25,7 @@ fn main() -> std::process::ExitCode {
         token: Token::new(format!("bench-{}", "x".repeat(800))),
         expires_at: None,
         received_at: 0,
+        sid: SessionId::new(),
     };
     match Sealer::new(ring).seal(Purpose::AccessToken, i64::MAX / 2, &value) {
         Ok(sealed) => {

@@ -38,7 +38,7 @@ th_conf "$TMP/th.toml" "$TH" "$UP" "$WORKERS" "$KEY"
 RUST_LOG=error $BIN --config "$TMP/th.toml" & THPID=$!; PIDS+=($THPID)
 wait_port "$UP"; wait_port "$NGX"; wait_port "$TH"
 NGX_WORKERS=$(ps -o pid= --ppid "$NGXPID" | tr -s ' \n' ' ')
-COOKIE="th-at=$(target/release/examples/seal_cookie "$KEY")"
+COOKIE="__Host-th-at=$(target/release/examples/seal_cookie "$KEY")"
 
 # Sanity: every target answers 200.
 for url in "http://127.0.0.1:$UP/api/orders" "http://127.0.0.1:$NGX/api/orders"; do

@@ -25,7 +25,7 @@ KEY=$($BIN keygen)
 th_conf "$TMP/th.toml" "$TH" "$UP" 1 "$KEY"
 RUST_LOG=error taskset -c 1 "$BIN" --config "$TMP/th.toml" & THPID=$!; PIDS+=($THPID)
 wait_port "$UP"; wait_port "$TH"
-COOKIE="th-at=$("$CARGO_TARGET_DIR/release/examples/seal_cookie" "$KEY")"
+COOKIE="__Host-th-at=$("$CARGO_TARGET_DIR/release/examples/seal_cookie" "$KEY")"
 curl -fsS -o /dev/null -H "Cookie: $COOKIE" "http://127.0.0.1:$TH/api/orders"
 
 taskset -c 0 wrk -t1 -c32 -d"$((SECS + 3))s" -H "Cookie: $COOKIE" "http://127.0.0.1:$TH/api/orders" > "$TMP/wrk.txt" &

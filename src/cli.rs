@@ -142,9 +142,14 @@ async fn check(config: Config) -> ExitCode {
             .map(|d| format!("; Domain={d}"))
             .unwrap_or_default()
     );
+    let width = CookieKind::ALL
+        .iter()
+        .map(|k| state.cookies.name(*k).len())
+        .max()
+        .unwrap_or(0);
     for kind in CookieKind::ALL {
         say!(
-            "  {:<12} Path={}",
+            "  {:<width$} Path={}",
             state.cookies.name(kind),
             state.cookies.paths(kind).join(", Path=")
         );

@@ -7,6 +7,12 @@
 //! Paths keep tokens off requests that do not need them: the refresh token (`-auth`) only goes to
 //! the refresh and logout endpoints, the ID token (`-id`) only to claims and logout. A cookie can
 //! have one Path, so a cookie needed at two paths is written once per path.
+//!
+//! Names carry the prefixes browsers enforce (RFC 6265bis §4.1.3) when `cookies.name_prefixes`
+//! is on (the default with `secure`): `__Host-` for the cookies at Path `/` without a Domain
+//! (the browser then refuses any copy set by a sibling subdomain, over http, or for another
+//! path), `__Secure-` for the path-scoped ones (refused over http). A sibling subdomain can then
+//! no longer plant a session of its own (session fixation) under our names.
 
 use crate::config::{Config, SameSite};
 use crate::crypto::{Purpose, SealError, Sealer};
@@ -96,6 +102,19 @@ pub struct CookiePolicy {
 }
 
 impl CookiePolicy {
+    /// The browser-enforced name prefix of a kind: `__Host-` needs Path `/` and no Domain.
+    fn name_prefix(config: &crate::config::CookieConfig, kind: CookieKind) -> &'static str {
+        let at_root = matches!(kind, CookieKind::AccessToken | CookieKind::Csrf);
+        match (
+            config.name_prefixes,
+            at_root && config.path == "/" && config.domain.is_none(),
+        ) {
+            (false, _) => "",
+            (true, true) => "__Host-",
+            (true, false) => "__Secure-",
+        }
+    }
+
     /// Derives names and paths: the refresh-token cookie goes to the agent's refresh and logout
     /// endpoints, the proxy routes and the forward-auth paths (the API paths a gateway protects:
     /// the gateway forwards the browser's cookies for them), and nowhere else.
@@ -123,7 +142,14 @@ impl CookiePolicy {
         refresh_paths.retain(|p| seen.insert(p.clone()));
         Self {
             prefix: config.prefix.clone(),
-            names: CookieKind::ALL.map(|k| format!("{}-{}", config.prefix, k.suffix())),
+            names: CookieKind::ALL.map(|k| {
+                format!(
+                    "{}{}-{}",
+                    Self::name_prefix(config, k),
+                    config.prefix,
+                    k.suffix()
+                )
+            }),
             csrf_header: format!("x-{}-csrf", config.prefix),
             secure: config.secure,
             same_site: config.same_site,
@@ -136,7 +162,7 @@ impl CookiePolicy {
         }
     }
 
-    /// The cookie's name, e.g. `th-at`.
+    /// The cookie's name, e.g. `__Host-th-at`, or `th-at` without name prefixes.
     pub fn name(&self, kind: CookieKind) -> &str {
         &self.names[kind.index()]
     }
@@ -241,11 +267,23 @@ impl CookiePolicy {
             .collect()
     }
 
-    /// Whether a cookie name is one of ours (`<prefix>-…`), so it is never forwarded upstream
-    /// nor overwritten by an upstream's Set-Cookie.
+    /// Whether a cookie name is one of ours (`<prefix>-…`, with or without a `__Host-` or
+    /// `__Secure-` prefix, in any letter case), so it is never forwarded upstream nor set by an
+    /// upstream's Set-Cookie. Erring towards "ours" is the safe side: browsers compare the
+    /// `__Host-`/`__Secure-` prefixes without regard to case.
     pub fn is_ours(&self, name: &str) -> bool {
-        name.strip_prefix(self.prefix.as_str())
-            .is_some_and(|rest| rest.starts_with('-'))
+        let name = ["__host-", "__secure-"]
+            .iter()
+            .find_map(|p| {
+                name.get(..p.len())
+                    .filter(|head| head.eq_ignore_ascii_case(p))
+                    .map(|_| &name[p.len()..])
+            })
+            .unwrap_or(name);
+        let prefix = self.prefix.as_str();
+        name.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+            && name[prefix.len()..].starts_with('-')
     }
 
     /// The sealed values of this kind's cookies in the request, in the order sent: a request can
@@ -343,12 +381,16 @@ mod tests {
     use crate::crypto::{CookieKey, KeyRing};
 
     fn policy() -> (CookiePolicy, Sealer) {
+        policy_with("domain = \"example.com\"")
+    }
+
+    fn policy_with(cookies: &str) -> (CookiePolicy, Sealer) {
         let key = CookieKey::generate_text();
         let text = format!(
             r#"
 [cookies]
 keys = ["{key}"]
-domain = "example.com"
+{cookies}
 [web]
 trusted_origins = ["https://www.example.com"]
 [[providers]]
@@ -369,6 +411,7 @@ redirect_uri = "https://www.example.com/"
     #[test]
     fn cookies_are_http_only_secure_same_site_and_scoped() {
         let (p, s) = policy();
+        assert_eq!(p.name(CookieKind::AccessToken), "__Secure-th-at");
         let at = p
             .seal(&s, CookieKind::AccessToken, i64::MAX, &"t")
             .expect("seal");
@@ -407,16 +450,76 @@ redirect_uri = "https://www.example.com/"
     }
 
     #[test]
-    fn every_kind_has_its_own_name() {
-        let (p, _) = policy();
-        let names: Vec<&str> = CookieKind::ALL.iter().map(|k| p.name(*k)).collect();
-        assert_eq!(names, ["th-login", "th-at", "th-auth", "th-id", "th-csrf"]);
+    fn every_kind_has_its_own_name_with_the_prefix_browsers_enforce() {
+        let names = |p: &CookiePolicy| -> Vec<String> {
+            CookieKind::ALL
+                .iter()
+                .map(|k| p.name(*k).to_string())
+                .collect()
+        };
+        // Host-only cookies at Path `/`: __Host-; path-scoped ones: __Secure-.
+        let (p, s) = policy_with("");
+        assert_eq!(
+            names(&p),
+            [
+                "__Secure-th-login",
+                "__Host-th-at",
+                "__Secure-th-auth",
+                "__Secure-th-id",
+                "__Host-th-csrf"
+            ]
+        );
         assert_eq!(p.csrf_header(), "x-th-csrf");
+        // What __Host- demands of the attributes (RFC 6265bis §4.1.3.2).
+        for kind in [CookieKind::AccessToken, CookieKind::Csrf] {
+            for c in p.seal(&s, kind, i64::MAX, &"t").expect("seal") {
+                assert!(c.secure() == Some(true) && c.domain().is_none(), "{c}");
+                assert_eq!(c.path(), Some("/"));
+            }
+        }
+        // A Domain (or another path) rules __Host- out.
+        let (p, _) = policy();
+        assert!(names(&p).iter().all(|n| n.starts_with("__Secure-th-")));
+        let (p, _) = policy_with("path = \"/oauth-agent\"");
+        assert_eq!(p.name(CookieKind::AccessToken), "__Secure-th-at");
+        // Off, or without Secure: plain names.
+        let (p, _) = policy_with("secure = false");
+        assert_eq!(
+            names(&p),
+            ["th-login", "th-at", "th-auth", "th-id", "th-csrf"]
+        );
+    }
+
+    #[test]
+    fn our_names_are_recognised_with_any_prefix_and_case() {
+        let (p, _) = policy_with("");
+        for ours in [
+            "th-at",
+            "th-",
+            "TH-csrf",
+            "__Host-th-at",
+            "__host-th-x",
+            "__SECURE-th-auth",
+            "__Secure-Th-id",
+        ] {
+            assert!(p.is_ours(ours), "{ours}");
+        }
+        for other in [
+            "th",
+            "thx-at",
+            "session",
+            "__Host-other",
+            "__Host-",
+            "",
+            "é-th-at",
+        ] {
+            assert!(!p.is_ours(other), "{other}");
+        }
     }
 
     #[test]
     fn request_cookies_are_read_as_sent_from_every_cookie_header() {
-        let (p, _) = policy();
+        let (p, _) = policy_with("secure = false");
         let mut headers = HeaderMap::new();
         for value in [
             "a=1; th-at=first;; th-atx=no",

@@ -12,8 +12,9 @@ use crate::session::CsrfCookie;
 use crate::state::AppState;
 use actix_web::HttpRequest;
 
-/// Checks the CSRF header against the sealed cookie; returns the (valid) CSRF value.
-pub fn require_csrf(req: &HttpRequest, state: &AppState) -> Result<crate::secret::Token, ApiError> {
+/// Checks the CSRF header against the sealed cookie; returns the cookie, whose session id the
+/// caller compares with the other cookies it opens.
+pub fn require_csrf(req: &HttpRequest, state: &AppState) -> Result<CsrfCookie, ApiError> {
     let header_name = state.cookies.csrf_header();
     let Some(sent) = req.headers().get(header_name) else {
         return Err(ApiError::Unauthorized(
@@ -35,5 +36,5 @@ pub fn require_csrf(req: &HttpRequest, state: &AppState) -> Result<crate::secret
             "the CSRF header does not match the CSRF cookie",
         ));
     }
-    Ok(cookie.token)
+    Ok(cookie)
 }

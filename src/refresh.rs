@@ -20,8 +20,8 @@ use crate::oauth::token::{self, TokenResponse};
 use crate::oauth::Provider;
 use crate::secret::Token;
 use crate::session::{
-    access_token_expiry, open_required, refresh_due, session_cookies, AccessTokenCookie,
-    CsrfCookie, NewSession, RefreshTokenCookie,
+    access_token_expiry, open_optional, open_required, refresh_due, same_session, session_cookies,
+    AccessTokenCookie, CsrfCookie, NewSession, RefreshTokenCookie,
 };
 use crate::state::AppState;
 use actix_web::cookie::Cookie;
@@ -290,13 +290,19 @@ pub struct Usable {
 }
 
 /// The request's access token, refreshed first when it is expired or within
-/// `proxy.refresh_ahead` of expiry. Shared by the proxy and the forward-auth endpoint.
+/// `proxy.refresh_ahead` of expiry. Shared by the proxy and the forward-auth endpoint. `csrf` is
+/// the CSRF cookie when the caller checked it: every cookie opened here must belong to its
+/// session.
 pub async fn usable_access_token(
     req: &HttpRequest,
     state: &AppState,
     client: &awc::Client,
+    csrf: Option<CsrfCookie>,
 ) -> Result<Usable, Denied> {
     let at: AccessTokenCookie = open_required(req, state, CookieKind::AccessToken)?;
+    if let Some(csrf) = &csrf {
+        same_session(&at.sid, &csrf.sid)?;
+    }
     let now = state.clock.now();
     let ahead = state.config.proxy.refresh_ahead.as_secs() as i64;
     let expired = at.expires_at.is_some_and(|exp| exp <= now);
@@ -308,10 +314,7 @@ pub async fn usable_access_token(
     if !due {
         return Ok(keep(at));
     }
-    let rt: Option<RefreshTokenCookie> = state
-        .cookies
-        .open(req, &state.sealer, CookieKind::RefreshToken, now)
-        .unwrap_or(None);
+    let rt: Option<RefreshTokenCookie> = open_optional(req, state, CookieKind::RefreshToken)?;
     let Some(rt) = rt else {
         return if expired {
             Err(ApiError::TokenExpired.into())
@@ -319,18 +322,24 @@ pub async fn usable_access_token(
             Ok(keep(at))
         };
     };
+    same_session(&at.sid, &rt.sid)?;
+    // The CSRF cookie is re-sealed with the new tokens (same value): it must be this session's.
+    let csrf = match csrf {
+        Some(c) => Some(c),
+        None => open_optional::<CsrfCookie>(req, state, CookieKind::Csrf)?,
+    };
+    if let Some(csrf) = &csrf {
+        same_session(&at.sid, &csrf.sid)?;
+    }
     let provider = state.providers.for_session(&rt.provider)?;
     let (outcome, coalesced) = state.refresher.refresh(state, client, provider, &rt).await;
     match outcome {
         Ok(refreshed) => {
-            let csrf: Option<CsrfCookie> = state
-                .cookies
-                .open(req, &state.sealer, CookieKind::Csrf, now)
-                .unwrap_or(None);
             let cookies = session_cookies(
                 state,
                 NewSession {
                     provider: provider.id(),
+                    sid: &rt.sid,
                     tokens: &refreshed.tokens,
                     previous_refresh_token: Some(refreshed.refresh_token.clone()),
                     sub: refreshed.sub.clone(),

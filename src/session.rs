@@ -1,7 +1,9 @@
 //! What the sealed cookies contain, and how a token response becomes session cookies.
 //!
 //! Each cookie names the provider that issued its token, so refresh, userinfo and logout always
-//! talk to that provider. The access-token cookie carries the token's own expiry, so expiry is
+//! talk to that provider, and carries the session's id, so cookies of two sessions cannot be
+//! combined: A's access token with B's CSRF cookie and B's CSRF value would otherwise pass every
+//! check ([`same_session`]). The access-token cookie carries the token's own expiry, so expiry is
 //! known without calling anyone; the cookie itself opens for `session_lifetime` after it was
 //! written, which lets an expired access token still be refreshed.
 
@@ -36,6 +38,8 @@ pub struct AccessTokenCookie {
     /// When we received the token (Unix seconds, our clock): with `expires_at`, its lifetime,
     /// which bounds how early it is refreshed ([`refresh_due`]).
     pub received_at: i64,
+    /// The session's id ([`SessionId`]).
+    pub sid: SessionId,
 }
 
 /// Whether a token received at `received_at` and expiring at `expires_at` should be refreshed
@@ -57,6 +61,8 @@ pub struct RefreshTokenCookie {
     pub provider: String,
     pub token: Token,
     pub sub: Option<String>,
+    /// The session's id ([`SessionId`]).
+    pub sid: SessionId,
 }
 
 /// The ID token (`-id`).
@@ -64,12 +70,46 @@ pub struct RefreshTokenCookie {
 pub struct IdTokenCookie {
     pub provider: String,
     pub token: Token,
+    /// The session's id ([`SessionId`]).
+    pub sid: SessionId,
 }
 
 /// The CSRF value (`-csrf`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CsrfCookie {
     pub token: Token,
+    /// The session's id ([`SessionId`]).
+    pub sid: SessionId,
+}
+
+/// A session's id: random at login, kept across refreshes, sealed into every cookie of the
+/// session. Not a secret (it is only ever inside sealed cookies, and knowing it grants nothing);
+/// it tells which cookies belong together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// A fresh id for a new login (256 random bits).
+    pub fn new() -> Self {
+        Self(crate::secret::random_token().expose().to_string())
+    }
+}
+
+impl Default for SessionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Refuses cookies of two different sessions in one request (spliced cookies).
+pub fn same_session(a: &SessionId, b: &SessionId) -> Result<(), ApiError> {
+    if a == b {
+        return Ok(());
+    }
+    tracing::warn!("a request combined cookies of two sessions; refused");
+    Err(ApiError::Unauthorized(
+        "the request's cookies belong to different sessions; sign in again",
+    ))
 }
 
 /// The access token's expiry: `expires_in` when given, else the JWT's `exp` when the token is
@@ -91,6 +131,8 @@ pub fn access_token_expiry(tokens: &TokenResponse, now: i64) -> Option<i64> {
 /// Everything a successful code exchange or refresh writes.
 pub struct NewSession<'a> {
     pub provider: &'a str,
+    /// The session's id: new at login, the old one at a refresh.
+    pub sid: &'a SessionId,
     pub tokens: &'a TokenResponse,
     /// Kept when the provider did not rotate the refresh token.
     pub previous_refresh_token: Option<Token>,
@@ -117,6 +159,7 @@ pub fn session_cookies(
             token: session.tokens.access_token.clone(),
             expires_at: access_token_expiry(session.tokens, now),
             received_at: now,
+            sid: session.sid.clone(),
         },
     )?;
     let refresh = session
@@ -133,6 +176,7 @@ pub fn session_cookies(
                 provider: session.provider.to_string(),
                 token,
                 sub: session.sub.clone(),
+                sid: session.sid.clone(),
             },
         )?);
     }
@@ -144,6 +188,7 @@ pub fn session_cookies(
             &IdTokenCookie {
                 provider: session.provider.to_string(),
                 token: id_token.clone(),
+                sid: session.sid.clone(),
             },
         )?);
     }
@@ -154,33 +199,45 @@ pub fn session_cookies(
             until,
             &CsrfCookie {
                 token: csrf.clone(),
+                sid: session.sid.clone(),
             },
         )?);
     }
     Ok(out)
 }
 
-/// Opens a session cookie the request cannot do without, mapping each failure to its documented
-/// error: none sent or unreadable → `unauthorized_request`, past its sealed expiry →
-/// `session_expired`.
+/// Opens a session cookie the request may lack: `Ok(None)` when none was sent. A cookie that was
+/// sent but cannot be opened is an error, never taken for "none": a tampered ID-token cookie is
+/// not "no ID token", and a broken refresh-token cookie is not "no refresh token". Past its
+/// sealed expiry → `session_expired`; altered, truncated, swapped or sealed with a key no longer
+/// configured → `unauthorized_request`.
+pub fn open_optional<T: DeserializeOwned>(
+    req: &HttpRequest,
+    state: &AppState,
+    kind: CookieKind,
+) -> Result<Option<T>, ApiError> {
+    match state
+        .cookies
+        .open(req, &state.sealer, kind, state.clock.now())
+    {
+        Ok(v) => Ok(v),
+        Err(SealError::Expired) => Err(ApiError::SessionExpired),
+        Err(_) => Err(ApiError::Unauthorized(
+            "a session cookie could not be read (it was altered, or sealed with a key that is no longer configured); sign in again",
+        )),
+    }
+}
+
+/// Opens a session cookie the request cannot do without: as [`open_optional`], and none sent
+/// → `unauthorized_request`.
 pub fn open_required<T: DeserializeOwned>(
     req: &HttpRequest,
     state: &AppState,
     kind: CookieKind,
 ) -> Result<T, ApiError> {
-    match state
-        .cookies
-        .open(req, &state.sealer, kind, state.clock.now())
-    {
-        Ok(Some(v)) => Ok(v),
-        Ok(None) => Err(ApiError::Unauthorized(
-            "no session cookie was sent; sign in first (and send requests with credentials included)",
-        )),
-        Err(SealError::Expired) => Err(ApiError::SessionExpired),
-        Err(_) => Err(ApiError::Unauthorized(
-            "the session cookie could not be read (it was altered, or sealed with a key that is no longer configured); sign in again",
-        )),
-    }
+    open_optional(req, state, kind)?.ok_or(ApiError::Unauthorized(
+        "no session cookie was sent; sign in first (and send requests with credentials included)",
+    ))
 }
 
 #[cfg(test)]

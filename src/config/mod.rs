@@ -133,6 +133,8 @@ struct RawCookies {
     prefix: String,
     #[serde(deserialize_with = "bool_or_text")]
     secure: bool,
+    #[serde(deserialize_with = "opt_bool_or_text")]
+    name_prefixes: Option<bool>,
     same_site: String,
     domain: String,
     path: String,
@@ -148,6 +150,7 @@ impl Default for RawCookies {
         Self {
             prefix: "th".into(),
             secure: true,
+            name_prefixes: None,
             same_site: "strict".into(),
             domain: String::new(),
             path: "/".into(),
@@ -195,6 +198,11 @@ fn bool_or_text<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
             ))),
         },
     }
+}
+
+/// As [`bool_or_text`], for a key whose default depends on others.
+fn opt_bool_or_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    bool_or_text(d).map(Some)
 }
 
 /// Environment values are strings; TOML has real integers. Accept both.
@@ -375,6 +383,9 @@ pub struct CookieConfig {
     /// Cookie-name prefix: `<prefix>-at`, … and the CSRF header `x-<prefix>-csrf`.
     pub prefix: String,
     pub secure: bool,
+    /// Name cookies `__Host-…`/`__Secure-…` (RFC 6265bis §4.1.3), so browsers refuse copies
+    /// planted by a sibling subdomain or over plain http.
+    pub name_prefixes: bool,
     pub same_site: SameSite,
     /// `None`: host-only cookies.
     pub domain: Option<String>,
@@ -677,9 +688,17 @@ impl RawConfig {
                 ),
             ));
         }
+        let name_prefixes = c.name_prefixes.unwrap_or(c.secure);
+        if name_prefixes && !c.secure {
+            return Err(ConfigError::new(
+                "cookies.name_prefixes",
+                "`true` requires cookies.secure = true (browsers refuse __Host- and __Secure- cookies that are not Secure)",
+            ));
+        }
         let cookies = CookieConfig {
             prefix: c.prefix,
             secure: c.secure,
+            name_prefixes,
             same_site,
             domain,
             path,
@@ -839,10 +858,24 @@ redirect_uri = "https://www.example.com/"
     }
 
     #[test]
+    fn name_prefixes_follow_secure_and_need_it() {
+        let key = CookieKey::generate_text();
+        let insecure = minimal(&key).replace("[cookies]", "[cookies]\nsecure = false");
+        let c = Config::from_toml(&insecure, no_env()).expect("valid");
+        assert!(!c.cookies.name_prefixes);
+        let forced = insecure.replace("[cookies]", "[cookies]\nname_prefixes = true");
+        assert_eq!(err(&forced, no_env()).key, "cookies.name_prefixes");
+        let off = minimal(&key).replace("[cookies]", "[cookies]\nname_prefixes = false");
+        let c = Config::from_toml(&off, no_env()).expect("valid");
+        assert!(c.cookies.secure && !c.cookies.name_prefixes);
+    }
+
+    #[test]
     fn minimal_config_has_secure_defaults() {
         let key = CookieKey::generate_text();
         let c = Config::from_toml(&minimal(&key), no_env()).expect("valid");
         assert!(c.cookies.secure);
+        assert!(c.cookies.name_prefixes);
         assert_eq!(c.cookies.same_site, SameSite::Strict);
         assert_eq!(c.cookies.prefix, "th");
         assert_eq!(c.server.base_path.as_str(), "/oauth-agent");

@@ -121,9 +121,14 @@ impl Sealer {
         if sealed_key_id(sealed)? == ring.current().id() {
             return None;
         }
+        // The same cap as unsealing, before any decoding: an attacker's 100 KB cookie carrying
+        // an old key id must not cost a decode on every request.
+        if sealed.len() > MAX_SEALED_LEN {
+            return None;
+        }
         let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
         let plaintext = Self::open_raw(&ring, purpose, raw).ok()?;
-        let exp = i64::from_be_bytes(plaintext[..EXP_LEN].try_into().ok()?);
+        let exp = i64::from_be_bytes(plaintext.get(..EXP_LEN)?.try_into().ok()?);
         if now >= exp {
             return None;
         }
@@ -415,6 +420,12 @@ mod tests {
         // Resealing never crosses purposes.
         s.replace_ring(KeyRing::parse(&[&new, &old]).expect("ring"));
         assert_eq!(s.reseal(Purpose::RefreshToken, NOW, &sealed), None);
+        // Nor touches a value over the unsealing cap, even one an older key really sealed.
+        let big = sealer_with(&[&old])
+            .seal(Purpose::AccessToken, NOW + 60, &"x".repeat(MAX_SEALED_LEN))
+            .expect("seal");
+        assert!(big.len() > MAX_SEALED_LEN);
+        assert_eq!(s.reseal(Purpose::AccessToken, NOW, &big), None);
     }
 
     #[test]

@@ -64,12 +64,15 @@ pub async fn forward_auth(
     if let Err(e) = Origin::check(&method, req.headers(), &state, false) {
         return e.error_response();
     }
-    if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        if let Err(e) = require_csrf(&req, &state) {
-            return e.error_response();
+    let csrf = if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        None
+    } else {
+        match require_csrf(&req, &state) {
+            Ok(c) => Some(c),
+            Err(e) => return e.error_response(),
         }
-    }
-    match usable_access_token(&req, &state, &client.0).await {
+    };
+    match usable_access_token(&req, &state, &client.0, csrf).await {
         Ok(usable) => {
             let Ok(value) =
                 HeaderValue::from_str(&format!("Bearer {}", usable.access_token.expose()))

@@ -86,12 +86,15 @@ async fn proxy(
         return forward::forward(req, body, state, client, &found, None, Vec::new()).await;
     }
 
-    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        if let Err(e) = require_csrf(req, state) {
-            return e.error_response();
+    let csrf = if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        None
+    } else {
+        match require_csrf(req, state) {
+            Ok(c) => Some(c),
+            Err(e) => return e.error_response(),
         }
-    }
-    match usable_access_token(req, state, client).await {
+    };
+    match usable_access_token(req, state, client, csrf).await {
         Ok(Usable {
             access_token,
             cookies,

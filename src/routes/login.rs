@@ -7,7 +7,10 @@ use crate::error::ApiError;
 use crate::oauth::http::{safe_code, safe_description, CallError};
 use crate::oauth::{pkce, token};
 use crate::secret::{random_token, Token};
-use crate::session::{session_cookies, AccessTokenCookie, CsrfCookie, LoginState, NewSession};
+use crate::session::{
+    open_optional, same_session, session_cookies, AccessTokenCookie, CsrfCookie, LoginState,
+    NewSession, SessionId,
+};
 use crate::state::{AppState, HttpClient};
 use actix_web::{web, HttpRequest, HttpResponse};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -296,7 +299,7 @@ pub async fn end(
         (None, cb) => {
             // A plain page load, or a callback whose login cookie is gone: reloading the
             // callback URL after a successful login lands here and is not an error.
-            let logged_in = page_load(&req, &state, now);
+            let logged_in = page_load(&req, &state)?;
             if !logged_in.0 && cb.state.is_some() && (cb.code.is_some() || cb.error.is_some()) {
                 return Err(ApiError::Unauthorized(
                     "no login is in progress for this callback: the login cookie is missing or expired (start a new login; check that cookies reach the agent's base path)",
@@ -311,23 +314,18 @@ pub async fn end(
     }
 }
 
-/// Whether the request carries a session, and its CSRF value.
-fn page_load(req: &HttpRequest, state: &AppState, now: i64) -> (bool, Option<String>) {
-    let at: Option<AccessTokenCookie> = state
-        .cookies
-        .open(req, &state.sealer, CookieKind::AccessToken, now)
-        .unwrap_or(None);
-    if at.is_none() {
-        return (false, None);
-    }
-    let csrf: Option<CsrfCookie> = state
-        .cookies
-        .open(req, &state.sealer, CookieKind::Csrf, now)
-        .unwrap_or(None);
-    match csrf {
-        Some(c) => (true, Some(c.token.expose().to_string())),
-        None => (false, None),
-    }
+/// Whether the request carries a session, and its CSRF value. Cookies that were sent but cannot
+/// be opened, or that belong to two sessions, are refused rather than taken for "signed out".
+fn page_load(req: &HttpRequest, state: &AppState) -> Result<(bool, Option<String>), ApiError> {
+    let at: Option<AccessTokenCookie> = open_optional(req, state, CookieKind::AccessToken)?;
+    let csrf: Option<CsrfCookie> = open_optional(req, state, CookieKind::Csrf)?;
+    Ok(match (at, csrf) {
+        (Some(at), Some(c)) => {
+            same_session(&at.sid, &c.sid)?;
+            (true, Some(c.token.expose().to_string()))
+        }
+        _ => (false, None),
+    })
 }
 
 async fn complete_login(
@@ -399,10 +397,12 @@ async fn complete_login(
         None => None,
     };
     let csrf: Token = random_token();
+    let sid = SessionId::new();
     let mut cookies = session_cookies(
         state,
         NewSession {
             provider: provider.id(),
+            sid: &sid,
             tokens: &tokens,
             previous_refresh_token: None,
             sub,

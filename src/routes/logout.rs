@@ -3,7 +3,9 @@
 use crate::cookies::CookieKind;
 use crate::csrf::require_csrf;
 use crate::error::ApiError;
-use crate::session::{AccessTokenCookie, IdTokenCookie, RefreshTokenCookie};
+use crate::session::{
+    open_optional, AccessTokenCookie, CsrfCookie, IdTokenCookie, RefreshTokenCookie, SessionId,
+};
 use crate::state::{AppState, HttpClient};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -19,20 +21,36 @@ pub async fn logout(
     state: web::Data<AppState>,
     client: web::Data<HttpClient>,
 ) -> Result<HttpResponse, ApiError> {
-    require_csrf(&req, &state)?;
-    let now = state.clock.now();
-    let rt: Option<RefreshTokenCookie> = state
-        .cookies
-        .open(&req, &state.sealer, CookieKind::RefreshToken, now)
-        .unwrap_or(None);
-    let id: Option<IdTokenCookie> = state
-        .cookies
-        .open(&req, &state.sealer, CookieKind::IdToken, now)
-        .unwrap_or(None);
-    let at: Option<AccessTokenCookie> = state
-        .cookies
-        .open(&req, &state.sealer, CookieKind::AccessToken, now)
-        .unwrap_or(None);
+    // A session whose CSRF cookie is gone or can no longer be opened (altered, or its key was
+    // removed) cannot prove anything, so it gets nothing from the provider; but it can always
+    // be cleared, or the browser would keep sending dead cookies.
+    let csrf = match open_optional::<CsrfCookie>(&req, &state, CookieKind::Csrf) {
+        Ok(Some(_)) => require_csrf(&req, &state)?,
+        Ok(None) | Err(_) => {
+            tracing::info!(
+                "logout without a readable session: cookies cleared, no provider called"
+            );
+            let config = &state.providers.default_provider().config;
+            let url = config
+                .post_logout_redirect_uri
+                .as_ref()
+                .unwrap_or(&config.redirect_uri)
+                .to_string();
+            return Ok(cleared(&state, url));
+        }
+    };
+    // Only this session's cookies count: another session's, spliced in, is cleared but never
+    // revoked nor named in the end-session URL. Unreadable ones are just cleared.
+    let ours = |sid: &SessionId| *sid == csrf.sid;
+    let rt = open_optional::<RefreshTokenCookie>(&req, &state, CookieKind::RefreshToken)
+        .unwrap_or(None)
+        .filter(|c| ours(&c.sid));
+    let id = open_optional::<IdTokenCookie>(&req, &state, CookieKind::IdToken)
+        .unwrap_or(None)
+        .filter(|c| ours(&c.sid));
+    let at = open_optional::<AccessTokenCookie>(&req, &state, CookieKind::AccessToken)
+        .unwrap_or(None)
+        .filter(|c| ours(&c.sid));
     let provider_id = rt
         .as_ref()
         .map(|r| r.provider.as_str())
@@ -96,9 +114,14 @@ pub async fn logout(
             .unwrap_or(&config.redirect_uri)
             .to_string(),
     };
+    Ok(cleared(&state, url))
+}
+
+/// 200 with the URL to send the browser to, clearing every cookie at every path.
+fn cleared(state: &AppState, url: String) -> HttpResponse {
     let mut resp = HttpResponse::Ok();
     for c in state.cookies.clear_all() {
         resp.cookie(c);
     }
-    Ok(resp.json(LogoutResponse { url }))
+    resp.json(LogoutResponse { url })
 }

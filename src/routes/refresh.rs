@@ -5,7 +5,9 @@ use crate::cookies::CookieKind;
 use crate::csrf::require_csrf;
 use crate::error::ApiError;
 use crate::refresh::RefreshFailure;
-use crate::session::{open_required, session_cookies, NewSession, RefreshTokenCookie};
+use crate::session::{
+    open_required, same_session, session_cookies, NewSession, RefreshTokenCookie,
+};
 use crate::state::{AppState, HttpClient};
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -16,6 +18,7 @@ pub async fn refresh(
 ) -> Result<HttpResponse, ApiError> {
     let csrf = require_csrf(&req, &state)?;
     let rt: RefreshTokenCookie = open_required(&req, &state, CookieKind::RefreshToken)?;
+    same_session(&csrf.sid, &rt.sid)?;
     let provider = state.providers.for_session(&rt.provider)?;
     let (outcome, _) = state
         .refresher
@@ -43,10 +46,11 @@ pub async fn refresh(
         &state,
         NewSession {
             provider: provider.id(),
+            sid: &rt.sid,
             tokens: &refreshed.tokens,
             previous_refresh_token: Some(refreshed.refresh_token.clone()),
             sub: refreshed.sub.clone(),
-            csrf: Some(&csrf),
+            csrf: Some(&csrf.token),
         },
     )?;
     let mut resp = HttpResponse::NoContent();

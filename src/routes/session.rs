@@ -4,7 +4,7 @@ use crate::cookies::CookieKind;
 use crate::error::ApiError;
 use crate::oauth::http::CallError;
 use crate::oauth::token;
-use crate::session::{open_required, AccessTokenCookie, IdTokenCookie};
+use crate::session::{open_optional, open_required, AccessTokenCookie, IdTokenCookie};
 use crate::state::{AppState, HttpClient};
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -39,18 +39,12 @@ pub async fn claims(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id: IdTokenCookie = match open_required(&req, &state, CookieKind::IdToken) {
-        Ok(id) => id,
-        // Signed in with a provider that issued no ID token: say so, rather than "no session".
-        Err(ApiError::Unauthorized(_)) if state.cookies.has(&req, CookieKind::AccessToken) => {
-            let at: Result<AccessTokenCookie, _> =
-                open_required(&req, &state, CookieKind::AccessToken);
-            return Err(match at {
-                Ok(_) => ApiError::NoIdToken,
-                Err(e) => e,
-            });
-        }
-        Err(e) => return Err(e),
+    // A sent ID-token cookie that cannot be opened is refused (401), never taken for "none".
+    let Some(id) = open_optional::<IdTokenCookie>(&req, &state, CookieKind::IdToken)? else {
+        // No ID-token cookie at all: a session with a provider that issued no ID token (404
+        // no_id_token, so the SPA uses userInfo), or no session (401).
+        let _: AccessTokenCookie = open_required(&req, &state, CookieKind::AccessToken)?;
+        return Err(ApiError::NoIdToken);
     };
     // The token was verified when it was received and has been sealed since: reading its
     // payload again needs no signature check.

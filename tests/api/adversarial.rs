@@ -303,3 +303,125 @@ async fn header_injection_in_extra_params_stays_inside_the_url() {
     assert!(resp.set_cookies.iter().all(|c| !c.contains("x=y")));
     app.assert_alive().await;
 }
+
+/// Two sessions of the same deployment: A's cookies with B's CSRF cookie and B's CSRF value (or
+/// B's refresh token) are one session only in appearance. Every cookie carries its session's id,
+/// and a request whose cookies disagree is refused, on the proxy, the agent and page loads.
+#[actix_web::test]
+async fn cookies_of_two_sessions_cannot_be_spliced() {
+    let op = TestProvider::start().await;
+    let upstream = crate::upstream::Upstream::start(&op.issuer).await;
+    let app = TestApp::spawn_proxy(&op.issuer, &upstream.address, "").await;
+    let mut a = app.browser();
+    assert_eq!(a.login("alice").await.status, 200);
+    let mut b = app.browser();
+    assert_eq!(b.login("bob").await.status, 200);
+    // Each alone works.
+    let resp = a
+        .raw(Method::POST, "/api/orders", Some(b"{}".to_vec()), &[])
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+
+    // A's access token, B's CSRF cookie and value.
+    let mut spliced = a.clone();
+    spliced.jar.set_value("th-csrf", &b.jar.value("th-csrf"));
+    spliced.csrf = b.csrf.clone();
+    let resp = spliced
+        .raw(Method::POST, "/api/orders", Some(b"{}".to_vec()), &[])
+        .await;
+    assert_eq!(resp.status, 401, "proxy: {:?}", resp.body);
+    assert_eq!(resp.code(), "unauthorized_request");
+    let resp = spliced
+        .post("/login/end", r#"{"pageUrl":"https://www.example.test/"}"#)
+        .await;
+    assert_eq!(resp.status, 401, "page load: {:?}", resp.body);
+    assert!(resp.body["csrf"].is_null());
+
+    // B's CSRF with A's refresh token: no refresh.
+    let mut spliced = b.clone();
+    spliced.jar.set_value("th-auth", &a.jar.value("th-auth"));
+    let resp = spliced.post("/refresh", "").await;
+    assert_eq!(resp.status, 401, "refresh: {:?}", resp.body);
+    assert_eq!(resp.code(), "unauthorized_request");
+
+    // A's access token with B's refresh token, when a refresh is due: no refresh either.
+    app.state.clock.advance(280);
+    let mut spliced = a.clone();
+    spliced.jar.set_value("th-auth", &b.jar.value("th-auth"));
+    let resp = spliced.raw(Method::GET, "/api/orders", None, &[]).await;
+    assert_eq!(resp.status, 401, "proxied GET: {:?}", resp.body);
+    assert_eq!(op.stats().await["refresh_grants"], 0);
+
+    // Logout with B's CSRF in A's jar: everything is cleared, but A's tokens are not B's to
+    // revoke, nor A's ID token B's to name in the end-session URL.
+    let mut spliced = a.clone();
+    spliced.jar.set_value("th-csrf", &b.jar.value("th-csrf"));
+    spliced.csrf = b.csrf.clone();
+    let resp = spliced.post("/logout", "").await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    let left: Vec<_> = spliced
+        .jar
+        .all()
+        .iter()
+        .filter(|c| base_name(c.name()).starts_with("th-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let url = resp.body["url"].as_str().unwrap_or("");
+    assert!(query_param(url, "id_token_hint").is_none(), "{url}");
+    assert_eq!(op.stats().await["revocations"], 0);
+    app.assert_alive().await;
+}
+
+/// A sent ID-token cookie that cannot be opened is not "no ID token": 401, on /claims as
+/// everywhere. 404 no_id_token stays for a session that really has none.
+#[actix_web::test]
+async fn a_broken_id_token_cookie_is_unauthorized_not_missing() {
+    let op = TestProvider::start().await;
+    let (app, browser) = logged_in(&op).await;
+    let id = browser.jar.value("th-id");
+    let at = browser.jar.value("th-at");
+    let mut flipped = id.clone().into_bytes();
+    let mid = flipped.len() / 2;
+    flipped[mid] = if flipped[mid] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).expect("ascii");
+    for (label, value) in [
+        ("flipped", flipped.as_str()),
+        ("truncated", &id[..id.len() / 2]),
+        ("the access-token cookie moved here", at.as_str()),
+    ] {
+        let mut b = browser.clone();
+        b.jar.set_value("th-id", value);
+        let resp = b.get("/claims").await;
+        assert_eq!(resp.status, 401, "{label}: {:?}", resp.body);
+        assert_eq!(resp.code(), "unauthorized_request", "{label}");
+    }
+    let mut intact = browser.clone();
+    assert_eq!(intact.get("/claims").await.status, 200);
+    app.assert_alive().await;
+}
+
+/// A session whose cookies no longer open (its key was removed, or they were altered) can always
+/// be cleared: logout answers 200, clears every cookie, and calls no provider.
+#[actix_web::test]
+async fn logout_clears_a_session_whose_cookies_cannot_be_opened() {
+    let op = TestProvider::start().await;
+    let (app, browser) = logged_in(&op).await;
+    // The same cookies at a deployment that no longer has their key.
+    let rekeyed = TestApp::spawn(&op.issuer).await;
+    let mut stale = rekeyed.browser();
+    stale.jar = browser.jar.clone();
+    stale.csrf = browser.csrf.clone();
+    assert_eq!(stale.get("/userInfo").await.status, 401);
+    let resp = stale.post("/logout", "").await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert!(stale.jar.all().is_empty(), "left: {:?}", stale.jar.all());
+    assert!(resp.body["url"]
+        .as_str()
+        .is_some_and(|u| !u.contains("id_token_hint")));
+    assert_eq!(op.stats().await["revocations"], 0);
+    // And at the original deployment, a readable session with a wrong CSRF value is still 401.
+    let mut wrong = browser.clone();
+    wrong.csrf = Some("wrong".into());
+    assert_eq!(wrong.post("/logout", "").await.status, 401);
+    app.assert_alive().await;
+}

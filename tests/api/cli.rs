@@ -40,7 +40,7 @@ async fn check_validates_discovery_and_keys_of_a_real_provider() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("th-auth      Path=/oauth-agent/refresh, Path=/oauth-agent/logout"),
+        stdout.contains("  __Secure-th-auth  Path=/oauth-agent/refresh, Path=/oauth-agent/logout"),
         "{stdout}"
     );
     assert!(stdout.contains("1 key(s)"), "{stdout}");

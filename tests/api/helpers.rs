@@ -318,9 +318,26 @@ fn default_path(request_path: &str) -> String {
     }
 }
 
+/// A cookie's name without the `__Host-`/`__Secure-` prefix: tests name cookies `th-at` and
+/// find them whether or not the configuration prefixes them (the default with `secure`).
+pub fn base_name(name: &str) -> &str {
+    name.strip_prefix("__Host-")
+        .or_else(|| name.strip_prefix("__Secure-"))
+        .unwrap_or(name)
+}
+
 impl Jar {
     pub fn store(&mut self, set_cookie: &str, request_path: &str) {
         let mut c = Cookie::parse(set_cookie.to_string()).expect("valid Set-Cookie");
+        // What browsers demand of prefixed names (RFC 6265bis §4.1.3): token-handler must never
+        // send a cookie a browser would drop.
+        if c.name().starts_with("__Secure-") || c.name().starts_with("__Host-") {
+            assert_eq!(c.secure(), Some(true), "{set_cookie}");
+        }
+        if c.name().starts_with("__Host-") {
+            assert!(c.domain().is_none(), "{set_cookie}");
+            assert_eq!(c.path(), Some("/"), "{set_cookie}");
+        }
         if c.path().is_none() {
             c.set_path(default_path(request_path));
         }
@@ -354,7 +371,10 @@ impl Jar {
     }
 
     pub fn named(&self, name: &str) -> Vec<&Cookie<'static>> {
-        self.cookies.iter().filter(|c| c.name() == name).collect()
+        self.cookies
+            .iter()
+            .filter(|c| base_name(c.name()) == name)
+            .collect()
     }
 
     pub fn value(&self, name: &str) -> String {
@@ -367,7 +387,11 @@ impl Jar {
 
     /// Replaces the value of every cookie of this name (tampering tests).
     pub fn set_value(&mut self, name: &str, value: &str) {
-        for c in self.cookies.iter_mut().filter(|c| c.name() == name) {
+        for c in self
+            .cookies
+            .iter_mut()
+            .filter(|c| base_name(c.name()) == name)
+        {
             c.set_value(value.to_string());
         }
     }
@@ -398,7 +422,7 @@ impl Resp {
         self.set_cookies
             .iter()
             .filter_map(|s| Cookie::parse(s.clone()).ok())
-            .filter(|c| c.name() == name)
+            .filter(|c| base_name(c.name()) == name)
             .map(|c| c.into_owned())
             .collect()
     }

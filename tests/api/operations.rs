@@ -239,9 +239,9 @@ async fn prometheus_metrics_on_their_own_listener() {
         "token_handler_http_requests_total{route=\"/oauth-agent/refresh\",status=\"204\"}",
         "token_handler_http_request_duration_seconds_bucket{",
         "token_handler_refreshes_total{outcome=\"ok\"}",
-        "token_handler_unseal_failures_total{cookie=\"th-at\",reason=\"invalid\",key_id=\"unknown\"}",
+        "token_handler_unseal_failures_total{cookie=\"__Host-th-at\",reason=\"invalid\",key_id=\"unknown\"}",
         "token_handler_provider_request_duration_seconds_count{endpoint=\"token endpoint\"}",
-        "token_handler_cookie_bytes_count{cookie=\"th-id\"}",
+        "token_handler_cookie_bytes_count{cookie=\"__Secure-th-id\"}",
     ] {
         assert!(text.contains(expected), "missing {expected} in:\n{text}");
     }
