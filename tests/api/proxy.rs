@@ -674,3 +674,38 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
         }
     }
 }
+
+#[actix_web::test]
+async fn paths_that_could_leave_their_route_are_refused_before_the_upstream() {
+    let Setup {
+        app, mut browser, ..
+    } = setup(json!({}), "").await;
+    let cookies = browser.jar.header_for("/api/orders");
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nCookie: {cookies}\r\nConnection: close\r\n\r\n")
+            .into_bytes()
+    };
+    // Each reads as `/api/admin` (or above) to Tomcat, Jetty, Spring or IIS.
+    for path in [
+        "/api/orders/..;/admin",
+        "/api/orders/%2e%2e;/admin",
+        "/api/orders/..%3b/admin",
+        "/api/orders/%252e%252e/admin",
+        "/api/orders/%c0%ae%c0%ae/admin",
+        "/api/orders/%u002e%u002e/admin",
+        "/api/orders/a%252fb",
+    ] {
+        let (status, text) = raw_http(&app.address, get(path)).await;
+        assert_eq!(status, 400, "{path}: {text}");
+        let body: Value = text
+            .split_once("\r\n\r\n")
+            .and_then(|(_, b)| serde_json::from_str(b).ok())
+            .unwrap_or_else(|| panic!("{path}: no JSON body in {text}"));
+        assert_eq!(body["code"], "invalid_request", "{path}");
+        assert!(!text.contains("\"sub\""), "{path} reached the upstream");
+    }
+    // The same session still reaches the upstream on an ordinary path.
+    let resp = browser.raw(Method::GET, "/api/orders/7", None, &[]).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    app.assert_alive().await;
+}
