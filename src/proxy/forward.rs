@@ -88,7 +88,12 @@ pub async fn forward(
         if req.headers().contains_key(header::USER_AGENT) {
             h.remove(header::USER_AGENT);
         }
-        for (name, value) in upstream_request_headers(req.headers(), state, bearer.is_none()) {
+        for (name, value) in upstream_request_headers(
+            req.headers(),
+            state,
+            bearer.is_none(),
+            &found.route.allow_headers,
+        ) {
             h.append(name, value);
         }
         if let Some(token) = bearer {
@@ -140,7 +145,7 @@ pub async fn forward(
     let mut builder = HttpResponse::build(response.status());
     let listed = response_connection_listed(response.headers());
     for (name, value) in response.headers() {
-        if !keep_response_header(name, value, &listed, state) {
+        if !keep_response_header(name, value, &listed, state, &found.route.allow_headers) {
             continue;
         }
         let value = if *name == header::LOCATION {

@@ -147,6 +147,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             allow_bearer: false,
             websocket: false,
+            allow_headers: Vec::new(),
         }
     }
 

@@ -709,3 +709,137 @@ async fn paths_that_could_leave_their_route_are_refused_before_the_upstream() {
     assert_eq!(resp.status, 200, "{:?}", resp.body);
     app.assert_alive().await;
 }
+
+/// A path on the upstream's `/api/respond` (under `prefix`) that answers with these headers.
+fn respond_with(prefix: &str, headers: &[&[u8]]) -> String {
+    use percent_encoding::{percent_encode, NON_ALPHANUMERIC};
+    let query: Vec<String> = headers
+        .iter()
+        .map(|h| format!("h={}", percent_encode(h, NON_ALPHANUMERIC)))
+        .collect();
+    format!("{prefix}/respond?{}", query.join("&"))
+}
+
+/// The provider, the upstream and token-handler with one more route, `/allowed` (to the
+/// upstream's `/api`, prefix stripped) that lets `X-Real-IP` in and `X-Accel-Buffering` out.
+async fn setup_with_allowed_route() -> (TestProvider, TestApp, Browser) {
+    let op = TestProvider::start_with(jwt_provider(json!({}))).await;
+    let upstream = Upstream::start(&op.issuer).await;
+    let extra = format!(
+        "[[routes]]\npath = \"/allowed\"\nupstream = \"{}/api\"\nstrip_prefix = true\nallow_headers = [\"X-Real-IP\", \"x-accel-buffering\"]\n",
+        upstream.address
+    );
+    let app = TestApp::spawn_proxy(&op.issuer, &upstream.address, &extra).await;
+    let mut browser = app.browser();
+    assert_eq!(browser.login("pat").await.status, 200);
+    (op, app, browser)
+}
+
+#[actix_web::test]
+async fn headers_that_instruct_another_server_are_withheld_both_ways() {
+    let (_op, app, mut browser) = setup_with_allowed_route().await;
+    let to_upstream = [
+        ("x-original-url", "/admin"),
+        ("x-rewrite-url", "/admin"),
+        ("x-http-method-override", "DELETE"),
+        ("x-http-method", "DELETE"),
+        ("x-method-override", "DELETE"),
+        ("x-real-ip", "10.9.8.7"),
+        ("true-client-ip", "10.9.8.7"),
+        ("x-client-ip", "10.9.8.7"),
+        ("forwarded", "for=10.9.8.7;host=admin.internal"),
+        ("x-request-id", "kept"),
+    ];
+    let from_upstream: [&[u8]; 5] = [
+        b"X-Accel-Redirect: /internal/secret.pdf",
+        b"X-Accel-Buffering: no",
+        b"X-Accel-Limit-Rate: 1",
+        b"X-Sendfile: /etc/passwd",
+        b"X-Kept: yes",
+    ];
+    let resp = browser
+        .raw(
+            Method::GET,
+            &respond_with("/api", &from_upstream),
+            None,
+            &to_upstream,
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    for (name, _) in &to_upstream[..9] {
+        assert!(
+            header_values(&resp.body, name).is_empty(),
+            "{name} reached the upstream"
+        );
+    }
+    assert_eq!(header_values(&resp.body, "x-request-id"), ["kept"]);
+    for name in [
+        "x-accel-redirect",
+        "x-accel-buffering",
+        "x-accel-limit-rate",
+        "x-sendfile",
+    ] {
+        assert!(resp.header(name).is_none(), "{name} reached the client");
+    }
+    assert_eq!(resp.header("x-kept").as_deref(), Some("yes"));
+
+    // A route lets through exactly the names it lists, in either direction.
+    let resp = browser
+        .raw(
+            Method::GET,
+            &respond_with("/allowed", &from_upstream),
+            None,
+            &to_upstream,
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert_eq!(resp.body["path"], "/api/respond");
+    assert_eq!(header_values(&resp.body, "x-real-ip"), ["10.9.8.7"]);
+    assert!(header_values(&resp.body, "x-original-url").is_empty());
+    assert!(header_values(&resp.body, "forwarded").is_empty());
+    assert_eq!(resp.header("x-accel-buffering").as_deref(), Some("no"));
+    assert!(resp.header("x-accel-redirect").is_none());
+    assert!(resp.header("x-sendfile").is_none());
+    app.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn the_upstream_cannot_plant_a_cookie_a_browser_would_store_under_our_names() {
+    let Setup {
+        app, mut browser, ..
+    } = setup(json!({}), "").await;
+    let csrf_cookie = browser.jar.value("th-csrf");
+    let planted: [&[u8]; 7] = [
+        // Nameless: the browser sends it back as `th-csrf=planted`.
+        b"Set-Cookie: =th-csrf=planted; Path=/",
+        b"Set-Cookie:  = th-at=planted",
+        // A value that is not ASCII hid the name from the old filter.
+        b"Set-Cookie: th-at=planted-caf\xc3\xa9; Path=/",
+        b"Set-Cookie: th-csrf=planted\xff; Path=/",
+        b"Set-Cookie: TH-at=planted",
+        b"Set-Cookie: th-auth=planted",
+        b"Set-Cookie: upstream-own=1; Path=/",
+    ];
+    let resp = browser
+        .raw(Method::GET, &respond_with("/api", &planted), None, &[])
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    let set_cookies: Vec<&[u8]> = resp
+        .headers
+        .get_all("set-cookie")
+        .map(|v| v.as_bytes())
+        .collect();
+    assert!(
+        !set_cookies
+            .iter()
+            .any(|c| c.windows(7).any(|w| w == b"planted")),
+        "{:?}",
+        set_cookies
+            .iter()
+            .map(|c| String::from_utf8_lossy(c))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(set_cookies, [&b"upstream-own=1; Path=/"[..]]);
+    assert_eq!(browser.jar.value("th-csrf"), csrf_cookie);
+    app.assert_alive().await;
+}
