@@ -843,3 +843,100 @@ async fn the_upstream_cannot_plant_a_cookie_a_browser_would_store_under_our_name
     assert_eq!(browser.jar.value("th-csrf"), csrf_cookie);
     app.assert_alive().await;
 }
+
+#[actix_web::test]
+async fn shared_caches_never_store_a_cookie_authenticated_answer() {
+    let op = TestProvider::start_with(jwt_provider(json!({}))).await;
+    let upstream = Upstream::start(&op.issuer).await;
+    let key = CookieKey::generate_text();
+    let app = TestApp::spawn_toml(&proxy_toml(&op.issuer, &key, &upstream.address, "")).await;
+    let mut browser = app.browser();
+    assert_eq!(browser.login("pat").await.status, 200);
+    let vary = |resp: &Resp| -> Vec<String> {
+        resp.headers
+            .get_all("vary")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|v| v.trim().to_ascii_lowercase())
+            .collect()
+    };
+    // RFC 9111 §3.5 keeps shared caches off responses to requests with Authorization, but the
+    // browser's request carries a cookie: the answer is for this browser only.
+    for (upstream_says, want) in [
+        ("public, max-age=600", "private, max-age=600"),
+        ("max-age=600, PUBLIC", "private, max-age=600"),
+        ("s-maxage=600", "private, s-maxage=600"),
+        ("private=\"x-a, x-b\", max-age=5", "private, max-age=5"),
+        ("private, max-age=5", "private, max-age=5"),
+    ] {
+        let cache_control = format!("Cache-Control: {upstream_says}");
+        let resp = browser
+            .raw(
+                Method::GET,
+                &respond_with("/api", &[cache_control.as_bytes(), b"Vary: Accept"]),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(resp.status, 200, "{:?}", resp.body);
+        assert_eq!(
+            resp.header("cache-control").as_deref(),
+            Some(want),
+            "{upstream_says}"
+        );
+        let vary = vary(&resp);
+        for name in ["accept", "cookie"] {
+            assert!(vary.iter().any(|v| v == name), "{upstream_says}: {vary:?}");
+        }
+    }
+    let resp = browser
+        .raw(
+            Method::GET,
+            &respond_with("/api", &[b"Cache-Control: no-store"]),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(resp.header("cache-control").as_deref(), Some("no-store"));
+
+    // A mobile client's own Bearer request is protected by RFC 9111 §3.5 already: as sent.
+    let at: AccessTokenCookie = app.unseal(Purpose::AccessToken, &browser.jar.value("th-at"));
+    let mut mobile = app.browser();
+    mobile.origin = None;
+    let resp = mobile
+        .raw(
+            Method::GET,
+            &respond_with("/mobile/api", &[b"Cache-Control: public, max-age=600"]),
+            None,
+            &[("authorization", &format!("Bearer {}", at.token.expose()))],
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert_eq!(
+        resp.header("cache-control").as_deref(),
+        Some("public, max-age=600")
+    );
+    assert!(
+        !vary(&resp).iter().any(|v| v == "cookie"),
+        "{:?}",
+        vary(&resp)
+    );
+
+    // After a key rotation, the next response re-seals the session's cookies: it is never stored.
+    let new_key = CookieKey::generate_text();
+    app.state.sealer.replace_ring(
+        token_handler::crypto::KeyRing::parse(&[new_key.as_str(), key.as_str()]).expect("ring"),
+    );
+    let resp = browser
+        .raw(
+            Method::GET,
+            &respond_with("/api", &[b"Cache-Control: public, max-age=600"]),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert!(!resp.cookies_named("th-at").is_empty(), "not re-sealed");
+    assert_eq!(resp.header("cache-control").as_deref(), Some("no-store"));
+    app.assert_alive().await;
+}
