@@ -198,6 +198,10 @@ fn keep_from_shared_caches(headers: &mut HeaderMap) {
     };
     let directives: Vec<&str> = values.iter().flat_map(|v| directives(v)).collect();
     if directives.is_empty() {
+        // An empty `Cache-Control` says no more than none, which the app answers with no-store.
+        if headers.contains_key(header::CACHE_CONTROL) {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
         return;
     }
     let name = |d: &str| {
@@ -303,5 +307,6 @@ mod tests {
         );
         // No Cache-Control: the app's default `no-store` follows.
         assert_eq!(cached(&[]), (vec![], vec![]));
+        assert_eq!(cached(&[" , "]), (vec!["no-store".into()], vec![]));
     }
 }
