@@ -800,6 +800,29 @@ async fn headers_that_instruct_another_server_are_withheld_both_ways() {
     assert_eq!(resp.header("x-accel-buffering").as_deref(), Some("no"));
     assert!(resp.header("x-accel-redirect").is_none());
     assert!(resp.header("x-sendfile").is_none());
+
+    // The WebSocket handshake follows the same rules.
+    use futures_util::{SinkExt, StreamExt};
+    let (_, mut framed) = awc::Client::default()
+        .ws(format!("{}/api/ws", app.address.replacen("http", "ws", 1)))
+        .origin(SPA_ORIGIN)
+        .set_header("cookie", browser.jar.header_for("/api/ws").as_str())
+        .set_header("x-original-url", "/admin")
+        .set_header("x-real-ip", "10.9.8.7")
+        .connect()
+        .await
+        .expect("handshake through the proxy");
+    framed
+        .send(awc::ws::Message::Text("headers".into()))
+        .await
+        .expect("send");
+    let handshake: Value = match framed.next().await {
+        Some(Ok(awc::ws::Frame::Text(t))) => serde_json::from_slice(&t).expect("JSON"),
+        other => panic!("unexpected frame: {other:?}"),
+    };
+    assert!(handshake.get("x-original-url").is_none(), "{handshake}");
+    assert!(handshake.get("x-real-ip").is_none(), "{handshake}");
+    assert!(handshake.get("authorization").is_some(), "{handshake}");
     app.assert_alive().await;
 }
 
