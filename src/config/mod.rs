@@ -18,8 +18,11 @@ pub use provider::{
     ClientAuth, EndpointOverrides, ParMode, Preset, ProviderConfig, DEFAULT_ALLOWED_EXTRA_PARAMS,
     RESERVED_PARAMS,
 };
+pub use proxy::{
+    is_instructing_response_header, ProxyConfig, RouteConfig, RoutePath,
+    INSTRUCTING_REQUEST_HEADERS,
+};
 use proxy::{validate_proxy, RawProxy, RawRoute};
-pub use proxy::{ProxyConfig, RouteConfig, RoutePath};
 
 use crate::crypto::{KeyError, KeyRing};
 use serde::de::{self, Deserializer};

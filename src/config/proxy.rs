@@ -5,6 +5,7 @@
 //! session cookies.
 
 use super::{bool_or_text, list_or_text, parse_duration, parse_url, within, BasePath, ConfigError};
+use actix_web::http::header::HeaderName;
 use serde::Deserialize;
 use std::time::Duration;
 use url::Url;
@@ -39,6 +40,35 @@ pub(super) struct RawRoute {
     allow_bearer: bool,
     #[serde(default, deserialize_with = "bool_or_text")]
     websocket: bool,
+    #[serde(default, deserialize_with = "list_or_text")]
+    allow_headers: Vec<String>,
+}
+
+/// Request headers that make a server behind the proxy act on what the client says: serve
+/// another path than the one routed (`X-Original-URL`, `X-Rewrite-URL`: IIS, Symfony, Laminas),
+/// run another method than the one checked for CSRF (`X-HTTP-Method-Override` and its
+/// variants), or believe a client address (`X-Real-IP`, `True-Client-IP`, `X-Client-IP`, RFC
+/// 7239 `Forwarded`; token-handler writes `X-Forwarded-*` itself). Withheld from the upstream
+/// unless a route lists one in `allow_headers`.
+pub const INSTRUCTING_REQUEST_HEADERS: [&str; 9] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "forwarded",
+];
+
+/// Response headers that a web server in front of token-handler obeys rather than relays:
+/// nginx's `X-Accel-*` (`X-Accel-Redirect` serves any internal location or file), and
+/// `X-Sendfile` (Apache, lighttpd; `X-LIGHTTPD-send-file` is lighttpd's older name). From the
+/// upstream, they would let an API answer with files or locations only the front server should
+/// reach. Withheld from the client unless a route lists one in `allow_headers`.
+pub fn is_instructing_response_header(name: &str) -> bool {
+    name.starts_with("x-accel-") || name == "x-sendfile" || name == "x-lighttpd-send-file"
 }
 
 fn default_route_timeout() -> String {
@@ -100,6 +130,9 @@ pub struct RouteConfig {
     pub allow_bearer: bool,
     /// Pass WebSocket upgrades through (the connection is authenticated once, at the upgrade).
     pub websocket: bool,
+    /// Headers of [`INSTRUCTING_REQUEST_HEADERS`] or [`is_instructing_response_header`] that this
+    /// route lets through after all (lowercase, as `HeaderName` is).
+    pub allow_headers: Vec<HeaderName>,
 }
 
 pub(super) fn validate_proxy(
@@ -175,6 +208,13 @@ pub(super) fn validate_proxy(
                 "must be scheme://host[:port][/base-path] without query, fragment or credentials",
             ));
         }
+        let mut allow_headers = Vec::new();
+        for (j, text) in r.allow_headers.iter().enumerate() {
+            allow_headers.push(parse_allowed_header(
+                &format!("routes[{i}].allow_headers[{j}]"),
+                text,
+            )?);
+        }
         routes.push(RouteConfig {
             path,
             upstream,
@@ -182,6 +222,7 @@ pub(super) fn validate_proxy(
             timeout: parse_duration(&k("timeout"), &r.timeout)?,
             allow_bearer: r.allow_bearer,
             websocket: r.websocket,
+            allow_headers,
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.path.as_str().len()));
@@ -190,4 +231,84 @@ pub(super) fn validate_proxy(
         forward_auth_paths,
         routes,
     })
+}
+
+/// One `allow_headers` entry: a header name (any case) that the proxy would otherwise withhold.
+/// Any other name is refused, so the list cannot open the proxy to cookies, `Authorization` or
+/// hop-by-hop headers, and a misspelt name does not pass unnoticed.
+fn parse_allowed_header(key: &str, text: &str) -> Result<HeaderName, ConfigError> {
+    let name = HeaderName::from_bytes(text.trim().as_bytes())
+        .map_err(|_| ConfigError::new(key, format!("`{text}` is not a header name")))?;
+    let n = name.as_str();
+    if INSTRUCTING_REQUEST_HEADERS.contains(&n) || is_instructing_response_header(n) {
+        Ok(name)
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!(
+                "`{text}` is not withheld by the proxy; allow_headers takes only {}, x-accel-*, x-sendfile or x-lighttpd-send-file",
+                INSTRUCTING_REQUEST_HEADERS.join(", ")
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::crypto::CookieKey;
+
+    fn with_route(allow: &str) -> String {
+        let key = CookieKey::generate_text();
+        format!(
+            r#"
+[cookies]
+keys = ["{key}"]
+[web]
+trusted_origins = ["https://www.example.com"]
+[[providers]]
+id = "default"
+issuer = "https://login.example.com"
+client_id = "c"
+client_secret = "s"
+redirect_uri = "https://www.example.com/"
+[[routes]]
+path = "/api"
+upstream = "http://127.0.0.1:9001"
+{allow}
+"#
+        )
+    }
+
+    #[test]
+    fn allow_headers_takes_only_withheld_names_in_any_case() {
+        let c = Config::from_toml(
+            &with_route(r#"allow_headers = ["X-Real-IP", " x-accel-buffering", "forwarded"]"#),
+            Vec::new(),
+        )
+        .expect("valid");
+        let names: Vec<&str> = c.proxy.routes[0]
+            .allow_headers
+            .iter()
+            .map(|h| h.as_str())
+            .collect();
+        assert_eq!(names, ["x-real-ip", "x-accel-buffering", "forwarded"]);
+        let c = Config::from_toml(&with_route(""), Vec::new()).expect("valid");
+        assert!(c.proxy.routes[0].allow_headers.is_empty());
+        for bad in [
+            "cookie",
+            "authorization",
+            "connection",
+            "x-forwarded-for",
+            "x-real ip",
+            "",
+        ] {
+            let e = Config::from_toml(
+                &with_route(&format!("allow_headers = [\"{bad}\"]")),
+                Vec::new(),
+            )
+            .expect_err(bad);
+            assert_eq!(e.key, "routes[0].allow_headers[0]", "{bad}");
+        }
+    }
 }

@@ -8,7 +8,7 @@ use crate::secret::Token;
 use crate::state::AppState;
 use actix_web::body::{self, BodyStream, SizedStream};
 use actix_web::cookie::Cookie;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use awc::error::SendRequestError;
@@ -88,7 +88,12 @@ pub async fn forward(
         if req.headers().contains_key(header::USER_AGENT) {
             h.remove(header::USER_AGENT);
         }
-        for (name, value) in upstream_request_headers(req.headers(), state, bearer.is_none()) {
+        for (name, value) in upstream_request_headers(
+            req.headers(),
+            state,
+            bearer.is_none(),
+            &found.route.allow_headers,
+        ) {
             h.append(name, value);
         }
         if let Some(token) = bearer {
@@ -140,7 +145,7 @@ pub async fn forward(
     let mut builder = HttpResponse::build(response.status());
     let listed = response_connection_listed(response.headers());
     for (name, value) in response.headers() {
-        if !keep_response_header(name, value, &listed, state) {
+        if !keep_response_header(name, value, &listed, state, &found.route.allow_headers) {
             continue;
         }
         let value = if *name == header::LOCATION {
@@ -160,8 +165,148 @@ pub async fn forward(
         .and_then(|v| v.parse::<u64>().ok());
     // `body`, not `streaming`: the latter invents `Content-Type: application/octet-stream` when
     // the upstream sent none, which on a 304 would overwrite the browser's cached type.
-    match length {
+    let mut answer = match length {
         Some(len) => builder.body(SizedStream::new(len, response)),
         None => builder.body(BodyStream::new(response)),
+    };
+    if bearer.is_some() {
+        keep_from_shared_caches(answer.headers_mut());
+    }
+    answer
+}
+
+/// Makes a cookie-authenticated answer private to the browser that asked.
+///
+/// A shared cache in front of token-handler sees a request with a `Cookie`, not the
+/// `Authorization` we add behind it, and RFC 9111 §3.5 keeps shared caches off responses to
+/// requests with `Authorization` only: an upstream's `public` or `max-age` would let a CDN serve
+/// one user's answer to the next. So a response the upstream made cacheable gets `private`
+/// (RFC 9111 §5.2.2.7; `public` and a field-qualified `private="…"`, which shared caches may
+/// still store, are dropped, the other directives kept), and `Vary: Cookie` (RFC 9110 §12.5.5),
+/// so the browser's own cache does not hand it to the next session in the same browser. One
+/// without `Cache-Control` gets `no-store` from the app's default headers; `no-store` stays as
+/// it is. A mobile client's own Bearer request is not cookie-authenticated and is left alone.
+fn keep_from_shared_caches(headers: &mut HeaderMap) {
+    let values: Option<Vec<&str>> = headers
+        .get_all(header::CACHE_CONTROL)
+        .map(|v| v.to_str().ok())
+        .collect();
+    let Some(values) = values else {
+        // Directives we cannot read: store nothing.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return;
+    };
+    let directives: Vec<&str> = values.iter().flat_map(|v| directives(v)).collect();
+    if directives.is_empty() {
+        // An empty `Cache-Control` says no more than none, which the app answers with no-store.
+        if headers.contains_key(header::CACHE_CONTROL) {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        return;
+    }
+    let name = |d: &str| {
+        d.split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    };
+    if directives.iter().any(|d| name(d) == "no-store") {
+        return;
+    }
+    if !directives.iter().any(|d| d.eq_ignore_ascii_case("private")) {
+        let kept = directives
+            .iter()
+            .filter(|d| !matches!(name(d).as_str(), "public" | "private"));
+        let value = std::iter::once("private")
+            .chain(kept.copied())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let value =
+            HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("private"));
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+    let varies_by_cookie = headers
+        .get_all(header::VARY)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|v| v == "*" || v.eq_ignore_ascii_case("cookie"));
+    if !varies_by_cookie {
+        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
+    }
+}
+
+/// The comma-separated directives of a `Cache-Control` value, trimmed, with commas inside a
+/// quoted argument (`private="a, b"`, RFC 9111 §5.2) kept inside their directive.
+fn directives(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(value[start..].trim());
+    out.retain(|d| !d.is_empty());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(values: &[&str]) -> (Vec<String>, Vec<String>) {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(
+                header::CACHE_CONTROL,
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        keep_from_shared_caches(&mut headers);
+        let all = |name| {
+            headers
+                .get_all(name)
+                .map(|v| v.to_str().expect("text").to_string())
+                .collect()
+        };
+        (all(header::CACHE_CONTROL), all(header::VARY))
+    }
+
+    #[test]
+    fn cacheable_answers_become_private_and_vary_by_cookie() {
+        for (upstream, want) in [
+            (&["public, max-age=600"][..], "private, max-age=600"),
+            (&["public", "max-age=600"], "private, max-age=600"),
+            (&["max-age=60"], "private, max-age=60"),
+            (
+                &["no-cache=\"a, public\", Public"],
+                "private, no-cache=\"a, public\"",
+            ),
+            (
+                &["private=\"set-cookie\", s-maxage=9"],
+                "private, s-maxage=9",
+            ),
+            (&["Private, max-age=5"], "Private, max-age=5"),
+        ] {
+            let (cache_control, vary) = cached(upstream);
+            assert_eq!(cache_control, [want], "{upstream:?}");
+            assert_eq!(vary, ["Cookie"], "{upstream:?}");
+        }
+        assert_eq!(
+            cached(&["no-store, public"]),
+            (vec!["no-store, public".into()], vec![])
+        );
+        // No Cache-Control: the app's default `no-store` follows.
+        assert_eq!(cached(&[]), (vec![], vec![]));
+        assert_eq!(cached(&[" , "]), (vec!["no-store".into()], vec![]));
     }
 }

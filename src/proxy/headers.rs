@@ -1,12 +1,16 @@
 //! What headers cross the proxy, in each direction.
 //!
 //! Toward the upstream: no hop-by-hop headers (RFC 9110 §7.6.1), none of our cookies, not our
-//! CSRF header, not the client's own Authorization (we set it), no `Expect` (answered here), and
-//! `X-Forwarded-*` that we write ourselves rather than believe from the client. Back to the
-//! client: no hop-by-hop headers, no CORS headers (we decide CORS), and no Set-Cookie that would
-//! overwrite ours.
+//! CSRF header, not the client's own Authorization (we set it), no `Expect` (answered here),
+//! `X-Forwarded-*` that we write ourselves rather than believe from the client, and none of the
+//! headers that would make the upstream route, re-method or re-attribute the request
+//! ([`INSTRUCTING_REQUEST_HEADERS`]). Back to the client: no hop-by-hop headers, no CORS headers
+//! (we decide CORS), no instructions to a front server ([`is_instructing_response_header`]), and
+//! no Set-Cookie that a browser would store under one of our names. A route's `allow_headers`
+//! lets named instructing headers through, in either direction.
 
-use crate::cookies::request_cookies;
+use crate::config::{is_instructing_response_header, INSTRUCTING_REQUEST_HEADERS};
+use crate::cookies::{request_cookies, CookiePolicy};
 use crate::state::AppState;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -43,6 +47,7 @@ pub fn upstream_request_headers(
     incoming: &HeaderMap,
     state: &AppState,
     keep_authorization: bool,
+    allowed: &[HeaderName],
 ) -> Vec<(HeaderName, HeaderValue)> {
     let listed = connection_listed(incoming);
     let csrf = state.cookies.csrf_header();
@@ -56,8 +61,8 @@ pub fn upstream_request_headers(
             // the expectation would cost a round trip, and awc refuses it on bodiless requests.
             || n == "expect"
             || n == csrf
-            || n == "forwarded"
             || n.starts_with("x-forwarded-")
+            || (INSTRUCTING_REQUEST_HEADERS.contains(&n) && !allowed.contains(name))
             || (n == "authorization" && !keep_authorization)
             || n == "cookie"
         {
@@ -101,24 +106,216 @@ pub fn keep_response_header(
     value: &HeaderValue,
     listed: &[String],
     state: &AppState,
+    allowed: &[HeaderName],
 ) -> bool {
     let n = name.as_str();
     if is_hop_by_hop(name, listed) || n == "content-length" || n.starts_with("access-control-") {
         return false;
     }
+    if is_instructing_response_header(n) && !allowed.contains(name) {
+        return false;
+    }
     if n == "set-cookie" {
-        let cookie_name = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split('=').next())
-            .map(str::trim)
-            .unwrap_or("");
-        return !state.cookies.is_ours(cookie_name);
+        return match stored_cookie_name(value) {
+            Some(stored) => !looks_ours(&state.cookies, stored),
+            None => false,
+        };
     }
     true
+}
+
+/// The name under which a browser stores a `Set-Cookie` and later sends it back, or `None` when
+/// the header cannot be read the way a browser reads it (so it is dropped rather than guessed
+/// at).
+///
+/// RFC 6265bis §5.6: a cookie with a control character other than HTAB is ignored (a header
+/// value cannot hold ASCII ones; C1 controls are refused here as well); the
+/// name-value pair is the text before the first `;`; the name is what precedes its first `=`
+/// (with none, the name is empty and the whole pair is the value); both are trimmed of spaces and
+/// tabs. A nameless cookie goes back as its bare value (§5.8.3), which the server reads up to its
+/// first `=` as a name: `=th-csrf=X` and `th-csrf=X` arrive alike. Bytes that are not UTF-8 are
+/// refused outright: browsers decode them in different ways, so no one name can be checked.
+fn stored_cookie_name(value: &HeaderValue) -> Option<&str> {
+    let text = std::str::from_utf8(value.as_bytes()).ok()?;
+    if text.chars().any(|c| c.is_control() && c != '\t') {
+        return None;
+    }
+    let pair = text.split(';').next().unwrap_or("");
+    let wsp: &[char] = &[' ', '\t'];
+    let (name, value) = match pair.split_once('=') {
+        Some((name, value)) => (name.trim_matches(wsp), value.trim_matches(wsp)),
+        None => ("", pair.trim_matches(wsp)),
+    };
+    if !name.is_empty() {
+        return Some(name);
+    }
+    Some(value.split('=').next().unwrap_or("").trim_matches(wsp))
+}
+
+/// Whether a cookie name is one of ours ([`CookiePolicy::is_ours`]) in any ASCII case, also
+/// with a browser-enforced prefix (`__Host-Http-`, `__Host-`, `__Secure-`) spelt in any case.
+/// Browsers compare names exactly but recognise those prefixes case-insensitively (RFC 6265bis
+/// §4.1.3); ignoring case errs towards dropping a cookie, never towards letting one of ours be
+/// planted.
+fn looks_ours(policy: &CookiePolicy, name: &str) -> bool {
+    let spellings = |text: &str| {
+        [
+            text.to_string(),
+            text.to_ascii_lowercase(),
+            text.to_ascii_uppercase(),
+        ]
+    };
+    let mut candidates: Vec<String> = spellings(name).to_vec();
+    for prefix in ["__Host-Http-", "__Host-", "__Secure-"] {
+        let Some(head) = name.get(..prefix.len()) else {
+            continue;
+        };
+        if head.eq_ignore_ascii_case(prefix) {
+            let rest = &name[prefix.len()..];
+            candidates.extend(spellings(rest).iter().map(|r| format!("{prefix}{r}")));
+        }
+    }
+    candidates.iter().any(|c| policy.is_ours(c))
 }
 
 /// Hop-by-hop names listed in a response's `Connection` header.
 pub fn response_connection_listed(headers: &HeaderMap) -> Vec<String> {
     connection_listed(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::crypto::CookieKey;
+
+    fn state() -> AppState {
+        let key = CookieKey::generate_text();
+        let text = format!(
+            r#"
+[cookies]
+keys = ["{key}"]
+[web]
+trusted_origins = ["https://www.example.com"]
+[[providers]]
+id = "default"
+issuer = "https://login.example.com"
+client_id = "c"
+client_secret = "s"
+redirect_uri = "https://www.example.com/"
+"#
+        );
+        let config = Config::from_toml(&text, Vec::new()).expect("valid");
+        AppState::new(config, Default::default())
+    }
+
+    fn set_cookie(bytes: &[u8]) -> HeaderValue {
+        HeaderValue::from_bytes(bytes).expect("a header value")
+    }
+
+    fn kept(state: &AppState, name: &str, value: &HeaderValue, allowed: &[HeaderName]) -> bool {
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("name");
+        keep_response_header(&name, value, &[], state, allowed)
+    }
+
+    #[test]
+    fn set_cookies_a_browser_would_store_under_our_names_are_dropped() {
+        let state = state();
+        for planted in [
+            &b"th-csrf=X; Path=/"[..],
+            b"  th-at = X",
+            b"\tth-at\t=X",
+            b"=th-csrf=X; Path=/",
+            b" = th-csrf=X",
+            b"th-csrf",
+            b"th-csrf; Path=/",
+            b"TH-at=X",
+            b"Th-Auth=X",
+            // Not valid UTF-8, or a control character: no one reading to check.
+            b"th-at=\xff\xfe",
+            b"\xc3th-at=X",
+            b"x=caf\xe9",
+            b"ok=a\xc2\x85b",
+        ] {
+            assert!(
+                !kept(&state, "set-cookie", &set_cookie(planted), &[]),
+                "{}",
+                String::from_utf8_lossy(planted)
+            );
+        }
+        for foreign in [
+            &b"upstream-session=1; Path=/"[..],
+            b"th=1",
+            b"thx-at=1",
+            b"session=th-at=1",
+            b"=upstream=1",
+            b"flag",
+            b"x=caf\xc3\xa9; Path=/",
+            b"a=1;\tHttpOnly",
+        ] {
+            assert!(
+                kept(&state, "set-cookie", &set_cookie(foreign), &[]),
+                "{}",
+                String::from_utf8_lossy(foreign)
+            );
+        }
+    }
+
+    #[test]
+    fn browser_cookie_names_follow_rfc_6265bis() {
+        let name = |b: &[u8]| stored_cookie_name(&set_cookie(b)).map(String::from);
+        assert_eq!(name(b" a = 1 ; Path=/").as_deref(), Some("a"));
+        assert_eq!(name(b"=b=2").as_deref(), Some("b"));
+        assert_eq!(name(b"bare; Secure").as_deref(), Some("bare"));
+        assert_eq!(name(b"a=b=c").as_deref(), Some("a"));
+        assert_eq!(name(b"\xe2\x82\xac=1").as_deref(), Some("\u{20ac}"));
+        assert_eq!(name(b"a=\xff"), None);
+        assert_eq!(name(b"a=1\xc2\x9b"), None);
+    }
+
+    #[test]
+    fn front_server_instructions_stay_behind_unless_the_route_allows_them() {
+        let state = state();
+        let v = HeaderValue::from_static("/internal/secret.pdf");
+        for name in [
+            "x-accel-redirect",
+            "x-accel-buffering",
+            "x-accel-expires",
+            "x-sendfile",
+            "x-lighttpd-send-file",
+        ] {
+            assert!(!kept(&state, name, &v, &[]), "{name}");
+        }
+        assert!(kept(
+            &state,
+            "x-accel-other-thing",
+            &v,
+            &[HeaderName::from_static("x-accel-other-thing")]
+        ));
+        assert!(kept(&state, "x-accelerated", &v, &[]));
+        assert!(kept(&state, "content-type", &v, &[]));
+    }
+
+    #[test]
+    fn instructing_request_headers_stay_behind_unless_the_route_allows_them() {
+        let state = state();
+        let mut incoming = HeaderMap::new();
+        for name in INSTRUCTING_REQUEST_HEADERS {
+            incoming.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static("/admin"),
+            );
+        }
+        incoming.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        let names = |allowed: &[HeaderName]| -> Vec<String> {
+            upstream_request_headers(&incoming, &state, false, allowed)
+                .into_iter()
+                .map(|(n, _)| n.as_str().to_string())
+                .collect()
+        };
+        assert_eq!(names(&[]), ["accept"]);
+        let mut allowed = names(&[HeaderName::from_static("x-real-ip")]);
+        allowed.sort();
+        assert_eq!(allowed, ["accept", "x-real-ip"]);
+    }
 }

@@ -46,7 +46,9 @@ pub async fn bridge(
         .max_frame_size(MAX_FRAME)
         .set_header(header::AUTHORIZATION, format!("Bearer {}", bearer.expose()));
     let mut previous: Option<header::HeaderName> = None;
-    for (name, value) in upstream_request_headers(req.headers(), state, false) {
+    for (name, value) in
+        upstream_request_headers(req.headers(), state, false, &found.route.allow_headers)
+    {
         let n = name.as_str();
         // The handshake's own headers are awc's to write.
         if n.starts_with("sec-websocket-") && n != "sec-websocket-protocol" || n == "origin" {

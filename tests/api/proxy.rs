@@ -717,3 +717,292 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
         }
     }
 }
+
+#[actix_web::test]
+async fn paths_that_could_leave_their_route_are_refused_before_the_upstream() {
+    let Setup {
+        app, mut browser, ..
+    } = setup(json!({}), "").await;
+    let cookies = browser.jar.header_for("/api/orders");
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nCookie: {cookies}\r\nConnection: close\r\n\r\n")
+            .into_bytes()
+    };
+    // Each reads as `/api/admin` (or above) to Tomcat, Jetty, Spring or IIS.
+    for path in [
+        "/api/orders/..;/admin",
+        "/api/orders/%2e%2e;/admin",
+        "/api/orders/..%3b/admin",
+        "/api/orders/%252e%252e/admin",
+        "/api/orders/%c0%ae%c0%ae/admin",
+        "/api/orders/%u002e%u002e/admin",
+        "/api/orders/a%252fb",
+    ] {
+        let (status, text) = raw_http(&app.address, get(path)).await;
+        assert_eq!(status, 400, "{path}: {text}");
+        let body: Value = text
+            .split_once("\r\n\r\n")
+            .and_then(|(_, b)| serde_json::from_str(b).ok())
+            .unwrap_or_else(|| panic!("{path}: no JSON body in {text}"));
+        assert_eq!(body["code"], "invalid_request", "{path}");
+        assert!(!text.contains("\"sub\""), "{path} reached the upstream");
+    }
+    // The same session still reaches the upstream on an ordinary path.
+    let resp = browser.raw(Method::GET, "/api/orders/7", None, &[]).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    app.assert_alive().await;
+}
+
+/// A path on the upstream's `/api/respond` (under `prefix`) that answers with these headers.
+fn respond_with(prefix: &str, headers: &[&[u8]]) -> String {
+    use percent_encoding::{percent_encode, NON_ALPHANUMERIC};
+    let query: Vec<String> = headers
+        .iter()
+        .map(|h| format!("h={}", percent_encode(h, NON_ALPHANUMERIC)))
+        .collect();
+    format!("{prefix}/respond?{}", query.join("&"))
+}
+
+/// The provider, the upstream and token-handler with one more route, `/allowed` (to the
+/// upstream's `/api`, prefix stripped) that lets `X-Real-IP` in and `X-Accel-Buffering` out.
+async fn setup_with_allowed_route() -> (TestProvider, TestApp, Browser) {
+    let op = TestProvider::start_with(jwt_provider(json!({}))).await;
+    let upstream = Upstream::start(&op.issuer).await;
+    let extra = format!(
+        "[[routes]]\npath = \"/allowed\"\nupstream = \"{}/api\"\nstrip_prefix = true\nallow_headers = [\"X-Real-IP\", \"x-accel-buffering\"]\n",
+        upstream.address
+    );
+    let app = TestApp::spawn_proxy(&op.issuer, &upstream.address, &extra).await;
+    let mut browser = app.browser();
+    assert_eq!(browser.login("pat").await.status, 200);
+    (op, app, browser)
+}
+
+#[actix_web::test]
+async fn headers_that_instruct_another_server_are_withheld_both_ways() {
+    let (_op, app, mut browser) = setup_with_allowed_route().await;
+    let to_upstream = [
+        ("x-original-url", "/admin"),
+        ("x-rewrite-url", "/admin"),
+        ("x-http-method-override", "DELETE"),
+        ("x-http-method", "DELETE"),
+        ("x-method-override", "DELETE"),
+        ("x-real-ip", "10.9.8.7"),
+        ("true-client-ip", "10.9.8.7"),
+        ("x-client-ip", "10.9.8.7"),
+        ("forwarded", "for=10.9.8.7;host=admin.internal"),
+        ("x-request-id", "kept"),
+    ];
+    let from_upstream: [&[u8]; 5] = [
+        b"X-Accel-Redirect: /internal/secret.pdf",
+        b"X-Accel-Buffering: no",
+        b"X-Accel-Limit-Rate: 1",
+        b"X-Sendfile: /etc/passwd",
+        b"X-Kept: yes",
+    ];
+    let resp = browser
+        .raw(
+            Method::GET,
+            &respond_with("/api", &from_upstream),
+            None,
+            &to_upstream,
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    for (name, _) in &to_upstream[..9] {
+        assert!(
+            header_values(&resp.body, name).is_empty(),
+            "{name} reached the upstream"
+        );
+    }
+    assert_eq!(header_values(&resp.body, "x-request-id"), ["kept"]);
+    for name in [
+        "x-accel-redirect",
+        "x-accel-buffering",
+        "x-accel-limit-rate",
+        "x-sendfile",
+    ] {
+        assert!(resp.header(name).is_none(), "{name} reached the client");
+    }
+    assert_eq!(resp.header("x-kept").as_deref(), Some("yes"));
+
+    // A route lets through exactly the names it lists, in either direction.
+    let resp = browser
+        .raw(
+            Method::GET,
+            &respond_with("/allowed", &from_upstream),
+            None,
+            &to_upstream,
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert_eq!(resp.body["path"], "/api/respond");
+    assert_eq!(header_values(&resp.body, "x-real-ip"), ["10.9.8.7"]);
+    assert!(header_values(&resp.body, "x-original-url").is_empty());
+    assert!(header_values(&resp.body, "forwarded").is_empty());
+    assert_eq!(resp.header("x-accel-buffering").as_deref(), Some("no"));
+    assert!(resp.header("x-accel-redirect").is_none());
+    assert!(resp.header("x-sendfile").is_none());
+
+    // The WebSocket handshake follows the same rules.
+    use futures_util::{SinkExt, StreamExt};
+    let (_, mut framed) = awc::Client::default()
+        .ws(format!("{}/api/ws", app.address.replacen("http", "ws", 1)))
+        .origin(SPA_ORIGIN)
+        .set_header("cookie", browser.jar.header_for("/api/ws").as_str())
+        .set_header("x-original-url", "/admin")
+        .set_header("x-real-ip", "10.9.8.7")
+        .connect()
+        .await
+        .expect("handshake through the proxy");
+    framed
+        .send(awc::ws::Message::Text("headers".into()))
+        .await
+        .expect("send");
+    let handshake: Value = match framed.next().await {
+        Some(Ok(awc::ws::Frame::Text(t))) => serde_json::from_slice(&t).expect("JSON"),
+        other => panic!("unexpected frame: {other:?}"),
+    };
+    assert!(handshake.get("x-original-url").is_none(), "{handshake}");
+    assert!(handshake.get("x-real-ip").is_none(), "{handshake}");
+    assert!(handshake.get("authorization").is_some(), "{handshake}");
+    app.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn the_upstream_cannot_plant_a_cookie_a_browser_would_store_under_our_names() {
+    let Setup {
+        app, mut browser, ..
+    } = setup(json!({}), "").await;
+    let csrf_cookie = browser.jar.value("th-csrf");
+    let planted: [&[u8]; 7] = [
+        // Nameless: the browser sends it back as `th-csrf=planted`.
+        b"Set-Cookie: =th-csrf=planted; Path=/",
+        b"Set-Cookie:  = th-at=planted",
+        // A value that is not ASCII hid the name from the old filter.
+        b"Set-Cookie: th-at=planted-caf\xc3\xa9; Path=/",
+        b"Set-Cookie: th-csrf=planted\xff; Path=/",
+        b"Set-Cookie: TH-at=planted",
+        b"Set-Cookie: th-auth=planted",
+        b"Set-Cookie: upstream-own=1; Path=/",
+    ];
+    let resp = browser
+        .raw(Method::GET, &respond_with("/api", &planted), None, &[])
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    let set_cookies: Vec<&[u8]> = resp
+        .headers
+        .get_all("set-cookie")
+        .map(|v| v.as_bytes())
+        .collect();
+    assert!(
+        !set_cookies
+            .iter()
+            .any(|c| c.windows(7).any(|w| w == b"planted")),
+        "{:?}",
+        set_cookies
+            .iter()
+            .map(|c| String::from_utf8_lossy(c))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(set_cookies, [&b"upstream-own=1; Path=/"[..]]);
+    assert_eq!(browser.jar.value("th-csrf"), csrf_cookie);
+    app.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn shared_caches_never_store_a_cookie_authenticated_answer() {
+    let op = TestProvider::start_with(jwt_provider(json!({}))).await;
+    let upstream = Upstream::start(&op.issuer).await;
+    let key = CookieKey::generate_text();
+    let app = TestApp::spawn_toml(&proxy_toml(&op.issuer, &key, &upstream.address, "")).await;
+    let mut browser = app.browser();
+    assert_eq!(browser.login("pat").await.status, 200);
+    let vary = |resp: &Resp| -> Vec<String> {
+        resp.headers
+            .get_all("vary")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|v| v.trim().to_ascii_lowercase())
+            .collect()
+    };
+    // RFC 9111 §3.5 keeps shared caches off responses to requests with Authorization, but the
+    // browser's request carries a cookie: the answer is for this browser only.
+    for (upstream_says, want) in [
+        ("public, max-age=600", "private, max-age=600"),
+        ("max-age=600, PUBLIC", "private, max-age=600"),
+        ("s-maxage=600", "private, s-maxage=600"),
+        ("private=\"x-a, x-b\", max-age=5", "private, max-age=5"),
+        ("private, max-age=5", "private, max-age=5"),
+    ] {
+        let cache_control = format!("Cache-Control: {upstream_says}");
+        let resp = browser
+            .raw(
+                Method::GET,
+                &respond_with("/api", &[cache_control.as_bytes(), b"Vary: Accept"]),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(resp.status, 200, "{:?}", resp.body);
+        assert_eq!(
+            resp.header("cache-control").as_deref(),
+            Some(want),
+            "{upstream_says}"
+        );
+        let vary = vary(&resp);
+        for name in ["accept", "cookie"] {
+            assert!(vary.iter().any(|v| v == name), "{upstream_says}: {vary:?}");
+        }
+    }
+    let resp = browser
+        .raw(
+            Method::GET,
+            &respond_with("/api", &[b"Cache-Control: no-store"]),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(resp.header("cache-control").as_deref(), Some("no-store"));
+
+    // A mobile client's own Bearer request is protected by RFC 9111 §3.5 already: as sent.
+    let at: AccessTokenCookie = app.unseal(Purpose::AccessToken, &browser.jar.value("th-at"));
+    let mut mobile = app.browser();
+    mobile.origin = None;
+    let resp = mobile
+        .raw(
+            Method::GET,
+            &respond_with("/mobile/api", &[b"Cache-Control: public, max-age=600"]),
+            None,
+            &[("authorization", &format!("Bearer {}", at.token.expose()))],
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert_eq!(
+        resp.header("cache-control").as_deref(),
+        Some("public, max-age=600")
+    );
+    assert!(
+        !vary(&resp).iter().any(|v| v == "cookie"),
+        "{:?}",
+        vary(&resp)
+    );
+
+    // After a key rotation, the next response re-seals the session's cookies: it is never stored.
+    let new_key = CookieKey::generate_text();
+    app.state.sealer.replace_ring(
+        token_handler::crypto::KeyRing::parse(&[new_key.as_str(), key.as_str()]).expect("ring"),
+    );
+    let resp = browser
+        .raw(
+            Method::GET,
+            &respond_with("/api", &[b"Cache-Control: public, max-age=600"]),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert!(!resp.cookies_named("th-at").is_empty(), "not re-sealed");
+    assert_eq!(resp.header("cache-control").as_deref(), Some("no-store"));
+    app.assert_alive().await;
+}

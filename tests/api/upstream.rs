@@ -102,6 +102,7 @@ impl Upstream {
                 .route("/api/not-modified", web::get().to(not_modified))
                 .route("/api/redirect", web::get().to(redirect))
                 .route("/api/ws", web::get().to(websocket))
+                .route("/api/respond", web::get().to(respond))
                 .default_service(web::to(echo))
         })
         .workers(2)
@@ -301,4 +302,30 @@ async fn websocket(req: HttpRequest, body: web::Payload, v: web::Data<Verifier>)
         }
     });
     resp
+}
+
+/// The echo, answered with the response headers the query names: each `h=<Name>:<value>`,
+/// percent-decoded to raw bytes (so a test can send what no framework would), in order.
+async fn respond(req: HttpRequest, v: web::Data<Verifier>) -> HttpResponse {
+    if let Err(reason) = v.check(&req).await {
+        return denied(reason);
+    }
+    let mut resp = HttpResponse::Ok();
+    for pair in req.query_string().split('&') {
+        let Some(encoded) = pair.strip_prefix("h=") else {
+            continue;
+        };
+        let bytes: Vec<u8> = percent_encoding::percent_decode_str(encoded).collect();
+        let Some(colon) = bytes.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = header::HeaderName::from_bytes(&bytes[..colon]).expect("header name");
+        let value =
+            header::HeaderValue::from_bytes(bytes[colon + 1..].trim_ascii()).expect("header value");
+        resp.append_header((name, value));
+    }
+    resp.json(json!({
+        "path": req.path(),
+        "headers": received_headers(&req),
+    }))
 }
