@@ -1,0 +1,111 @@
+//! The request edge (issue 11): preflight caps, fetch metadata, weak keys, secret-file modes
+//! and login rate limits, each through the real server or binary.
+
+use crate::helpers::*;
+use crate::upstream::{Upstream, API_AUDIENCE};
+use awc::http::Method;
+use serde_json::json;
+
+/// A preflight with a ~112 KB `Access-Control-Request-Headers` of distinct names (the review's
+/// CPU-burning request) is refused with 400 before any work, on the agent endpoints and on a
+/// proxied route, and the server still answers. Without the caps this took seconds of CPU and
+/// answered 204.
+#[actix_web::test]
+async fn a_huge_preflight_is_refused_and_the_server_still_answers() {
+    let op = TestProvider::start().await;
+    let app =
+        TestApp::spawn_proxy(&op.issuer, &format!("http://127.0.0.1:{}", free_port()), "").await;
+    let names: Vec<String> = (0..13_000).map(|i| format!("x-h{i}")).collect();
+    let requested = names.join(",");
+    assert!(requested.len() > 100_000);
+    for path in ["/oauth-agent/login/start", "/api/orders"] {
+        let request = format!(
+            "OPTIONS {path} HTTP/1.1\r\nHost: t\r\nOrigin: {SPA_ORIGIN}\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: {requested}\r\nConnection: close\r\n\r\n"
+        );
+        let (status, text) = raw_http(&app.address, request.into_bytes()).await;
+        assert_eq!(status, 400, "{path}: {}", &text[..text.len().min(400)]);
+        assert!(text.contains("\"invalid_request\""), "{path}: {text}");
+        assert!(!text.contains("x-h12999"), "the names were echoed: {text}");
+    }
+    // A normal preflight still gets its CORS answer.
+    let mut browser = app.browser();
+    let resp = browser
+        .request(
+            Method::OPTIONS,
+            "/login/start",
+            None,
+            &[
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "Content-Type, X-Trace"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status, 204);
+    assert_eq!(
+        resp.header("access-control-allow-headers").as_deref(),
+        Some("content-type, x-th-csrf, x-trace")
+    );
+    let (status, _) = raw_http(
+        &app.address,
+        b"GET /health/live HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    app.assert_alive().await;
+}
+
+/// Fetch metadata: a GET the browser marks `cross-site` or `same-site` (a sibling subdomain, or
+/// any site when cookies are `SameSite=Lax`) carries our cookies but no Origin; it is refused
+/// unless its Origin is trusted. `same-origin`, `none` and no header pass.
+#[actix_web::test]
+async fn requests_from_other_sites_need_a_trusted_origin() {
+    let op = TestProvider::start_with(json!({"jwtAccessTokens": {"audience": API_AUDIENCE}})).await;
+    let upstream = Upstream::start(&op.issuer).await;
+    let app = TestApp::spawn_proxy(&op.issuer, &upstream.address, "").await;
+    let mut browser = app.browser();
+    assert_eq!(browser.login("sofia").await.status, 200);
+
+    let mut page = browser.clone();
+    page.origin = None;
+    for site in ["cross-site", "same-site"] {
+        let resp = page
+            .raw(
+                Method::GET,
+                "/api/orders",
+                None,
+                &[("sec-fetch-site", site)],
+            )
+            .await;
+        assert_eq!(resp.status, 401, "{site}: {:?}", resp.body);
+        assert_eq!(resp.code(), "unauthorized_request");
+        let resp = page
+            .request(Method::GET, "/userInfo", None, &[("sec-fetch-site", site)])
+            .await;
+        assert_eq!(resp.status, 401, "{site} on userInfo: {:?}", resp.body);
+    }
+    for site in ["same-origin", "none"] {
+        let resp = page
+            .raw(
+                Method::GET,
+                "/api/orders",
+                None,
+                &[("sec-fetch-site", site)],
+            )
+            .await;
+        assert_eq!(resp.status, 200, "{site}: {:?}", resp.body);
+    }
+    let resp = page.raw(Method::GET, "/api/orders", None, &[]).await;
+    assert_eq!(resp.status, 200, "no header: {:?}", resp.body);
+    // Our SPA on another site (CORS) sends its trusted Origin and passes.
+    let resp = browser
+        .raw(
+            Method::GET,
+            "/api/orders",
+            None,
+            &[("sec-fetch-site", "cross-site")],
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert_eq!(resp.body["path"], "/api/orders", "{:?}", resp.body);
+    app.assert_alive().await;
+}
