@@ -109,3 +109,58 @@ async fn requests_from_other_sites_need_a_trusted_origin() {
     assert_eq!(resp.body["path"], "/api/orders", "{:?}", resp.body);
     app.assert_alive().await;
 }
+
+/// `check` and run both refuse the example key and a key of one repeated byte with exit code 2,
+/// naming the problem and never the key.
+#[test]
+fn weak_cookie_keys_stop_check_and_run() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    let issuer = format!("http://127.0.0.1:{}", free_port());
+    let repeated = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0x5a; 32]);
+    for (key, reason) in [
+        ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "example key"),
+        (repeated.as_str(), "not random"),
+    ] {
+        std::fs::write(&path, config_toml(&issuer, key)).expect("write");
+        for args in [vec!["check", "--config"], vec!["--config"]] {
+            let (code, stderr) = run_bounded(&args, &path, dir.path());
+            assert_eq!(code, Some(2), "{args:?}: {stderr}");
+            assert!(stderr.contains("cookies.keys"), "{stderr}");
+            assert!(stderr.contains(reason), "{stderr}");
+            assert!(!stderr.contains(key), "the key was printed: {stderr}");
+        }
+    }
+}
+
+/// Runs the binary with `args` and the config path, for at most 10 s (a server that starts
+/// when it should not is killed by its PID): its exit code (`None` when it had to be killed)
+/// and its stderr.
+fn run_bounded(
+    args: &[&str],
+    config: &std::path::Path,
+    dir: &std::path::Path,
+) -> (Option<i32>, String) {
+    let log = dir.join("stderr.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_token-handler"))
+        .args(args)
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("run token-handler");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    (code, std::fs::read_to_string(&log).unwrap_or_default())
+}
