@@ -10,9 +10,11 @@
 //! files (`cookies.keys_file`, `providers[].client_secret_file`), so none has to sit in the TOML
 //! or in the environment.
 
+mod files;
 mod provider;
 mod proxy;
 
+pub use files::{loose_secret_files, LooseSecretFile, SecretFile};
 use provider::RawProvider;
 pub use provider::{
     ClientAuth, EndpointOverrides, ParMode, Preset, ProviderConfig, DEFAULT_ALLOWED_EXTRA_PARAMS,
@@ -240,6 +242,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where Prometheus metrics are served; `None`: not at all.
     pub metrics_listen: Option<String>,
+    /// The configured files that hold secrets (their modes are checked at start).
+    pub secret_files: Vec<SecretFile>,
 }
 
 #[derive(Debug, Clone)]
@@ -690,8 +694,17 @@ impl RawConfig {
                 "configure at least one [[providers]] entry",
             ));
         }
+        let mut secret_files: Vec<SecretFile> = c
+            .keys_file
+            .iter()
+            .map(|path| SecretFile {
+                key: "cookies.keys_file".into(),
+                path: path.clone(),
+            })
+            .collect();
         let mut providers: Vec<ProviderConfig> = Vec::new();
         for (i, p) in self.providers.into_iter().enumerate() {
+            secret_files.extend(p.secret_files(i));
             let provider = p.validate(i)?;
             if providers.iter().any(|q| q.id == provider.id) {
                 return Err(ConfigError::new(
@@ -723,6 +736,7 @@ impl RawConfig {
             proxy,
             log_format,
             metrics_listen,
+            secret_files,
             server: ServerConfig {
                 listen: self.server.listen.trim().to_string(),
                 base_path,

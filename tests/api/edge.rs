@@ -5,6 +5,7 @@ use crate::helpers::*;
 use crate::upstream::{Upstream, API_AUDIENCE};
 use awc::http::Method;
 use serde_json::json;
+use token_handler::crypto::CookieKey;
 
 /// A preflight with a ~112 KB `Access-Control-Request-Headers` of distinct names (the review's
 /// CPU-burning request) is refused with 400 before any work, on the agent endpoints and on a
@@ -163,4 +164,43 @@ fn run_bounded(
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     (code, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// A keys file that other users can read is named, with its mode and the fix, by `check` and
+/// in the log at start; a private one is not.
+#[actix_web::test]
+async fn secret_files_others_can_read_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let issuer = format!("http://127.0.0.1:{}", free_port());
+    for (mode, warned) in [(0o644, true), (0o600, false)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = dir.path().join("keys");
+        std::fs::write(&keys, format!("{}\n", CookieKey::generate_text())).expect("write");
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let toml = config_toml(&issuer, "unused").replace(
+            "keys = [\"unused\"]",
+            &format!("keys_file = {:?}", keys.display().to_string()),
+        );
+        let path = dir.path().join("check.toml");
+        std::fs::write(&path, &toml).expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_token-handler"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run check");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("cookie keys: 1"), "{stdout}");
+        let line = format!("cookies.keys_file: {} has mode 0644", keys.display());
+        assert_eq!(stdout.contains(&line), warned, "mode {mode:o}: {stdout}");
+        assert_eq!(
+            stdout.contains("chmod 600"),
+            warned,
+            "mode {mode:o}: {stdout}"
+        );
+
+        let app = ProcessApp::start_in(&toml, dir, "warn").await;
+        let log = app.log();
+        assert_eq!(log.contains(&line), warned, "mode {mode:o}: {log}");
+        assert_eq!(log.contains("chmod 600"), warned, "mode {mode:o}: {log}");
+    }
 }
