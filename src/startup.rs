@@ -104,6 +104,7 @@ impl Application {
             futures_util::future::join_all(tasks).await;
         });
         let keys = actix_web::rt::spawn(crate::rotation::watch_keys_file(self.state.clone()));
+        let sweep = actix_web::rt::spawn(crate::rate_limit::sweep(self.state.clone()));
         let metrics = self.metrics.map(|(server, _)| {
             let handle = server.handle();
             actix_web::rt::spawn(server);
@@ -115,6 +116,7 @@ impl Application {
         }
         discovery.abort();
         keys.abort();
+        sweep.abort();
         result
     }
 }

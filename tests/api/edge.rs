@@ -204,3 +204,70 @@ async fn secret_files_others_can_read_are_warned_about() {
         assert_eq!(log.contains("chmod 600"), warned, "mode {mode:o}: {log}");
     }
 }
+
+/// `login/start` and `login/end` are limited per client address: past the burst, 429
+/// `too_many_requests` with `Retry-After`, while another address still passes. Behind a trusted
+/// proxy the address is the one it appended to `X-Forwarded-For`; from anyone else the header
+/// is ignored, so a client cannot escape its bucket by inventing addresses.
+#[actix_web::test]
+async fn logins_are_rate_limited_per_client_address() {
+    let op = TestProvider::start().await;
+    let limits = "\n[rate_limit]\nlogin_per_minute = 2\nlogin_burst = 2\n";
+    let toml = config_toml(&op.issuer, &CookieKey::generate_text()) + limits;
+    let behind_proxy = TestApp::spawn_toml(&toml.replace(
+        "workers = 1",
+        "workers = 1\ntrusted_proxies = [\"127.0.0.1\"]",
+    ))
+    .await;
+    let mut browser = behind_proxy.browser();
+    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+    for _ in 0..2 {
+        let resp = browser
+            .request(Method::POST, "/login/start", Some(""), &from("203.0.113.7"))
+            .await;
+        assert_eq!(resp.status, 200, "{:?}", resp.body);
+    }
+    let resp = browser
+        .request(Method::POST, "/login/start", Some(""), &from("203.0.113.7"))
+        .await;
+    assert_eq!(resp.status, 429, "{:?}", resp.body);
+    assert_eq!(resp.code(), "too_many_requests");
+    let retry: u64 = resp
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    // The SPA can read the error: CORS headers as on any agent response.
+    assert_eq!(
+        resp.header("access-control-allow-origin").as_deref(),
+        Some(SPA_ORIGIN)
+    );
+    // Another client behind the same proxy has its own bucket, and login/end its own.
+    let resp = browser
+        .request(Method::POST, "/login/start", Some(""), &from("203.0.113.8"))
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    let end = json!({"pageUrl": REDIRECT_URI}).to_string();
+    let resp = browser
+        .request(Method::POST, "/login/end", Some(&end), &from("203.0.113.7"))
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+
+    // Not behind a trusted proxy: the peer's address counts, whatever the client claims.
+    let direct = TestApp::spawn_toml(&toml).await;
+    let mut browser = direct.browser();
+    let mut statuses = Vec::new();
+    for spoofed in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        let resp = browser
+            .request(Method::POST, "/login/start", Some(""), &from(spoofed))
+            .await;
+        statuses.push(resp.status);
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+    let health = awc::Client::default()
+        .get(format!("{}/health/live", direct.address))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status().as_u16(), 200);
+}
