@@ -259,6 +259,25 @@ mod tests {
     }
 
     #[test]
+    fn sweeping_forgets_addresses_whose_buckets_refilled() {
+        let rate = LoginRate {
+            per_minute: NonZeroU32::new(60_000).expect("non-zero"),
+            burst: NonZeroU32::new(1).expect("non-zero"),
+        };
+        let limiter = LoginLimiter::new(Some(rate));
+        for i in 0..100u8 {
+            assert!(limiter
+                .check(LoginStep::Start, IpAddr::from([192, 0, 2, i]))
+                .is_ok());
+        }
+        assert_eq!(limiter.tracked(), 100);
+        // One call per millisecond refills a bucket of one within a few milliseconds.
+        std::thread::sleep(Duration::from_millis(20));
+        limiter.sweep();
+        assert_eq!(limiter.tracked(), 0);
+    }
+
+    #[test]
     fn no_rate_means_no_limit() {
         let limiter = LoginLimiter::new(None);
         for _ in 0..1000 {
