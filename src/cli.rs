@@ -1,6 +1,6 @@
 //! The command line: run the server, generate a key, or check a configuration.
 
-use crate::config::Config;
+use crate::config::{loose_secret_files, Config};
 use crate::cookies::CookieKind;
 use crate::crypto::CookieKey;
 use crate::oauth::http::build_client;
@@ -51,6 +51,14 @@ pub fn main() -> ExitCode {
                 Err(code) => return code,
             };
             crate::telemetry::init(config.log_format);
+            for loose in loose_secret_files(&config.secret_files) {
+                tracing::warn!(
+                    key = %loose.key,
+                    file = %loose.path.display(),
+                    mode = %format!("{:04o}", loose.mode),
+                    "{loose}"
+                );
+            }
             actix_web::rt::System::new().block_on(run(config))
         }
         Command::Check => {
@@ -155,6 +163,9 @@ async fn check(config: Config) -> ExitCode {
         );
     }
     say!("csrf header: {}", state.cookies.csrf_header());
+    for loose in loose_secret_files(&config.secret_files) {
+        say!("warning: {loose}");
+    }
 
     let client = build_client(config.server.connect_timeout);
     let mut failed = false;

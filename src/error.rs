@@ -71,6 +71,10 @@ pub enum ApiError {
     /// Our own fault. The message is generic; details are logged where it happened.
     #[error("internal error; see the token-handler log")]
     Internal,
+    /// This client address made too many calls to a rate-limited endpoint (RFC 6585 §4); the
+    /// response carries `Retry-After` in seconds (RFC 9110 §10.2.3).
+    #[error("too many requests from this address; retry in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
 }
 
 impl ApiError {
@@ -94,6 +98,7 @@ impl ApiError {
             ApiError::NoIdToken => "no_id_token",
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::Internal => "server_error",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
         }
     }
 }
@@ -132,16 +137,20 @@ impl ResponseError for ApiError {
             ApiError::CookieTooLarge { .. } | ApiError::Internal => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(ErrorBody {
-                code: self.code(),
-                message: self.to_string(),
-            })
+        let mut builder = HttpResponse::build(self.status_code());
+        builder.insert_header((header::CACHE_CONTROL, "no-store"));
+        if let ApiError::TooManyRequests { retry_after_secs } = self {
+            builder.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+        }
+        builder.json(ErrorBody {
+            code: self.code(),
+            message: self.to_string(),
+        })
     }
 }
 
@@ -162,6 +171,21 @@ mod tests {
         };
         assert_eq!(e.status_code(), StatusCode::BAD_REQUEST);
         assert_eq!(e.code(), "access_denied");
+    }
+
+    #[test]
+    fn too_many_requests_is_429_with_retry_after() {
+        let resp = ApiError::TooManyRequests {
+            retry_after_secs: 7,
+        }
+        .error_response();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            resp.headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some("7")
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod origin;
 pub mod proxy;
+pub mod rate_limit;
 pub mod refresh;
 pub mod rotation;
 pub mod routes;

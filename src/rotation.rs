@@ -130,3 +130,23 @@ pub async fn watch_keys_file(state: web::Data<AppState>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::CookieKey;
+
+    #[test]
+    fn a_reloaded_keys_file_with_a_weak_key_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys");
+        let good = CookieKey::generate_text();
+        std::fs::write(&path, format!("{good}\n")).expect("write");
+        assert!(read_ring(&path).is_ok());
+        let zero = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        std::fs::write(&path, format!("{good}\n{zero}\n")).expect("write");
+        let e = read_ring(&path).expect_err("the example key is refused");
+        assert!(e.contains("example key"), "{e}");
+        assert!(!e.contains(zero), "{e}");
+    }
+}

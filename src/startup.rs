@@ -130,6 +130,7 @@ impl Application {
             futures_util::future::join_all(tasks).await;
         });
         let keys = actix_web::rt::spawn(crate::rotation::watch_keys_file(self.state.clone()));
+        let sweep = actix_web::rt::spawn(crate::rate_limit::sweep(self.state.clone()));
         let side: Vec<_> = [self.metrics, self.forward_auth]
             .into_iter()
             .flatten()
@@ -145,6 +146,7 @@ impl Application {
         }
         discovery.abort();
         keys.abort();
+        sweep.abort();
         result
     }
 }

@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::cookies::CookiePolicy;
 use crate::crypto::Sealer;
 use crate::oauth::Providers;
+use crate::rate_limit::LoginLimiter;
 use crate::refresh::RefreshCoordinator;
 
 /// Shared by all workers (behind `web::Data`, an `Arc`).
@@ -16,6 +17,8 @@ pub struct AppState {
     pub providers: Providers,
     pub clock: Clock,
     pub refresher: RefreshCoordinator,
+    /// Per-client-address limits on `login/start` and `login/end`.
+    pub login_limiter: LoginLimiter,
 }
 
 impl AppState {
@@ -55,6 +58,7 @@ impl AppState {
             providers: Providers::new(&config.providers),
             clock,
             refresher: RefreshCoordinator::default(),
+            login_limiter: LoginLimiter::new(config.login_rate),
             config,
         }
     }

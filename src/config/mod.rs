@@ -10,9 +10,11 @@
 //! files (`cookies.keys_file`, `providers[].client_secret_file`), so none has to sit in the TOML
 //! or in the environment.
 
+mod files;
 mod provider;
 mod proxy;
 
+pub use files::{loose_secret_files, LooseSecretFile, SecretFile};
 use provider::RawProvider;
 pub use provider::{
     ClientAuth, EndpointOverrides, ParMode, Preset, ProviderConfig, DEFAULT_ALLOWED_EXTRA_PARAMS,
@@ -76,6 +78,26 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     forward_auth: RawForwardAuth,
+    #[serde(default)]
+    rate_limit: RawRateLimit,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRateLimit {
+    #[serde(deserialize_with = "usize_or_text")]
+    login_per_minute: usize,
+    #[serde(deserialize_with = "usize_or_text")]
+    login_burst: usize,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        Self {
+            login_per_minute: 60,
+            login_burst: 30,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -262,6 +284,18 @@ pub struct Config {
     /// Where the forward-auth endpoint is served; `None`: not at all. Never the public
     /// listener: its answers carry the access token, which no page may read.
     pub forward_auth_listen: Option<String>,
+    /// The configured files that hold secrets (their modes are checked at start).
+    pub secret_files: Vec<SecretFile>,
+    /// Per-client-address limits on starting and ending logins; `None`: off.
+    pub login_rate: Option<LoginRate>,
+}
+
+/// How many `login/start` (and, separately, `login/end`) calls one client address may make:
+/// `per_minute` on average, up to `burst` at once (a token bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginRate {
+    pub per_minute: std::num::NonZeroU32,
+    pub burst: std::num::NonZeroU32,
 }
 
 #[derive(Debug, Clone)]
@@ -278,6 +312,13 @@ pub struct ServerConfig {
     /// Time allowed to open a connection (TCP and TLS) to a provider or upstream; the total
     /// time of a call is `providers[].timeout` or `routes[].timeout`.
     pub connect_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// Whether `ip` is one of `trusted_proxies`, whose `X-Forwarded-*` headers are believed.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(ip))
+    }
 }
 
 /// An address range, `10.0.0.0/8` or a single address.
@@ -723,8 +764,17 @@ impl RawConfig {
                 "configure at least one [[providers]] entry",
             ));
         }
+        let mut secret_files: Vec<SecretFile> = c
+            .keys_file
+            .iter()
+            .map(|path| SecretFile {
+                key: "cookies.keys_file".into(),
+                path: path.clone(),
+            })
+            .collect();
         let mut providers: Vec<ProviderConfig> = Vec::new();
         for (i, p) in self.providers.into_iter().enumerate() {
+            secret_files.extend(p.secret_files(i));
             let provider = p.validate(i)?;
             if providers.iter().any(|q| q.id == provider.id) {
                 return Err(ConfigError::new(
@@ -747,6 +797,21 @@ impl RawConfig {
                 ))
             }
         };
+        let login_rate = match self.rate_limit.login_per_minute {
+            0 => None,
+            n => {
+                let count = |key: &str, n: usize| {
+                    u32::try_from(n)
+                        .ok()
+                        .and_then(std::num::NonZeroU32::new)
+                        .ok_or_else(|| ConfigError::new(key, "must be between 1 and 4294967295"))
+                };
+                Some(LoginRate {
+                    per_minute: count("rate_limit.login_per_minute", n)?,
+                    burst: count("rate_limit.login_burst", self.rate_limit.login_burst)?,
+                })
+            }
+        };
         let metrics_listen = match self.metrics.listen.trim() {
             "" => None,
             addr => Some(addr.to_string()),
@@ -767,6 +832,8 @@ impl RawConfig {
             log_format,
             metrics_listen,
             forward_auth_listen,
+            secret_files,
+            login_rate,
             server: ServerConfig {
                 listen: self.server.listen.trim().to_string(),
                 base_path,
@@ -1125,6 +1192,30 @@ timeout = "5s"
         assert!(Config::from_toml(&text, no_env()).is_ok());
         let text = minimal(&key).replace("[cookies]", "[cookies]\npath = \"/other/\"");
         assert_eq!(err(&text, no_env()).key, "cookies.path");
+    }
+
+    #[test]
+    fn login_rate_limits_default_on_and_zero_turns_them_off() {
+        let key = CookieKey::generate_text();
+        let c = Config::from_toml(&minimal(&key), no_env()).expect("valid");
+        let rate = c.login_rate.expect("on by default");
+        assert_eq!((rate.per_minute.get(), rate.burst.get()), (60, 30));
+        let text = minimal(&key) + "\n[rate_limit]\nlogin_per_minute = 5\nlogin_burst = 2\n";
+        let rate = Config::from_toml(&text, no_env())
+            .expect("valid")
+            .login_rate;
+        assert_eq!(
+            rate.map(|r| (r.per_minute.get(), r.burst.get())),
+            Some((5, 2))
+        );
+        let env = vec![(
+            "TOKEN_HANDLER__RATE_LIMIT__LOGIN_PER_MINUTE".to_string(),
+            "0".to_string(),
+        )];
+        let c = Config::from_toml(&minimal(&key), env).expect("valid");
+        assert_eq!(c.login_rate, None);
+        let text = minimal(&key) + "\n[rate_limit]\nlogin_burst = 0\n";
+        assert_eq!(err(&text, no_env()).key, "rate_limit.login_burst");
     }
 
     #[test]

@@ -309,6 +309,22 @@ impl RawProvider {
         Ok(())
     }
 
+    /// The files this provider reads secrets from (see [`super::files`]).
+    pub(super) fn secret_files(&self, i: usize) -> Vec<super::SecretFile> {
+        [
+            ("client_secret_file", &self.client_secret_file),
+            ("private_key_file", &self.private_key_file),
+        ]
+        .into_iter()
+        .filter_map(|(name, path)| {
+            Some(super::SecretFile {
+                key: format!("providers[{i}].{name}"),
+                path: path.clone()?,
+            })
+        })
+        .collect()
+    }
+
     pub(super) fn validate(mut self, i: usize) -> Result<ProviderConfig, ConfigError> {
         let k = |name: &str| format!("providers[{i}].{name}");
         if !is_token(&self.id) {

@@ -15,6 +15,7 @@ pub use body::{JsonBody, MAX_BODY_BYTES};
 
 use crate::error::ApiError;
 use crate::origin::origin_policy;
+use crate::rate_limit::limit_login;
 use actix_web::cookie::Cookie;
 use actix_web::http::Method;
 use actix_web::{middleware, web, HttpResponse, ResponseError};
@@ -25,8 +26,16 @@ pub fn configure(base_path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
         cfg.service(
             web::scope(base_path)
                 .wrap(middleware::from_fn(origin_policy))
-                .service(resource("/login/start", "POST").route(web::post().to(login::start)))
-                .service(resource("/login/end", "POST").route(web::post().to(login::end)))
+                .service(
+                    resource("/login/start", "POST")
+                        .wrap(middleware::from_fn(limit_login))
+                        .route(web::post().to(login::start)),
+                )
+                .service(
+                    resource("/login/end", "POST")
+                        .wrap(middleware::from_fn(limit_login))
+                        .route(web::post().to(login::end)),
+                )
                 .service(resource("/userInfo", "GET").route(web::get().to(session::user_info)))
                 .service(resource("/claims", "GET").route(web::get().to(session::claims)))
                 .service(resource("/refresh", "POST").route(web::post().to(refresh::refresh)))

@@ -2,6 +2,7 @@
 
 mod adversarial;
 mod cli;
+mod edge;
 mod flow;
 mod gateway;
 mod helpers;
