@@ -549,7 +549,8 @@ pub(crate) fn parse_provider_url(key: &str, text: &str) -> Result<Url, ConfigErr
     Ok(url)
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// Whether a URL names the local machine (`localhost`, `*.localhost`, 127.0.0.0/8, `::1`).
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
