@@ -10,6 +10,7 @@ use super::{
     is_token, list_or_text, parse_duration, parse_provider_url, parse_url, read_secret_file,
     ConfigError,
 };
+use crate::oauth::id_token::StepUp;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -165,8 +166,11 @@ pub struct ProviderConfig {
     pub scope: String,
     /// Total time allowed for each call to this provider.
     pub timeout: Duration,
-    /// Added to every authorization request.
+    /// Added to every authorization request; the SPA can not override them.
     pub extra_auth_params: Vec<(String, String)>,
+    /// The `acr_values` and `max_age` among `extra_auth_params`, enforced on the login's ID
+    /// token (OIDC Core §3.1.3.7 items 12 and 13).
+    pub step_up: StepUp,
     /// Added to every token request (code exchange and refresh).
     pub extra_token_params: Vec<(String, String)>,
     /// Names the SPA may send in `extraParams`.
@@ -428,6 +432,18 @@ impl RawProvider {
                 .map(|s| s.to_string())
                 .collect(),
         };
+        let extra_auth_params = params(
+            "extra_auth_params",
+            self.extra_auth_params,
+            &RESERVED_PARAMS,
+        )?;
+        let step_up = step_up(&extra_auth_params, &k)?;
+        if !step_up.is_empty() && !scope.split(' ').any(|s| s == "openid") {
+            return Err(ConfigError::new(
+                k("extra_auth_params"),
+                "`acr_values` and `max_age` are enforced on the ID token, which needs the openid scope",
+            ));
+        }
         Ok(ProviderConfig {
             redirect_uri: parse_url(&k("redirect_uri"), &self.redirect_uri)?,
             post_logout_redirect_uri: self
@@ -436,11 +452,8 @@ impl RawProvider {
                 .map(|t| parse_url(&k("post_logout_redirect_uri"), t))
                 .transpose()?,
             timeout: parse_duration(&k("timeout"), &self.timeout)?,
-            extra_auth_params: params(
-                "extra_auth_params",
-                self.extra_auth_params,
-                &RESERVED_PARAMS,
-            )?,
+            extra_auth_params,
+            step_up,
             extra_token_params: params(
                 "extra_token_params",
                 self.extra_token_params,
@@ -547,6 +560,37 @@ impl RawProvider {
             }
         })
     }
+}
+
+/// The operator's step-up parameters, read from `extra_auth_params` so that what is sent and
+/// what is enforced can never differ.
+fn step_up(params: &[(String, String)], k: &dyn Fn(&str) -> String) -> Result<StepUp, ConfigError> {
+    let mut step_up = StepUp::default();
+    for (name, value) in params {
+        match name.as_str() {
+            // OIDC Core §3.1.2.1: space-separated, in order of preference.
+            "acr_values" => {
+                step_up.acr_values = value.split_whitespace().map(String::from).collect();
+                if step_up.acr_values.is_empty() {
+                    return Err(ConfigError::new(
+                        k("extra_auth_params"),
+                        "`acr_values` must name at least one value",
+                    ));
+                }
+            }
+            // OIDC Core §3.1.2.1: a number of seconds.
+            "max_age" => {
+                step_up.max_age = Some(value.trim().parse::<u64>().map_err(|_| {
+                    ConfigError::new(
+                        k("extra_auth_params"),
+                        format!("`max_age` must be a whole number of seconds, not `{value}`"),
+                    )
+                })?);
+            }
+            _ => {}
+        }
+    }
+    Ok(step_up)
 }
 
 #[cfg(test)]
@@ -716,6 +760,31 @@ redirect_uri = "https://www.example.com/"
                 "{issuer}\n[providers.extra_token_params]\ngrant_type = \"password\""
             )),
             "providers[0].extra_token_params"
+        );
+    }
+
+    #[test]
+    fn step_up_parameters_are_validated() {
+        let issuer = "issuer = \"https://login.example.com\"\nclient_secret = \"s\"";
+        let c = with_provider(&format!(
+            "{issuer}\n[providers.extra_auth_params]\nacr_values = \" urn:mfa  urn:hwk \"\nmax_age = \"300\""
+        ))
+        .expect("valid");
+        assert_eq!(c.providers[0].step_up.acr_values, ["urn:mfa", "urn:hwk"]);
+        assert_eq!(c.providers[0].step_up.max_age, Some(300));
+        for bad in ["max_age = \"5m\"", "max_age = \"-1\"", "acr_values = \" \""] {
+            assert_eq!(
+                error_key(&format!("{issuer}\n[providers.extra_auth_params]\n{bad}")),
+                "providers[0].extra_auth_params",
+                "{bad}"
+            );
+        }
+        // Enforced on the ID token, so only with the openid scope.
+        assert_eq!(
+            error_key(&format!(
+                "{issuer}\nscope = \"profile\"\n[providers.extra_auth_params]\nmax_age = \"60\""
+            )),
+            "providers[0].extra_auth_params"
         );
     }
 

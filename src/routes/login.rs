@@ -70,6 +70,16 @@ pub async fn start(
         )));
     }
     for p in &request.extra_params {
+        // A parameter the operator configured is policy (a step-up's acr_values, max_age or
+        // prompt=login): the SPA may not replace it, or it could downgrade the authentication
+        // the operator requires (OIDC Core §3.1.2.1). Its effect is also checked on the ID
+        // token at login/end.
+        if config.extra_auth_params.iter().any(|(k, _)| k == &p.key) {
+            return Err(ApiError::InvalidRequest(format!(
+                "extraParams may not set `{}`: the token-handler configuration sets it for this provider",
+                safe_code(&p.key)
+            )));
+        }
         if RESERVED_PARAMS.contains(&p.key.as_str()) {
             return Err(ApiError::InvalidRequest(format!(
                 "extraParams may not set `{}`: token-handler sets it itself",
@@ -92,6 +102,7 @@ pub async fn start(
         nonce: random_token(),
         verifier: pkce::new_verifier(),
         issued_at: state.clock.now(),
+        step_up: config.step_up.clone(),
     };
     let challenge = pkce::s256_challenge(&login.verifier);
     let mut params: Vec<(&str, &str)> = vec![
@@ -107,13 +118,11 @@ pub async fn start(
     if config.is_openid() {
         params.push(("nonce", login.nonce.expose()));
     }
-    // The SPA's value for a name replaces the configured one (e.g. prompt=none over
-    // Google's prompt=consent).
+    // The configured parameters, then the SPA's: the names never overlap (checked above).
     params.extend(
         config
             .extra_auth_params
             .iter()
-            .filter(|(k, _)| !request.extra_params.iter().any(|p| &p.key == k))
             .map(|(k, v)| (k.as_str(), v.as_str())),
     );
     params.extend(
@@ -267,32 +276,32 @@ pub async fn end(
         };
 
     match (matching_login, &callback) {
-        (
-            Some(_),
-            Callback {
-                error: Some(error), ..
-            },
-        ) => {
-            let code = safe_code(error);
-            let description = callback
-                .error_description
-                .as_deref()
-                .map(safe_description)
-                .unwrap_or_else(|| format!("the identity provider answered {code}"));
-            Ok(error_with_cookies(
-                ApiError::ProviderFrontChannel { code, description },
-                state.cookies.clear(CookieKind::Login),
-            ))
+        (Some(login), cb) => {
+            let outcome = match cb {
+                Callback {
+                    error: Some(error), ..
+                } => {
+                    let code = safe_code(error);
+                    let description = cb
+                        .error_description
+                        .as_deref()
+                        .map(safe_description)
+                        .unwrap_or_else(|| format!("the identity provider answered {code}"));
+                    Err(ApiError::ProviderFrontChannel { code, description })
+                }
+                Callback {
+                    code: Some(code), ..
+                } => complete_login(&state, &client.0, login, code, cb.iss.as_deref()).await,
+                _ => Err(ApiError::InvalidRequest(
+                    "pageUrl has a state but neither code nor error".into(),
+                )),
+            };
+            // Whatever failed, this login is over: its state, nonce and verifier must never
+            // serve a second callback, so its cookie goes with the error.
+            Ok(outcome.unwrap_or_else(|error| {
+                error_with_cookies(error, state.cookies.clear(CookieKind::Login))
+            }))
         }
-        (
-            Some(login),
-            Callback {
-                code: Some(code), ..
-            },
-        ) => complete_login(&state, &client.0, login, code, callback.iss.as_deref()).await,
-        (Some(_), _) => Err(ApiError::InvalidRequest(
-            "pageUrl has a state but neither code nor error".into(),
-        )),
         (None, cb) => {
             // A plain page load, or a callback whose login cookie is gone: reloading the
             // callback URL after a successful login lands here and is not an error.
@@ -342,32 +351,24 @@ async fn complete_login(
     // RFC 9207: when the provider names itself in the response, it must be the one we asked;
     // a provider that promises to name itself must do so.
     if iss.is_none() && metadata.iss_in_response {
-        return Ok(error_with_cookies(
-            ApiError::InvalidRequest(
-                "the authorization response lacks the iss parameter its provider promises (RFC 9207)".into(),
-            ),
-            state.cookies.clear(CookieKind::Login),
+        return Err(ApiError::InvalidRequest(
+            "the authorization response lacks the iss parameter its provider must send (RFC 9207)"
+                .into(),
         ));
     }
     if let Some(iss) = iss {
         if iss != metadata.issuer {
-            return Ok(error_with_cookies(
-                ApiError::InvalidRequest(
-                    "the authorization response comes from another issuer than the login was started with".into(),
-                ),
-                state.cookies.clear(CookieKind::Login),
+            return Err(ApiError::InvalidRequest(
+                "the authorization response comes from another issuer than the login was started with".into(),
             ));
         }
     }
     let mut tokens = match token::redeem_code(client, &provider.config, &metadata, code, &login.verifier).await {
         Ok(t) => t,
         Err(CallError::Rejected { error, .. }) => {
-            return Ok(error_with_cookies(
-                ApiError::AuthorizationError(format!(
-                    "the identity provider refused the authorization code ({error}); it may have expired or been used already: start a new login"
-                )),
-                state.cookies.clear(CookieKind::Login),
-            ))
+            return Err(ApiError::AuthorizationError(format!(
+                "the identity provider refused the authorization code ({error}); it may have expired or been used already: start a new login"
+            )))
         }
         Err(CallError::Unavailable(m)) => return Err(ApiError::ProviderUnavailable(m)),
     };
@@ -380,12 +381,12 @@ async fn complete_login(
     let sub = match &tokens.id_token {
         Some(id_token) => Some(
             provider
-                .verify_id_token(
+                .verify_login_id_token(
                     client,
                     &metadata,
                     id_token.expose(),
-                    Some(&login.nonce),
-                    None,
+                    &login.nonce,
+                    &login.step_up,
                     now,
                 )
                 .await?

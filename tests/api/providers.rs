@@ -229,7 +229,6 @@ async fn extra_parameters_arrive_exactly_and_others_are_refused() {
         {"key": "ui_locales", "value": "fr-CA fr"},
         {"key": "login_hint", "value": "a+b@example.test"},
         {"key": "claims", "value": claims},
-        {"key": "prompt", "value": "login consent"},
     ]});
     let url = browser.start_login(&body.to_string()).await;
     let callback = provider_login(&url, "params").await;
@@ -243,10 +242,16 @@ async fn extra_parameters_arrive_exactly_and_others_are_refused() {
         last["access_type"], "offline",
         "static parameters are sent: {last}"
     );
-    assert_eq!(
-        last["prompt"], "login consent",
-        "the SPA's value replaces the static one: {last}"
-    );
+    assert_eq!(last["prompt"], "consent", "{last}");
+
+    // A configured parameter is the operator's: the SPA may not replace it (step-up downgrade).
+    for key in ["prompt", "access_type"] {
+        let body = json!({"extraParams": [{"key": key, "value": "none"}]});
+        let resp = browser.post("/login/start", &body.to_string()).await;
+        assert_eq!(resp.status, 400, "{key}: {:?}", resp.body);
+        assert_eq!(resp.code(), "invalid_request");
+        assert!(resp.cookies_named("th-login").is_empty());
+    }
 
     for key in ["foo", "redirect", "response_mode", "client_secret"] {
         let body = json!({"extraParams": [{"key": key, "value": "x"}]});
@@ -357,4 +362,94 @@ async fn a_provider_that_is_down_does_not_stop_the_others() {
     let resp = login_with(&mut browser, "up", "still-works").await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
     assert_eq!(browser.get("/userInfo").await.body["sub"], "still-works");
+}
+
+/// The operator's step-up: `acr_values`, `max_age` and `prompt` configured for a provider.
+const STEP_UP: &str = "client_secret = \"spa-secret\"\npar = \"off\"\n[providers.extra_auth_params]\nacr_values = \"urn:mfa\"\nmax_age = \"600\"\nprompt = \"login\"";
+
+#[actix_web::test]
+async fn a_configured_step_up_cannot_be_downgraded_and_is_checked_on_the_id_token() {
+    let acr = json!(["urn:pwd", "urn:mfa"]);
+    // A provider that can only do passwords, and one that does what was asked.
+    let weak = TestProvider::start_with(json!({"acrValues": acr, "loginAcr": "urn:pwd"})).await;
+    let strong = TestProvider::start_with(json!({"acrValues": acr, "loginAcr": "urn:mfa"})).await;
+    let toml = config_with(
+        &[
+            provider_toml("weak", &weak.issuer, "spa-client", STEP_UP),
+            provider_toml("strong", &strong.issuer, "spa-client", STEP_UP),
+        ]
+        .concat(),
+    );
+    let app = TestApp::spawn_toml(&toml).await;
+
+    // OIDC Core §3.1.2.1 parameters the operator set: the SPA cannot replace them.
+    let mut browser = app.browser();
+    for (key, value) in [
+        ("acr_values", "urn:pwd"),
+        ("prompt", "none"),
+        ("max_age", "999999"),
+    ] {
+        let body = json!({"provider": "strong", "extraParams": [{"key": key, "value": value}]});
+        let resp = browser.post("/login/start", &body.to_string()).await;
+        assert_eq!(resp.status, 400, "{key}: {:?}", resp.body);
+        assert_eq!(resp.code(), "invalid_request");
+        assert!(resp.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("configuration")));
+        assert!(resp.cookies_named("th-login").is_empty());
+    }
+
+    // The provider authenticated with a lower acr than configured (§3.1.3.7 item 12): refused,
+    // with a generic message, and the login is over.
+    let resp = login_with(&mut browser, "weak", "alice").await;
+    assert_eq!(resp.status, 400, "{:?}", resp.body);
+    assert_eq!(resp.code(), "authorization_error");
+    assert!(
+        !resp.body["message"]
+            .as_str()
+            .unwrap_or("acr")
+            .contains("acr"),
+        "the reason is logged, not sent: {:?}",
+        resp.body
+    );
+    assert!(browser.jar.named("th-login").is_empty());
+    assert!(browser.jar.named("th-at").is_empty());
+    let last = last_authorization(&weak).await;
+    assert_eq!(last["acr_values"], "urn:mfa", "{last}");
+    assert_eq!(last["max_age"], "600", "{last}");
+    assert_eq!(last["prompt"], "login", "{last}");
+
+    // The provider did what was asked: signed in, acr and auth_time are there.
+    let resp = login_with(&mut browser, "strong", "alice").await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    let claims = browser.get("/claims").await;
+    assert_eq!(claims.body["acr"], "urn:mfa", "{:?}", claims.body);
+    assert!(claims.body["auth_time"].is_i64(), "{:?}", claims.body);
+}
+
+#[actix_web::test]
+async fn a_configured_max_age_needs_a_recent_auth_time() {
+    let op = TestProvider::start().await;
+    let toml = config_with(&provider_toml(
+        "default",
+        &op.issuer,
+        "spa-client",
+        "client_secret = \"spa-secret\"\npar = \"off\"\n[providers.extra_auth_params]\nmax_age = \"60\"",
+    ));
+    let app = TestApp::spawn_toml(&toml).await;
+    let mut browser = app.browser();
+    let url = browser.start_login("").await;
+    assert_eq!(query_param(&url, "max_age").as_deref(), Some("60"));
+    let callback = provider_login(&url, "slow").await;
+    // The user took longer than max_age (plus leeway) since authenticating (§3.1.3.7 item 13);
+    // the ID token itself is still valid (it lives 300 s).
+    app.state.clock.advance(200);
+    let resp = browser.end_login(&callback).await;
+    assert_eq!(resp.status, 400, "{:?}", resp.body);
+    assert_eq!(resp.code(), "authorization_error");
+    assert!(browser.jar.named("th-login").is_empty());
+    app.state.clock.advance(-200);
+    let resp = browser.login("quick").await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert!(browser.get("/claims").await.body["auth_time"].is_i64());
 }

@@ -76,6 +76,13 @@ const DEFAULTS = {
   tokenEndpointDelayMs: 0,
   // > 0: every JWKS request waits this many ms before it is answered.
   jwksDelayMs: 0,
+  // The acr values the provider supports (discovery's acr_values_supported). Empty: no `acr`
+  // claim at all (oidc-provider's default).
+  acrValues: [],
+  // null: logins carry no acr. A string (one of acrValues): the acr every login at the
+  // provider's login page is recorded with, whatever acr_values asked for (a provider that
+  // cannot do better than this level).
+  loginAcr: null,
 };
 
 // The scopes the provider knows; with jwtAccessTokens they are also the resource server's
@@ -107,6 +114,12 @@ for (const key of ['rotateRefreshToken', 'issueRefreshToken', 'expiresWithSessio
   if (typeof cfg[key] !== 'boolean') fail(`OIDC_CONFIG.${key} must be a boolean`);
 }
 if (!Array.isArray(cfg.clients) || cfg.clients.length === 0) fail('OIDC_CONFIG.clients must be a non-empty array');
+if (!Array.isArray(cfg.acrValues) || !cfg.acrValues.every((v) => typeof v === 'string' && v !== '')) {
+  fail('OIDC_CONFIG.acrValues must be an array of non-empty strings');
+}
+if (cfg.loginAcr !== null && !cfg.acrValues.includes(cfg.loginAcr)) {
+  fail('OIDC_CONFIG.loginAcr must be null or one of OIDC_CONFIG.acrValues');
+}
 for (const key of ['tokenEndpointDelayMs', 'jwksDelayMs']) {
   if (!Number.isInteger(cfg[key]) || cfg[key] < 0 || cfg[key] > 600_000) {
     fail(`OIDC_CONFIG.${key} must be an integer 0..600000 (milliseconds)`);
@@ -392,6 +405,7 @@ try {
       iss: null,
     },
     conformIdTokenClaims: cfg.conformIdTokenClaims,
+    acrValues: cfg.acrValues,
     // Client authentication (token, PAR, revocation, introspection endpoints). These are
     // oidc-provider's defaults, spelled out: a client picks one with token_endpoint_auth_method
     // (private_key_jwt: `jwks` with its public key, optionally token_endpoint_auth_signing_alg).
@@ -471,6 +485,15 @@ ${form}
 }
 
 provider.proxy = false;
+
+// loginAcr: the dev interactions' login records no acr; add it to every finished login.
+if (cfg.loginAcr !== null) {
+  const interactionFinished = provider.interactionFinished.bind(provider);
+  provider.interactionFinished = (req, res, result, options) => {
+    if (result && result.login) result.login.acr = cfg.loginAcr;
+    return interactionFinished(req, res, result, options);
+  };
+}
 
 // oidc-provider validates static client metadata lazily (on first use): force it now so a bad
 // `clients` entry fails the start (exit 2) instead of the first request.
@@ -596,6 +619,13 @@ provider.use(async (ctx, next) => {
       client_id: client.clientId,
       registered_method: client.clientAuthMethod,
     };
+    if (typeof body.client_assertion === 'string') {
+      // The assertion's aud, as sent (its signature was checked by oidc-provider).
+      try {
+        const payload = JSON.parse(Buffer.from(body.client_assertion.split('.')[1], 'base64url').toString('utf8'));
+        lastClientAuth.assertion_aud = payload.aud;
+      } catch { /* cannot happen: oidc-provider accepted it */ }
+    }
   }
 
   if (route === 'pushed_authorization_request' && ctx.status === 201 && ctx.body && ctx.body.request_uri) {
