@@ -35,6 +35,9 @@ pub(super) struct RawProvider {
     private_key_file: Option<PathBuf>,
     private_key_id: Option<String>,
     redirect_uri: String,
+    /// Refuse authorization responses without `iss` (RFC 9207).
+    #[serde(default, deserialize_with = "super::bool_or_text")]
+    require_iss: bool,
     post_logout_redirect_uri: Option<String>,
     scope: Option<String>,
     #[serde(default = "default_timeout")]
@@ -171,6 +174,9 @@ pub struct ProviderConfig {
     /// The `acr_values` and `max_age` among `extra_auth_params`, enforced on the login's ID
     /// token (OIDC Core §3.1.3.7 items 12 and 13).
     pub step_up: StepUp,
+    /// Refuse an authorization response without `iss` (RFC 9207), whatever discovery says.
+    /// Required of every provider that shares its `redirect_uri` with another (RFC 9700 §4.4).
+    pub require_iss: bool,
     /// Added to every token request (code exchange and refresh).
     pub extra_token_params: Vec<(String, String)>,
     /// Names the SPA may send in `extraParams`.
@@ -454,6 +460,7 @@ impl RawProvider {
             timeout: parse_duration(&k("timeout"), &self.timeout)?,
             extra_auth_params,
             step_up,
+            require_iss: self.require_iss,
             extra_token_params: params(
                 "extra_token_params",
                 self.extra_token_params,

@@ -224,7 +224,8 @@ struct Callback {
     iss: Option<String>,
 }
 
-fn parse_callback(page_url: &str) -> Result<Callback, ApiError> {
+/// The page URL and its authorization response parameters.
+fn parse_callback(page_url: &str) -> Result<(Url, Callback), ApiError> {
     let url = Url::parse(page_url)
         .map_err(|_| ApiError::InvalidRequest("pageUrl is not an absolute URL".into()))?;
     let mut cb = Callback::default();
@@ -244,7 +245,20 @@ fn parse_callback(page_url: &str) -> Result<Callback, ApiError> {
             )));
         }
     }
-    Ok(cb)
+    Ok((url, cb))
+}
+
+/// Whether the page is the redirect URI with the response parameters added: same scheme,
+/// host, port and path, and every query parameter of the redirect URI kept (RFC 6749 §3.1.2
+/// lets a redirect URI carry a query, to which the provider adds its own).
+fn arrived_at(page: &Url, redirect_uri: &Url) -> bool {
+    page.scheme() == redirect_uri.scheme()
+        && page.host() == redirect_uri.host()
+        && page.port_or_known_default() == redirect_uri.port_or_known_default()
+        && page.path() == redirect_uri.path()
+        && redirect_uri
+            .query_pairs()
+            .all(|pair| page.query_pairs().any(|p| p == pair))
 }
 
 pub async fn end(
@@ -256,7 +270,7 @@ pub async fn end(
     let page_url = body.0.page_url.ok_or_else(|| {
         ApiError::InvalidRequest("the body needs pageUrl: the SPA's full URL".into())
     })?;
-    let callback = parse_callback(&page_url)?;
+    let (page, callback) = parse_callback(&page_url)?;
     let now = state.clock.now();
     let login: Option<LoginState> = state
         .cookies
@@ -291,7 +305,14 @@ pub async fn end(
                 }
                 Callback {
                     code: Some(code), ..
-                } => complete_login(&state, &client.0, login, code, cb.iss.as_deref()).await,
+                } => {
+                    let response = Response {
+                        code,
+                        iss: cb.iss.as_deref(),
+                        page: &page,
+                    };
+                    complete_login(&state, &client.0, login, response).await
+                }
                 _ => Err(ApiError::InvalidRequest(
                     "pageUrl has a state but neither code nor error".into(),
                 )),
@@ -339,18 +360,26 @@ fn page_load(req: &HttpRequest, state: &AppState, now: i64) -> (bool, Option<Str
     }
 }
 
+/// A successful authorization response: its code, its `iss` and the page it arrived at.
+struct Response<'a> {
+    code: &'a str,
+    iss: Option<&'a str>,
+    page: &'a Url,
+}
+
 async fn complete_login(
     state: &AppState,
     client: &awc::Client,
     login: LoginState,
-    code: &str,
-    iss: Option<&str>,
+    response: Response<'_>,
 ) -> Result<HttpResponse, ApiError> {
+    let Response { code, iss, page } = response;
     let provider = state.providers.for_session(&login.provider)?;
     let metadata = provider.metadata(client).await?;
     // RFC 9207: when the provider names itself in the response, it must be the one we asked;
-    // a provider that promises to name itself must do so.
-    if iss.is_none() && metadata.iss_in_response {
+    // a provider that promises to name itself, or that the configuration says must (a shared
+    // redirect_uri, RFC 9700 §4.4), must do so.
+    if iss.is_none() && (metadata.iss_in_response || provider.config.require_iss) {
         return Err(ApiError::InvalidRequest(
             "the authorization response lacks the iss parameter its provider must send (RFC 9207)"
                 .into(),
@@ -362,6 +391,15 @@ async fn complete_login(
                 "the authorization response comes from another issuer than the login was started with".into(),
             ));
         }
+    }
+    // RFC 9700 §4.4.2: without `iss`, only the redirect URI tells providers apart (each has
+    // its own, or startup refuses the configuration), so the response must have arrived at
+    // the redirect URI of the provider this login was started with. Otherwise another
+    // provider's code, sent to its own redirect URI, would be redeemed here (mix-up).
+    if iss.is_none() && !arrived_at(page, &provider.config.redirect_uri) {
+        return Err(ApiError::InvalidRequest(
+            "the authorization response did not arrive at the redirect_uri of the provider the login was started with (RFC 9700 §4.4); send the page's full URL as pageUrl".into(),
+        ));
     }
     let mut tokens = match token::redeem_code(client, &provider.config, &metadata, code, &login.verifier).await {
         Ok(t) => t,
@@ -444,8 +482,32 @@ mod tests {
     #[test]
     fn repeated_callback_parameters_are_refused() {
         assert!(parse_callback("https://app.example/?code=a&code=b&state=s").is_err());
-        let cb = parse_callback("https://app.example/?code=a&state=s&other=1").expect("parse");
+        let (_, cb) = parse_callback("https://app.example/?code=a&state=s&other=1").expect("parse");
         assert_eq!(cb.code.as_deref(), Some("a"));
         assert!(parse_callback("/relative").is_err());
+    }
+
+    #[test]
+    fn a_response_arrives_at_its_redirect_uri() {
+        let url = |t: &str| Url::parse(t).expect("url");
+        let redirect = url("https://www.example.com/cb?idp=a");
+        assert!(arrived_at(
+            &url("https://www.example.com/cb?idp=a&code=x&state=y"),
+            &redirect
+        ));
+        assert!(arrived_at(
+            &url("https://www.example.com:443/cb?code=x&idp=a"),
+            &redirect
+        ));
+        for other in [
+            "https://www.example.com/cb?idp=b&code=x",
+            "https://www.example.com/cb?code=x",
+            "https://www.example.com/other?idp=a&code=x",
+            "http://www.example.com/cb?idp=a&code=x",
+            "https://www.example.com:8443/cb?idp=a&code=x",
+            "https://evil.example/cb?idp=a&code=x",
+        ] {
+            assert!(!arrived_at(&url(other), &redirect), "{other}");
+        }
     }
 }

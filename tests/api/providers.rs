@@ -21,7 +21,9 @@ fn client(id: &str, extra: Value) -> Value {
     c
 }
 
-/// A `[[providers]]` entry for `issuer`; `extra` is more TOML lines.
+/// A `[[providers]]` entry for `issuer`; `extra` is more TOML lines. Every provider here
+/// shares the SPA's redirect URI, so each must require `iss` (RFC 9700 §4.4); the test
+/// provider sends it.
 fn provider_toml(id: &str, issuer: &str, client_id: &str, extra: &str) -> String {
     format!(
         r#"
@@ -32,6 +34,7 @@ client_id = "{client_id}"
 redirect_uri = "{REDIRECT_URI}"
 post_logout_redirect_uri = "{REDIRECT_URI}"
 timeout = "5s"
+require_iss = true
 {extra}
 "#
     )
@@ -452,4 +455,52 @@ async fn a_configured_max_age_needs_a_recent_auth_time() {
     let resp = browser.login("quick").await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
     assert!(browser.get("/claims").await.body["auth_time"].is_i64());
+}
+
+#[actix_web::test]
+async fn without_iss_a_response_must_arrive_at_its_providers_redirect_uri() {
+    const OTHER: &str = "https://www.example.test/other-idp";
+    // A provider without RFC 9207: its responses never name it.
+    let op = TestProvider::start_with(json!({"omitIss": true, "clients": [
+        client("spa-client", json!({"client_secret": "spa-secret", "redirect_uris": [REDIRECT_URI, OTHER]})),
+    ]}))
+    .await;
+    let other = provider_toml(
+        "b",
+        &op.issuer,
+        "spa-client",
+        "client_secret = \"spa-secret\"",
+    )
+    .replace(REDIRECT_URI, OTHER);
+    let toml = config_with(&format!("{}{other}", spa_client("a", &op.issuer)))
+        .replace("require_iss = true\n", "");
+    let app = TestApp::spawn_toml(&toml).await;
+
+    // Each provider has its own redirect URI: no iss is needed.
+    let mut browser = app.browser();
+    let resp = login_with(&mut browser, "a", "alice").await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+
+    // A login started with `a` whose response arrives at `b`'s redirect URI (RFC 9700 §4.4):
+    // the code must not be redeemed at `a`.
+    let mut browser = app.browser();
+    let url = browser
+        .start_login(&json!({"provider": "a"}).to_string())
+        .await;
+    let callback = provider_login(&url, "alice").await;
+    assert!(query_param(&callback, "iss").is_none(), "{callback}");
+    let at_other = callback.replacen(REDIRECT_URI, OTHER, 1);
+    let grants = op.stats().await["authorization_code_grants"].clone();
+    let resp = browser.end_login(&at_other).await;
+    assert_eq!(resp.status, 400, "{:?}", resp.body);
+    assert_eq!(resp.code(), "invalid_request");
+    assert_eq!(op.stats().await["authorization_code_grants"], grants);
+    assert!(browser.jar.named("th-login").is_empty());
+
+    // require_iss: a response without iss is refused, whatever discovery says.
+    let app = TestApp::spawn_toml(&config_with(&spa_client("a", &op.issuer))).await;
+    let resp = login_with(&mut app.browser(), "a", "alice").await;
+    assert_eq!(resp.status, 400, "{:?}", resp.body);
+    assert_eq!(resp.code(), "invalid_request");
+    assert_eq!(op.stats().await["authorization_code_grants"], grants);
 }

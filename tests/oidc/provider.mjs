@@ -83,6 +83,9 @@ const DEFAULTS = {
   // provider's login page is recorded with, whatever acr_values asked for (a provider that
   // cannot do better than this level).
   loginAcr: null,
+  // true: a provider without RFC 9207: authorization responses carry no `iss`, and discovery
+  // does not advertise authorization_response_iss_parameter_supported.
+  omitIss: false,
 };
 
 // The scopes the provider knows; with jwtAccessTokens they are also the resource server's
@@ -110,7 +113,7 @@ const cfg = { ...DEFAULTS, ...userConfig };
 for (const key of ['accessTokenTtl', 'idTokenTtl', 'refreshTokenTtl', 'authorizationCodeTtl', 'sessionTtl']) {
   if (!Number.isInteger(cfg[key]) || cfg[key] <= 0) fail(`OIDC_CONFIG.${key} must be a positive integer (seconds)`);
 }
-for (const key of ['rotateRefreshToken', 'issueRefreshToken', 'expiresWithSession', 'conformIdTokenClaims']) {
+for (const key of ['rotateRefreshToken', 'issueRefreshToken', 'expiresWithSession', 'conformIdTokenClaims', 'omitIss']) {
   if (typeof cfg[key] !== 'boolean') fail(`OIDC_CONFIG.${key} must be a boolean`);
 }
 if (!Array.isArray(cfg.clients) || cfg.clients.length === 0) fail('OIDC_CONFIG.clients must be a non-empty array');
@@ -543,6 +546,25 @@ provider.use(async (ctx, next) => {
   ctx.body = { error: 'temporarily_unavailable' };
   return undefined;
 });
+
+// omitIss: no RFC 9207 (the `iss` response parameter is removed from every redirect that
+// carries one, and discovery no longer advertises it).
+if (cfg.omitIss) {
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.oidc && ctx.oidc.route === 'discovery' && ctx.body && typeof ctx.body === 'object') {
+      delete ctx.body.authorization_response_iss_parameter_supported;
+    }
+    const location = ctx.response.get('location');
+    if (location && location.includes('iss=')) {
+      const url = new URL(location);
+      if (url.searchParams.has('iss')) {
+        url.searchParams.delete('iss');
+        ctx.set('location', url.href);
+      }
+    }
+  });
+}
 
 // A slow JWKS endpoint (jwksDelayMs).
 const jwksPath = provider.pathFor('jwks');
