@@ -15,8 +15,8 @@ mod proxy;
 
 use provider::RawProvider;
 pub use provider::{
-    ClientAuth, EndpointOverrides, ParMode, Preset, ProviderConfig, DEFAULT_ALLOWED_EXTRA_PARAMS,
-    RESERVED_PARAMS,
+    AssertionAudience, ClientAuth, EndpointOverrides, ParMode, Preset, ProviderConfig,
+    DEFAULT_ALLOWED_EXTRA_PARAMS, RESERVED_PARAMS,
 };
 use proxy::{validate_proxy, RawProxy, RawRoute};
 pub use proxy::{ProxyConfig, RouteConfig, RoutePath};

@@ -34,6 +34,8 @@ pub(super) struct RawProvider {
     client_secret_file: Option<PathBuf>,
     private_key_file: Option<PathBuf>,
     private_key_id: Option<String>,
+    /// `endpoint` (default) or `issuer`: the `aud` of private_key_jwt assertions.
+    client_assertion_audience: Option<String>,
     redirect_uri: String,
     /// Refuse authorization responses without `iss` (RFC 9207).
     #[serde(default, deserialize_with = "super::bool_or_text")]
@@ -114,6 +116,7 @@ pub enum ClientAuth {
         key: EncodingKey,
         alg: Algorithm,
         kid: Option<String>,
+        audience: AssertionAudience,
     },
     /// A public client: only `client_id` (PKCE still protects the code).
     None,
@@ -134,12 +137,32 @@ impl ClientAuth {
 impl fmt::Debug for ClientAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientAuth::PrivateKeyJwt { alg, kid, .. } => {
-                write!(f, "PrivateKeyJwt(alg={alg:?}, kid={kid:?}, key=<redacted>)")
+            ClientAuth::PrivateKeyJwt {
+                alg, kid, audience, ..
+            } => {
+                write!(
+                    f,
+                    "PrivateKeyJwt(alg={alg:?}, kid={kid:?}, audience={audience:?}, key=<redacted>)"
+                )
             }
             other => write!(f, "{}(<redacted>)", other.method()),
         }
     }
+}
+
+/// The `aud` of a `private_key_jwt` client assertion.
+///
+/// RFC 7523 §3 lets the authorization server name what it accepts; most accept the URL of the
+/// endpoint called (the long-standing default here). FAPI 2.0 Security Profile §5.3.2.1 and the
+/// RFC 7523 update (draft-ietf-oauth-rfc7523bis) require the issuer identifier as the only
+/// audience, which closes audience-injection attacks on assertions; providers that follow them
+/// refuse anything else, so the operator picks per provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssertionAudience {
+    /// The URL of the endpoint the assertion is sent to.
+    Endpoint,
+    /// The provider's issuer identifier, exactly as configured.
+    Issuer,
 }
 
 /// Pushed authorization requests (RFC 9126).
@@ -485,6 +508,27 @@ impl RawProvider {
             .as_deref()
             .unwrap_or("client_secret_basic")
             .to_ascii_lowercase();
+        let audience = match self
+            .client_assertion_audience
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("endpoint") => AssertionAudience::Endpoint,
+            Some("issuer") => AssertionAudience::Issuer,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    k("client_assertion_audience"),
+                    format!("`{other}` is not one of endpoint, issuer"),
+                ))
+            }
+        };
+        if self.client_assertion_audience.is_some() && method != "private_key_jwt" {
+            return Err(ConfigError::new(
+                k("client_assertion_audience"),
+                "only applies to client_auth = \"private_key_jwt\"",
+            ));
+        }
         let secret = || -> Result<SecretString, ConfigError> {
             let text = match (&self.client_secret, &self.client_secret_file) {
                 (Some(_), Some(_)) => {
@@ -555,6 +599,7 @@ impl RawProvider {
                     key,
                     alg,
                     kid: self.private_key_id.clone(),
+                    audience,
                 }
             }
             other => {
@@ -747,6 +792,18 @@ redirect_uri = "https://www.example.com/"
         );
         let c = with_provider(&format!("{issuer}\nclient_auth = \"none\"")).expect("valid");
         assert!(matches!(c.providers[0].client_auth, ClientAuth::None));
+        assert_eq!(
+            error_key(&format!(
+                "{issuer}\nclient_secret = \"s\"\nclient_assertion_audience = \"issuer\""
+            )),
+            "providers[0].client_assertion_audience"
+        );
+        assert_eq!(
+            error_key(&format!(
+                "{issuer}\nclient_auth = \"private_key_jwt\"\nclient_assertion_audience = \"token\""
+            )),
+            "providers[0].client_assertion_audience"
+        );
     }
 
     #[test]

@@ -142,14 +142,28 @@ async fn every_client_authentication_method_logs_in_and_refreshes() {
             &format!("client_auth = \"private_key_jwt\"\nprivate_key_file = {:?}\nprivate_key_id = \"{kid}\"", pem.display().to_string()),
         ),
         provider_toml("public", &op.issuer, "public-client", "client_auth = \"none\""),
+        // FAPI 2.0 / RFC 7523bis: the issuer as the assertion's audience.
+        provider_toml(
+            "jwt-iss",
+            &op.issuer,
+            "jwt-client",
+            &format!("client_auth = \"private_key_jwt\"\nprivate_key_file = {:?}\nprivate_key_id = \"{kid}\"\nclient_assertion_audience = \"issuer\"", pem.display().to_string()),
+        ),
     ]
     .concat());
     let app = TestApp::spawn_toml(&toml).await;
-    for (id, method) in [
-        ("basic", "client_secret_basic"),
-        ("post", "client_secret_post"),
-        ("jwt", "private_key_jwt"),
-        ("public", "none"),
+    let token_endpoint = format!("{}/token", op.issuer);
+    for (id, client_id, method, aud) in [
+        ("basic", "basic-client", "client_secret_basic", None),
+        ("post", "post-client", "client_secret_post", None),
+        (
+            "jwt",
+            "jwt-client",
+            "private_key_jwt",
+            Some(&token_endpoint),
+        ),
+        ("public", "public-client", "none", None),
+        ("jwt-iss", "jwt-client", "private_key_jwt", Some(&op.issuer)),
     ] {
         let mut browser = app.browser();
         let resp = login_with(&mut browser, id, &format!("user-{id}")).await;
@@ -165,14 +179,19 @@ async fn every_client_authentication_method_logs_in_and_refreshes() {
             .await
             .expect("json");
         assert_eq!(last["method"], method, "{id}: {last}");
-        assert_eq!(last["client_id"], format!("{id}-client"), "{id}: {last}");
+        assert_eq!(last["client_id"], client_id, "{id}: {last}");
+        assert_eq!(
+            last["assertion_aud"].as_str(),
+            aud.map(String::as_str),
+            "{id}: {last}"
+        );
         // PAR (the default, auto) used the same method: the URL carried only a request_uri.
         assert_eq!(
             browser.get("/userInfo").await.body["sub"],
             format!("user-{id}")
         );
     }
-    assert_eq!(op.stats().await["refresh_grants"], 4);
+    assert_eq!(op.stats().await["refresh_grants"], 5);
 }
 
 #[actix_web::test]
