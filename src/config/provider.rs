@@ -153,7 +153,7 @@ impl fmt::Debug for ClientAuth {
 /// The `aud` of a `private_key_jwt` client assertion.
 ///
 /// RFC 7523 §3 lets the authorization server name what it accepts; most accept the URL of the
-/// endpoint called (the long-standing default here). FAPI 2.0 Security Profile §5.3.2.1 and the
+/// endpoint called (the long-standing default here). FAPI 2.0 Security Profile and the
 /// RFC 7523 update (draft-ietf-oauth-rfc7523bis) require the issuer identifier as the only
 /// audience, which closes audience-injection attacks on assertions; providers that follow them
 /// refuse anything else, so the operator picks per provider.
