@@ -211,6 +211,10 @@ async fn check(config: Config) -> ExitCode {
                 show("end_session_endpoint", &md.end_session_endpoint);
                 show("revocation_endpoint", &md.revocation_endpoint);
                 show("pushed_authorization_request_endpoint", &md.par_endpoint);
+                // Not an error: a provider may send `iss` without advertising it.
+                if p.require_iss && !md.iss_in_response {
+                    say!("  warning: providers[{index}].require_iss is true but the provider does not advertise authorization_response_iss_parameter_supported (RFC 9207): every login fails unless its responses carry iss");
+                }
                 match &md.jwks_uri {
                     Some(uri) => match crate::oauth::http::send_json(
                         client.get(uri.as_str()).timeout(p.timeout).send(),

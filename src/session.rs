@@ -10,6 +10,7 @@
 use crate::cookies::CookieKind;
 use crate::crypto::SealError;
 use crate::error::ApiError;
+use crate::oauth::id_token::StepUp;
 use crate::oauth::token::TokenResponse;
 use crate::secret::Token;
 use crate::state::AppState;
@@ -26,6 +27,11 @@ pub struct LoginState {
     pub nonce: Token,
     pub verifier: Token,
     pub issued_at: i64,
+    /// The operator's `acr_values` and `max_age` sent with this login, checked on its ID token
+    /// at `login/end` (OIDC Core §3.1.3.7). Sealed here so a configuration reload between start
+    /// and end cannot change what is enforced; absent in logins started before it existed.
+    #[serde(default)]
+    pub step_up: StepUp,
 }
 
 /// The access token (`-at`).

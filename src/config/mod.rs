@@ -17,8 +17,8 @@ mod proxy;
 pub use files::{loose_secret_files, LooseSecretFile, SecretFile};
 use provider::RawProvider;
 pub use provider::{
-    ClientAuth, EndpointOverrides, ParMode, Preset, ProviderConfig, DEFAULT_ALLOWED_EXTRA_PARAMS,
-    RESERVED_PARAMS,
+    AssertionAudience, ClientAuth, EndpointOverrides, ParMode, Preset, ProviderConfig,
+    DEFAULT_ALLOWED_EXTRA_PARAMS, RESERVED_PARAMS,
 };
 pub use proxy::{
     is_instructing_response_header, ProxyConfig, RouteConfig, RoutePath,
@@ -615,7 +615,34 @@ pub(crate) fn parse_provider_url(key: &str, text: &str) -> Result<Url, ConfigErr
     Ok(url)
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// RFC 9700 §4.4 (mix-up): when two providers send their responses to the same redirect URI,
+/// the response alone does not say which provider issued the code, so a malicious or
+/// compromised provider could have the code of another sent to its own token endpoint. Only
+/// the `iss` parameter of RFC 9207 tells them apart, so every provider that shares a
+/// `redirect_uri` must be configured to require it (`require_iss = true`).
+fn check_shared_redirect_uris(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
+    for (i, p) in providers.iter().enumerate() {
+        if p.require_iss {
+            continue;
+        }
+        if let Some(other) = providers
+            .iter()
+            .find(|q| q.id != p.id && q.redirect_uri == p.redirect_uri)
+        {
+            return Err(ConfigError::new(
+                format!("providers[{i}].require_iss"),
+                format!(
+                    "providers `{}` and `{}` share redirect_uri `{}`: a response at a shared redirect URI does not say which provider sent it, so one provider could obtain another's authorization code (mix-up attack, RFC 9700 §4.4). Give each provider its own redirect_uri, or set require_iss = true on every provider that shares it (each must send the iss parameter of RFC 9207)",
+                    p.id, other.id, p.redirect_uri
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a URL names the local machine (`localhost`, `*.localhost`, 127.0.0.0/8, `::1`).
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -784,6 +811,7 @@ impl RawConfig {
             }
             providers.push(provider);
         }
+        check_shared_redirect_uris(&providers)?;
 
         let proxy = validate_proxy(self.proxy, self.routes, &base_path, &cookies.path)?;
 
@@ -1216,6 +1244,45 @@ timeout = "5s"
         assert_eq!(c.login_rate, None);
         let text = minimal(&key) + "\n[rate_limit]\nlogin_burst = 0\n";
         assert_eq!(err(&text, no_env()).key, "rate_limit.login_burst");
+    }
+
+    #[test]
+    fn providers_sharing_a_redirect_uri_must_require_iss() {
+        let key = CookieKey::generate_text();
+        let second = |extra: &str| {
+            format!(
+                "{}\n[[providers]]\nid = \"other\"\nissuer = \"https://other.example.com\"\nclient_id = \"c\"\nclient_secret = \"s\"\n{extra}\n",
+                minimal(&key)
+            )
+        };
+        // Same redirect_uri, neither requires iss: refused, naming the mix-up.
+        let e = err(
+            &second("redirect_uri = \"https://www.example.com/\""),
+            no_env(),
+        );
+        assert_eq!(e.key, "providers[0].require_iss", "{e}");
+        assert!(e.message.contains("RFC 9700"), "{e}");
+        // Only one of them requires it: still refused, for the other.
+        let e = err(
+            &second("redirect_uri = \"https://www.example.com/\"\nrequire_iss = true"),
+            no_env(),
+        );
+        assert_eq!(e.key, "providers[0].require_iss", "{e}");
+        // Both require it: accepted.
+        let both = second("redirect_uri = \"https://www.example.com/\"\nrequire_iss = true")
+            .replacen(
+                "redirect_uri = \"https://www.example.com/\"\n",
+                "redirect_uri = \"https://www.example.com/\"\nrequire_iss = \"true\"\n",
+                1,
+            );
+        let c = Config::from_toml(&both, no_env()).expect("valid");
+        assert!(c.providers.iter().all(|p| p.require_iss));
+        // Distinct redirect URIs: accepted without iss.
+        assert!(Config::from_toml(
+            &second("redirect_uri = \"https://www.example.com/other\""),
+            no_env()
+        )
+        .is_ok());
     }
 
     #[test]

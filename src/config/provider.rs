@@ -10,6 +10,7 @@ use super::{
     is_token, list_or_text, parse_duration, parse_provider_url, parse_url, read_secret_file,
     ConfigError,
 };
+use crate::oauth::id_token::StepUp;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -33,7 +34,12 @@ pub(super) struct RawProvider {
     client_secret_file: Option<PathBuf>,
     private_key_file: Option<PathBuf>,
     private_key_id: Option<String>,
+    /// `endpoint` (default) or `issuer`: the `aud` of private_key_jwt assertions.
+    client_assertion_audience: Option<String>,
     redirect_uri: String,
+    /// Refuse authorization responses without `iss` (RFC 9207).
+    #[serde(default, deserialize_with = "super::bool_or_text")]
+    require_iss: bool,
     post_logout_redirect_uri: Option<String>,
     scope: Option<String>,
     #[serde(default = "default_timeout")]
@@ -110,6 +116,7 @@ pub enum ClientAuth {
         key: EncodingKey,
         alg: Algorithm,
         kid: Option<String>,
+        audience: AssertionAudience,
     },
     /// A public client: only `client_id` (PKCE still protects the code).
     None,
@@ -130,12 +137,32 @@ impl ClientAuth {
 impl fmt::Debug for ClientAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientAuth::PrivateKeyJwt { alg, kid, .. } => {
-                write!(f, "PrivateKeyJwt(alg={alg:?}, kid={kid:?}, key=<redacted>)")
+            ClientAuth::PrivateKeyJwt {
+                alg, kid, audience, ..
+            } => {
+                write!(
+                    f,
+                    "PrivateKeyJwt(alg={alg:?}, kid={kid:?}, audience={audience:?}, key=<redacted>)"
+                )
             }
             other => write!(f, "{}(<redacted>)", other.method()),
         }
     }
+}
+
+/// The `aud` of a `private_key_jwt` client assertion.
+///
+/// RFC 7523 §3 lets the authorization server name what it accepts; most accept the URL of the
+/// endpoint called (the long-standing default here). FAPI 2.0 Security Profile and the
+/// RFC 7523 update (draft-ietf-oauth-rfc7523bis) require the issuer identifier as the only
+/// audience, which closes audience-injection attacks on assertions; providers that follow them
+/// refuse anything else, so the operator picks per provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssertionAudience {
+    /// The URL of the endpoint the assertion is sent to.
+    Endpoint,
+    /// The provider's issuer identifier, exactly as configured.
+    Issuer,
 }
 
 /// Pushed authorization requests (RFC 9126).
@@ -165,8 +192,14 @@ pub struct ProviderConfig {
     pub scope: String,
     /// Total time allowed for each call to this provider.
     pub timeout: Duration,
-    /// Added to every authorization request.
+    /// Added to every authorization request; the SPA can not override them.
     pub extra_auth_params: Vec<(String, String)>,
+    /// The `acr_values` and `max_age` among `extra_auth_params`, enforced on the login's ID
+    /// token (OIDC Core §3.1.3.7 items 12 and 13).
+    pub step_up: StepUp,
+    /// Refuse an authorization response without `iss` (RFC 9207), whatever discovery says.
+    /// Required of every provider that shares its `redirect_uri` with another (RFC 9700 §4.4).
+    pub require_iss: bool,
     /// Added to every token request (code exchange and refresh).
     pub extra_token_params: Vec<(String, String)>,
     /// Names the SPA may send in `extraParams`.
@@ -444,6 +477,18 @@ impl RawProvider {
                 .map(|s| s.to_string())
                 .collect(),
         };
+        let extra_auth_params = params(
+            "extra_auth_params",
+            self.extra_auth_params,
+            &RESERVED_PARAMS,
+        )?;
+        let step_up = step_up(&extra_auth_params, &k)?;
+        if !step_up.is_empty() && !scope.split(' ').any(|s| s == "openid") {
+            return Err(ConfigError::new(
+                k("extra_auth_params"),
+                "`acr_values` and `max_age` are enforced on the ID token, which needs the openid scope",
+            ));
+        }
         Ok(ProviderConfig {
             redirect_uri: parse_url(&k("redirect_uri"), &self.redirect_uri)?,
             post_logout_redirect_uri: self
@@ -452,11 +497,9 @@ impl RawProvider {
                 .map(|t| parse_url(&k("post_logout_redirect_uri"), t))
                 .transpose()?,
             timeout: parse_duration(&k("timeout"), &self.timeout)?,
-            extra_auth_params: params(
-                "extra_auth_params",
-                self.extra_auth_params,
-                &RESERVED_PARAMS,
-            )?,
+            extra_auth_params,
+            step_up,
+            require_iss: self.require_iss,
             extra_token_params: params(
                 "extra_token_params",
                 self.extra_token_params,
@@ -481,6 +524,27 @@ impl RawProvider {
             .as_deref()
             .unwrap_or("client_secret_basic")
             .to_ascii_lowercase();
+        let audience = match self
+            .client_assertion_audience
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("endpoint") => AssertionAudience::Endpoint,
+            Some("issuer") => AssertionAudience::Issuer,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    k("client_assertion_audience"),
+                    format!("`{other}` is not one of endpoint, issuer"),
+                ))
+            }
+        };
+        if self.client_assertion_audience.is_some() && method != "private_key_jwt" {
+            return Err(ConfigError::new(
+                k("client_assertion_audience"),
+                "only applies to client_auth = \"private_key_jwt\"",
+            ));
+        }
         let secret = || -> Result<SecretString, ConfigError> {
             let text = match (&self.client_secret, &self.client_secret_file) {
                 (Some(_), Some(_)) => {
@@ -551,6 +615,7 @@ impl RawProvider {
                     key,
                     alg,
                     kid: self.private_key_id.clone(),
+                    audience,
                 }
             }
             other => {
@@ -563,6 +628,37 @@ impl RawProvider {
             }
         })
     }
+}
+
+/// The operator's step-up parameters, read from `extra_auth_params` so that what is sent and
+/// what is enforced can never differ.
+fn step_up(params: &[(String, String)], k: &dyn Fn(&str) -> String) -> Result<StepUp, ConfigError> {
+    let mut step_up = StepUp::default();
+    for (name, value) in params {
+        match name.as_str() {
+            // OIDC Core §3.1.2.1: space-separated, in order of preference.
+            "acr_values" => {
+                step_up.acr_values = value.split_whitespace().map(String::from).collect();
+                if step_up.acr_values.is_empty() {
+                    return Err(ConfigError::new(
+                        k("extra_auth_params"),
+                        "`acr_values` must name at least one value",
+                    ));
+                }
+            }
+            // OIDC Core §3.1.2.1: a number of seconds.
+            "max_age" => {
+                step_up.max_age = Some(value.trim().parse::<u64>().map_err(|_| {
+                    ConfigError::new(
+                        k("extra_auth_params"),
+                        format!("`max_age` must be a whole number of seconds, not `{value}`"),
+                    )
+                })?);
+            }
+            _ => {}
+        }
+    }
+    Ok(step_up)
 }
 
 #[cfg(test)]
@@ -712,6 +808,18 @@ redirect_uri = "https://www.example.com/"
         );
         let c = with_provider(&format!("{issuer}\nclient_auth = \"none\"")).expect("valid");
         assert!(matches!(c.providers[0].client_auth, ClientAuth::None));
+        assert_eq!(
+            error_key(&format!(
+                "{issuer}\nclient_secret = \"s\"\nclient_assertion_audience = \"issuer\""
+            )),
+            "providers[0].client_assertion_audience"
+        );
+        assert_eq!(
+            error_key(&format!(
+                "{issuer}\nclient_auth = \"private_key_jwt\"\nclient_assertion_audience = \"token\""
+            )),
+            "providers[0].client_assertion_audience"
+        );
     }
 
     #[test]
@@ -732,6 +840,31 @@ redirect_uri = "https://www.example.com/"
                 "{issuer}\n[providers.extra_token_params]\ngrant_type = \"password\""
             )),
             "providers[0].extra_token_params"
+        );
+    }
+
+    #[test]
+    fn step_up_parameters_are_validated() {
+        let issuer = "issuer = \"https://login.example.com\"\nclient_secret = \"s\"";
+        let c = with_provider(&format!(
+            "{issuer}\n[providers.extra_auth_params]\nacr_values = \" urn:mfa  urn:hwk \"\nmax_age = \"300\""
+        ))
+        .expect("valid");
+        assert_eq!(c.providers[0].step_up.acr_values, ["urn:mfa", "urn:hwk"]);
+        assert_eq!(c.providers[0].step_up.max_age, Some(300));
+        for bad in ["max_age = \"5m\"", "max_age = \"-1\"", "acr_values = \" \""] {
+            assert_eq!(
+                error_key(&format!("{issuer}\n[providers.extra_auth_params]\n{bad}")),
+                "providers[0].extra_auth_params",
+                "{bad}"
+            );
+        }
+        // Enforced on the ID token, so only with the openid scope.
+        assert_eq!(
+            error_key(&format!(
+                "{issuer}\nscope = \"profile\"\n[providers.extra_auth_params]\nmax_age = \"60\""
+            )),
+            "providers[0].extra_auth_params"
         );
     }
 

@@ -5,7 +5,7 @@
 //! form-encoded before base64 (RFC 6749 §2.3.1), which providers with special characters in their
 //! secrets rely on.
 
-use crate::config::{ClientAuth, ProviderConfig};
+use crate::config::{AssertionAudience, ClientAuth, ProviderConfig};
 use crate::secret::random_token;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -34,10 +34,10 @@ struct Assertion<'a> {
     exp: u64,
 }
 
-/// Adds client authentication to `form` for a request to `audience` (the endpoint's URL).
+/// Adds client authentication to `form` for a request to `endpoint` (the endpoint's URL).
 pub fn authenticate(
     config: &ProviderConfig,
-    audience: &str,
+    endpoint: &str,
     mut form: Vec<(String, String)>,
 ) -> Result<Authenticated, String> {
     let mut authorization = None;
@@ -57,7 +57,17 @@ pub fn authenticate(
         ClientAuth::SecretPost(secret) => {
             form.push(("client_secret".into(), secret.expose_secret().to_string()));
         }
-        ClientAuth::PrivateKeyJwt { key, alg, kid } => {
+        ClientAuth::PrivateKeyJwt {
+            key,
+            alg,
+            kid,
+            audience,
+        } => {
+            // RFC 7523 §3 item 3; FAPI 2.0 / RFC 7523bis: the issuer when the provider asks.
+            let aud = match audience {
+                AssertionAudience::Endpoint => endpoint,
+                AssertionAudience::Issuer => config.issuer.as_str(),
+            };
             // The provider checks iat/exp against its own clock, so this uses the wall clock,
             // not the (test-adjustable) application clock.
             let now = SystemTime::now()
@@ -71,10 +81,10 @@ pub fn authenticate(
                 &Assertion {
                     iss: &config.client_id,
                     sub: &config.client_id,
-                    aud: audience,
+                    aud,
                     jti: random_token().expose().to_string(),
                     iat: now,
-                    exp: now + ASSERTION_LIFETIME,
+                    exp: now.saturating_add(ASSERTION_LIFETIME),
                 },
                 key,
             )
@@ -91,4 +101,63 @@ pub fn authenticate(
         authorization,
         form,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use p256::pkcs8::EncodePrivateKey;
+
+    /// A provider with `private_key_jwt` and a fresh P-256 key; `extra` is more TOML.
+    fn jwt_provider(dir: &std::path::Path, extra: &str) -> ProviderConfig {
+        let secret = loop {
+            if let Ok(key) = p256::SecretKey::from_slice(&rand::random::<[u8; 32]>()) {
+                break key;
+            }
+        };
+        let der = secret.to_pkcs8_der().expect("der");
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            STANDARD.encode(der.as_bytes())
+        );
+        let file = dir.join("client.pem");
+        std::fs::write(&file, pem).expect("write pem");
+        let key = crate::crypto::CookieKey::generate_text();
+        let toml = format!(
+            "[cookies]\nkeys = [\"{key}\"]\n[web]\ntrusted_origins = [\"https://www.example.com\"]\n[[providers]]\nid = \"p\"\nissuer = \"https://login.example.com/tenant\"\nclient_id = \"c\"\nredirect_uri = \"https://www.example.com/\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = {:?}\n{extra}\n",
+            file.display().to_string()
+        );
+        Config::from_toml(&toml, Vec::new())
+            .expect("valid")
+            .providers
+            .remove(0)
+    }
+
+    fn assertion_aud(config: &ProviderConfig) -> serde_json::Value {
+        let auth = authenticate(config, "https://login.example.com/tenant/token", Vec::new())
+            .expect("signed");
+        let (_, assertion) = auth
+            .form
+            .iter()
+            .find(|(k, _)| k == "client_assertion")
+            .expect("assertion");
+        jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(assertion)
+            .expect("decode")
+            .claims["aud"]
+            .clone()
+    }
+
+    #[test]
+    fn client_assertions_name_the_endpoint_or_the_issuer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let default = jwt_provider(dir.path(), "");
+        assert_eq!(
+            assertion_aud(&default),
+            "https://login.example.com/tenant/token"
+        );
+        let fapi = jwt_provider(dir.path(), "client_assertion_audience = \"issuer\"");
+        // FAPI 2.0 / RFC 7523bis: the issuer, as one string (not an array).
+        assert_eq!(assertion_aud(&fapi), "https://login.example.com/tenant");
+    }
 }

@@ -61,6 +61,31 @@ pub struct IdTokenClaims {
     pub iat: i64,
     pub nonce: Option<String>,
     pub azp: Option<String>,
+    /// Authentication Context Class Reference (OIDC Core §2).
+    pub acr: Option<String>,
+    /// When the user authenticated (OIDC Core §2), Unix seconds.
+    pub auth_time: Option<i64>,
+}
+
+/// The operator's step-up requirements for a login (configured `acr_values` and `max_age`),
+/// enforced on the ID token the login returns (OIDC Core §3.1.3.7 items 12 and 13). Values the
+/// SPA asks for on its own are not enforced here: `acr_values` is a request for a voluntary
+/// claim (OIDC Core §3.1.2.1), and the SPA can read `acr` and `auth_time` from `/claims`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepUp {
+    /// The ID token's `acr` must be one of these (when non-empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acr_values: Vec<String>,
+    /// The ID token's `auth_time` must be present and at most this many seconds old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u64>,
+}
+
+impl StepUp {
+    /// Whether there is nothing to enforce.
+    pub fn is_empty(&self) -> bool {
+        self.acr_values.is_empty() && self.max_age.is_none()
+    }
 }
 
 /// What the token must say.
@@ -72,6 +97,9 @@ pub struct Expected<'a> {
     pub nonce: Option<&'a Token>,
     /// The subject of the existing session, for tokens from a refresh (OIDC Core §12.2).
     pub subject: Option<&'a str>,
+    /// The operator's `acr_values` and `max_age` for a login; `None` for a refresh (the
+    /// refreshed token restates the original authentication, already checked at login).
+    pub step_up: Option<&'a StepUp>,
     pub now: i64,
 }
 
@@ -105,12 +133,18 @@ pub fn verify(
     let claims = decode::<IdTokenClaims>(token, key, &validation)
         .map_err(|e| format!("the ID token is not valid: {e}"))?
         .claims;
+    check_claims(&claims, expected)?;
+    Ok(claims)
+}
 
+/// The checks after the signature: time, audience, nonce, subject and step-up.
+fn check_claims(claims: &IdTokenClaims, expected: &Expected<'_>) -> Result<(), String> {
     let now = expected.now;
-    if claims.exp + LEEWAY_SECONDS <= now {
+    // Saturating: `exp` and `iat` come from the provider and may be anything up to i64::MAX.
+    if claims.exp.saturating_add(LEEWAY_SECONDS) <= now {
         return Err("the ID token has expired".into());
     }
-    if claims.iat > now + LEEWAY_SECONDS {
+    if claims.iat > now.saturating_add(LEEWAY_SECONDS) {
         return Err("the ID token was issued in the future; check the clocks".into());
     }
     if !claims.aud.contains(expected.client_id) {
@@ -135,5 +169,129 @@ pub fn verify(
             return Err("the refreshed ID token is for another subject".into());
         }
     }
-    Ok(claims)
+    if let Some(step_up) = expected.step_up {
+        check_step_up(claims, step_up, now)?;
+    }
+    Ok(())
+}
+
+/// OIDC Core §3.1.3.7 item 12: the `acr` asserted must be one the operator asked for (a
+/// provider may answer a lower level than requested, §3.1.2.1 makes `acr_values` voluntary).
+/// Item 13: with `max_age`, `auth_time` must be present (§3.1.2.1 makes it REQUIRED then) and
+/// no older than `max_age`, with the usual clock leeway.
+fn check_step_up(claims: &IdTokenClaims, step_up: &StepUp, now: i64) -> Result<(), String> {
+    if !step_up.acr_values.is_empty() {
+        match &claims.acr {
+            Some(acr) if step_up.acr_values.iter().any(|a| a == acr) => {}
+            Some(_) => {
+                return Err("the ID token's acr is not one of the configured acr_values".to_string())
+            }
+            None => {
+                return Err("the ID token has no acr although acr_values are configured".to_string())
+            }
+        }
+    }
+    if let Some(max_age) = step_up.max_age {
+        let Some(auth_time) = claims.auth_time else {
+            return Err("the ID token has no auth_time although max_age is configured".into());
+        };
+        let max_age = i64::try_from(max_age).unwrap_or(i64::MAX);
+        if auth_time
+            .saturating_add(max_age)
+            .saturating_add(LEEWAY_SECONDS)
+            < now
+        {
+            return Err(
+                "the ID token's auth_time is older than the configured max_age".to_string(),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn claims(exp: i64, iat: i64) -> IdTokenClaims {
+        IdTokenClaims {
+            iss: "https://op.example".into(),
+            sub: "alice".into(),
+            aud: Audience::One("spa".into()),
+            exp,
+            iat,
+            nonce: Some("n".into()),
+            azp: None,
+            acr: None,
+            auth_time: None,
+        }
+    }
+
+    fn check(c: &IdTokenClaims, step_up: Option<&StepUp>) -> Result<(), String> {
+        let nonce = Token::new("n");
+        check_claims(
+            c,
+            &Expected {
+                issuer: "https://op.example",
+                client_id: "spa",
+                nonce: Some(&nonce),
+                subject: None,
+                step_up,
+                now: NOW,
+            },
+        )
+    }
+
+    #[test]
+    fn extreme_exp_and_iat_do_not_overflow() {
+        assert!(check(&claims(i64::MAX, NOW), None).is_ok());
+        assert!(check(&claims(i64::MAX - 1, i64::MAX), None).is_err());
+        assert!(check(&claims(i64::MIN, NOW), None).is_err());
+        assert!(check(&claims(NOW + 300, i64::MIN), None).is_ok());
+        let mut c = claims(NOW + 300, NOW);
+        c.auth_time = Some(i64::MAX);
+        let step_up = StepUp {
+            acr_values: Vec::new(),
+            max_age: Some(u64::MAX),
+        };
+        assert!(check(&c, Some(&step_up)).is_ok());
+        c.auth_time = Some(i64::MIN);
+        assert!(check(&c, Some(&step_up)).is_err());
+    }
+
+    #[test]
+    fn configured_acr_values_are_enforced() {
+        let step_up = StepUp {
+            acr_values: vec!["urn:mfa".into(), "urn:hwk".into()],
+            max_age: None,
+        };
+        let mut c = claims(NOW + 300, NOW);
+        assert!(check(&c, Some(&step_up)).is_err(), "no acr");
+        c.acr = Some("urn:pwd".into());
+        assert!(check(&c, Some(&step_up)).is_err(), "lower acr");
+        c.acr = Some("urn:hwk".into());
+        assert!(check(&c, Some(&step_up)).is_ok());
+        // Nothing configured: whatever acr the provider asserts is the SPA's business.
+        c.acr = Some("urn:pwd".into());
+        assert!(check(&c, Some(&StepUp::default())).is_ok());
+        assert!(check(&c, None).is_ok());
+    }
+
+    #[test]
+    fn configured_max_age_needs_a_recent_auth_time() {
+        let step_up = StepUp {
+            acr_values: Vec::new(),
+            max_age: Some(300),
+        };
+        let mut c = claims(NOW + 300, NOW);
+        assert!(check(&c, Some(&step_up)).is_err(), "no auth_time");
+        c.auth_time = Some(NOW - 300 - LEEWAY_SECONDS);
+        assert!(check(&c, Some(&step_up)).is_ok(), "at the limit");
+        c.auth_time = Some(NOW - 301 - LEEWAY_SECONDS);
+        assert!(check(&c, Some(&step_up)).is_err(), "too old");
+        c.auth_time = Some(NOW - 10);
+        assert!(check(&c, Some(&step_up)).is_ok());
+    }
 }

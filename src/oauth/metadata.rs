@@ -78,13 +78,32 @@ fn same_issuer(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
-/// A discovered endpoint, held to the same rule as configured ones: https, except on loopback.
-fn endpoint(name: &str, text: Option<String>) -> Result<Option<Url>, String> {
+/// A discovered endpoint: https, unless the issuer itself is on loopback (development and
+/// tests). The loopback exception of configured endpoints does not extend to discovery: a
+/// remote https issuer's document naming `http://127.0.0.1:…` would send the client secret,
+/// codes and tokens in clear to whatever listens on the machine running token-handler (a
+/// sidecar, another tenant's process), on the word of a document fetched over the network.
+fn endpoint(
+    name: &str,
+    text: Option<String>,
+    issuer_is_loopback: bool,
+) -> Result<Option<Url>, String> {
     text.map(|t| {
-        crate::config::parse_provider_url(name, &t)
-            .map_err(|e| format!("discovery gave an unusable {name}: {}", e.message))
+        let url = crate::config::parse_provider_url(name, &t)
+            .map_err(|e| format!("discovery gave an unusable {name}: {}", e.message))?;
+        if url.scheme() != "https" && !issuer_is_loopback {
+            return Err(format!(
+                "discovery gave {name} `{t}`, which does not use https; only an issuer on loopback may name http endpoints"
+            ));
+        }
+        Ok(url)
     })
     .transpose()
+}
+
+/// Whether the configured issuer is on loopback, so its discovery may name http endpoints.
+fn issuer_is_loopback(issuer: &str) -> bool {
+    Url::parse(issuer.trim()).is_ok_and(|u| crate::config::is_loopback(&u))
 }
 
 /// Fetches discovery and merges configured overrides.
@@ -99,55 +118,7 @@ pub async fn discover(
     };
     let o = &config.endpoints;
     match discovered {
-        Ok(doc) => {
-            if !same_issuer(&doc.issuer, &config.issuer) {
-                return Err(format!(
-                    "discovery names issuer `{}` but the configuration says `{}`; they must be the same",
-                    doc.issuer, config.issuer
-                ));
-            }
-            let pick = |name: &str, configured: &Option<Url>, found: Option<String>| {
-                match configured {
-                    Some(u) => Ok(Some(u.clone())),
-                    None => endpoint(name, found),
-                }
-            };
-            Ok(ProviderMetadata {
-                authorization_endpoint: pick(
-                    "authorization_endpoint",
-                    &o.authorization_endpoint,
-                    doc.authorization_endpoint,
-                )?
-                .ok_or("discovery has no authorization_endpoint; configure one")?,
-                token_endpoint: pick("token_endpoint", &o.token_endpoint, doc.token_endpoint)?
-                    .ok_or("discovery has no token_endpoint; configure one")?,
-                userinfo_endpoint: pick(
-                    "userinfo_endpoint",
-                    &o.userinfo_endpoint,
-                    doc.userinfo_endpoint,
-                )?,
-                jwks_uri: pick("jwks_uri", &o.jwks_uri, doc.jwks_uri)?,
-                end_session_endpoint: pick(
-                    "end_session_endpoint",
-                    &o.end_session_endpoint,
-                    doc.end_session_endpoint,
-                )?,
-                revocation_endpoint: pick(
-                    "revocation_endpoint",
-                    &o.revocation_endpoint,
-                    doc.revocation_endpoint,
-                )?,
-                par_endpoint: pick(
-                    "pushed_authorization_request_endpoint",
-                    &o.pushed_authorization_request_endpoint,
-                    doc.pushed_authorization_request_endpoint,
-                )?,
-                par_required: doc.require_pushed_authorization_requests,
-                issuer: doc.issuer,
-                discovered: true,
-                iss_in_response: doc.authorization_response_iss_parameter_supported,
-            })
-        }
+        Ok(doc) => from_document(config, doc),
         Err(reason) => match (&o.authorization_endpoint, &o.token_endpoint) {
             (Some(authorization), Some(token)) => {
                 tracing::warn!(provider = %config.id, %reason, "discovery failed; using the configured endpoints");
@@ -170,6 +141,62 @@ pub async fn discover(
             )),
         },
     }
+}
+
+/// Discovered metadata merged with the configured endpoints (which win). The document must
+/// name the configured issuer (OIDC Discovery §4.3), and its endpoints must use https unless
+/// the issuer is on loopback.
+fn from_document(
+    config: &ProviderConfig,
+    doc: DiscoveryDocument,
+) -> Result<ProviderMetadata, String> {
+    if !same_issuer(&doc.issuer, &config.issuer) {
+        return Err(format!(
+            "discovery names issuer `{}` but the configuration says `{}`; they must be the same",
+            doc.issuer, config.issuer
+        ));
+    }
+    let o = &config.endpoints;
+    let loopback = issuer_is_loopback(&config.issuer);
+    let pick = |name: &str, configured: &Option<Url>, found: Option<String>| match configured {
+        Some(u) => Ok(Some(u.clone())),
+        None => endpoint(name, found, loopback),
+    };
+    Ok(ProviderMetadata {
+        authorization_endpoint: pick(
+            "authorization_endpoint",
+            &o.authorization_endpoint,
+            doc.authorization_endpoint,
+        )?
+        .ok_or("discovery has no authorization_endpoint; configure one")?,
+        token_endpoint: pick("token_endpoint", &o.token_endpoint, doc.token_endpoint)?
+            .ok_or("discovery has no token_endpoint; configure one")?,
+        userinfo_endpoint: pick(
+            "userinfo_endpoint",
+            &o.userinfo_endpoint,
+            doc.userinfo_endpoint,
+        )?,
+        jwks_uri: pick("jwks_uri", &o.jwks_uri, doc.jwks_uri)?,
+        end_session_endpoint: pick(
+            "end_session_endpoint",
+            &o.end_session_endpoint,
+            doc.end_session_endpoint,
+        )?,
+        revocation_endpoint: pick(
+            "revocation_endpoint",
+            &o.revocation_endpoint,
+            doc.revocation_endpoint,
+        )?,
+        par_endpoint: pick(
+            "pushed_authorization_request_endpoint",
+            &o.pushed_authorization_request_endpoint,
+            doc.pushed_authorization_request_endpoint,
+        )?,
+        par_required: doc.require_pushed_authorization_requests,
+        issuer: doc.issuer,
+        discovered: true,
+        iss_in_response: doc.authorization_response_iss_parameter_supported,
+    })
 }
 
 /// OpenID Connect discovery first; when that answers 4xx (not there), RFC 8414 metadata.
@@ -313,6 +340,71 @@ mod tests {
             authorization_server_metadata_url("https://as.example.com").as_deref(),
             Some("https://as.example.com/.well-known/oauth-authorization-server")
         );
+    }
+
+    fn provider(issuer: &str) -> ProviderConfig {
+        let key = crate::crypto::CookieKey::generate_text();
+        let toml = format!(
+            "[cookies]\nkeys = [\"{key}\"]\n[web]\ntrusted_origins = [\"https://www.example.com\"]\n[[providers]]\nid = \"p\"\nissuer = \"{issuer}\"\nclient_id = \"c\"\nclient_secret = \"s\"\nredirect_uri = \"https://www.example.com/\"\n"
+        );
+        let mut config = crate::config::Config::from_toml(&toml, Vec::new()).expect("valid");
+        config.providers.remove(0)
+    }
+
+    fn document(issuer: &str, endpoint_base: &str) -> DiscoveryDocument {
+        serde_json::from_value(serde_json::json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{endpoint_base}/authorize"),
+            "token_endpoint": format!("{endpoint_base}/token"),
+            "jwks_uri": format!("{endpoint_base}/jwks"),
+        }))
+        .expect("document")
+    }
+
+    #[test]
+    fn a_remote_issuer_cannot_point_endpoints_at_loopback_over_http() {
+        let config = provider("https://login.example.com");
+        for base in [
+            "http://127.0.0.1:9000",
+            "http://localhost:9000",
+            "http://[::1]:9000",
+            "http://login.example.com",
+        ] {
+            let e = from_document(&config, document("https://login.example.com", base))
+                .expect_err(base);
+            assert!(e.contains("https"), "{base}: {e}");
+        }
+        // One bad endpoint among good ones is enough to refuse the document.
+        let mut doc = document("https://login.example.com", "https://login.example.com");
+        doc.jwks_uri = Some("http://127.0.0.1:1/jwks".into());
+        assert!(from_document(&config, doc).is_err());
+        // https endpoints, even on loopback, are fine.
+        let md = from_document(
+            &config,
+            document("https://login.example.com", "https://login.example.com"),
+        )
+        .expect("https endpoints");
+        assert_eq!(
+            md.token_endpoint.as_str(),
+            "https://login.example.com/token"
+        );
+    }
+
+    #[test]
+    fn a_loopback_issuer_may_name_http_loopback_endpoints() {
+        let config = provider("http://127.0.0.1:4000");
+        let md = from_document(
+            &config,
+            document("http://127.0.0.1:4000", "http://127.0.0.1:4000"),
+        )
+        .expect("loopback issuer");
+        assert_eq!(md.token_endpoint.as_str(), "http://127.0.0.1:4000/token");
+        // Never http to a remote host, whatever the issuer.
+        assert!(from_document(
+            &config,
+            document("http://127.0.0.1:4000", "http://login.example.com")
+        )
+        .is_err());
     }
 
     #[test]

@@ -73,6 +73,16 @@ pub async fn start(
         )));
     }
     for p in &request.extra_params {
+        // A parameter the operator configured is policy (a step-up's acr_values, max_age or
+        // prompt=login): the SPA may not replace it, or it could downgrade the authentication
+        // the operator requires (OIDC Core §3.1.2.1). Its effect is also checked on the ID
+        // token at login/end.
+        if config.extra_auth_params.iter().any(|(k, _)| k == &p.key) {
+            return Err(ApiError::InvalidRequest(format!(
+                "extraParams may not set `{}`: the token-handler configuration sets it for this provider",
+                safe_code(&p.key)
+            )));
+        }
         if RESERVED_PARAMS.contains(&p.key.as_str()) {
             return Err(ApiError::InvalidRequest(format!(
                 "extraParams may not set `{}`: token-handler sets it itself",
@@ -95,6 +105,7 @@ pub async fn start(
         nonce: random_token(),
         verifier: pkce::new_verifier(),
         issued_at: state.clock.now(),
+        step_up: config.step_up.clone(),
     };
     let challenge = pkce::s256_challenge(&login.verifier);
     let mut params: Vec<(&str, &str)> = vec![
@@ -110,13 +121,11 @@ pub async fn start(
     if config.is_openid() {
         params.push(("nonce", login.nonce.expose()));
     }
-    // The SPA's value for a name replaces the configured one (e.g. prompt=none over
-    // Google's prompt=consent).
+    // The configured parameters, then the SPA's: the names never overlap (checked above).
     params.extend(
         config
             .extra_auth_params
             .iter()
-            .filter(|(k, _)| !request.extra_params.iter().any(|p| &p.key == k))
             .map(|(k, v)| (k.as_str(), v.as_str())),
     );
     params.extend(
@@ -218,7 +227,8 @@ struct Callback {
     iss: Option<String>,
 }
 
-fn parse_callback(page_url: &str) -> Result<Callback, ApiError> {
+/// The page URL and its authorization response parameters.
+fn parse_callback(page_url: &str) -> Result<(Url, Callback), ApiError> {
     let url = Url::parse(page_url)
         .map_err(|_| ApiError::InvalidRequest("pageUrl is not an absolute URL".into()))?;
     let mut cb = Callback::default();
@@ -238,7 +248,20 @@ fn parse_callback(page_url: &str) -> Result<Callback, ApiError> {
             )));
         }
     }
-    Ok(cb)
+    Ok((url, cb))
+}
+
+/// Whether the page is the redirect URI with the response parameters added: same scheme,
+/// host, port and path, and every query parameter of the redirect URI kept (RFC 6749 §3.1.2
+/// lets a redirect URI carry a query, to which the provider adds its own).
+fn arrived_at(page: &Url, redirect_uri: &Url) -> bool {
+    page.scheme() == redirect_uri.scheme()
+        && page.host() == redirect_uri.host()
+        && page.port_or_known_default() == redirect_uri.port_or_known_default()
+        && page.path() == redirect_uri.path()
+        && redirect_uri
+            .query_pairs()
+            .all(|pair| page.query_pairs().any(|p| p == pair))
 }
 
 pub async fn end(
@@ -250,7 +273,7 @@ pub async fn end(
     let page_url = body.0.page_url.ok_or_else(|| {
         ApiError::InvalidRequest("the body needs pageUrl: the SPA's full URL".into())
     })?;
-    let callback = parse_callback(&page_url)?;
+    let (page, callback) = parse_callback(&page_url)?;
     let now = state.clock.now();
     let login: Option<LoginState> = state
         .cookies
@@ -270,32 +293,39 @@ pub async fn end(
         };
 
     match (matching_login, &callback) {
-        (
-            Some(_),
-            Callback {
-                error: Some(error), ..
-            },
-        ) => {
-            let code = safe_code(error);
-            let description = callback
-                .error_description
-                .as_deref()
-                .map(safe_description)
-                .unwrap_or_else(|| format!("the identity provider answered {code}"));
-            Ok(error_with_cookies(
-                ApiError::ProviderFrontChannel { code, description },
-                state.cookies.clear(CookieKind::Login),
-            ))
+        (Some(login), cb) => {
+            let outcome = match cb {
+                Callback {
+                    error: Some(error), ..
+                } => {
+                    let code = safe_code(error);
+                    let description = cb
+                        .error_description
+                        .as_deref()
+                        .map(safe_description)
+                        .unwrap_or_else(|| format!("the identity provider answered {code}"));
+                    Err(ApiError::ProviderFrontChannel { code, description })
+                }
+                Callback {
+                    code: Some(code), ..
+                } => {
+                    let response = Response {
+                        code,
+                        iss: cb.iss.as_deref(),
+                        page: &page,
+                    };
+                    complete_login(&state, &client.0, login, response).await
+                }
+                _ => Err(ApiError::InvalidRequest(
+                    "pageUrl has a state but neither code nor error".into(),
+                )),
+            };
+            // Whatever failed, this login is over: its state, nonce and verifier must never
+            // serve a second callback, so its cookie goes with the error.
+            Ok(outcome.unwrap_or_else(|error| {
+                error_with_cookies(error, state.cookies.clear(CookieKind::Login))
+            }))
         }
-        (
-            Some(login),
-            Callback {
-                code: Some(code), ..
-            },
-        ) => complete_login(&state, &client.0, login, code, callback.iss.as_deref()).await,
-        (Some(_), _) => Err(ApiError::InvalidRequest(
-            "pageUrl has a state but neither code nor error".into(),
-        )),
         (None, cb) => {
             // A plain page load, or a callback whose login cookie is gone: reloading the
             // callback URL after a successful login lands here and is not an error.
@@ -328,44 +358,53 @@ fn page_load(req: &HttpRequest, state: &AppState) -> Result<(bool, Option<String
     })
 }
 
+/// A successful authorization response: its code, its `iss` and the page it arrived at.
+struct Response<'a> {
+    code: &'a str,
+    iss: Option<&'a str>,
+    page: &'a Url,
+}
+
 async fn complete_login(
     state: &AppState,
     client: &awc::Client,
     login: LoginState,
-    code: &str,
-    iss: Option<&str>,
+    response: Response<'_>,
 ) -> Result<HttpResponse, ApiError> {
+    let Response { code, iss, page } = response;
     let provider = state.providers.for_session(&login.provider)?;
     let metadata = provider.metadata(client).await?;
     // RFC 9207: when the provider names itself in the response, it must be the one we asked;
-    // a provider that promises to name itself must do so.
-    if iss.is_none() && metadata.iss_in_response {
-        return Ok(error_with_cookies(
-            ApiError::InvalidRequest(
-                "the authorization response lacks the iss parameter its provider promises (RFC 9207)".into(),
-            ),
-            state.cookies.clear(CookieKind::Login),
+    // a provider that promises to name itself, or that the configuration says must (a shared
+    // redirect_uri, RFC 9700 §4.4), must do so.
+    if iss.is_none() && (metadata.iss_in_response || provider.config.require_iss) {
+        return Err(ApiError::InvalidRequest(
+            "the authorization response lacks the iss parameter its provider must send (RFC 9207)"
+                .into(),
         ));
     }
     if let Some(iss) = iss {
         if iss != metadata.issuer {
-            return Ok(error_with_cookies(
-                ApiError::InvalidRequest(
-                    "the authorization response comes from another issuer than the login was started with".into(),
-                ),
-                state.cookies.clear(CookieKind::Login),
+            return Err(ApiError::InvalidRequest(
+                "the authorization response comes from another issuer than the login was started with".into(),
             ));
         }
+    }
+    // RFC 9700 §4.4.2: without `iss`, only the redirect URI tells providers apart (each has
+    // its own, or startup refuses the configuration), so the response must have arrived at
+    // the redirect URI of the provider this login was started with. Otherwise another
+    // provider's code, sent to its own redirect URI, would be redeemed here (mix-up).
+    if iss.is_none() && !arrived_at(page, &provider.config.redirect_uri) {
+        return Err(ApiError::InvalidRequest(
+            "the authorization response did not arrive at the redirect_uri of the provider the login was started with (RFC 9700 §4.4); send the page's full URL as pageUrl".into(),
+        ));
     }
     let mut tokens = match token::redeem_code(client, &provider.config, &metadata, code, &login.verifier).await {
         Ok(t) => t,
         Err(CallError::Rejected { error, .. }) => {
-            return Ok(error_with_cookies(
-                ApiError::AuthorizationError(format!(
-                    "the identity provider refused the authorization code ({error}); it may have expired or been used already: start a new login"
-                )),
-                state.cookies.clear(CookieKind::Login),
-            ))
+            return Err(ApiError::AuthorizationError(format!(
+                "the identity provider refused the authorization code ({error}); it may have expired or been used already: start a new login"
+            )))
         }
         Err(CallError::Unavailable(m)) => return Err(ApiError::ProviderUnavailable(m)),
     };
@@ -378,12 +417,12 @@ async fn complete_login(
     let sub = match &tokens.id_token {
         Some(id_token) => Some(
             provider
-                .verify_id_token(
+                .verify_login_id_token(
                     client,
                     &metadata,
                     id_token.expose(),
-                    Some(&login.nonce),
-                    None,
+                    &login.nonce,
+                    &login.step_up,
                     now,
                 )
                 .await?
@@ -443,8 +482,32 @@ mod tests {
     #[test]
     fn repeated_callback_parameters_are_refused() {
         assert!(parse_callback("https://app.example/?code=a&code=b&state=s").is_err());
-        let cb = parse_callback("https://app.example/?code=a&state=s&other=1").expect("parse");
+        let (_, cb) = parse_callback("https://app.example/?code=a&state=s&other=1").expect("parse");
         assert_eq!(cb.code.as_deref(), Some("a"));
         assert!(parse_callback("/relative").is_err());
+    }
+
+    #[test]
+    fn a_response_arrives_at_its_redirect_uri() {
+        let url = |t: &str| Url::parse(t).expect("url");
+        let redirect = url("https://www.example.com/cb?idp=a");
+        assert!(arrived_at(
+            &url("https://www.example.com/cb?idp=a&code=x&state=y"),
+            &redirect
+        ));
+        assert!(arrived_at(
+            &url("https://www.example.com:443/cb?code=x&idp=a"),
+            &redirect
+        ));
+        for other in [
+            "https://www.example.com/cb?idp=b&code=x",
+            "https://www.example.com/cb?code=x",
+            "https://www.example.com/other?idp=a&code=x",
+            "http://www.example.com/cb?idp=a&code=x",
+            "https://www.example.com:8443/cb?idp=a&code=x",
+            "https://evil.example/cb?idp=a&code=x",
+        ] {
+            assert!(!arrived_at(&url(other), &redirect), "{other}");
+        }
     }
 }

@@ -425,3 +425,74 @@ async fn logout_clears_a_session_whose_cookies_cannot_be_opened() {
     assert_eq!(wrong.post("/logout", "").await.status, 401);
     app.assert_alive().await;
 }
+
+/// Whether a response clears the `-login` cookie (and the browser no longer holds it).
+fn clears_login(resp: &Resp, browser: &Browser) -> bool {
+    let cleared = resp
+        .cookies_named("th-login")
+        .iter()
+        .any(|c| c.max_age().is_some_and(|m| m.is_zero()));
+    cleared && browser.jar.named("th-login").is_empty()
+}
+
+#[actix_web::test]
+async fn every_failed_callback_of_a_login_clears_it() {
+    let op = TestProvider::start().await;
+    let app = TestApp::spawn(&op.issuer).await;
+
+    // A state but neither code nor error.
+    let mut browser = app.browser();
+    let url = browser.start_login("").await;
+    let state = query_param(&url, "state").expect("state");
+    let resp = browser
+        .end_login(&format!("https://www.example.test/?state={state}"))
+        .await;
+    assert_eq!(resp.status, 400, "{:?}", resp.body);
+    assert!(clears_login(&resp, &browser), "{:?}", resp.set_cookies);
+
+    // An ID token refused (our clock is behind: "issued in the future"). The client learns
+    // that it was refused, not why (the log says why).
+    let mut browser = app.browser();
+    let url = browser.start_login("").await;
+    let callback = provider_login(&url, "alice").await;
+    app.state.clock.advance(-1000);
+    let resp = browser.end_login(&callback).await;
+    app.state.clock.advance(1000);
+    assert_eq!(resp.status, 400, "{:?}", resp.body);
+    assert_eq!(resp.code(), "authorization_error");
+    let message = resp.body["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        !message.contains("future") && !message.contains("clock"),
+        "{message}"
+    );
+    assert!(clears_login(&resp, &browser), "{:?}", resp.set_cookies);
+    assert!(browser.jar.named("th-at").is_empty());
+
+    // The provider goes away between its redirect and the code exchange.
+    let mut browser = app.browser();
+    let url = browser.start_login("").await;
+    let callback = provider_login(&url, "bob").await;
+    op.stop().await;
+    let resp = browser.end_login(&callback).await;
+    assert_eq!(resp.status, 502, "{:?}", resp.body);
+    assert!(clears_login(&resp, &browser), "{:?}", resp.set_cookies);
+    app.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn an_id_token_refused_at_refresh_says_so_without_the_reason() {
+    let op = TestProvider::start().await;
+    let (app, mut browser) = logged_in(&op).await;
+    // The refreshed ID token looks issued in the future to our (moved) clock.
+    app.state.clock.advance(-1000);
+    let resp = browser.post("/refresh", "").await;
+    app.state.clock.advance(1000);
+    assert_eq!(resp.status, 400, "{:?}", resp.body);
+    assert_eq!(resp.code(), "authorization_error");
+    let message = resp.body["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        !message.contains("future") && !message.contains("clock"),
+        "{message}"
+    );
+    app.assert_alive().await;
+}

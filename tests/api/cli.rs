@@ -51,6 +51,30 @@ async fn check_validates_discovery_and_keys_of_a_real_provider() {
     assert!(stdout.contains("check passed"));
 }
 
+#[actix_web::test]
+async fn check_warns_when_require_iss_meets_a_provider_without_rfc_9207() {
+    let op = TestProvider::start_with(serde_json::json!({"omitIss": true})).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    let toml = config_toml(&op.issuer, &CookieKey::generate_text()).replace(
+        "timeout = \"5s\"\n",
+        "timeout = \"5s\"\nrequire_iss = true\n",
+    );
+    std::fs::write(&path, toml).expect("write");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-handler"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("warning: providers[0].require_iss is true"),
+        "{stdout}"
+    );
+    assert!(out.status.success(), "a warning only: {stdout}");
+}
+
 #[test]
 fn check_fails_naming_the_key_and_the_fix() {
     let dir = tempfile::tempdir().expect("tempdir");

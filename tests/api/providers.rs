@@ -21,7 +21,9 @@ fn client(id: &str, extra: Value) -> Value {
     c
 }
 
-/// A `[[providers]]` entry for `issuer`; `extra` is more TOML lines.
+/// A `[[providers]]` entry for `issuer`; `extra` is more TOML lines. Every provider here
+/// shares the SPA's redirect URI, so each must require `iss` (RFC 9700 §4.4); the test
+/// provider sends it.
 fn provider_toml(id: &str, issuer: &str, client_id: &str, extra: &str) -> String {
     format!(
         r#"
@@ -32,6 +34,7 @@ client_id = "{client_id}"
 redirect_uri = "{REDIRECT_URI}"
 post_logout_redirect_uri = "{REDIRECT_URI}"
 timeout = "5s"
+require_iss = true
 {extra}
 "#
     )
@@ -139,14 +142,28 @@ async fn every_client_authentication_method_logs_in_and_refreshes() {
             &format!("client_auth = \"private_key_jwt\"\nprivate_key_file = {:?}\nprivate_key_id = \"{kid}\"", pem.display().to_string()),
         ),
         provider_toml("public", &op.issuer, "public-client", "client_auth = \"none\""),
+        // FAPI 2.0 / RFC 7523bis: the issuer as the assertion's audience.
+        provider_toml(
+            "jwt-iss",
+            &op.issuer,
+            "jwt-client",
+            &format!("client_auth = \"private_key_jwt\"\nprivate_key_file = {:?}\nprivate_key_id = \"{kid}\"\nclient_assertion_audience = \"issuer\"", pem.display().to_string()),
+        ),
     ]
     .concat());
     let app = TestApp::spawn_toml(&toml).await;
-    for (id, method) in [
-        ("basic", "client_secret_basic"),
-        ("post", "client_secret_post"),
-        ("jwt", "private_key_jwt"),
-        ("public", "none"),
+    let token_endpoint = format!("{}/token", op.issuer);
+    for (id, client_id, method, aud) in [
+        ("basic", "basic-client", "client_secret_basic", None),
+        ("post", "post-client", "client_secret_post", None),
+        (
+            "jwt",
+            "jwt-client",
+            "private_key_jwt",
+            Some(&token_endpoint),
+        ),
+        ("public", "public-client", "none", None),
+        ("jwt-iss", "jwt-client", "private_key_jwt", Some(&op.issuer)),
     ] {
         let mut browser = app.browser();
         let resp = login_with(&mut browser, id, &format!("user-{id}")).await;
@@ -162,14 +179,19 @@ async fn every_client_authentication_method_logs_in_and_refreshes() {
             .await
             .expect("json");
         assert_eq!(last["method"], method, "{id}: {last}");
-        assert_eq!(last["client_id"], format!("{id}-client"), "{id}: {last}");
+        assert_eq!(last["client_id"], client_id, "{id}: {last}");
+        assert_eq!(
+            last["assertion_aud"].as_str(),
+            aud.map(String::as_str),
+            "{id}: {last}"
+        );
         // PAR (the default, auto) used the same method: the URL carried only a request_uri.
         assert_eq!(
             browser.get("/userInfo").await.body["sub"],
             format!("user-{id}")
         );
     }
-    assert_eq!(op.stats().await["refresh_grants"], 4);
+    assert_eq!(op.stats().await["refresh_grants"], 5);
 }
 
 #[actix_web::test]
@@ -229,7 +251,6 @@ async fn extra_parameters_arrive_exactly_and_others_are_refused() {
         {"key": "ui_locales", "value": "fr-CA fr"},
         {"key": "login_hint", "value": "a+b@example.test"},
         {"key": "claims", "value": claims},
-        {"key": "prompt", "value": "login consent"},
     ]});
     let url = browser.start_login(&body.to_string()).await;
     let callback = provider_login(&url, "params").await;
@@ -243,10 +264,16 @@ async fn extra_parameters_arrive_exactly_and_others_are_refused() {
         last["access_type"], "offline",
         "static parameters are sent: {last}"
     );
-    assert_eq!(
-        last["prompt"], "login consent",
-        "the SPA's value replaces the static one: {last}"
-    );
+    assert_eq!(last["prompt"], "consent", "{last}");
+
+    // A configured parameter is the operator's: the SPA may not replace it (step-up downgrade).
+    for key in ["prompt", "access_type"] {
+        let body = json!({"extraParams": [{"key": key, "value": "none"}]});
+        let resp = browser.post("/login/start", &body.to_string()).await;
+        assert_eq!(resp.status, 400, "{key}: {:?}", resp.body);
+        assert_eq!(resp.code(), "invalid_request");
+        assert!(resp.cookies_named("th-login").is_empty());
+    }
 
     for key in ["foo", "redirect", "response_mode", "client_secret"] {
         let body = json!({"extraParams": [{"key": key, "value": "x"}]});
@@ -357,4 +384,142 @@ async fn a_provider_that_is_down_does_not_stop_the_others() {
     let resp = login_with(&mut browser, "up", "still-works").await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
     assert_eq!(browser.get("/userInfo").await.body["sub"], "still-works");
+}
+
+/// The operator's step-up: `acr_values`, `max_age` and `prompt` configured for a provider.
+const STEP_UP: &str = "client_secret = \"spa-secret\"\npar = \"off\"\n[providers.extra_auth_params]\nacr_values = \"urn:mfa\"\nmax_age = \"600\"\nprompt = \"login\"";
+
+#[actix_web::test]
+async fn a_configured_step_up_cannot_be_downgraded_and_is_checked_on_the_id_token() {
+    let acr = json!(["urn:pwd", "urn:mfa"]);
+    // A provider that can only do passwords, and one that does what was asked.
+    let weak = TestProvider::start_with(json!({"acrValues": acr, "loginAcr": "urn:pwd"})).await;
+    let strong = TestProvider::start_with(json!({"acrValues": acr, "loginAcr": "urn:mfa"})).await;
+    let toml = config_with(
+        &[
+            provider_toml("weak", &weak.issuer, "spa-client", STEP_UP),
+            provider_toml("strong", &strong.issuer, "spa-client", STEP_UP),
+        ]
+        .concat(),
+    );
+    let app = TestApp::spawn_toml(&toml).await;
+
+    // OIDC Core §3.1.2.1 parameters the operator set: the SPA cannot replace them.
+    let mut browser = app.browser();
+    for (key, value) in [
+        ("acr_values", "urn:pwd"),
+        ("prompt", "none"),
+        ("max_age", "999999"),
+    ] {
+        let body = json!({"provider": "strong", "extraParams": [{"key": key, "value": value}]});
+        let resp = browser.post("/login/start", &body.to_string()).await;
+        assert_eq!(resp.status, 400, "{key}: {:?}", resp.body);
+        assert_eq!(resp.code(), "invalid_request");
+        assert!(resp.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("configuration")));
+        assert!(resp.cookies_named("th-login").is_empty());
+    }
+
+    // The provider authenticated with a lower acr than configured (§3.1.3.7 item 12): refused,
+    // with a generic message, and the login is over.
+    let resp = login_with(&mut browser, "weak", "alice").await;
+    assert_eq!(resp.status, 400, "{:?}", resp.body);
+    assert_eq!(resp.code(), "authorization_error");
+    assert!(
+        !resp.body["message"]
+            .as_str()
+            .unwrap_or("acr")
+            .contains("acr"),
+        "the reason is logged, not sent: {:?}",
+        resp.body
+    );
+    assert!(browser.jar.named("th-login").is_empty());
+    assert!(browser.jar.named("th-at").is_empty());
+    let last = last_authorization(&weak).await;
+    assert_eq!(last["acr_values"], "urn:mfa", "{last}");
+    assert_eq!(last["max_age"], "600", "{last}");
+    assert_eq!(last["prompt"], "login", "{last}");
+
+    // The provider did what was asked: signed in, acr and auth_time are there.
+    let resp = login_with(&mut browser, "strong", "alice").await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    let claims = browser.get("/claims").await;
+    assert_eq!(claims.body["acr"], "urn:mfa", "{:?}", claims.body);
+    assert!(claims.body["auth_time"].is_i64(), "{:?}", claims.body);
+}
+
+#[actix_web::test]
+async fn a_configured_max_age_needs_a_recent_auth_time() {
+    let op = TestProvider::start().await;
+    let toml = config_with(&provider_toml(
+        "default",
+        &op.issuer,
+        "spa-client",
+        "client_secret = \"spa-secret\"\npar = \"off\"\n[providers.extra_auth_params]\nmax_age = \"60\"",
+    ));
+    let app = TestApp::spawn_toml(&toml).await;
+    let mut browser = app.browser();
+    let url = browser.start_login("").await;
+    assert_eq!(query_param(&url, "max_age").as_deref(), Some("60"));
+    let callback = provider_login(&url, "slow").await;
+    // The user took longer than max_age (plus leeway) since authenticating (§3.1.3.7 item 13);
+    // the ID token itself is still valid (it lives 300 s).
+    app.state.clock.advance(200);
+    let resp = browser.end_login(&callback).await;
+    assert_eq!(resp.status, 400, "{:?}", resp.body);
+    assert_eq!(resp.code(), "authorization_error");
+    assert!(browser.jar.named("th-login").is_empty());
+    app.state.clock.advance(-200);
+    let resp = browser.login("quick").await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert!(browser.get("/claims").await.body["auth_time"].is_i64());
+}
+
+#[actix_web::test]
+async fn without_iss_a_response_must_arrive_at_its_providers_redirect_uri() {
+    const OTHER: &str = "https://www.example.test/other-idp";
+    // A provider without RFC 9207: its responses never name it.
+    let op = TestProvider::start_with(json!({"omitIss": true, "clients": [
+        client("spa-client", json!({"client_secret": "spa-secret", "redirect_uris": [REDIRECT_URI, OTHER]})),
+    ]}))
+    .await;
+    let other = provider_toml(
+        "b",
+        &op.issuer,
+        "spa-client",
+        "client_secret = \"spa-secret\"",
+    )
+    .replace(REDIRECT_URI, OTHER);
+    let toml = config_with(&format!("{}{other}", spa_client("a", &op.issuer)))
+        .replace("require_iss = true\n", "");
+    let app = TestApp::spawn_toml(&toml).await;
+
+    // Each provider has its own redirect URI: no iss is needed.
+    let mut browser = app.browser();
+    let resp = login_with(&mut browser, "a", "alice").await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+
+    // A login started with `a` whose response arrives at `b`'s redirect URI (RFC 9700 §4.4):
+    // the code must not be redeemed at `a`.
+    let mut browser = app.browser();
+    let url = browser
+        .start_login(&json!({"provider": "a"}).to_string())
+        .await;
+    let callback = provider_login(&url, "alice").await;
+    assert!(query_param(&callback, "iss").is_none(), "{callback}");
+    let at_other = callback.replacen(REDIRECT_URI, OTHER, 1);
+    let grants = op.stats().await["authorization_code_grants"].clone();
+    let resp = browser.end_login(&at_other).await;
+    assert_eq!(resp.status, 400, "{:?}", resp.body);
+    assert_eq!(resp.code(), "invalid_request");
+    assert_eq!(op.stats().await["authorization_code_grants"], grants);
+    assert!(browser.jar.named("th-login").is_empty());
+
+    // require_iss: a response without iss is refused, whatever discovery says.
+    let app = TestApp::spawn_toml(&config_with(&spa_client("a", &op.issuer))).await;
+    let resp = login_with(&mut app.browser(), "a", "alice").await;
+    assert_eq!(resp.status, 400, "{:?}", resp.body);
+    assert_eq!(resp.code(), "invalid_request");
+    assert_eq!(op.stats().await["authorization_code_grants"], grants);
 }

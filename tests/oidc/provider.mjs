@@ -76,6 +76,16 @@ const DEFAULTS = {
   tokenEndpointDelayMs: 0,
   // > 0: every JWKS request waits this many ms before it is answered.
   jwksDelayMs: 0,
+  // The acr values the provider supports (discovery's acr_values_supported). Empty: no `acr`
+  // claim at all (oidc-provider's default).
+  acrValues: [],
+  // null: logins carry no acr. A string (one of acrValues): the acr every login at the
+  // provider's login page is recorded with, whatever acr_values asked for (a provider that
+  // cannot do better than this level).
+  loginAcr: null,
+  // true: a provider without RFC 9207: authorization responses carry no `iss`, and discovery
+  // does not advertise authorization_response_iss_parameter_supported.
+  omitIss: false,
 };
 
 // The scopes the provider knows; with jwtAccessTokens they are also the resource server's
@@ -103,10 +113,16 @@ const cfg = { ...DEFAULTS, ...userConfig };
 for (const key of ['accessTokenTtl', 'idTokenTtl', 'refreshTokenTtl', 'authorizationCodeTtl', 'sessionTtl']) {
   if (!Number.isInteger(cfg[key]) || cfg[key] <= 0) fail(`OIDC_CONFIG.${key} must be a positive integer (seconds)`);
 }
-for (const key of ['rotateRefreshToken', 'issueRefreshToken', 'expiresWithSession', 'conformIdTokenClaims']) {
+for (const key of ['rotateRefreshToken', 'issueRefreshToken', 'expiresWithSession', 'conformIdTokenClaims', 'omitIss']) {
   if (typeof cfg[key] !== 'boolean') fail(`OIDC_CONFIG.${key} must be a boolean`);
 }
 if (!Array.isArray(cfg.clients) || cfg.clients.length === 0) fail('OIDC_CONFIG.clients must be a non-empty array');
+if (!Array.isArray(cfg.acrValues) || !cfg.acrValues.every((v) => typeof v === 'string' && v !== '')) {
+  fail('OIDC_CONFIG.acrValues must be an array of non-empty strings');
+}
+if (cfg.loginAcr !== null && !cfg.acrValues.includes(cfg.loginAcr)) {
+  fail('OIDC_CONFIG.loginAcr must be null or one of OIDC_CONFIG.acrValues');
+}
 for (const key of ['tokenEndpointDelayMs', 'jwksDelayMs']) {
   if (!Number.isInteger(cfg[key]) || cfg[key] < 0 || cfg[key] > 600_000) {
     fail(`OIDC_CONFIG.${key} must be an integer 0..600000 (milliseconds)`);
@@ -392,6 +408,7 @@ try {
       iss: null,
     },
     conformIdTokenClaims: cfg.conformIdTokenClaims,
+    acrValues: cfg.acrValues,
     // Client authentication (token, PAR, revocation, introspection endpoints). These are
     // oidc-provider's defaults, spelled out: a client picks one with token_endpoint_auth_method
     // (private_key_jwt: `jwks` with its public key, optionally token_endpoint_auth_signing_alg).
@@ -472,6 +489,15 @@ ${form}
 
 provider.proxy = false;
 
+// loginAcr: the dev interactions' login records no acr; add it to every finished login.
+if (cfg.loginAcr !== null) {
+  const interactionFinished = provider.interactionFinished.bind(provider);
+  provider.interactionFinished = (req, res, result, options) => {
+    if (result && result.login) result.login.acr = cfg.loginAcr;
+    return interactionFinished(req, res, result, options);
+  };
+}
+
 // oidc-provider validates static client metadata lazily (on first use): force it now so a bad
 // `clients` entry fails the start (exit 2) instead of the first request.
 for (const c of cfg.clients) {
@@ -520,6 +546,25 @@ provider.use(async (ctx, next) => {
   ctx.body = { error: 'temporarily_unavailable' };
   return undefined;
 });
+
+// omitIss: no RFC 9207 (the `iss` response parameter is removed from every redirect that
+// carries one, and discovery no longer advertises it).
+if (cfg.omitIss) {
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.oidc && ctx.oidc.route === 'discovery' && ctx.body && typeof ctx.body === 'object') {
+      delete ctx.body.authorization_response_iss_parameter_supported;
+    }
+    const location = ctx.response.get('location');
+    if (location && location.includes('iss=')) {
+      const url = new URL(location);
+      if (url.searchParams.has('iss')) {
+        url.searchParams.delete('iss');
+        ctx.set('location', url.href);
+      }
+    }
+  });
+}
 
 // A slow JWKS endpoint (jwksDelayMs).
 const jwksPath = provider.pathFor('jwks');
@@ -596,6 +641,13 @@ provider.use(async (ctx, next) => {
       client_id: client.clientId,
       registered_method: client.clientAuthMethod,
     };
+    if (typeof body.client_assertion === 'string') {
+      // The assertion's aud, as sent (its signature was checked by oidc-provider).
+      try {
+        const payload = JSON.parse(Buffer.from(body.client_assertion.split('.')[1], 'base64url').toString('utf8'));
+        lastClientAuth.assertion_aud = payload.aud;
+      } catch { /* cannot happen: oidc-provider accepted it */ }
+    }
   }
 
   if (route === 'pushed_authorization_request' && ctx.status === 201 && ctx.body && ctx.body.request_uri) {
