@@ -13,12 +13,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// RFC 7523 §3), where moving time in a test must not change what the provider sees. Expiry and
 /// refresh decisions use [`Clock::now`] instead.
 pub fn system_now() -> i64 {
-    // The one read of the system clock (clippy.toml bans `SystemTime::now` everywhere else).
-    // A clock before 1970 is a broken host; 0 then makes every expiry check fail closed.
+    // The one read of the system clock: clippy.toml bans `SystemTime::now` everywhere else so
+    // that no expiry check can bypass `Clock`. (A host clock set before 1970 reads as 0.)
     #[allow(clippy::disallowed_methods)]
     let now = SystemTime::now();
     now.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
 
