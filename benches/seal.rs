@@ -1,6 +1,9 @@
 //! Seal and unseal of a 2 KB token: the work every proxied request pays for.
 //! Run: cargo bench --bench seal
 
+// A benchmark sets up fixed, known-good input: failing loudly is what it should do.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use token_handler::crypto::{CookieKey, KeyRing, Purpose, Sealer};

@@ -24,6 +24,14 @@ cargo fmt --all -- --check
 step "lint"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "unused dependencies (cargo-machete, from crates.io)"
+# Installed once per machine (pinned, --locked), then reused; the timeout bounds a slow registry.
+# A dependency it wrongly reports goes in Cargo.toml's [package.metadata.cargo-machete] ignored.
+if ! cargo machete --version >/dev/null 2>&1; then
+  timeout 600 cargo install cargo-machete --version 0.9.2 --locked --quiet
+fi
+cargo machete
+
 step "tests"
 cargo test --locked --all-targets
 

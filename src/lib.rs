@@ -18,11 +18,8 @@
 //! requests, ID-token validation), [`routes`] (the HTTP endpoints), [`error`] (the one error
 //! type), [`startup`] (the actix app), [`cli`] (the binary's commands).
 
-#![forbid(unsafe_code)]
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+// Lints (unsafe forbidden; unwrap, expect, panic and the system clock denied outside tests) are
+// set for every target in Cargo.toml's [lints] and clippy.toml, not here.
 
 pub mod cli;
 pub mod clock;

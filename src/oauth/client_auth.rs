@@ -5,6 +5,7 @@
 //! form-encoded before base64 (RFC 6749 §2.3.1), which providers with special characters in their
 //! secrets rely on.
 
+use crate::clock::system_now;
 use crate::config::{AssertionAudience, ClientAuth, ProviderConfig};
 use crate::secret::random_token;
 use base64::engine::general_purpose::STANDARD;
@@ -12,7 +13,6 @@ use base64::Engine;
 use jsonwebtoken::{encode, Header};
 use secrecy::ExposeSecret;
 use serde::Serialize;
-use std::time::{SystemTime, UNIX_EPOCH};
 use url::form_urlencoded::byte_serialize;
 
 /// How long a client assertion is valid (RFC 7523 §3: short).
@@ -70,10 +70,7 @@ pub fn authenticate(
             };
             // The provider checks iat/exp against its own clock, so this uses the wall clock,
             // not the (test-adjustable) application clock.
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
+            let now = u64::try_from(system_now()).unwrap_or(0);
             let mut header = Header::new(*alg);
             header.kid = kid.clone();
             let assertion = encode(

@@ -1,5 +1,9 @@
 //! Integration tests: token-handler against a real OpenID Provider, driven like a browser would.
 
+// Test code asserts by panicking; the library's ban on unwrap/expect/panic (Cargo.toml [lints])
+// does not apply to the helpers here, which are not #[test] functions but are only test code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod adversarial;
 mod cli;
 mod edge;
