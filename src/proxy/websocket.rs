@@ -25,9 +25,14 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use awc::ws::{CloseCode, CloseReason, Frame, Message as UpstreamMessage};
 use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
 
 /// Largest message relayed in either direction.
 const MAX_FRAME: usize = 1024 * 1024;
+
+/// How long, after closing at expiry, the upstream has to answer our close frame before the
+/// connection is dropped (RFC 6455 §7.1.1).
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// The close code sent to the browser when the access token a connection was opened with
 /// expires. RFC 6455 §7.4.2 leaves 4000-4999 to applications; 4401 echoes HTTP 401 and is not a
@@ -129,8 +134,8 @@ pub async fn bridge(
     let route = found.route.path.as_str().to_string();
 
     // Each direction ends at the token's expiry on its own timer (on the app's clock), so
-    // neither waits for a peer that stays silent; dropping both halves closes the upstream TCP
-    // connection, and the browser's close frame ends its response.
+    // neither waits for a peer that stays silent: the browser's close frame ends its response,
+    // and the upstream connection is dropped once it answered our close (or after CLOSE_GRACE).
 
     // Client → upstream.
     let expiry = expiry_timer(state.clock.clone(), until);
@@ -178,6 +183,17 @@ pub async fn bridge(
                 () = &mut expiry => {
                     tracing::info!(route = %route, "WebSocket closed: its access token expired");
                     let _ = session.close(Some(session_expired())).await;
+                    // The other task sends the upstream our close frame. RFC 6455 §7.1.1: wait
+                    // for the upstream's answering close before dropping the connection (for a
+                    // short grace at most), or the frame may be cut off unread.
+                    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                        while let Some(Ok(frame)) = from_upstream.next().await {
+                            if matches!(frame, Frame::Close(_)) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
                     return;
                 }
                 frame = from_upstream.next() => frame,

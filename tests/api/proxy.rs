@@ -722,6 +722,26 @@ async fn close_within(
         .unwrap_or_else(|_| panic!("the WebSocket was still open after {within:?}"))
 }
 
+/// Waits (up to 3 s) until the upstream has received a close frame saying the client went away
+/// because its access token expired.
+async fn assert_upstream_told_going_away(browser: &mut Browser) {
+    let want = json!({"code": 1001, "reason": "access token expired"});
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let resp = browser.raw(Method::GET, "/api/ws-closes", None, &[]).await;
+        assert_eq!(resp.status, 200, "{:?}", resp.body);
+        if resp.body.as_array().is_some_and(|a| a.contains(&want)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upstream was not closed: {:?}",
+            resp.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn assert_session_expired(reason: Option<awc::ws::CloseReason>) {
     let reason = reason.expect("a close reason");
     assert_eq!(u16::from(reason.code), 4401, "{reason:?}");
@@ -735,8 +755,8 @@ fn assert_session_expired(reason: Option<awc::ws::CloseReason>) {
 async fn websockets_close_when_their_access_token_expires() {
     use futures_util::{SinkExt, StreamExt};
     // Two sessions: one whose provider issues 3 s access tokens, one with the usual 300 s.
-    let short = setup(json!({"accessTokenTtl": 3}), "").await;
-    let long = setup(json!({}), "").await;
+    let mut short = setup(json!({"accessTokenTtl": 3}), "").await;
+    let mut long = setup(json!({}), "").await;
     let mut short_ws = open_websocket(&short.app, &short.browser).await;
     let mut long_ws = open_websocket(&long.app, &long.browser).await;
 
@@ -748,6 +768,8 @@ async fn websockets_close_when_their_access_token_expires() {
         "{:?}",
         opened.elapsed()
     );
+    // The upstream's side was closed too, saying why.
+    assert_upstream_told_going_away(&mut short.browser).await;
 
     // The 300 s token's socket is still open and relaying, also once the app's clock is
     // within its token's lifetime...
@@ -763,6 +785,7 @@ async fn websockets_close_when_their_access_token_expires() {
     // ... and closed as soon as that clock passes the token's expiry.
     long.app.state.clock.advance(101);
     assert_session_expired(close_within(&mut long_ws, Duration::from_secs(3)).await);
+    assert_upstream_told_going_away(&mut long.browser).await;
 
     // Reconnecting is how the SPA continues: the handshake refreshes like any proxied request.
     let mut again = open_websocket(&short.app, &short.browser).await;
