@@ -21,7 +21,7 @@ use crate::oauth::Provider;
 use crate::secret::Token;
 use crate::session::{
     access_token_expiry, open_optional, open_required, refresh_due, same_session, session_cookies,
-    AccessTokenCookie, CsrfCookie, NewSession, RefreshTokenCookie,
+    usable_until, AccessTokenCookie, CsrfCookie, NewSession, RefreshTokenCookie,
 };
 use crate::state::AppState;
 use actix_web::cookie::Cookie;
@@ -287,6 +287,9 @@ impl From<ApiError> for Denied {
 pub struct Usable {
     pub access_token: Token,
     pub cookies: Vec<Cookie<'static>>,
+    /// When this token stops being usable (Unix seconds, our clock; [`usable_until`]): what a
+    /// long-lived connection opened with it must not outlive.
+    pub until: i64,
 }
 
 /// The request's access token, refreshed first when it is expired or within
@@ -305,9 +308,12 @@ pub async fn usable_access_token(
     }
     let now = state.clock.now();
     let ahead = state.config.proxy.refresh_ahead.as_secs() as i64;
+    let lifetime =
+        i64::try_from(state.config.cookies.session_lifetime.as_secs()).unwrap_or(i64::MAX);
     let expired = at.expires_at.is_some_and(|exp| exp <= now);
     let due = refresh_due(at.expires_at, at.received_at, ahead, now);
     let keep = |at: AccessTokenCookie| Usable {
+        until: usable_until(at.expires_at, at.received_at, lifetime),
         access_token: at.token,
         cookies: Vec::new(),
     };
@@ -350,6 +356,8 @@ pub async fn usable_access_token(
             Ok(Usable {
                 access_token: refreshed.tokens.access_token.clone(),
                 cookies,
+                // The grant's own time: a shared result is as old as its grant, not this request.
+                until: usable_until(refreshed.expires_at, refreshed.received_at, lifetime),
             })
         }
         Err(failure) if !expired => {

@@ -60,6 +60,16 @@ pub fn refresh_due(expires_at: Option<i64>, received_at: i64, ahead: i64, now: i
     exp.saturating_sub(ahead.min(half_life)) <= now
 }
 
+/// The last moment (Unix seconds, our clock) a connection authenticated with an access token
+/// may stay open without presenting the cookies again: the token's expiry, and never later than
+/// the end of the cookie it came in (sealed for `session_lifetime` from `received_at`), after
+/// which no request with that cookie would be served either. A token without a known expiry
+/// lasts as long as its cookie. Used by WebSocket connections, which cannot be refreshed in place.
+pub fn usable_until(expires_at: Option<i64>, received_at: i64, session_lifetime: i64) -> i64 {
+    let cookie_ends = received_at.saturating_add(session_lifetime);
+    expires_at.map_or(cookie_ends, |exp| exp.min(cookie_ends))
+}
+
 /// The refresh token (`-auth`), with the session's subject so a refreshed ID token can be
 /// checked against it (OIDC Core §12.2).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -263,5 +273,17 @@ mod tests {
         assert!(!refresh_due(None, 1000, 60, i64::MAX));
         assert!(!refresh_due(Some(i64::MAX), i64::MIN, 60, 0));
         assert!(refresh_due(Some(i64::MIN), i64::MAX, i64::MAX, 0));
+    }
+
+    #[test]
+    fn a_token_is_usable_until_its_expiry_or_the_end_of_its_cookie() {
+        // A 300 s token in a 12 h cookie: its expiry.
+        assert_eq!(usable_until(Some(1300), 1000, 43_200), 1300);
+        // A 24 h token in a 12 h cookie, or a token without expiry: the cookie's end.
+        assert_eq!(usable_until(Some(1000 + 86_400), 1000, 43_200), 44_200);
+        assert_eq!(usable_until(None, 1000, 43_200), 44_200);
+        // No overflow at the extremes.
+        assert_eq!(usable_until(Some(i64::MAX), i64::MAX, i64::MAX), i64::MAX);
+        assert_eq!(usable_until(None, i64::MIN, 60), i64::MIN + 60);
     }
 }

@@ -21,14 +21,7 @@ pub fn forwarded_headers(
     state: &AppState,
 ) -> Vec<(header::HeaderName, HeaderValue)> {
     let peer = req.peer_addr().map(|p| p.ip());
-    let trusted = peer.is_some_and(|ip| {
-        state
-            .config
-            .server
-            .trusted_proxies
-            .iter()
-            .any(|n| n.contains(ip))
-    });
+    let trusted = peer.is_some_and(|ip| state.config.server.trusts(ip));
     let incoming = |name: &str| {
         req.headers()
             .get(name)

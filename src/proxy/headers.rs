@@ -152,30 +152,19 @@ fn stored_cookie_name(value: &HeaderValue) -> Option<&str> {
     Some(value.split('=').next().unwrap_or("").trim_matches(wsp))
 }
 
-/// Whether a cookie name is one of ours ([`CookiePolicy::is_ours`]) in any ASCII case, also
-/// with a browser-enforced prefix (`__Host-Http-`, `__Host-`, `__Secure-`) spelt in any case.
-/// Browsers compare names exactly but recognise those prefixes case-insensitively (RFC 6265bis
-/// §4.1.3); ignoring case errs towards dropping a cookie, never towards letting one of ours be
-/// planted.
+/// Whether a browser would send a cookie of this name back to us under one of our names:
+/// [`CookiePolicy::is_ours`] (our prefix in any case, bare or behind `__Host-`/`__Secure-` in any
+/// case), also behind `__Host-Http-` (the prefix browsers now enforce for HttpOnly cookies),
+/// which `is_ours` does not strip because we never issue it. Browsers compare names exactly but recognise those prefixes
+/// case-insensitively; ignoring case errs towards dropping a cookie, never towards letting one of
+/// ours be planted.
 fn looks_ours(policy: &CookiePolicy, name: &str) -> bool {
-    let spellings = |text: &str| {
-        [
-            text.to_string(),
-            text.to_ascii_lowercase(),
-            text.to_ascii_uppercase(),
-        ]
-    };
-    let mut candidates: Vec<String> = spellings(name).to_vec();
-    for prefix in ["__Host-Http-", "__Host-", "__Secure-"] {
-        let Some(head) = name.get(..prefix.len()) else {
-            continue;
-        };
-        if head.eq_ignore_ascii_case(prefix) {
-            let rest = &name[prefix.len()..];
-            candidates.extend(spellings(rest).iter().map(|r| format!("{prefix}{r}")));
-        }
-    }
-    candidates.iter().any(|c| policy.is_ours(c))
+    const HOST_HTTP: &str = "__Host-Http-";
+    let behind_host_http = name
+        .get(..HOST_HTTP.len())
+        .filter(|head| head.eq_ignore_ascii_case(HOST_HTTP))
+        .map(|_| &name[HOST_HTTP.len()..]);
+    policy.is_ours(name) || behind_host_http.is_some_and(|rest| policy.is_ours(rest))
 }
 
 /// Hop-by-hop names listed in a response's `Connection` header.
@@ -231,6 +220,14 @@ redirect_uri = "https://www.example.com/"
             b"th-csrf; Path=/",
             b"TH-at=X",
             b"Th-Auth=X",
+            // Browser-enforced prefixes are recognised in any case (RFC 6265bis §4.1.3).
+            b"__host-th-at=X; Path=/; Secure",
+            b"__Secure-TH-csrf=X",
+            b"__HOST-Th-Auth=X",
+            b"__SeCuRe-th-id=X; Path=/oauth-agent",
+            b"__Host-Http-th-at=X",
+            b"__host-http-TH-csrf=X",
+            b"=__Host-th-csrf=X",
             // Not valid UTF-8, or a control character: no one reading to check.
             b"th-at=\xff\xfe",
             b"\xc3th-at=X",
@@ -252,6 +249,9 @@ redirect_uri = "https://www.example.com/"
             b"flag",
             b"x=caf\xc3\xa9; Path=/",
             b"a=1;\tHttpOnly",
+            b"__Host-upstream=1; Path=/; Secure",
+            b"__secure-thx-at=1",
+            b"__Host-th=1",
         ] {
             assert!(
                 kept(&state, "set-cookie", &set_cookie(foreign), &[]),

@@ -95,14 +95,16 @@ async fn proxy(
         }
     };
     match usable_access_token(req, state, client, csrf).await {
-        Ok(Usable {
-            access_token,
-            cookies,
-        }) => {
-            let bearer: Token = access_token;
+        Ok(usable) => {
             if found.route.websocket && websocket::is_upgrade(req) {
-                return websocket::bridge(req, body, state, client, &found, &bearer, cookies).await;
+                return websocket::bridge(req, body, state, client, &found, usable).await;
             }
+            let Usable {
+                access_token,
+                cookies,
+                ..
+            } = usable;
+            let bearer: Token = access_token;
             forward::forward(req, body, state, client, &found, Some(&bearer), cookies).await
         }
         Err(denied) => refusal(state, denied),

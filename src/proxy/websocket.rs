@@ -5,20 +5,59 @@
 //! trusted Origin is required here: it is the only defence against cross-site WebSocket
 //! hijacking. We connect to the upstream first, so the subprotocol it picks is the one we agree
 //! to, then relay messages both ways until either side closes.
+//!
+//! A connection lives no longer than the access token it was opened with ([`Usable::until`]):
+//! the upstream checked that token once, at the handshake, and would otherwise keep serving the
+//! user long after the session ended (logout, a revoked grant, an expired cookie). It cannot be
+//! refreshed in place either: new tokens live in cookies, and after the handshake there is no
+//! HTTP response left to carry a `Set-Cookie`. So at the token's expiry both sides are closed,
+//! the browser's with [`SESSION_EXPIRED`] (4401, "session expired: reconnect"); the SPA opens a
+//! new connection, whose handshake refreshes the tokens like any proxied request, or is refused
+//! with 401 when the session is over.
 
 use super::headers::upstream_request_headers;
 use super::RouteMatch;
+use crate::clock::Clock;
 use crate::error::ApiError;
-use crate::secret::Token;
+use crate::refresh::Usable;
 use crate::state::AppState;
-use actix_web::cookie::Cookie;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use awc::ws::{Frame, Message as UpstreamMessage};
+use awc::ws::{CloseCode, CloseReason, Frame, Message as UpstreamMessage};
 use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
 
 /// Largest message relayed in either direction.
 const MAX_FRAME: usize = 1024 * 1024;
+
+/// How long, after closing at expiry, the upstream has to answer our close frame before the
+/// connection is dropped (RFC 6455 §7.1.1).
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The close code sent to the browser when the access token a connection was opened with
+/// expires. RFC 6455 §7.4.2 leaves 4000-4999 to applications; 4401 echoes HTTP 401 and is not a
+/// code a browser or proxy sends on its own, so the SPA can tell "reconnect" from a failure.
+pub const SESSION_EXPIRED: u16 = 4401;
+
+/// The close reason sent with [`SESSION_EXPIRED`].
+pub const SESSION_EXPIRED_REASON: &str = "session expired: reconnect";
+
+/// The close frame for the browser at the token's expiry.
+fn session_expired() -> CloseReason {
+    CloseReason {
+        code: CloseCode::Other(SESSION_EXPIRED),
+        description: Some(SESSION_EXPIRED_REASON.to_string()),
+    }
+}
+
+/// The close frame for the upstream at the token's expiry: from its side this client is going
+/// away (RFC 6455 §7.4.1, 1001).
+fn going_away() -> CloseReason {
+    CloseReason {
+        code: CloseCode::Away,
+        description: Some("access token expired".to_string()),
+    }
+}
 
 /// Whether the request asks for a WebSocket upgrade.
 pub fn is_upgrade(req: &HttpRequest) -> bool {
@@ -28,15 +67,22 @@ pub fn is_upgrade(req: &HttpRequest) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
+/// Opens the upstream connection with `usable`'s token, answers the browser's upgrade (with
+/// `usable`'s cookies when the handshake refreshed), and relays until either side closes or the
+/// token expires.
 pub async fn bridge(
     req: &HttpRequest,
     body: web::Payload,
     state: &AppState,
     client: &awc::Client,
     found: &RouteMatch<'_>,
-    bearer: &Token,
-    cookies: Vec<Cookie<'static>>,
+    usable: Usable,
 ) -> HttpResponse {
+    let Usable {
+        access_token: bearer,
+        cookies,
+        until,
+    } = usable;
     if req.headers().get(header::ORIGIN).is_none() {
         return ApiError::Unauthorized("a WebSocket upgrade must carry a trusted Origin header")
             .error_response();
@@ -85,11 +131,29 @@ pub async fn bridge(
         };
     let mut messages = messages.max_frame_size(MAX_FRAME);
     let (mut to_upstream, mut from_upstream) = framed.split();
+    let route = found.route.path.as_str().to_string();
+
+    // Each direction ends at the token's expiry on its own timer (on the app's clock), so
+    // neither waits for a peer that stays silent: the browser's close frame ends its response,
+    // and the upstream connection is dropped once it answered our close (or after CLOSE_GRACE).
 
     // Client → upstream.
+    let expiry = expiry_timer(state.clock.clone(), until);
     actix_web::rt::spawn(async move {
         use actix_ws::Message;
-        while let Some(Ok(msg)) = messages.next().await {
+        tokio::pin!(expiry);
+        loop {
+            let msg = tokio::select! {
+                biased;
+                () = &mut expiry => {
+                    let _ = to_upstream.send(UpstreamMessage::Close(Some(going_away()))).await;
+                    return;
+                }
+                msg = messages.next() => msg,
+            };
+            let Some(Ok(msg)) = msg else {
+                break;
+            };
             let out = match msg {
                 Message::Text(t) => UpstreamMessage::Text(t),
                 Message::Binary(b) => UpstreamMessage::Binary(b),
@@ -110,8 +174,33 @@ pub async fn bridge(
     });
 
     // Upstream → client.
+    let expiry = expiry_timer(state.clock.clone(), until);
     actix_web::rt::spawn(async move {
-        while let Some(Ok(frame)) = from_upstream.next().await {
+        tokio::pin!(expiry);
+        loop {
+            let frame = tokio::select! {
+                biased;
+                () = &mut expiry => {
+                    tracing::info!(route = %route, "WebSocket closed: its access token expired");
+                    let _ = session.close(Some(session_expired())).await;
+                    // The other task sends the upstream our close frame. RFC 6455 §7.1.1: wait
+                    // for the upstream's answering close before dropping the connection (for a
+                    // short grace at most), or the frame may be cut off unread.
+                    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                        while let Some(Ok(frame)) = from_upstream.next().await {
+                            if matches!(frame, Frame::Close(_)) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                    return;
+                }
+                frame = from_upstream.next() => frame,
+            };
+            let Some(Ok(frame)) = frame else {
+                break;
+            };
             let sent = match frame {
                 Frame::Text(b) => match String::from_utf8(b.to_vec()) {
                     Ok(text) => session.text(text).await,
@@ -140,4 +229,10 @@ pub async fn bridge(
         }
     }
     response
+}
+
+/// Resolves when the app's clock reaches `until`. A plain tokio sleep would not see the clock
+/// moved by a test, nor a wall-clock jump; [`Clock::sleep_until`] sees both.
+async fn expiry_timer(clock: Clock, until: i64) {
+    clock.sleep_until(until).await;
 }

@@ -665,6 +665,138 @@ async fn websockets_pass_through_authenticated_where_enabled() {
     app.assert_alive().await;
 }
 
+/// A client's WebSocket connection (awc's `Framed`, whose crate is not a dependency here).
+trait WsFramed:
+    futures_util::Sink<awc::ws::Message, Error = awc::error::WsProtocolError>
+    + futures_util::Stream<Item = Result<awc::ws::Frame, awc::error::WsProtocolError>>
+    + Unpin
+{
+}
+
+impl<T> WsFramed for T where
+    T: futures_util::Sink<awc::ws::Message, Error = awc::error::WsProtocolError>
+        + futures_util::Stream<Item = Result<awc::ws::Frame, awc::error::WsProtocolError>>
+        + Unpin
+{
+}
+
+/// A WebSocket through the proxy with the browser's cookies, checked to echo.
+async fn open_websocket(app: &TestApp, browser: &Browser) -> impl WsFramed {
+    use futures_util::{SinkExt, StreamExt};
+    let (resp, mut framed) = awc::Client::default()
+        .ws(format!("{}/api/ws", app.address.replacen("http", "ws", 1)))
+        .origin(SPA_ORIGIN)
+        .set_header("cookie", browser.jar.header_for("/api/ws").as_str())
+        .connect()
+        .await
+        .expect("handshake through the proxy");
+    assert_eq!(resp.status().as_u16(), 101);
+    framed
+        .send(awc::ws::Message::Text("hello".into()))
+        .await
+        .expect("send");
+    match framed.next().await {
+        Some(Ok(awc::ws::Frame::Text(t))) => assert_eq!(&t[..], b"pat: hello"),
+        other => panic!("unexpected frame: {other:?}"),
+    }
+    framed
+}
+
+/// The close frame the socket receives within `within`, skipping pings.
+async fn close_within(
+    framed: &mut impl WsFramed,
+    within: Duration,
+) -> Option<awc::ws::CloseReason> {
+    use futures_util::StreamExt;
+    let next_close = async {
+        loop {
+            match framed.next().await {
+                Some(Ok(awc::ws::Frame::Close(reason))) => return reason,
+                Some(Ok(awc::ws::Frame::Ping(_) | awc::ws::Frame::Pong(_))) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(within, next_close)
+        .await
+        .unwrap_or_else(|_| panic!("the WebSocket was still open after {within:?}"))
+}
+
+/// Waits (up to 3 s) until the upstream has received a close frame saying the client went away
+/// because its access token expired.
+async fn assert_upstream_told_going_away(browser: &mut Browser) {
+    let want = json!({"code": 1001, "reason": "access token expired"});
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let resp = browser.raw(Method::GET, "/api/ws-closes", None, &[]).await;
+        assert_eq!(resp.status, 200, "{:?}", resp.body);
+        if resp.body.as_array().is_some_and(|a| a.contains(&want)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upstream was not closed: {:?}",
+            resp.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn assert_session_expired(reason: Option<awc::ws::CloseReason>) {
+    let reason = reason.expect("a close reason");
+    assert_eq!(u16::from(reason.code), 4401, "{reason:?}");
+    assert_eq!(
+        reason.description.as_deref(),
+        Some("session expired: reconnect")
+    );
+}
+
+#[actix_web::test]
+async fn websockets_close_when_their_access_token_expires() {
+    use futures_util::{SinkExt, StreamExt};
+    // Two sessions: one whose provider issues 3 s access tokens, one with the usual 300 s.
+    let mut short = setup(json!({"accessTokenTtl": 3}), "").await;
+    let mut long = setup(json!({}), "").await;
+    let mut short_ws = open_websocket(&short.app, &short.browser).await;
+    let mut long_ws = open_websocket(&long.app, &long.browser).await;
+
+    // The 3 s token's socket is closed by us, in real time, with the documented code.
+    let opened = Instant::now();
+    assert_session_expired(close_within(&mut short_ws, Duration::from_secs(8)).await);
+    assert!(
+        opened.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        opened.elapsed()
+    );
+    // The upstream's side was closed too, saying why.
+    assert_upstream_told_going_away(&mut short.browser).await;
+
+    // The 300 s token's socket is still open and relaying, also once the app's clock is
+    // within its token's lifetime...
+    long.app.state.clock.advance(200);
+    long_ws
+        .send(awc::ws::Message::Text("still there".into()))
+        .await
+        .expect("send");
+    match long_ws.next().await {
+        Some(Ok(awc::ws::Frame::Text(t))) => assert_eq!(&t[..], b"pat: still there"),
+        other => panic!("the long-lived socket did not answer: {other:?}"),
+    }
+    // ... and closed as soon as that clock passes the token's expiry.
+    long.app.state.clock.advance(101);
+    assert_session_expired(close_within(&mut long_ws, Duration::from_secs(3)).await);
+    assert_upstream_told_going_away(&mut long.browser).await;
+
+    // Reconnecting is how the SPA continues: the handshake refreshes like any proxied request.
+    let mut again = open_websocket(&short.app, &short.browser).await;
+    again
+        .send(awc::ws::Message::Close(None))
+        .await
+        .expect("close");
+    short.app.assert_alive().await;
+    long.app.assert_alive().await;
+}
+
 #[actix_web::test]
 async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
     let op = TestProvider::start_with(jwt_provider(json!({}))).await;

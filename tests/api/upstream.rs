@@ -62,6 +62,11 @@ impl Verifier {
     }
 }
 
+/// The close frames this upstream's WebSocket endpoint received, in order, as
+/// `{"code": …, "reason": …}` (`null` for a close without a payload), read at `/api/ws-closes`.
+#[derive(Default)]
+struct WsCloses(std::sync::Mutex<Vec<Value>>);
+
 /// A running upstream; stops with the test's runtime.
 pub struct Upstream {
     pub address: String,
@@ -88,11 +93,13 @@ impl Upstream {
             trusted.push((issuer.to_string(), jwks));
         }
         let verifier = web::Data::new(Verifier { issuers: trusted });
+        let closes = web::Data::new(WsCloses::default());
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(verifier.clone())
+                .app_data(closes.clone())
                 .app_data(web::PayloadConfig::new(usize::MAX))
                 .route("/api/stream/download", web::get().to(download))
                 .route("/api/stream/upload", web::post().to(upload))
@@ -102,6 +109,7 @@ impl Upstream {
                 .route("/api/not-modified", web::get().to(not_modified))
                 .route("/api/redirect", web::get().to(redirect))
                 .route("/api/ws", web::get().to(websocket))
+                .route("/api/ws-closes", web::get().to(ws_closes))
                 .route("/api/respond", web::get().to(respond))
                 .default_service(web::to(echo))
         })
@@ -269,7 +277,12 @@ async fn unauthorized() -> HttpResponse {
 
 /// Echoes text messages as "<sub>: <text>", answers "headers" with the handshake's headers as
 /// JSON; accepts the subprotocol `chat.v1`.
-async fn websocket(req: HttpRequest, body: web::Payload, v: web::Data<Verifier>) -> HttpResponse {
+async fn websocket(
+    req: HttpRequest,
+    body: web::Payload,
+    v: web::Data<Verifier>,
+    closes: web::Data<WsCloses>,
+) -> HttpResponse {
     let claims = match v.check(&req).await {
         Ok(c) => c,
         Err(reason) => return denied(reason),
@@ -294,6 +307,11 @@ async fn websocket(req: HttpRequest, body: web::Payload, v: web::Data<Verifier>)
                     }
                 }
                 actix_ws::Message::Close(reason) => {
+                    let entry = match &reason {
+                        Some(r) => json!({"code": u16::from(r.code), "reason": r.description}),
+                        None => Value::Null,
+                    };
+                    closes.0.lock().expect("close log").push(entry);
                     let _ = session.close(reason).await;
                     return;
                 }
@@ -302,6 +320,19 @@ async fn websocket(req: HttpRequest, body: web::Payload, v: web::Data<Verifier>)
         }
     });
     resp
+}
+
+/// The WebSocket close frames received so far ([`WsCloses`]).
+async fn ws_closes(
+    req: HttpRequest,
+    v: web::Data<Verifier>,
+    closes: web::Data<WsCloses>,
+) -> HttpResponse {
+    if let Err(reason) = v.check(&req).await {
+        return denied(reason);
+    }
+    let seen = closes.0.lock().expect("close log").clone();
+    HttpResponse::Ok().json(seen)
 }
 
 /// The echo, answered with the response headers the query names: each `h=<Name>:<value>`,
