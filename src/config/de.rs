@@ -121,3 +121,45 @@ macro_rules! word_enum {
     };
 }
 pub(super) use word_enum;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LogFormat, SameSite};
+
+    #[derive(Deserialize, Debug)]
+    struct Sample {
+        #[serde(deserialize_with = "duration")]
+        timeout: Duration,
+        #[serde(deserialize_with = "duration_or_zero")]
+        ahead: Duration,
+        same_site: SameSite,
+        format: LogFormat,
+    }
+
+    fn sample(timeout: &str, ahead: &str, same_site: &str) -> Result<Sample, String> {
+        toml::from_str::<Sample>(&format!(
+            "timeout = \"{timeout}\"\nahead = \"{ahead}\"\nsame_site = \"{same_site}\"\nformat = \"JSON\""
+        ))
+        .map_err(|e| e.message().to_string())
+    }
+
+    #[test]
+    fn durations_and_words_read_as_operators_write_them() {
+        let s = sample(" 1h 30m ", "0s", "Lax").expect("valid");
+        assert_eq!(s.timeout, Duration::from_secs(5400));
+        assert_eq!(s.ahead, Duration::ZERO);
+        assert_eq!((s.same_site, s.format), (SameSite::Lax, LogFormat::Json));
+        assert_eq!(
+            sample("0s", "1s", "lax").expect_err("zero"),
+            "must be longer than zero"
+        );
+        let e = sample("soon", "1s", "lax").expect_err("not a duration");
+        assert!(
+            e.starts_with("`soon` is not a duration like \"30s\""),
+            "{e}"
+        );
+        let e = sample("1s", "1s", "relaxed").expect_err("not a word");
+        assert_eq!(e, "`relaxed` is not one of strict, lax, none");
+    }
+}

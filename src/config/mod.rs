@@ -646,39 +646,4 @@ timeout = "5s"
         )
         .is_ok());
     }
-
-    #[test]
-    fn trusted_proxy_ranges() {
-        let net = IpNet::parse("10.1.0.0/16").expect("valid");
-        assert!(net.contains("10.1.2.3".parse().expect("ip")));
-        assert!(!net.contains("10.2.0.1".parse().expect("ip")));
-        assert!(net.contains("::ffff:10.1.9.9".parse().expect("ip")));
-        let one = IpNet::parse("127.0.0.1").expect("valid");
-        assert!(one.contains("127.0.0.1".parse().expect("ip")));
-        assert!(!one.contains("127.0.0.2".parse().expect("ip")));
-        let all6 = IpNet::parse("::/0").expect("valid");
-        assert!(all6.contains("2001:db8::1".parse().expect("ip")));
-        assert!(IpNet::parse("10.0.0.0/33").is_err());
-        assert!(IpNet::parse("proxy.internal").is_err());
-    }
-
-    #[test]
-    fn route_paths_match_on_segment_boundaries() {
-        let p = RoutePath::parse("/api").expect("valid");
-        assert!(p.matches("/api"));
-        assert!(p.matches("/api/"));
-        assert!(p.matches("/api/orders"));
-        assert!(!p.matches("/apix"));
-        assert!(!p.matches("/ap"));
-        assert!(!p.matches("/"));
-    }
-
-    #[test]
-    fn trusted_origins_compare_exactly() {
-        let t = TrustedOrigins::parse(&["https://app.example.com/"]).expect("valid");
-        assert!(t.contains("https://app.example.com"));
-        assert!(!t.contains("https://app.example.com.evil.test"));
-        assert!(!t.contains("http://app.example.com"));
-        assert!(!t.contains("null"));
-    }
 }

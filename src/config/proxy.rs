@@ -259,8 +259,19 @@ fn parse_allowed_header(key: &str, text: &str) -> Result<HeaderName, ConfigError
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Config;
+    use crate::config::{Config, RoutePath};
     use crate::crypto::CookieKey;
+
+    #[test]
+    fn route_paths_match_on_segment_boundaries() {
+        let p = RoutePath::parse("/api").expect("valid");
+        assert!(p.matches("/api"));
+        assert!(p.matches("/api/"));
+        assert!(p.matches("/api/orders"));
+        assert!(!p.matches("/apix"));
+        assert!(!p.matches("/ap"));
+        assert!(!p.matches("/"));
+    }
 
     fn with_route(allow: &str) -> String {
         let key = CookieKey::generate_text();

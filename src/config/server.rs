@@ -155,3 +155,23 @@ impl BasePath {
 fn is_path_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_proxy_ranges() {
+        let net = IpNet::parse("10.1.0.0/16").expect("valid");
+        assert!(net.contains("10.1.2.3".parse().expect("ip")));
+        assert!(!net.contains("10.2.0.1".parse().expect("ip")));
+        assert!(net.contains("::ffff:10.1.9.9".parse().expect("ip")));
+        let one = IpNet::parse("127.0.0.1").expect("valid");
+        assert!(one.contains("127.0.0.1".parse().expect("ip")));
+        assert!(!one.contains("127.0.0.2".parse().expect("ip")));
+        let all6 = IpNet::parse("::/0").expect("valid");
+        assert!(all6.contains("2001:db8::1".parse().expect("ip")));
+        assert!(IpNet::parse("10.0.0.0/33").is_err());
+        assert!(IpNet::parse("proxy.internal").is_err());
+    }
+}

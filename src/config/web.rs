@@ -82,3 +82,17 @@ impl TrustedOrigins {
         &self.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_origins_compare_exactly() {
+        let t = TrustedOrigins::parse(&["https://app.example.com/"]).expect("valid");
+        assert!(t.contains("https://app.example.com"));
+        assert!(!t.contains("https://app.example.com.evil.test"));
+        assert!(!t.contains("http://app.example.com"));
+        assert!(!t.contains("null"));
+    }
+}
