@@ -6,10 +6,8 @@
 //! private key that does not parse or a preset that lacks its tenant fails at startup, not at
 //! the first login.
 
-use super::{
-    is_token, list_or_text, parse_duration, parse_provider_url, parse_url, read_secret_file,
-    ConfigError,
-};
+use super::de::{bool_or_text, duration, opt_list_or_text, word_enum};
+use super::{is_token, parse_provider_url, parse_url, read_secret_file, ConfigError, SecretFile};
 use crate::oauth::id_token::StepUp;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use secrecy::SecretString;
@@ -24,33 +22,33 @@ use url::Url;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawProvider {
     id: String,
-    preset: Option<String>,
+    preset: Option<Preset>,
     /// Microsoft Entra ID tenant (GUID or domain), with `preset = "microsoft"`.
     tenant: Option<String>,
     issuer: Option<String>,
     client_id: String,
-    client_auth: Option<String>,
+    client_auth: Option<ClientAuthMethod>,
     client_secret: Option<String>,
     client_secret_file: Option<PathBuf>,
     private_key_file: Option<PathBuf>,
     private_key_id: Option<String>,
     /// `endpoint` (default) or `issuer`: the `aud` of private_key_jwt assertions.
-    client_assertion_audience: Option<String>,
+    client_assertion_audience: Option<AssertionAudience>,
     redirect_uri: String,
     /// Refuse authorization responses without `iss` (RFC 9207).
-    #[serde(default, deserialize_with = "super::bool_or_text")]
+    #[serde(default, deserialize_with = "bool_or_text")]
     require_iss: bool,
     post_logout_redirect_uri: Option<String>,
     scope: Option<String>,
-    #[serde(default = "default_timeout")]
-    timeout: String,
+    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    timeout: Duration,
     #[serde(default)]
     extra_auth_params: BTreeMap<String, String>,
     #[serde(default)]
     extra_token_params: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "optional_list")]
+    #[serde(default, deserialize_with = "opt_list_or_text")]
     allowed_extra_params: Option<Vec<String>>,
-    par: Option<String>,
+    par: Option<ParMode>,
     authorization_endpoint: Option<String>,
     token_endpoint: Option<String>,
     userinfo_endpoint: Option<String>,
@@ -60,12 +58,8 @@ pub(super) struct RawProvider {
     pushed_authorization_request_endpoint: Option<String>,
 }
 
-fn default_timeout() -> String {
-    "10s".into()
-}
-
-fn optional_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    list_or_text(d).map(Some)
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// Parameters an SPA may add at login when `allowed_extra_params` is not set: the OpenID
@@ -90,17 +84,41 @@ pub enum Preset {
     Okta,
 }
 
-impl Preset {
-    fn parse(text: &str) -> Option<Self> {
-        Some(match text.to_ascii_lowercase().as_str() {
-            "google" => Preset::Google,
-            "microsoft" => Preset::Microsoft,
-            "github" => Preset::GitHub,
-            "auth0" => Preset::Auth0,
-            "keycloak" => Preset::Keycloak,
-            "okta" => Preset::Okta,
-            _ => return None,
-        })
+word_enum!(Preset {
+    "google" => Preset::Google,
+    "microsoft" => Preset::Microsoft,
+    "github" => Preset::GitHub,
+    "auth0" => Preset::Auth0,
+    "keycloak" => Preset::Keycloak,
+    "okta" => Preset::Okta,
+});
+
+/// `client_auth`: the `token_endpoint_auth_method` as written in the configuration, before the
+/// secret or key it needs is read into a [`ClientAuth`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientAuthMethod {
+    SecretBasic,
+    SecretPost,
+    PrivateKeyJwt,
+    None,
+}
+
+word_enum!(ClientAuthMethod {
+    "client_secret_basic" => ClientAuthMethod::SecretBasic,
+    "client_secret_post" => ClientAuthMethod::SecretPost,
+    "private_key_jwt" => ClientAuthMethod::PrivateKeyJwt,
+    "none" => ClientAuthMethod::None,
+});
+
+impl ClientAuthMethod {
+    /// The name as configured, for messages.
+    fn name(self) -> &'static str {
+        match self {
+            ClientAuthMethod::SecretBasic => "client_secret_basic",
+            ClientAuthMethod::SecretPost => "client_secret_post",
+            ClientAuthMethod::PrivateKeyJwt => "private_key_jwt",
+            ClientAuthMethod::None => "none",
+        }
     }
 }
 
@@ -165,6 +183,11 @@ pub enum AssertionAudience {
     Issuer,
 }
 
+word_enum!(AssertionAudience {
+    "endpoint" => AssertionAudience::Endpoint,
+    "issuer" => AssertionAudience::Issuer,
+});
+
 /// Pushed authorization requests (RFC 9126).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParMode {
@@ -175,6 +198,12 @@ pub enum ParMode {
     /// Never used.
     Off,
 }
+
+word_enum!(ParMode {
+    "auto" => ParMode::Auto,
+    "required" => ParMode::Required,
+    "off" => ParMode::Off,
+});
 
 /// One identity provider.
 #[derive(Debug, Clone)]
@@ -321,8 +350,8 @@ impl RawProvider {
                 );
                 set(&mut self.userinfo_endpoint, "https://api.github.com/user");
                 set(&mut self.scope, "read:user user:email");
-                set(&mut self.par, "off");
-                set(&mut self.client_auth, "client_secret_post");
+                self.par.get_or_insert(ParMode::Off);
+                self.client_auth.get_or_insert(ClientAuthMethod::SecretPost);
             }
             Preset::Auth0 | Preset::Keycloak | Preset::Okta => {
                 if self.issuer.is_none() {
@@ -343,51 +372,48 @@ impl RawProvider {
     }
 
     /// The files this provider reads secrets from (see [`super::files`]).
-    pub(super) fn secret_files(&self, i: usize) -> Vec<super::SecretFile> {
+    fn secret_files(&self, i: usize) -> Vec<SecretFile> {
         [
             ("client_secret_file", &self.client_secret_file),
             ("private_key_file", &self.private_key_file),
         ]
         .into_iter()
         .filter_map(|(name, path)| {
-            Some(super::SecretFile {
+            Some(SecretFile {
                 key: format!("providers[{i}].{name}"),
                 path: path.clone()?,
             })
         })
         .collect()
     }
+}
 
-    pub(super) fn validate(mut self, i: usize) -> Result<ProviderConfig, ConfigError> {
+impl TryFrom<(usize, RawProvider)> for ProviderConfig {
+    type Error = ConfigError;
+
+    /// Validates `providers[i]` on its own (see [`providers`] for the rules between entries).
+    fn try_from((i, mut raw): (usize, RawProvider)) -> Result<Self, ConfigError> {
         let k = |name: &str| format!("providers[{i}].{name}");
-        if !is_token(&self.id) {
+        if !is_token(&raw.id) {
             return Err(ConfigError::new(
                 k("id"),
                 "must be letters, digits, `-` or `_`",
             ));
         }
-        let preset = match &self.preset {
-            None => None,
-            Some(p) => Some(Preset::parse(p).ok_or_else(|| {
-                ConfigError::new(
-                    k("preset"),
-                    format!("`{p}` is not one of google, microsoft, github, auth0, keycloak, okta"),
-                )
-            })?),
-        };
-        if self.tenant.is_some() && preset != Some(Preset::Microsoft) {
+        let preset = raw.preset;
+        if raw.tenant.is_some() && preset != Some(Preset::Microsoft) {
             return Err(ConfigError::new(
                 k("tenant"),
                 "only applies to preset = \"microsoft\"",
             ));
         }
         if let Some(p) = preset {
-            self.apply_preset(p, &k)?;
+            raw.apply_preset(p, &k)?;
         }
-        if self.client_id.trim().is_empty() {
+        if raw.client_id.trim().is_empty() {
             return Err(ConfigError::new(k("client_id"), "must not be empty"));
         }
-        let scope = self
+        let scope = raw
             .scope
             .as_deref()
             .unwrap_or("openid profile email offline_access")
@@ -403,18 +429,18 @@ impl RawProvider {
                 .transpose()
         };
         let endpoints = EndpointOverrides {
-            authorization_endpoint: opt("authorization_endpoint", &self.authorization_endpoint)?,
-            token_endpoint: opt("token_endpoint", &self.token_endpoint)?,
-            userinfo_endpoint: opt("userinfo_endpoint", &self.userinfo_endpoint)?,
-            jwks_uri: opt("jwks_uri", &self.jwks_uri)?,
-            end_session_endpoint: opt("end_session_endpoint", &self.end_session_endpoint)?,
-            revocation_endpoint: opt("revocation_endpoint", &self.revocation_endpoint)?,
+            authorization_endpoint: opt("authorization_endpoint", &raw.authorization_endpoint)?,
+            token_endpoint: opt("token_endpoint", &raw.token_endpoint)?,
+            userinfo_endpoint: opt("userinfo_endpoint", &raw.userinfo_endpoint)?,
+            jwks_uri: opt("jwks_uri", &raw.jwks_uri)?,
+            end_session_endpoint: opt("end_session_endpoint", &raw.end_session_endpoint)?,
+            revocation_endpoint: opt("revocation_endpoint", &raw.revocation_endpoint)?,
             pushed_authorization_request_endpoint: opt(
                 "pushed_authorization_request_endpoint",
-                &self.pushed_authorization_request_endpoint,
+                &raw.pushed_authorization_request_endpoint,
             )?,
         };
-        let issuer = match &self.issuer {
+        let issuer = match &raw.issuer {
             Some(text) => {
                 parse_provider_url(&k("issuer"), text)?;
                 text.trim().to_string()
@@ -436,18 +462,8 @@ impl RawProvider {
             ));
         }
 
-        let client_auth = self.client_auth(&k)?;
-        let par = match self.par.as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("auto") => ParMode::Auto,
-            Some("required") => ParMode::Required,
-            Some("off") => ParMode::Off,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    k("par"),
-                    format!("`{other}` is not one of auto, required, off"),
-                ))
-            }
-        };
+        let client_auth = raw.client_auth(&k)?;
+        let par = raw.par.unwrap_or(ParMode::Auto);
         let params = |name: &str, map: BTreeMap<String, String>, reserved: &[&str]| {
             map.into_iter()
                 .map(|(key, value)| {
@@ -462,7 +478,7 @@ impl RawProvider {
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
-        let allowed_extra_params = match self.allowed_extra_params {
+        let allowed_extra_params = match raw.allowed_extra_params {
             Some(list) => {
                 if let Some(bad) = list.iter().find(|p| RESERVED_PARAMS.contains(&p.as_str())) {
                     return Err(ConfigError::new(
@@ -477,11 +493,8 @@ impl RawProvider {
                 .map(|s| s.to_string())
                 .collect(),
         };
-        let extra_auth_params = params(
-            "extra_auth_params",
-            self.extra_auth_params,
-            &RESERVED_PARAMS,
-        )?;
+        let extra_auth_params =
+            params("extra_auth_params", raw.extra_auth_params, &RESERVED_PARAMS)?;
         let step_up = step_up(&extra_auth_params, &k)?;
         if !step_up.is_empty() && !scope.split(' ').any(|s| s == "openid") {
             return Err(ConfigError::new(
@@ -490,19 +503,19 @@ impl RawProvider {
             ));
         }
         Ok(ProviderConfig {
-            redirect_uri: parse_url(&k("redirect_uri"), &self.redirect_uri)?,
-            post_logout_redirect_uri: self
+            redirect_uri: parse_url(&k("redirect_uri"), &raw.redirect_uri)?,
+            post_logout_redirect_uri: raw
                 .post_logout_redirect_uri
                 .as_deref()
                 .map(|t| parse_url(&k("post_logout_redirect_uri"), t))
                 .transpose()?,
-            timeout: parse_duration(&k("timeout"), &self.timeout)?,
+            timeout: raw.timeout,
             extra_auth_params,
             step_up,
-            require_iss: self.require_iss,
+            require_iss: raw.require_iss,
             extra_token_params: params(
                 "extra_token_params",
-                self.extra_token_params,
+                raw.extra_token_params,
                 &RESERVED_TOKEN_PARAMS,
             )?,
             allowed_extra_params,
@@ -512,34 +525,20 @@ impl RawProvider {
             issuer,
             discovery,
             preset,
-            id: self.id,
-            client_id: self.client_id.trim().to_string(),
+            id: raw.id,
+            client_id: raw.client_id.trim().to_string(),
             client_auth,
         })
     }
+}
 
+impl RawProvider {
     fn client_auth(&self, k: &dyn Fn(&str) -> String) -> Result<ClientAuth, ConfigError> {
-        let method = self
-            .client_auth
-            .as_deref()
-            .unwrap_or("client_secret_basic")
-            .to_ascii_lowercase();
-        let audience = match self
+        let method = self.client_auth.unwrap_or(ClientAuthMethod::SecretBasic);
+        let audience = self
             .client_assertion_audience
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("endpoint") => AssertionAudience::Endpoint,
-            Some("issuer") => AssertionAudience::Issuer,
-            Some(other) => {
-                return Err(ConfigError::new(
-                    k("client_assertion_audience"),
-                    format!("`{other}` is not one of endpoint, issuer"),
-                ))
-            }
-        };
-        if self.client_assertion_audience.is_some() && method != "private_key_jwt" {
+            .unwrap_or(AssertionAudience::Endpoint);
+        if self.client_assertion_audience.is_some() && method != ClientAuthMethod::PrivateKeyJwt {
             return Err(ConfigError::new(
                 k("client_assertion_audience"),
                 "only applies to client_auth = \"private_key_jwt\"",
@@ -561,7 +560,8 @@ impl RawProvider {
                     return Err(ConfigError::new(
                         k("client_secret"),
                         format!(
-                            "is required with client_auth = \"{method}\" (or client_secret_file)"
+                            "is required with client_auth = \"{}\" (or client_secret_file)",
+                            method.name()
                         ),
                     ))
                 }
@@ -577,14 +577,14 @@ impl RawProvider {
             }
             Ok(())
         };
-        Ok(match method.as_str() {
-            "client_secret_basic" => ClientAuth::SecretBasic(secret()?),
-            "client_secret_post" => ClientAuth::SecretPost(secret()?),
-            "none" => {
+        Ok(match method {
+            ClientAuthMethod::SecretBasic => ClientAuth::SecretBasic(secret()?),
+            ClientAuthMethod::SecretPost => ClientAuth::SecretPost(secret()?),
+            ClientAuthMethod::None => {
                 no_secret("a public client (client_auth = \"none\") has no secret")?;
                 ClientAuth::None
             }
-            "private_key_jwt" => {
+            ClientAuthMethod::PrivateKeyJwt => {
                 no_secret("private_key_jwt signs with private_key_file; remove the client secret")?;
                 let file = self.private_key_file.as_ref().ok_or_else(|| {
                     ConfigError::new(
@@ -604,13 +604,17 @@ impl RawProvider {
                     ));
                 };
                 // Sign once now, so a key of another curve fails at startup, not at login.
-                jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &serde_json::json!({}), &key)
-                    .map_err(|_| {
-                        ConfigError::new(
-                            k("private_key_file"),
-                            "cannot sign ES256 or RS256 with this key (EC keys must be on P-256)",
-                        )
-                    })?;
+                jsonwebtoken::encode(
+                    &jsonwebtoken::Header::new(alg),
+                    &serde_json::json!({}),
+                    &key,
+                )
+                .map_err(|_| {
+                    ConfigError::new(
+                        k("private_key_file"),
+                        "cannot sign ES256 or RS256 with this key (EC keys must be on P-256)",
+                    )
+                })?;
                 ClientAuth::PrivateKeyJwt {
                     key,
                     alg,
@@ -618,16 +622,63 @@ impl RawProvider {
                     audience,
                 }
             }
-            other => {
-                return Err(ConfigError::new(
-                    k("client_auth"),
-                    format!(
-                        "`{other}` is not one of client_secret_basic, client_secret_post, private_key_jwt, none"
-                    ),
-                ))
-            }
         })
     }
+}
+
+/// Validates every `[[providers]]` entry, then the rules between them: at least one, ids
+/// unique, and a shared `redirect_uri` only with `require_iss`. Adds the files they read secrets
+/// from to `secret_files`.
+pub(super) fn providers(
+    raw: Vec<RawProvider>,
+    secret_files: &mut Vec<SecretFile>,
+) -> Result<Vec<ProviderConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::new(
+            "providers",
+            "configure at least one [[providers]] entry",
+        ));
+    }
+    let mut providers: Vec<ProviderConfig> = Vec::new();
+    for (i, p) in raw.into_iter().enumerate() {
+        secret_files.extend(p.secret_files(i));
+        let provider = ProviderConfig::try_from((i, p))?;
+        if providers.iter().any(|q| q.id == provider.id) {
+            return Err(ConfigError::new(
+                format!("providers[{i}].id"),
+                format!("`{}` is used by another provider", provider.id),
+            ));
+        }
+        providers.push(provider);
+    }
+    check_shared_redirect_uris(&providers)?;
+    Ok(providers)
+}
+
+/// RFC 9700 §4.4 (mix-up): when two providers send their responses to the same redirect URI,
+/// the response alone does not say which provider issued the code, so a malicious or
+/// compromised provider could have the code of another sent to its own token endpoint. Only
+/// the `iss` parameter of RFC 9207 tells them apart, so every provider that shares a
+/// `redirect_uri` must be configured to require it (`require_iss = true`).
+fn check_shared_redirect_uris(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
+    for (i, p) in providers.iter().enumerate() {
+        if p.require_iss {
+            continue;
+        }
+        if let Some(other) = providers
+            .iter()
+            .find(|q| q.id != p.id && q.redirect_uri == p.redirect_uri)
+        {
+            return Err(ConfigError::new(
+                format!("providers[{i}].require_iss"),
+                format!(
+                    "providers `{}` and `{}` share redirect_uri `{}`: a response at a shared redirect URI does not say which provider sent it, so one provider could obtain another's authorization code (mix-up attack, RFC 9700 §4.4). Give each provider its own redirect_uri, or set require_iss = true on every provider that shares it (each must send the iss parameter of RFC 9207)",
+                    p.id, other.id, p.redirect_uri
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The operator's step-up parameters, read from `extra_auth_params` so that what is sent and

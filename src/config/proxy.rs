@@ -4,7 +4,8 @@
 //! proxy can trust that a route never shadows an agent endpoint and always receives the
 //! session cookies.
 
-use super::{bool_or_text, list_or_text, parse_duration, parse_url, within, BasePath, ConfigError};
+use super::de::{bool_or_text, duration, duration_or_zero, list_or_text};
+use super::{parse_url, within, BasePath, ConfigError};
 use actix_web::http::header::HeaderName;
 use serde::Deserialize;
 use std::time::Duration;
@@ -13,7 +14,8 @@ use url::Url;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawProxy {
-    refresh_ahead: String,
+    #[serde(deserialize_with = "duration_or_zero")]
+    refresh_ahead: Duration,
     #[serde(deserialize_with = "list_or_text")]
     forward_auth_paths: Vec<String>,
 }
@@ -21,7 +23,7 @@ pub(super) struct RawProxy {
 impl Default for RawProxy {
     fn default() -> Self {
         Self {
-            refresh_ahead: "60s".into(),
+            refresh_ahead: Duration::from_secs(60),
             forward_auth_paths: Vec::new(),
         }
     }
@@ -34,8 +36,8 @@ pub(super) struct RawRoute {
     upstream: String,
     #[serde(default, deserialize_with = "bool_or_text")]
     strip_prefix: bool,
-    #[serde(default = "default_route_timeout")]
-    timeout: String,
+    #[serde(default = "default_route_timeout", deserialize_with = "duration")]
+    timeout: Duration,
     #[serde(default, deserialize_with = "bool_or_text")]
     allow_bearer: bool,
     #[serde(default, deserialize_with = "bool_or_text")]
@@ -71,8 +73,8 @@ pub fn is_instructing_response_header(name: &str) -> bool {
     name.starts_with("x-accel-") || name == "x-sendfile" || name == "x-lighttpd-send-file"
 }
 
-fn default_route_timeout() -> String {
-    "30s".into()
+fn default_route_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// The API proxy's settings.
@@ -100,7 +102,7 @@ impl RoutePath {
                 "`{text}` would capture every path; name the API's prefix, e.g. \"/api\""
             ));
         }
-        Ok(Self(base.0))
+        Ok(Self(base.as_str().to_string()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -135,26 +137,58 @@ pub struct RouteConfig {
     pub allow_headers: Vec<HeaderName>,
 }
 
+impl TryFrom<(usize, RawRoute)> for RouteConfig {
+    type Error = ConfigError;
+
+    /// Validates `routes[i]` on its own (see [`validate_proxy`] for the rules it must meet
+    /// against the other sections and routes).
+    fn try_from((i, r): (usize, RawRoute)) -> Result<Self, ConfigError> {
+        let k = |name: &str| format!("routes[{i}].{name}");
+        let path = RoutePath::parse(&r.path).map_err(|m| ConfigError::new(k("path"), m))?;
+        let upstream = parse_url(&k("upstream"), &r.upstream)?;
+        if upstream.query().is_some()
+            || upstream.fragment().is_some()
+            || !upstream.username().is_empty()
+            || upstream.password().is_some()
+        {
+            return Err(ConfigError::new(
+                k("upstream"),
+                "must be scheme://host[:port][/base-path] without query, fragment or credentials",
+            ));
+        }
+        let allow_headers = r
+            .allow_headers
+            .iter()
+            .enumerate()
+            .map(|(j, text)| parse_allowed_header(&format!("routes[{i}].allow_headers[{j}]"), text))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            path,
+            upstream,
+            strip_prefix: r.strip_prefix,
+            timeout: r.timeout,
+            allow_bearer: r.allow_bearer,
+            websocket: r.websocket,
+            allow_headers,
+        })
+    }
+}
+
+/// `[proxy]` and the routes, with the rules between sections: no route or forward-auth path
+/// may overlap the agent's base path or lie outside the cookie path, and no two routes share a
+/// path.
 pub(super) fn validate_proxy(
     raw: RawProxy,
     raw_routes: Vec<RawRoute>,
     base_path: &BasePath,
     cookie_path: &str,
 ) -> Result<ProxyConfig, ConfigError> {
-    let refresh_ahead = humantime::parse_duration(raw.refresh_ahead.trim()).map_err(|e| {
-        ConfigError::new(
-            "proxy.refresh_ahead",
-            format!(
-                "`{}` is not a duration like \"60s\": {e}",
-                raw.refresh_ahead
-            ),
-        )
-    })?;
     // A prefix that contains the agent's base path, or lies inside it, would shadow or be
     // shadowed by the agent endpoints.
     let clashes = |p: &RoutePath| {
         !base_path.as_str().is_empty()
-            && (p.matches(base_path.as_str()) || RoutePath(base_path.0.clone()).matches(p.as_str()))
+            && (p.matches(base_path.as_str())
+                || RoutePath(base_path.as_str().to_string()).matches(p.as_str()))
     };
     let mut forward_auth_paths = Vec::new();
     for (i, text) in raw.forward_auth_paths.iter().enumerate() {
@@ -170,64 +204,34 @@ pub(super) fn validate_proxy(
     }
     let mut routes: Vec<RouteConfig> = Vec::new();
     for (i, r) in raw_routes.into_iter().enumerate() {
-        let k = |name: &str| format!("routes[{i}].{name}");
-        let path = RoutePath::parse(&r.path).map_err(|m| ConfigError::new(k("path"), m))?;
-        if clashes(&path) {
+        let route = RouteConfig::try_from((i, r))?;
+        let key = format!("routes[{i}].path");
+        let path = route.path.as_str();
+        if clashes(&route.path) {
             return Err(ConfigError::new(
-                k("path"),
+                key,
                 format!(
-                    "`{}` overlaps server.base_path `{}`, where the agent endpoints live",
-                    path.as_str(),
+                    "`{path}` overlaps server.base_path `{}`, where the agent endpoints live",
                     base_path.as_str()
                 ),
             ));
         }
-        if !within(&format!("{}/", path.as_str()), cookie_path) {
+        if !within(&format!("{path}/"), cookie_path) {
             return Err(ConfigError::new(
-                k("path"),
+                key,
                 format!(
-                    "`{}` must lie within cookies.path `{cookie_path}`, or the access-token cookie never reaches it",
-                    path.as_str()
+                    "`{path}` must lie within cookies.path `{cookie_path}`, or the access-token cookie never reaches it"
                 ),
             ));
         }
-        if routes.iter().any(|o| o.path == path) {
-            return Err(ConfigError::new(
-                k("path"),
-                "another route has the same path",
-            ));
+        if routes.iter().any(|o| o.path == route.path) {
+            return Err(ConfigError::new(key, "another route has the same path"));
         }
-        let upstream = parse_url(&k("upstream"), &r.upstream)?;
-        if upstream.query().is_some()
-            || upstream.fragment().is_some()
-            || !upstream.username().is_empty()
-            || upstream.password().is_some()
-        {
-            return Err(ConfigError::new(
-                k("upstream"),
-                "must be scheme://host[:port][/base-path] without query, fragment or credentials",
-            ));
-        }
-        let mut allow_headers = Vec::new();
-        for (j, text) in r.allow_headers.iter().enumerate() {
-            allow_headers.push(parse_allowed_header(
-                &format!("routes[{i}].allow_headers[{j}]"),
-                text,
-            )?);
-        }
-        routes.push(RouteConfig {
-            path,
-            upstream,
-            strip_prefix: r.strip_prefix,
-            timeout: parse_duration(&k("timeout"), &r.timeout)?,
-            allow_bearer: r.allow_bearer,
-            websocket: r.websocket,
-            allow_headers,
-        });
+        routes.push(route);
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.path.as_str().len()));
     Ok(ProxyConfig {
-        refresh_ahead,
+        refresh_ahead: raw.refresh_ahead,
         forward_auth_paths,
         routes,
     })
@@ -255,8 +259,19 @@ fn parse_allowed_header(key: &str, text: &str) -> Result<HeaderName, ConfigError
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Config;
+    use crate::config::{Config, RoutePath};
     use crate::crypto::CookieKey;
+
+    #[test]
+    fn route_paths_match_on_segment_boundaries() {
+        let p = RoutePath::parse("/api").expect("valid");
+        assert!(p.matches("/api"));
+        assert!(p.matches("/api/"));
+        assert!(p.matches("/api/orders"));
+        assert!(!p.matches("/apix"));
+        assert!(!p.matches("/ap"));
+        assert!(!p.matches("/"));
+    }
 
     fn with_route(allow: &str) -> String {
         let key = CookieKey::generate_text();
