@@ -1,9 +1,9 @@
 //! `POST /login/start` and `POST /login/end`: the authorization-code flow with PKCE.
 
-use super::{error_with_cookies, json_with_cookies, JsonBody};
+use super::{json_with_cookies, JsonBody};
 use crate::config::{ParMode, RESERVED_PARAMS};
 use crate::cookies::CookieKind;
-use crate::error::ApiError;
+use crate::error::{error_with_cookies, ApiError};
 use crate::oauth::http::{safe_code, safe_description, CallError};
 use crate::oauth::{pkce, token};
 use crate::secret::{random_token, Token};
