@@ -177,6 +177,20 @@ impl Providers {
         &self.0[0]
     }
 
+    /// The provider a login asks for: the default one when it names none. An unknown id is the
+    /// SPA's mistake, not ours.
+    pub fn requested(&self, id: Option<&str>) -> Result<&Provider, ApiError> {
+        match id {
+            None => Ok(self.default_provider()),
+            Some(id) => self.get(id).ok_or_else(|| {
+                ApiError::InvalidRequest(format!(
+                    "no identity provider is configured with the id `{}`",
+                    super::http::safe_code(id)
+                ))
+            }),
+        }
+    }
+
     /// The provider with this id.
     pub fn get(&self, id: &str) -> Option<&Provider> {
         self.0.iter().find(|p| p.id() == id)
