@@ -3,6 +3,7 @@
 use super::id_token::{self, Expected, IdTokenClaims, StepUp};
 use super::jwks::{JwksCache, KeyError};
 use super::metadata::{MetadataCache, ProviderMetadata};
+use crate::clock::Clock;
 use crate::config::ProviderConfig;
 use crate::error::ApiError;
 use std::sync::Arc;
@@ -16,11 +17,12 @@ pub struct Provider {
 }
 
 impl Provider {
-    pub fn new(config: ProviderConfig) -> Self {
+    /// A provider whose caches age by `clock`, the application's one notion of "now".
+    pub fn new(config: ProviderConfig, clock: Clock) -> Self {
         Self {
             config,
-            metadata: MetadataCache::default(),
-            jwks: JwksCache::default(),
+            metadata: MetadataCache::new(clock.clone()),
+            jwks: JwksCache::new(clock),
         }
     }
 
@@ -167,8 +169,13 @@ pub const ID_TOKEN_REJECTED: &str =
 pub struct Providers(Vec<Provider>);
 
 impl Providers {
-    pub fn new(configs: &[ProviderConfig]) -> Self {
-        Self(configs.iter().cloned().map(Provider::new).collect())
+    pub fn new(configs: &[ProviderConfig], clock: &Clock) -> Self {
+        Self(
+            configs
+                .iter()
+                .map(|c| Provider::new(c.clone(), clock.clone()))
+                .collect(),
+        )
     }
 
     /// The default provider.
