@@ -5,6 +5,7 @@
 //! chain never reaches the body: whatever detail helps an operator is logged at the point where
 //! the error is created, without tokens, codes or cookie values.
 
+use actix_web::cookie::Cookie;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -152,6 +153,17 @@ impl ResponseError for ApiError {
             message: self.to_string(),
         })
     }
+}
+
+/// An error response that also sets (usually clears) cookies.
+pub fn error_with_cookies(error: ApiError, cookies: Vec<Cookie<'static>>) -> HttpResponse {
+    let mut resp = error.error_response();
+    for c in &cookies {
+        if let Err(e) = resp.add_cookie(c) {
+            tracing::error!(error = %e, "could not add a cookie to an error response");
+        }
+    }
+    resp
 }
 
 #[cfg(test)]

@@ -85,8 +85,8 @@ impl Application {
                                 .add((header::CACHE_CONTROL, "no-store")),
                         )
                         .wrap(middleware::from_fn(log_request))
-                        .route("/auth", web::get().to(crate::proxy::forward_auth))
-                        .route("/auth", web::head().to(crate::proxy::forward_auth))
+                        .route("/auth", web::get().to(routes::forward_auth))
+                        .route("/auth", web::head().to(routes::forward_auth))
                         .default_service(web::to(routes::not_found))
                 })?)
             }

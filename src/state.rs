@@ -55,7 +55,7 @@ impl AppState {
         Self {
             sealer: Sealer::new(config.cookies.keys.clone()),
             cookies: CookiePolicy::new(&config),
-            providers: Providers::new(&config.providers),
+            providers: Providers::new(&config.providers, &clock),
             clock,
             refresher: RefreshCoordinator::default(),
             login_limiter: LoginLimiter::new(config.login_rate),

@@ -26,6 +26,20 @@ pub enum CallError {
     Rejected { status: u16, error: String },
 }
 
+impl CallError {
+    /// What the SPA is told about a failed front-to-back step: a refusal is the provider's
+    /// verdict on the request (`authorization_error`, described by `refused` from the OAuth
+    /// error code), anything else is the provider's failure (502).
+    pub fn into_api_error(self, refused: impl FnOnce(&str) -> String) -> crate::error::ApiError {
+        match self {
+            CallError::Rejected { error, .. } => {
+                crate::error::ApiError::AuthorizationError(refused(&error))
+            }
+            CallError::Unavailable(m) => crate::error::ApiError::ProviderUnavailable(m),
+        }
+    }
+}
+
 /// Builds the client used for provider and upstream calls (one per worker: awc clients are not
 /// `Send`).
 pub fn build_client(connect_timeout: Duration) -> awc::Client {

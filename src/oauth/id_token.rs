@@ -294,4 +294,295 @@ mod tests {
         c.auth_time = Some(NOW - 10);
         assert!(check(&c, Some(&step_up)).is_ok());
     }
+
+    /// The tests below run the whole of [`header`] and [`verify`] on tokens signed by a test
+    /// key: the cases a real provider cannot be made to produce.
+    mod signed {
+        use super::*;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        use jsonwebtoken::{encode, EncodingKey, Header};
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        use p256::pkcs8::EncodePrivateKey;
+        use serde_json::{json, Value};
+
+        const ISSUER: &str = "https://op.example";
+        const CLIENT: &str = "spa";
+        const CLIENT_SECRET: &[u8] = b"the-client-secret";
+
+        /// A fresh P-256 key pair, as a provider's ES256 signing key and its JWK.
+        fn key_pair() -> (EncodingKey, DecodingKey) {
+            let secret = loop {
+                if let Ok(key) = p256::SecretKey::from_slice(&rand::random::<[u8; 32]>()) {
+                    break key;
+                }
+            };
+            let der = secret.to_pkcs8_der().expect("der");
+            let point = secret.public_key().to_encoded_point(false);
+            let (x, y) = (
+                URL_SAFE_NO_PAD.encode(point.x().expect("x")),
+                URL_SAFE_NO_PAD.encode(point.y().expect("y")),
+            );
+            (
+                EncodingKey::from_ec_der(der.as_bytes()),
+                DecodingKey::from_ec_components(&x, &y).expect("public key"),
+            )
+        }
+
+        /// The claims of a good login ID token.
+        fn good() -> Value {
+            json!({
+                "iss": ISSUER,
+                "sub": "alice",
+                "aud": CLIENT,
+                "exp": NOW + 300,
+                "iat": NOW,
+                "nonce": "n",
+            })
+        }
+
+        fn with(changes: Value) -> Value {
+            let mut claims = good();
+            for (k, v) in changes.as_object().expect("object") {
+                if v.is_null() {
+                    claims.as_object_mut().expect("object").remove(k);
+                } else {
+                    claims[k] = v.clone();
+                }
+            }
+            claims
+        }
+
+        fn sign(claims: &Value, key: &EncodingKey) -> String {
+            encode(&Header::new(Algorithm::ES256), claims, key).expect("sign")
+        }
+
+        /// A login's expectations: nonce `n`, no subject yet, the given step-up.
+        fn login(step_up: Option<&StepUp>, run: impl FnOnce(&Expected<'_>)) {
+            let nonce = Token::new("n");
+            run(&Expected {
+                issuer: ISSUER,
+                client_id: CLIENT,
+                nonce: Some(&nonce),
+                subject: None,
+                step_up,
+                now: NOW,
+            })
+        }
+
+        /// What a real caller does: the header's algorithm, then the signature and claims.
+        fn check(token: &str, key: &DecodingKey, expected: &Expected<'_>) -> Result<(), String> {
+            let (alg, _) = header(token)?;
+            verify(token, alg, key, expected).map(|_| ())
+        }
+
+        fn refused(token: &str, key: &DecodingKey, step_up: Option<&StepUp>, why: &str) {
+            login(step_up, |e| match check(token, key, e) {
+                Ok(()) => panic!("accepted a token that should fail: {why}"),
+                Err(reason) => assert!(reason.contains(why), "{why}: {reason}"),
+            });
+        }
+
+        #[test]
+        fn a_good_token_is_accepted() {
+            let (sign_key, verify_key) = key_pair();
+            login(None, |e| {
+                let claims = verify(&sign(&good(), &sign_key), Algorithm::ES256, &verify_key, e)
+                    .expect("valid");
+                assert_eq!(claims.sub, "alice");
+            });
+        }
+
+        #[test]
+        fn a_forged_or_altered_signature_is_refused() {
+            let (_, verify_key) = key_pair();
+            let (attacker, _) = key_pair();
+            refused(&sign(&good(), &attacker), &verify_key, None, "not valid");
+
+            // A genuine token whose payload was swapped for another subject.
+            let (sign_key, verify_key) = key_pair();
+            let token = sign(&good(), &sign_key);
+            let mut parts: Vec<&str> = token.split('.').collect();
+            let forged = URL_SAFE_NO_PAD.encode(with(json!({"sub": "mallory"})).to_string());
+            parts[1] = &forged;
+            refused(&parts.join("."), &verify_key, None, "not valid");
+        }
+
+        #[test]
+        fn alg_none_is_refused() {
+            let (_, verify_key) = key_pair();
+            let unsigned = format!(
+                "{}.{}.",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+                URL_SAFE_NO_PAD.encode(good().to_string())
+            );
+            login(None, |e| {
+                assert!(check(&unsigned, &verify_key, e).is_err());
+                // Even if a caller skipped the header check, the signature is required.
+                assert!(verify(&unsigned, Algorithm::ES256, &verify_key, e).is_err());
+            });
+        }
+
+        #[test]
+        fn hs256_keyed_with_the_client_secret_is_refused() {
+            let token = encode(
+                &Header::new(Algorithm::HS256),
+                &good(),
+                &EncodingKey::from_secret(CLIENT_SECRET),
+            )
+            .expect("sign");
+            let err = header(&token).expect_err("HS256 must be refused");
+            assert!(err.contains("HS256"), "{err}");
+            // Verified with the HMAC key itself, the algorithm pinned by the caller still
+            // refuses it: the header's HS256 is not the ES256 asked for.
+            login(None, |e| {
+                assert!(verify(
+                    &token,
+                    Algorithm::ES256,
+                    &DecodingKey::from_secret(CLIENT_SECRET),
+                    e
+                )
+                .is_err());
+            });
+        }
+
+        #[test]
+        fn wrong_issuer_audience_or_azp_is_refused() {
+            let (k, v) = key_pair();
+            let token = |c: Value| sign(&c, &k);
+            refused(
+                &token(with(json!({"iss": "https://evil.example"}))),
+                &v,
+                None,
+                "not valid",
+            );
+            refused(
+                &token(with(json!({"aud": "another-client"}))),
+                &v,
+                None,
+                "not valid",
+            );
+            refused(
+                &token(with(json!({"aud": ["another-client", "third"]}))),
+                &v,
+                None,
+                "not valid",
+            );
+            refused(
+                &token(with(json!({"azp": "another-client"}))),
+                &v,
+                None,
+                "azp is another client",
+            );
+            // OIDC Core §3.1.3.7 items 4 and 5: several audiences need azp, naming us.
+            let several = with(json!({"aud": [CLIENT, "another-client"]}));
+            refused(
+                &token(several.clone()),
+                &v,
+                None,
+                "several audiences but no azp",
+            );
+            let mut with_azp = several;
+            with_azp["azp"] = json!(CLIENT);
+            login(None, |e| assert!(check(&token(with_azp), &v, e).is_ok()));
+        }
+
+        #[test]
+        fn time_claims_are_checked_with_our_clock() {
+            let (k, v) = key_pair();
+            let token = |c: Value| sign(&c, &k);
+            let leeway = LEEWAY_SECONDS;
+            refused(
+                &token(with(json!({"iat": NOW + leeway + 5}))),
+                &v,
+                None,
+                "issued in the future",
+            );
+            refused(
+                &token(with(json!({"exp": NOW - leeway - 5}))),
+                &v,
+                None,
+                "expired",
+            );
+            refused(&token(with(json!({"exp": null}))), &v, None, "not valid");
+            // Within the leeway both ways.
+            let skewed = with(json!({"iat": NOW + leeway - 5, "exp": NOW - leeway + 5}));
+            login(None, |e| assert!(check(&token(skewed), &v, e).is_ok()));
+        }
+
+        #[test]
+        fn the_nonce_must_be_the_logins() {
+            let (k, v) = key_pair();
+            refused(
+                &sign(&with(json!({"nonce": "other"})), &k),
+                &v,
+                None,
+                "nonce does not match",
+            );
+            refused(
+                &sign(&with(json!({"nonce": null})), &k),
+                &v,
+                None,
+                "nonce does not match",
+            );
+        }
+
+        #[test]
+        fn a_refreshed_token_must_keep_the_subject() {
+            let (k, v) = key_pair();
+            // Refreshed tokens carry no fresh nonce (OIDC Core §12.2).
+            let refreshed = sign(&with(json!({"nonce": null, "sub": "mallory"})), &k);
+            let expected = |subject| Expected {
+                issuer: ISSUER,
+                client_id: CLIENT,
+                nonce: None,
+                subject: Some(subject),
+                step_up: None,
+                now: NOW,
+            };
+            let err = check(&refreshed, &v, &expected("alice")).expect_err("other subject");
+            assert!(err.contains("another subject"), "{err}");
+            assert!(check(&refreshed, &v, &expected("mallory")).is_ok());
+        }
+
+        #[test]
+        fn step_up_is_checked_on_the_signed_token() {
+            let (k, v) = key_pair();
+            let step_up = StepUp {
+                acr_values: vec!["urn:mfa".into()],
+                max_age: Some(300),
+            };
+            let token = |c: Value| sign(&c, &k);
+            let fresh_mfa = json!({"acr": "urn:mfa", "auth_time": NOW - 10});
+            login(Some(&step_up), |e| {
+                assert!(check(&token(with(fresh_mfa)), &v, e).is_ok());
+            });
+            refused(
+                &token(with(json!({"acr": "urn:pwd", "auth_time": NOW - 10}))),
+                &v,
+                Some(&step_up),
+                "acr is not one of",
+            );
+            refused(
+                &token(with(json!({"auth_time": NOW - 10}))),
+                &v,
+                Some(&step_up),
+                "no acr",
+            );
+            refused(
+                &token(with(json!({"acr": "urn:mfa"}))),
+                &v,
+                Some(&step_up),
+                "no auth_time",
+            );
+            refused(
+                &token(with(
+                    json!({"acr": "urn:mfa", "auth_time": NOW - 300 - LEEWAY_SECONDS - 1}),
+                )),
+                &v,
+                Some(&step_up),
+                "older than the configured max_age",
+            );
+        }
+    }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use url::Url;
 
 use super::http::send_json;
+use crate::clock::Clock;
 
 /// Smallest interval between two JWKS fetches caused by unknown key ids.
 pub const MIN_REFETCH: Duration = Duration::from_secs(1);
@@ -29,14 +30,50 @@ pub enum KeyError {
     Invalid(String),
 }
 
-#[derive(Debug, Default)]
+/// The keys and when they were fetched. Their age ([`JWKS_TTL`]) is measured with the
+/// application's [`Clock`], so tests move time instead of sleeping; the one-second interval
+/// between fetches ([`MIN_REFETCH`]) is finer than the clock's seconds and is paired with a
+/// real sleep, so it is measured with [`Instant`].
+#[derive(Debug)]
 pub struct JwksCache {
+    clock: Clock,
     keys: RwLock<Arc<Vec<Jwk>>>,
-    /// When the keys were last fetched successfully, and when a fetch was last tried.
-    fetched: Mutex<(Option<Instant>, Option<Instant>)>,
+    /// When the keys were last fetched successfully (Unix seconds, by the clock).
+    fetched_at: Mutex<Option<i64>>,
+    /// When a fetch was last tried.
+    tried_at: Mutex<Option<Instant>>,
 }
 
 impl JwksCache {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            keys: RwLock::default(),
+            fetched_at: Mutex::default(),
+            tried_at: Mutex::default(),
+        }
+    }
+
+    /// Whether the keys must be fetched before use: never fetched, or fetched [`JWKS_TTL`] ago.
+    fn expired(&self) -> bool {
+        let ttl = i64::try_from(JWKS_TTL.as_secs()).unwrap_or(i64::MAX);
+        let now = self.clock.now();
+        self.fetched_at
+            .lock()
+            .map(|at| at.is_none_or(|at| now.saturating_sub(at) >= ttl))
+            .unwrap_or(true)
+    }
+
+    /// Replaces the keys with a freshly fetched set.
+    fn store(&self, keys: Vec<Jwk>) {
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = Arc::new(keys);
+        }
+        if let Ok(mut at) = self.fetched_at.lock() {
+            *at = Some(self.clock.now());
+        }
+    }
+
     /// The key to verify a token with this `kid` and algorithm.
     pub async fn key_for(
         &self,
@@ -46,12 +83,7 @@ impl JwksCache {
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<DecodingKey, KeyError> {
-        let expired = self
-            .fetched
-            .lock()
-            .map(|f| f.0.is_none_or(|at| at.elapsed() >= JWKS_TTL))
-            .unwrap_or(true);
-        if !expired {
+        if !self.expired() {
             if let Some(key) = self.find(kid, alg) {
                 return key.map_err(KeyError::Invalid);
             }
@@ -117,12 +149,7 @@ impl JwksCache {
             })
             .unwrap_or_default();
         tracing::debug!(count = keys.len(), "fetched JWKS");
-        if let Ok(mut slot) = self.keys.write() {
-            *slot = Arc::new(keys);
-        }
-        if let Ok(mut f) = self.fetched.lock() {
-            f.0 = Some(Instant::now());
-        }
+        self.store(keys);
         self.find(kid, alg)
             .map_or(Err(not_published()), |k| k.map_err(KeyError::Invalid))
     }
@@ -130,13 +157,13 @@ impl JwksCache {
     /// Rate limit for fetches: at most one attempt per [`MIN_REFETCH`]; `Err` says how long
     /// until the next one may start.
     fn may_fetch(&self) -> Result<(), Duration> {
-        let Ok(mut f) = self.fetched.lock() else {
+        let Ok(mut tried) = self.tried_at.lock() else {
             return Err(MIN_REFETCH);
         };
-        match f.1 {
+        match *tried {
             Some(at) if at.elapsed() < MIN_REFETCH => Err(MIN_REFETCH - at.elapsed()),
             _ => {
-                f.1 = Some(Instant::now());
+                *tried = Some(Instant::now());
                 Ok(())
             }
         }
@@ -178,5 +205,27 @@ impl JwksCache {
             }
         };
         Some(DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable JWK: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_expire_after_their_ttl_by_the_injected_clock() {
+        let clock = Clock::default();
+        let cache = JwksCache::new(clock.clone());
+        assert!(cache.expired(), "never fetched");
+        cache.store(Vec::new());
+        assert!(!cache.expired());
+        let ttl = JWKS_TTL.as_secs() as i64;
+        // Margins of seconds: the wall clock under the offset keeps ticking.
+        clock.advance(ttl - 10);
+        assert!(!cache.expired(), "still fresh");
+        clock.advance(20);
+        assert!(cache.expired(), "a withdrawn key must stop being trusted");
+        cache.store(Vec::new());
+        assert!(!cache.expired(), "fresh again after a fetch");
     }
 }

@@ -9,10 +9,11 @@
 //! document could point us at an attacker's token endpoint and keys.
 
 use super::http::{send_json, CallError};
+use crate::clock::Clock;
 use crate::config::ProviderConfig;
 use serde::Deserialize;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use url::Url;
 
 /// How long discovered metadata is used before it is fetched again.
@@ -243,36 +244,70 @@ async fn fetch_document(
 const FAIL_FAST: Duration = Duration::from_secs(5);
 
 /// Discovered metadata, cached for [`METADATA_TTL`] and served stale when a refetch fails.
-#[derive(Debug, Default)]
+/// Ages are measured with the application's [`Clock`], so tests move time instead of sleeping.
+#[derive(Debug)]
 pub struct MetadataCache {
-    current: RwLock<Option<(Arc<ProviderMetadata>, Instant)>>,
-    last_failure: RwLock<Option<(Instant, String)>>,
+    clock: Clock,
+    /// The metadata and when it was fetched (Unix seconds).
+    current: RwLock<Option<(Arc<ProviderMetadata>, i64)>>,
+    /// When the last fetch failed (Unix seconds), and why.
+    last_failure: RwLock<Option<(i64, String)>>,
+}
+
+/// What the cache can answer without fetching.
+enum Cached {
+    /// Fresh metadata, or the answer to give while a recent failure is fresh.
+    Answer(Result<Arc<ProviderMetadata>, String>),
+    /// Nothing usable: fetch now.
+    Fetch,
+}
+
+/// Whether something stored at `at` is at least `ttl` old at `now` (saturating: a clock
+/// moved back keeps an entry rather than overflowing).
+fn older_than(at: i64, ttl: Duration, now: i64) -> bool {
+    now.saturating_sub(at) >= i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)
 }
 
 impl MetadataCache {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            current: RwLock::default(),
+            last_failure: RwLock::default(),
+        }
+    }
+
     /// The cached metadata, fetching it when missing or older than [`METADATA_TTL`].
     pub async fn get(
         &self,
         client: &awc::Client,
         config: &ProviderConfig,
     ) -> Result<Arc<ProviderMetadata>, String> {
+        match self.cached() {
+            Cached::Answer(answer) => answer,
+            Cached::Fetch => self.refresh(client, config).await,
+        }
+    }
+
+    fn cached(&self) -> Cached {
+        let now = self.clock.now();
         let cached = self.current.read().ok().and_then(|c| c.clone());
         if let Some((md, at)) = &cached {
-            if at.elapsed() < METADATA_TTL {
-                return Ok(md.clone());
+            if !older_than(*at, METADATA_TTL, now) {
+                return Cached::Answer(Ok(md.clone()));
             }
         }
         // Right after a failed fetch, answer at once: the stale copy when there is one, else
         // the failure. The background task keeps retrying.
         if let Some((at, reason)) = self.last_failure.read().ok().and_then(|f| f.clone()) {
-            if at.elapsed() < FAIL_FAST {
-                return match cached {
+            if !older_than(at, FAIL_FAST, now) {
+                return Cached::Answer(match cached {
                     Some((md, _)) => Ok(md),
                     None => Err(reason),
-                };
+                });
             }
         }
-        self.refresh(client, config).await
+        Cached::Fetch
     }
 
     /// Fetches now, whatever the cache holds (the background task, and `get` when stale).
@@ -281,11 +316,23 @@ impl MetadataCache {
         client: &awc::Client,
         config: &ProviderConfig,
     ) -> Result<Arc<ProviderMetadata>, String> {
-        match discover(client, config).await {
+        let fetched = discover(client, config).await;
+        self.store(fetched, &config.id)
+    }
+
+    /// Keeps a fetch's outcome: new metadata replaces the old; a failure is remembered for
+    /// [`FAIL_FAST`] and the stale copy, if any, keeps being served.
+    fn store(
+        &self,
+        fetched: Result<ProviderMetadata, String>,
+        provider: &str,
+    ) -> Result<Arc<ProviderMetadata>, String> {
+        let now = self.clock.now();
+        match fetched {
             Ok(md) => {
                 let md = Arc::new(md);
                 if let Ok(mut slot) = self.current.write() {
-                    *slot = Some((md.clone(), Instant::now()));
+                    *slot = Some((md.clone(), now));
                 }
                 if let Ok(mut f) = self.last_failure.write() {
                     *f = None;
@@ -294,12 +341,12 @@ impl MetadataCache {
             }
             Err(reason) => {
                 if let Ok(mut f) = self.last_failure.write() {
-                    *f = Some((Instant::now(), reason.clone()));
+                    *f = Some((now, reason.clone()));
                 }
                 let cached = self.current.read().ok().and_then(|c| c.clone());
                 match cached {
                     Some((md, _)) => {
-                        tracing::warn!(provider = %config.id, %reason, "metadata refresh failed; serving the cached copy");
+                        tracing::warn!(%provider, %reason, "metadata refresh failed; serving the cached copy");
                         Ok(md)
                     }
                     None => Err(reason),
@@ -405,6 +452,60 @@ mod tests {
             document("http://127.0.0.1:4000", "http://login.example.com")
         )
         .is_err());
+    }
+
+    fn cached_issuer(cache: &MetadataCache) -> Option<Result<String, String>> {
+        match cache.cached() {
+            Cached::Answer(answer) => Some(answer.map(|md| md.issuer.clone())),
+            Cached::Fetch => None,
+        }
+    }
+
+    fn metadata(issuer: &str) -> ProviderMetadata {
+        from_document(&provider(issuer), document(issuer, issuer)).expect("metadata")
+    }
+
+    #[test]
+    fn metadata_expires_after_its_ttl_by_the_injected_clock() {
+        let clock = Clock::default();
+        let cache = MetadataCache::new(clock.clone());
+        assert_eq!(cached_issuer(&cache), None, "empty: fetch");
+        cache
+            .store(Ok(metadata("https://a.example")), "p")
+            .expect("stored");
+        let ttl = METADATA_TTL.as_secs() as i64;
+        // Margins of seconds: the wall clock under the offset keeps ticking.
+        clock.advance(ttl - 10);
+        assert_eq!(cached_issuer(&cache), Some(Ok("https://a.example".into())));
+        clock.advance(20);
+        assert_eq!(cached_issuer(&cache), None, "expired: fetch again");
+        cache
+            .store(Ok(metadata("https://b.example")), "p")
+            .expect("stored");
+        assert_eq!(cached_issuer(&cache), Some(Ok("https://b.example".into())));
+    }
+
+    #[test]
+    fn a_failed_fetch_answers_at_once_until_fail_fast_passes() {
+        let clock = Clock::default();
+        let cache = MetadataCache::new(clock.clone());
+        assert_eq!(cache.store(Err("down".into()), "p"), Err("down".into()));
+        assert_eq!(cached_issuer(&cache), Some(Err("down".into())));
+        clock.advance(FAIL_FAST.as_secs() as i64 + 2);
+        assert_eq!(cached_issuer(&cache), None, "retry after FAIL_FAST");
+
+        // With a copy cached, a failed refetch serves the stale copy, without refetching
+        // during FAIL_FAST.
+        cache
+            .store(Ok(metadata("https://a.example")), "p")
+            .expect("stored");
+        clock.advance(METADATA_TTL.as_secs() as i64 + 10);
+        assert_eq!(cached_issuer(&cache), None, "stale: fetch");
+        let stale = cache.store(Err("down".into()), "p").expect("stale copy");
+        assert_eq!(stale.issuer, "https://a.example");
+        assert_eq!(cached_issuer(&cache), Some(Ok("https://a.example".into())));
+        clock.advance(FAIL_FAST.as_secs() as i64 + 2);
+        assert_eq!(cached_issuer(&cache), None);
     }
 
     #[test]

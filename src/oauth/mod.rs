@@ -5,6 +5,8 @@
 //! must name the configured issuer, ID tokens are verified against the provider's JWKS, and
 //! error bodies are reduced to a safe error code before they reach a client or a log line.
 
+pub mod authorize;
+pub mod callback;
 pub mod client_auth;
 pub mod http;
 pub mod id_token;

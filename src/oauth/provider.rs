@@ -3,6 +3,7 @@
 use super::id_token::{self, Expected, IdTokenClaims, StepUp};
 use super::jwks::{JwksCache, KeyError};
 use super::metadata::{MetadataCache, ProviderMetadata};
+use crate::clock::Clock;
 use crate::config::ProviderConfig;
 use crate::error::ApiError;
 use std::sync::Arc;
@@ -16,11 +17,12 @@ pub struct Provider {
 }
 
 impl Provider {
-    pub fn new(config: ProviderConfig) -> Self {
+    /// A provider whose caches age by `clock`, the application's one notion of "now".
+    pub fn new(config: ProviderConfig, clock: Clock) -> Self {
         Self {
             config,
-            metadata: MetadataCache::default(),
-            jwks: JwksCache::default(),
+            metadata: MetadataCache::new(clock.clone()),
+            jwks: JwksCache::new(clock),
         }
     }
 
@@ -167,14 +169,33 @@ pub const ID_TOKEN_REJECTED: &str =
 pub struct Providers(Vec<Provider>);
 
 impl Providers {
-    pub fn new(configs: &[ProviderConfig]) -> Self {
-        Self(configs.iter().cloned().map(Provider::new).collect())
+    pub fn new(configs: &[ProviderConfig], clock: &Clock) -> Self {
+        Self(
+            configs
+                .iter()
+                .map(|c| Provider::new(c.clone(), clock.clone()))
+                .collect(),
+        )
     }
 
     /// The default provider.
     pub fn default_provider(&self) -> &Provider {
         // Invariant: configuration validation refuses an empty provider list.
         &self.0[0]
+    }
+
+    /// The provider a login asks for: the default one when it names none. An unknown id is the
+    /// SPA's mistake, not ours.
+    pub fn requested(&self, id: Option<&str>) -> Result<&Provider, ApiError> {
+        match id {
+            None => Ok(self.default_provider()),
+            Some(id) => self.get(id).ok_or_else(|| {
+                ApiError::InvalidRequest(format!(
+                    "no identity provider is configured with the id `{}`",
+                    super::http::safe_code(id)
+                ))
+            }),
+        }
     }
 
     /// The provider with this id.

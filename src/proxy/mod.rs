@@ -7,20 +7,17 @@
 //! server-sent events of any size pass through in constant memory.
 
 mod forward;
-mod forward_auth;
 mod headers;
 mod route;
 mod websocket;
 
-pub use forward_auth::forward_auth;
 pub use route::{match_route, RouteMatch};
 
 use crate::cookies::CookieKind;
 use crate::csrf::require_csrf;
-use crate::error::ApiError;
+use crate::error::{error_with_cookies, ApiError};
 use crate::origin::{preflight, Origin};
 use crate::refresh::{usable_access_token, Denied, Usable};
-use crate::routes::error_with_cookies;
 use crate::secret::Token;
 use crate::state::{AppState, HttpClient};
 use actix_web::http::{header, Method};

@@ -3,15 +3,18 @@
 //!
 //! The endpoints and their JSON follow Curity's OAuth Agent API, so an SPA written for it works
 //! unchanged: `POST /login/start`, `POST /login/end`, `GET /userInfo`, `GET /claims`,
-//! `POST /refresh`, `POST /logout`.
+//! `POST /refresh`, `POST /logout`. Forward auth (`GET /auth`) is an agent endpoint too, but
+//! mounted on its own listener by [`crate::startup`], never under the public base path.
 
 mod body;
+mod forward_auth;
 mod login;
 mod logout;
 mod refresh;
 mod session;
 
 pub use body::{JsonBody, MAX_BODY_BYTES};
+pub use forward_auth::forward_auth;
 
 use crate::error::ApiError;
 use crate::origin::origin_policy;
@@ -60,17 +63,6 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
 /// JSON 404 for any path we do not serve.
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
-}
-
-/// An error response that also sets (usually clears) cookies.
-pub fn error_with_cookies(error: ApiError, cookies: Vec<Cookie<'static>>) -> HttpResponse {
-    let mut resp = error.error_response();
-    for c in &cookies {
-        if let Err(e) = resp.add_cookie(c) {
-            tracing::error!(error = %e, "could not add a cookie to an error response");
-        }
-    }
-    resp
 }
 
 /// A 200 JSON response with cookies.

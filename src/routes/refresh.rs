@@ -1,8 +1,8 @@
 //! `POST /refresh`: a refresh grant, with new cookies.
 
-use super::error_with_cookies;
 use crate::cookies::CookieKind;
 use crate::csrf::require_csrf;
+use crate::error::error_with_cookies;
 use crate::error::ApiError;
 use crate::refresh::RefreshFailure;
 use crate::session::{

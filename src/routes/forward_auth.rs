@@ -15,10 +15,10 @@
 //! `X-Token-Handler-Set-Cookie-1`, `-2`, …: nginx's `auth_request_set` sees only the first
 //! `Set-Cookie` of an answer, but can copy numbered headers one by one (docs/gateways.md).
 
-use super::refusal;
 use crate::csrf::require_csrf;
 use crate::error::ApiError;
 use crate::origin::Origin;
+use crate::proxy::refusal;
 use crate::refresh::usable_access_token;
 use crate::state::{AppState, HttpClient};
 use actix_web::http::header::{self, HeaderValue};
