@@ -64,15 +64,26 @@ pub async fn forward_auth(
     if let Err(e) = Origin::check(&method, req.headers(), &state, false) {
         return e.error_response();
     }
+    let jar = &state.jar;
+    let cookies = jar.read(req.headers());
     let csrf = if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
         None
     } else {
-        match require_csrf(&req, &state) {
+        match require_csrf(req.headers(), &cookies, jar) {
             Ok(c) => Some(c),
             Err(e) => return e.error_response(),
         }
     };
-    match usable_access_token(&req, &state, &client.0, csrf).await {
+    let usable = usable_access_token(
+        &cookies,
+        csrf,
+        jar,
+        &state.refresher,
+        &state.providers,
+        &client.0,
+    )
+    .await;
+    match usable {
         Ok(usable) => {
             let Ok(value) =
                 HeaderValue::from_str(&format!("Bearer {}", usable.access_token.expose()))
@@ -89,6 +100,6 @@ pub async fn forward_auth(
             }
             resp.finish()
         }
-        Err(denied) => refusal(&state, denied),
+        Err(denied) => refusal(jar, denied),
     }
 }

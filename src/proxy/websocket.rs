@@ -7,10 +7,9 @@
 //! to, then relay messages both ways until either side closes.
 
 use super::headers::upstream_request_headers;
-use super::RouteMatch;
+use super::Relay;
 use crate::error::ApiError;
 use crate::secret::Token;
-use crate::state::AppState;
 use actix_web::cookie::Cookie;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -31,12 +30,12 @@ pub fn is_upgrade(req: &HttpRequest) -> bool {
 pub async fn bridge(
     req: &HttpRequest,
     body: web::Payload,
-    state: &AppState,
     client: &awc::Client,
-    found: &RouteMatch<'_>,
+    relay: &Relay<'_>,
     bearer: &Token,
     cookies: Vec<Cookie<'static>>,
 ) -> HttpResponse {
+    let found = relay.found;
     if req.headers().get(header::ORIGIN).is_none() {
         return ApiError::Unauthorized("a WebSocket upgrade must carry a trusted Origin header")
             .error_response();
@@ -46,9 +45,13 @@ pub async fn bridge(
         .max_frame_size(MAX_FRAME)
         .set_header(header::AUTHORIZATION, format!("Bearer {}", bearer.expose()));
     let mut previous: Option<header::HeaderName> = None;
-    for (name, value) in
-        upstream_request_headers(req.headers(), state, false, &found.route.allow_headers)
-    {
+    for (name, value) in upstream_request_headers(
+        req.headers(),
+        relay.cookies,
+        relay.policy,
+        false,
+        &found.route.allow_headers,
+    ) {
         let n = name.as_str();
         // The handshake's own headers are awc's to write.
         if n.starts_with("sec-websocket-") && n != "sec-websocket-protocol" || n == "origin" {
@@ -62,7 +65,7 @@ pub async fn bridge(
             upstream.set_header(name, value)
         };
     }
-    for (name, value) in super::forward::forwarded_headers(req, state) {
+    for (name, value) in super::forward::forwarded_headers(req, relay.server) {
         upstream = upstream.set_header(name, value);
     }
     let (handshake, framed) = match upstream.connect().await {

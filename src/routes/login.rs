@@ -2,14 +2,13 @@
 
 use super::{error_with_cookies, json_with_cookies, JsonBody};
 use crate::config::{ParMode, RESERVED_PARAMS};
-use crate::cookies::CookieKind;
+use crate::cookies::{CookieKind, RequestCookies};
 use crate::error::ApiError;
 use crate::oauth::http::{safe_code, safe_description, CallError};
 use crate::oauth::{pkce, token};
 use crate::secret::{random_token, Token};
 use crate::session::{
-    open_optional, same_session, session_cookies, AccessTokenCookie, CsrfCookie, LoginState,
-    NewSession, SessionId,
+    same_session, AccessTokenCookie, CsrfCookie, LoginState, NewSession, SessionId, SessionJar,
 };
 use crate::state::{AppState, HttpClient};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -169,12 +168,7 @@ pub async fn start(
         authorization_url(&metadata.authorization_endpoint, &params)
     };
 
-    let expires = login
-        .issued_at
-        .saturating_add(state.config.cookies.login_timeout.as_secs() as i64);
-    let cookies = state
-        .cookies
-        .seal(&state.sealer, CookieKind::Login, expires, &login)?;
+    let cookies = state.jar.seal_login(&login)?;
     Ok(json_with_cookies(
         &StartResponse {
             authorization_request_url: url,
@@ -274,10 +268,10 @@ pub async fn end(
         ApiError::InvalidRequest("the body needs pageUrl: the SPA's full URL".into())
     })?;
     let (page, callback) = parse_callback(&page_url)?;
-    let now = state.clock.now();
+    let cookies = state.jar.read(req.headers());
     let login: Option<LoginState> = state
-        .cookies
-        .open(&req, &state.sealer, CookieKind::Login, now)
+        .jar
+        .unseal(&cookies, CookieKind::Login)
         .unwrap_or(None);
     let matching_login =
         match (&callback.state, login) {
@@ -287,7 +281,7 @@ pub async fn end(
                     "the state in pageUrl does not match the login in progress; start a new login"
                         .into(),
                 ),
-                state.cookies.clear(CookieKind::Login),
+                state.jar.clear(CookieKind::Login),
             )),
             _ => None,
         };
@@ -323,13 +317,13 @@ pub async fn end(
             // Whatever failed, this login is over: its state, nonce and verifier must never
             // serve a second callback, so its cookie goes with the error.
             Ok(outcome.unwrap_or_else(|error| {
-                error_with_cookies(error, state.cookies.clear(CookieKind::Login))
+                error_with_cookies(error, state.jar.clear(CookieKind::Login))
             }))
         }
         (None, cb) => {
             // A plain page load, or a callback whose login cookie is gone: reloading the
             // callback URL after a successful login lands here and is not an error.
-            let logged_in = page_load(&req, &state)?;
+            let logged_in = page_load(&cookies, &state.jar)?;
             if !logged_in.0 && cb.state.is_some() && (cb.code.is_some() || cb.error.is_some()) {
                 return Err(ApiError::Unauthorized(
                     "no login is in progress for this callback: the login cookie is missing or expired (start a new login; check that cookies reach the agent's base path)",
@@ -346,9 +340,12 @@ pub async fn end(
 
 /// Whether the request carries a session, and its CSRF value. Cookies that were sent but cannot
 /// be opened, or that belong to two sessions, are refused rather than taken for "signed out".
-fn page_load(req: &HttpRequest, state: &AppState) -> Result<(bool, Option<String>), ApiError> {
-    let at: Option<AccessTokenCookie> = open_optional(req, state, CookieKind::AccessToken)?;
-    let csrf: Option<CsrfCookie> = open_optional(req, state, CookieKind::Csrf)?;
+fn page_load(
+    cookies: &RequestCookies<'_>,
+    jar: &SessionJar,
+) -> Result<(bool, Option<String>), ApiError> {
+    let at: Option<AccessTokenCookie> = jar.open(cookies, CookieKind::AccessToken)?;
+    let csrf: Option<CsrfCookie> = jar.open(cookies, CookieKind::Csrf)?;
     Ok(match (at, csrf) {
         (Some(at), Some(c)) => {
             same_session(&at.sid, &c.sid)?;
@@ -437,18 +434,15 @@ async fn complete_login(
     };
     let csrf: Token = random_token();
     let sid = SessionId::new();
-    let mut cookies = session_cookies(
-        state,
-        NewSession {
-            provider: provider.id(),
-            sid: &sid,
-            tokens: &tokens,
-            previous_refresh_token: None,
-            sub,
-            csrf: Some(&csrf),
-        },
-    )?;
-    cookies.extend(state.cookies.clear(CookieKind::Login));
+    let mut cookies = state.jar.seal(NewSession {
+        provider: provider.id(),
+        sid: &sid,
+        tokens: &tokens,
+        previous_refresh_token: None,
+        sub,
+        csrf: Some(&csrf),
+    })?;
+    cookies.extend(state.jar.clear(CookieKind::Login));
     tracing::info!(provider = %provider.id(), "login completed");
     Ok(json_with_cookies(
         &EndResponse {

@@ -1,0 +1,121 @@
+//! When a request's access token may be forwarded, and when it must be refreshed first.
+//!
+//! A failed refresh never costs a working session: while the old access token is valid the
+//! request goes on with it; only an expired access token plus a rejected refresh token ends the
+//! session, and a provider that is down is a 502, not a logout. Every cookie opened here must
+//! belong to one session ([`same_session`]).
+
+use super::{RefreshFailure, Refresher};
+use crate::cookies::{CookieKind, RequestCookies};
+use crate::error::ApiError;
+use crate::oauth::Providers;
+use crate::secret::Token;
+use crate::session::{
+    same_session, AccessTokenCookie, CsrfCookie, NewSession, RefreshTokenCookie, SessionJar,
+};
+use actix_web::cookie::Cookie;
+
+/// A refused request, and whether the session cookies must be cleared with the refusal.
+#[derive(Debug)]
+pub struct Denied {
+    pub error: ApiError,
+    pub clear_cookies: bool,
+}
+
+impl From<ApiError> for Denied {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            clear_cookies: false,
+        }
+    }
+}
+
+/// An access token fit to forward, and the cookies to set when it came from a refresh (empty
+/// otherwise).
+#[derive(Debug)]
+pub struct Usable {
+    pub access_token: Token,
+    pub cookies: Vec<Cookie<'static>>,
+}
+
+/// The request's access token, refreshed first when it is expired or within
+/// `proxy.refresh_ahead` of expiry. Shared by the proxy and the forward-auth endpoint. `csrf` is
+/// the CSRF cookie when the caller checked it: every cookie opened here must belong to its
+/// session.
+pub async fn usable_access_token(
+    cookies: &RequestCookies<'_>,
+    csrf: Option<CsrfCookie>,
+    jar: &SessionJar,
+    refresher: &Refresher,
+    providers: &Providers,
+    client: &awc::Client,
+) -> Result<Usable, Denied> {
+    let at: AccessTokenCookie = jar.open_required(cookies, CookieKind::AccessToken)?;
+    if let Some(csrf) = &csrf {
+        same_session(&at.sid, &csrf.sid)?;
+    }
+    let now = jar.clock().now();
+    let expired = at.expires_at.is_some_and(|exp| exp <= now);
+    let due = refresher.due(at.expires_at, at.received_at, now);
+    let keep = |at: AccessTokenCookie| Usable {
+        access_token: at.token,
+        cookies: Vec::new(),
+    };
+    if !due {
+        return Ok(keep(at));
+    }
+    let rt: Option<RefreshTokenCookie> = jar.open(cookies, CookieKind::RefreshToken)?;
+    let Some(rt) = rt else {
+        return if expired {
+            Err(ApiError::TokenExpired.into())
+        } else {
+            Ok(keep(at))
+        };
+    };
+    same_session(&at.sid, &rt.sid)?;
+    // The CSRF cookie is re-sealed with the new tokens (same value): it must be this session's.
+    let csrf = match csrf {
+        Some(c) => Some(c),
+        None => jar.open::<CsrfCookie>(cookies, CookieKind::Csrf)?,
+    };
+    if let Some(csrf) = &csrf {
+        same_session(&at.sid, &csrf.sid)?;
+    }
+    let provider = providers.for_session(&rt.provider)?;
+    let (outcome, coalesced) = refresher.refresh(client, provider, &rt).await;
+    match outcome {
+        Ok(refreshed) => {
+            let cookies = jar.seal(NewSession {
+                provider: provider.id(),
+                sid: &rt.sid,
+                tokens: &refreshed.tokens,
+                previous_refresh_token: Some(refreshed.refresh_token.clone()),
+                sub: refreshed.sub.clone(),
+                csrf: csrf.as_ref().map(|c| &c.token),
+            })?;
+            tracing::debug!(coalesced, "request continues with refreshed tokens");
+            Ok(Usable {
+                access_token: refreshed.tokens.access_token.clone(),
+                cookies,
+            })
+        }
+        Err(failure) if !expired => {
+            tracing::warn!(
+                ?failure,
+                "refresh ahead of expiry failed; continuing with the current access token"
+            );
+            Ok(keep(at))
+        }
+        Err(RefreshFailure::Rejected(error)) if error == "invalid_grant" => Err(Denied {
+            error: ApiError::SessionExpired,
+            clear_cookies: true,
+        }),
+        Err(RefreshFailure::Rejected(error)) => Err(ApiError::AuthorizationError(format!(
+            "the identity provider refused the refresh ({error})"
+        ))
+        .into()),
+        Err(RefreshFailure::BadIdToken(m)) => Err(ApiError::AuthorizationError(m).into()),
+        Err(RefreshFailure::Unavailable(m)) => Err(ApiError::ProviderUnavailable(m).into()),
+    }
+}
