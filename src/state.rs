@@ -1,7 +1,7 @@
 //! What every request handler shares: validated config, the session jar, providers, clock.
 //!
 //! Handlers extract it and hand each callee the part it needs (the jar, the providers, the
-//! refresher); nothing below the handlers takes the whole state.
+//! refresher).
 
 use crate::clock::Clock;
 use crate::config::Config;

@@ -182,3 +182,185 @@ impl<K: Hash + Eq + Clone, V, E: Clone> SingleFlight<K, V, E> {
         (outcome, performed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::time::{advance, sleep};
+
+    const TTL: Duration = Duration::from_secs(30);
+    /// How long a fake grant takes, and how long its result stays fresh.
+    const GRANT_TIME: Duration = Duration::from_secs(1);
+    const LIFETIME: Duration = Duration::from_secs(5);
+
+    /// A grant's result: the input to use next (another one when the grant rotates), and when
+    /// the result comes due.
+    #[derive(Debug)]
+    struct Value {
+        next: String,
+        due_at: Instant,
+    }
+
+    /// A fake grant that records every input it was performed with.
+    #[derive(Default)]
+    struct Fake {
+        granted: Mutex<Vec<String>>,
+        rotate: bool,
+        fail: AtomicBool,
+    }
+
+    type Table = SingleFlight<String, Value, String>;
+
+    impl Fake {
+        fn rotating() -> Self {
+            Self {
+                rotate: true,
+                ..Self::default()
+            }
+        }
+
+        async fn grant(&self, input: String) -> Outcome<Value, String> {
+            sleep(GRANT_TIME).await;
+            self.granted.lock().expect("lock").push(input.clone());
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(format!("refused {input}"));
+            }
+            let next = if self.rotate {
+                format!("{input}+")
+            } else {
+                input
+            };
+            Ok(Arc::new(Value {
+                next,
+                due_at: Instant::now() + LIFETIME,
+            }))
+        }
+
+        fn freshness(input: &String, v: &Value) -> Freshness<String> {
+            if Instant::now() < v.due_at {
+                Freshness::Fresh
+            } else if v.next != *input {
+                Freshness::Spent(v.next.clone())
+            } else {
+                Freshness::Stale
+            }
+        }
+
+        async fn run(&self, table: &Table, input: &str) -> Flown<Value, String> {
+            table
+                .run(
+                    input.to_string(),
+                    |i| i.clone(),
+                    Self::freshness,
+                    |i| self.grant(i),
+                )
+                .await
+        }
+
+        fn granted(&self) -> Vec<String> {
+            self.granted.lock().expect("lock").clone()
+        }
+    }
+
+    fn next(flown: &Flown<Value, String>) -> &str {
+        &flown.outcome.as_ref().expect("a result").next
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_at_the_same_time_share_one_grant() {
+        let (table, fake) = (Table::new(TTL, 3), Fake::rotating());
+        let (a, b, c) = tokio::join!(
+            fake.run(&table, "rt"),
+            fake.run(&table, "rt"),
+            fake.run(&table, "other")
+        );
+        let mut granted = fake.granted();
+        granted.sort();
+        assert_eq!(granted, ["other", "rt"]);
+        assert_eq!((a.joined, b.joined, c.joined), (0, 1, 0));
+        assert!(!a.shared() && b.shared());
+        assert_eq!((next(&a), next(&b)), ("rt+", "rt+"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stragglers_get_the_kept_result_until_it_expires() {
+        let (table, fake) = (Table::new(TTL, 3), Fake::rotating());
+        fake.run(&table, "rt").await;
+        advance(Duration::from_secs(3)).await;
+        let straggler = fake.run(&table, "rt").await;
+        assert_eq!((straggler.joined, next(&straggler)), (1, "rt+"));
+        assert_eq!(fake.granted().len(), 1);
+        // Past the TTL the result is gone, even a spent one: `rt` is granted anew (and the
+        // provider, not this table, has the last word on it).
+        advance(TTL).await;
+        let later = fake.run(&table, "rt").await;
+        assert_eq!(later.joined, 0);
+        assert_eq!(fake.granted(), ["rt", "rt"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_due_result_is_replaced_when_its_input_may_be_granted_again() {
+        let (table, fake) = (Table::new(TTL, 3), Fake::default());
+        fake.run(&table, "rt").await;
+        advance(LIFETIME).await;
+        let after = fake.run(&table, "rt").await;
+        assert_eq!(after.joined, 0);
+        assert_eq!(fake.granted(), ["rt", "rt"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stragglers_never_grant_a_spent_input_again_but_follow_the_chain() {
+        let (table, fake) = (Table::new(TTL, 3), Fake::rotating());
+        assert_eq!(next(&fake.run(&table, "rt").await), "rt+");
+        // The result for `rt` has come due; `rt` itself is spent (rotated into `rt+`).
+        advance(LIFETIME + GRANT_TIME).await;
+        let b = fake.run(&table, "rt").await;
+        assert_eq!(fake.granted(), ["rt", "rt+"], "rt is never granted twice");
+        assert_eq!((b.joined, next(&b)), (1, "rt++"));
+        // A later straggler with `rt` follows both kept results without a grant.
+        let c = fake.run(&table, "rt").await;
+        assert_eq!((c.joined, next(&c)), (2, "rt++"));
+        assert_eq!(fake.granted().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_chain_stops_after_max_chain_steps() {
+        let (table, fake) = (Table::new(TTL, 2), Fake::rotating());
+        fake.run(&table, "rt").await;
+        advance(LIFETIME + GRANT_TIME).await;
+        fake.run(&table, "rt+").await;
+        // Both kept results have come due: `rt` → `rt+` → (would be) `rt++`.
+        advance(LIFETIME + GRANT_TIME).await;
+        let d = fake.run(&table, "rt").await;
+        assert_eq!((d.joined, next(&d)), (2, "rt++"));
+        assert_eq!(fake.granted(), ["rt", "rt+"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_shared_in_flight_but_not_with_later_callers() {
+        let (table, fake) = (Table::new(TTL, 3), Fake::default());
+        fake.fail.store(true, Ordering::SeqCst);
+        let (a, b) = tokio::join!(fake.run(&table, "rt"), fake.run(&table, "rt"));
+        assert_eq!(fake.granted().len(), 1);
+        assert_eq!(a.outcome.expect_err("refused"), "refused rt");
+        assert_eq!(
+            (b.joined, b.outcome.expect_err("shared")),
+            (1, "refused rt".into())
+        );
+        // The next caller, well within the TTL, tries again, and may succeed.
+        fake.fail.store(false, Ordering::SeqCst);
+        let c = fake.run(&table, "rt").await;
+        assert_eq!((c.joined, next(&c)), (0, "rt"));
+        assert_eq!(fake.granted().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_forgotten_result_is_not_handed_out() {
+        let (table, fake) = (Table::new(TTL, 3), Fake::default());
+        fake.run(&table, "rt").await;
+        table.forget(&"rt".to_string());
+        assert_eq!(fake.run(&table, "rt").await.joined, 0);
+        assert_eq!(fake.granted().len(), 2);
+    }
+}
