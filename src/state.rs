@@ -9,7 +9,7 @@ use crate::cookies::CookiePolicy;
 use crate::crypto::Sealer;
 use crate::oauth::Providers;
 use crate::rate_limit::LoginLimiter;
-use crate::refresh::Refresher;
+use crate::refresh::{Refresher, TokenSource};
 use crate::session::SessionJar;
 
 /// Shared by all workers (behind `web::Data`, an `Arc`).
@@ -54,6 +54,15 @@ impl AppState {
             .find(|r| r.path.matches(path))
             .map(|r| r.path.as_str().to_string())
             .unwrap_or_else(|| "unmatched".to_string())
+    }
+
+    /// The parts a request's access token comes from (the proxy and forward auth).
+    pub fn token_source(&self) -> TokenSource<'_> {
+        TokenSource {
+            jar: &self.jar,
+            refresher: &self.refresher,
+            providers: &self.providers,
+        }
     }
 
     pub fn new(config: Config, clock: Clock) -> Self {

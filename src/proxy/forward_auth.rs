@@ -15,11 +15,9 @@
 //! `X-Token-Handler-Set-Cookie-1`, `-2`, …: nginx's `auth_request_set` sees only the first
 //! `Set-Cookie` of an answer, but can copy numbered headers one by one (docs/gateways.md).
 
-use super::refusal;
-use crate::csrf::require_csrf;
+use super::{refusal, session_token};
 use crate::error::ApiError;
 use crate::origin::Origin;
-use crate::refresh::usable_access_token;
 use crate::state::{AppState, HttpClient};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
@@ -64,26 +62,9 @@ pub async fn forward_auth(
     if let Err(e) = Origin::check(&method, req.headers(), &state, false) {
         return e.error_response();
     }
-    let jar = &state.jar;
-    let cookies = jar.read(req.headers());
-    let csrf = if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        None
-    } else {
-        match require_csrf(req.headers(), &cookies, jar) {
-            Ok(c) => Some(c),
-            Err(e) => return e.error_response(),
-        }
-    };
-    let usable = usable_access_token(
-        &cookies,
-        csrf,
-        jar,
-        &state.refresher,
-        &state.providers,
-        &client.0,
-    )
-    .await;
-    match usable {
+    let cookies = state.jar.read(req.headers());
+    let source = state.token_source();
+    match session_token(&method, req.headers(), &cookies, &source, &client.0).await {
         Ok(usable) => {
             let Ok(value) =
                 HeaderValue::from_str(&format!("Bearer {}", usable.access_token.expose()))
@@ -100,6 +81,6 @@ pub async fn forward_auth(
             }
             resp.finish()
         }
-        Err(denied) => refusal(jar, denied),
+        Err(denied) => refusal(&state.jar, denied),
     }
 }

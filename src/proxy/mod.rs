@@ -20,12 +20,13 @@ use crate::cookies::{CookieKind, CookiePolicy, RequestCookies};
 use crate::csrf::require_csrf;
 use crate::error::ApiError;
 use crate::origin::{preflight, Origin};
-use crate::refresh::{usable_access_token, Denied, Usable};
+use crate::refresh::{usable_access_token, Denied, TokenSource, Usable};
 use crate::routes::error_with_cookies;
 use crate::secret::Token;
 use crate::session::SessionJar;
 use crate::state::{AppState, HttpClient};
-use actix_web::http::{header, Method};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 /// Largest total of request headers relayed upstream: many servers refuse more (nginx's default
@@ -107,24 +108,15 @@ async fn proxy(
         return forward::forward(req, body, client, &relay, None, Vec::new()).await;
     }
 
-    let csrf = if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        None
-    } else {
-        match require_csrf(req.headers(), &cookies, jar) {
-            Ok(c) => Some(c),
-            Err(e) => return e.error_response(),
-        }
-    };
-    let usable = usable_access_token(
+    match session_token(
+        req.method(),
+        req.headers(),
         &cookies,
-        csrf,
-        jar,
-        &state.refresher,
-        &state.providers,
+        &state.token_source(),
         client,
     )
-    .await;
-    match usable {
+    .await
+    {
         Ok(Usable {
             access_token,
             cookies: written,
@@ -137,6 +129,23 @@ async fn proxy(
         }
         Err(denied) => refusal(jar, denied),
     }
+}
+
+/// The access token for a cookie-authenticated request whose (original) method is `method`: the
+/// CSRF check for methods that may change state, then the token, refreshed first when due.
+pub async fn session_token(
+    method: &Method,
+    headers: &HeaderMap,
+    cookies: &RequestCookies<'_>,
+    source: &TokenSource<'_>,
+    client: &awc::Client,
+) -> Result<Usable, Denied> {
+    let csrf = if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        None
+    } else {
+        Some(require_csrf(headers, cookies, source.jar)?)
+    };
+    usable_access_token(cookies, csrf, source, client).await
 }
 
 /// The response for a refused request, clearing cookies when the session is over.

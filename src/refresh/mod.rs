@@ -16,7 +16,7 @@
 mod policy;
 mod single_flight;
 
-pub use policy::{usable_access_token, Denied, Usable};
+pub use policy::{usable_access_token, Denied, TokenSource, Usable};
 pub use single_flight::{Flown, Freshness, SingleFlight};
 
 use crate::clock::Clock;
@@ -24,7 +24,7 @@ use crate::oauth::http::CallError;
 use crate::oauth::token::{self, TokenResponse};
 use crate::oauth::Provider;
 use crate::secret::Token;
-use crate::session::{access_token_expiry, refresh_due, RefreshTokenCookie};
+use crate::session::{access_token_expiry, refresh_due, NewSession, RefreshTokenCookie, SessionId};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +51,25 @@ pub struct Refreshed {
 }
 
 impl Refreshed {
+    /// What the session's cookies become: the new tokens, the refresh token kept
+    /// ([`Refreshed::refresh_token`]), the same subject and session id, and the CSRF value to
+    /// re-seal when given.
+    pub fn session<'a>(
+        &'a self,
+        provider: &'a str,
+        sid: &'a SessionId,
+        csrf: Option<&'a Token>,
+    ) -> NewSession<'a> {
+        NewSession {
+            provider,
+            sid,
+            tokens: &self.tokens,
+            previous_refresh_token: Some(self.refresh_token.clone()),
+            sub: self.sub.clone(),
+            csrf,
+        }
+    }
+
     /// Whether the grant issued another refresh token than `redeemed` (rotation).
     fn rotated_from(&self, redeemed: &Token) -> bool {
         !self.refresh_token.ct_eq(redeemed.expose())

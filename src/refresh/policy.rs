@@ -10,10 +10,17 @@ use crate::cookies::{CookieKind, RequestCookies};
 use crate::error::ApiError;
 use crate::oauth::Providers;
 use crate::secret::Token;
-use crate::session::{
-    same_session, AccessTokenCookie, CsrfCookie, NewSession, RefreshTokenCookie, SessionJar,
-};
+use crate::session::{same_session, AccessTokenCookie, CsrfCookie, RefreshTokenCookie, SessionJar};
 use actix_web::cookie::Cookie;
+
+/// Where a request's access token comes from: its cookies (the jar), the refresh grant shared
+/// with other requests (the refresher), and the provider that issued it.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenSource<'a> {
+    pub jar: &'a SessionJar,
+    pub refresher: &'a Refresher,
+    pub providers: &'a Providers,
+}
 
 /// A refused request, and whether the session cookies must be cleared with the refusal.
 #[derive(Debug)]
@@ -46,11 +53,14 @@ pub struct Usable {
 pub async fn usable_access_token(
     cookies: &RequestCookies<'_>,
     csrf: Option<CsrfCookie>,
-    jar: &SessionJar,
-    refresher: &Refresher,
-    providers: &Providers,
+    source: &TokenSource<'_>,
     client: &awc::Client,
 ) -> Result<Usable, Denied> {
+    let TokenSource {
+        jar,
+        refresher,
+        providers,
+    } = *source;
     let at: AccessTokenCookie = jar.open_required(cookies, CookieKind::AccessToken)?;
     if let Some(csrf) = &csrf {
         same_session(&at.sid, &csrf.sid)?;
@@ -86,14 +96,11 @@ pub async fn usable_access_token(
     let (outcome, coalesced) = refresher.refresh(client, provider, &rt).await;
     match outcome {
         Ok(refreshed) => {
-            let cookies = jar.seal(NewSession {
-                provider: provider.id(),
-                sid: &rt.sid,
-                tokens: &refreshed.tokens,
-                previous_refresh_token: Some(refreshed.refresh_token.clone()),
-                sub: refreshed.sub.clone(),
-                csrf: csrf.as_ref().map(|c| &c.token),
-            })?;
+            let cookies = jar.seal(refreshed.session(
+                provider.id(),
+                &rt.sid,
+                csrf.as_ref().map(|c| &c.token),
+            ))?;
             tracing::debug!(coalesced, "request continues with refreshed tokens");
             Ok(Usable {
                 access_token: refreshed.tokens.access_token.clone(),

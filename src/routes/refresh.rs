@@ -5,7 +5,7 @@ use crate::cookies::CookieKind;
 use crate::csrf::require_csrf;
 use crate::error::ApiError;
 use crate::refresh::RefreshFailure;
-use crate::session::{same_session, NewSession, RefreshTokenCookie};
+use crate::session::{same_session, RefreshTokenCookie};
 use crate::state::{AppState, HttpClient};
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -39,14 +39,7 @@ pub async fn refresh(
         Err(RefreshFailure::BadIdToken(m)) => return Err(ApiError::AuthorizationError(m)),
         Err(RefreshFailure::Unavailable(m)) => return Err(ApiError::ProviderUnavailable(m)),
     };
-    let written = jar.seal(NewSession {
-        provider: provider.id(),
-        sid: &rt.sid,
-        tokens: &refreshed.tokens,
-        previous_refresh_token: Some(refreshed.refresh_token.clone()),
-        sub: refreshed.sub.clone(),
-        csrf: Some(&csrf.token),
-    })?;
+    let written = jar.seal(refreshed.session(provider.id(), &rt.sid, Some(&csrf.token)))?;
     let mut resp = HttpResponse::NoContent();
     for c in written {
         resp.cookie(c);
