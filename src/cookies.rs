@@ -14,7 +14,7 @@
 //! path), `__Secure-` for the path-scoped ones (refused over http). A sibling subdomain can then
 //! no longer plant a session of its own (session fixation) under our names.
 
-use crate::config::{Config, SameSite};
+use crate::config::{Config, CookieConfig, SameSite};
 use crate::crypto::{Purpose, Sealer};
 use crate::error::ApiError;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie};
@@ -101,7 +101,7 @@ pub struct CookiePolicy {
 
 impl CookiePolicy {
     /// The browser-enforced name prefix of a kind: `__Host-` needs Path `/` and no Domain.
-    fn name_prefix(config: &crate::config::CookieConfig, kind: CookieKind) -> &'static str {
+    fn name_prefix(config: &CookieConfig, kind: CookieKind) -> &'static str {
         let at_root = matches!(kind, CookieKind::AccessToken | CookieKind::Csrf);
         match (
             config.name_prefixes,
@@ -114,27 +114,19 @@ impl CookiePolicy {
     }
 
     /// Derives names and paths: the refresh-token cookie goes to the agent's refresh and logout
-    /// endpoints, the proxy routes and the forward-auth paths (the API paths a gateway protects:
-    /// the gateway forwards the browser's cookies for them), and nowhere else.
-    pub fn new(full: &Config) -> Self {
-        let config = &full.cookies;
-        let base_path = full.server.base_path.as_str();
+    /// endpoints (under `base_path`), the `api_paths` (the proxy routes, and the forward-auth
+    /// paths a gateway protects: the gateway forwards the browser's cookies for them), and
+    /// nowhere else.
+    pub fn new<'p>(
+        config: &CookieConfig,
+        base_path: &str,
+        api_paths: impl IntoIterator<Item = &'p str>,
+    ) -> Self {
         let mut refresh_paths = vec![
             format!("{base_path}/refresh"),
             format!("{base_path}/logout"),
         ];
-        refresh_paths.extend(
-            full.proxy
-                .routes
-                .iter()
-                .map(|r| r.path.as_str().to_string()),
-        );
-        refresh_paths.extend(
-            full.proxy
-                .forward_auth_paths
-                .iter()
-                .map(|p| p.as_str().to_string()),
-        );
+        refresh_paths.extend(api_paths.into_iter().map(str::to_string));
         // A forward-auth path may also be a route: one cookie per distinct path.
         let mut seen = std::collections::HashSet::new();
         refresh_paths.retain(|p| seen.insert(p.clone()));
@@ -158,6 +150,19 @@ impl CookiePolicy {
             refresh_paths,
             id_paths: vec![format!("{base_path}/claims"), format!("{base_path}/logout")],
         }
+    }
+
+    /// The policy of a configuration: its cookies section, base path, proxy routes and
+    /// forward-auth paths.
+    pub fn for_config(config: &Config) -> Self {
+        let proxy = &config.proxy;
+        let api_paths = proxy.routes.iter().map(|r| r.path.as_str());
+        let forward_auth = proxy.forward_auth_paths.iter().map(|p| p.as_str());
+        CookiePolicy::new(
+            &config.cookies,
+            config.server.base_path.as_str(),
+            api_paths.chain(forward_auth),
+        )
     }
 
     /// The cookie's name, e.g. `__Host-th-at`, or `th-at` without name prefixes.
@@ -402,7 +407,7 @@ redirect_uri = "https://www.example.com/"
         );
         let c = Config::from_toml(&text, Vec::new()).expect("valid");
         (
-            CookiePolicy::new(&c),
+            CookiePolicy::for_config(&c),
             Sealer::new(KeyRing::parse(&[key]).expect("key")),
         )
     }

@@ -68,7 +68,7 @@ impl AppState {
     pub fn new(config: Config, clock: Clock) -> Self {
         Self {
             jar: SessionJar::new(
-                CookiePolicy::new(&config),
+                CookiePolicy::for_config(&config),
                 Sealer::new(config.cookies.keys.clone()),
                 clock.clone(),
                 config.cookies.session_lifetime,

@@ -185,7 +185,7 @@ redirect_uri = "https://www.example.com/"
 "#
         );
         let config = Config::from_toml(&text, Vec::new()).expect("valid");
-        CookiePolicy::new(&config)
+        CookiePolicy::for_config(&config)
     }
 
     fn set_cookie(bytes: &[u8]) -> HeaderValue {
