@@ -269,10 +269,7 @@ pub async fn end(
     })?;
     let (page, callback) = parse_callback(&page_url)?;
     let cookies = state.jar.read(req.headers());
-    let login: Option<LoginState> = state
-        .jar
-        .unseal(&cookies, CookieKind::Login)
-        .unwrap_or(None);
+    let login: Option<LoginState> = state.jar.readable(&cookies, CookieKind::Login);
     let matching_login =
         match (&callback.state, login) {
             (Some(sent), Some(login)) if login.state.ct_eq(sent) => Some(login),

@@ -45,16 +45,13 @@ pub async fn logout(
     // revoked nor named in the end-session URL. Unreadable ones are just cleared.
     let ours = |sid: &SessionId| *sid == csrf.sid;
     let rt = jar
-        .open::<RefreshTokenCookie>(&cookies, CookieKind::RefreshToken)
-        .unwrap_or(None)
+        .readable::<RefreshTokenCookie>(&cookies, CookieKind::RefreshToken)
         .filter(|c| ours(&c.sid));
     let id = jar
-        .open::<IdTokenCookie>(&cookies, CookieKind::IdToken)
-        .unwrap_or(None)
+        .readable::<IdTokenCookie>(&cookies, CookieKind::IdToken)
         .filter(|c| ours(&c.sid));
     let at = jar
-        .open::<AccessTokenCookie>(&cookies, CookieKind::AccessToken)
-        .unwrap_or(None)
+        .readable::<AccessTokenCookie>(&cookies, CookieKind::AccessToken)
         .filter(|c| ours(&c.sid));
     let provider_id = rt
         .as_ref()

@@ -135,6 +135,17 @@ impl SessionJar {
         ))
     }
 
+    /// The cookie when it opens, `None` when it was not sent or cannot be opened: only for
+    /// callers that must go on either way (logout clears what it cannot read; a login cookie
+    /// that does not open is no login in progress).
+    pub fn readable<T: DeserializeOwned>(
+        &self,
+        cookies: &RequestCookies<'_>,
+        kind: CookieKind,
+    ) -> Option<T> {
+        self.unseal(cookies, kind).unwrap_or(None)
+    }
+
     /// Seals a token response into the session cookies, each opening for `session_lifetime`.
     pub fn seal(&self, session: NewSession<'_>) -> Result<Vec<Cookie<'static>>, ApiError> {
         let now = self.clock.now();
