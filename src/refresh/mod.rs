@@ -9,9 +9,9 @@
 //! redeemed, rotated refresh token again, not even when the shared result has itself come due:
 //! it then continues from the refresh token that result produced ([`MAX_CHAIN`] steps at most).
 //!
-//! A failed refresh never costs a working session: while the old access token is valid the
-//! request goes on with it; only an expired access token plus a rejected refresh token ends the
-//! session, and a provider that is down is a 502, not a logout.
+//! Three layers: [`SingleFlight`] shares grants and keeps results, knowing nothing of tokens;
+//! [`Refresher`] (here) keys it by refresh token and performs the grant; [`usable_access_token`]
+//! decides when a request's access token needs one, and what a failure costs the session.
 
 mod policy;
 mod single_flight;
