@@ -152,17 +152,17 @@ async fn check(config: Config) -> ExitCode {
     );
     let width = CookieKind::ALL
         .iter()
-        .map(|k| state.cookies.name(*k).len())
+        .map(|k| state.jar.policy().name(*k).len())
         .max()
         .unwrap_or(0);
     for kind in CookieKind::ALL {
         say!(
             "  {:<width$} Path={}",
-            state.cookies.name(kind),
-            state.cookies.paths(kind).join(", Path=")
+            state.jar.policy().name(kind),
+            state.jar.policy().paths(kind).join(", Path=")
         );
     }
-    say!("csrf header: {}", state.cookies.csrf_header());
+    say!("csrf header: {}", state.jar.policy().csrf_header());
     for loose in loose_secret_files(&config.secret_files) {
         say!("warning: {loose}");
     }

@@ -14,13 +14,11 @@
 //! path), `__Secure-` for the path-scoped ones (refused over http). A sibling subdomain can then
 //! no longer plant a session of its own (session fixation) under our names.
 
-use crate::config::{Config, SameSite};
-use crate::crypto::{Purpose, SealError, Sealer};
+use crate::config::{Config, CookieConfig, SameSite};
+use crate::crypto::{Purpose, Sealer};
 use crate::error::ApiError;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie};
-use actix_web::http::header::{self, HeaderMap};
-use actix_web::HttpRequest;
-use serde::de::DeserializeOwned;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use serde::Serialize;
 
 /// Browsers drop a cookie whose name, value and attributes exceed this (RFC 6265 §6.1 minimum,
@@ -103,7 +101,7 @@ pub struct CookiePolicy {
 
 impl CookiePolicy {
     /// The browser-enforced name prefix of a kind: `__Host-` needs Path `/` and no Domain.
-    fn name_prefix(config: &crate::config::CookieConfig, kind: CookieKind) -> &'static str {
+    fn name_prefix(config: &CookieConfig, kind: CookieKind) -> &'static str {
         let at_root = matches!(kind, CookieKind::AccessToken | CookieKind::Csrf);
         match (
             config.name_prefixes,
@@ -116,27 +114,19 @@ impl CookiePolicy {
     }
 
     /// Derives names and paths: the refresh-token cookie goes to the agent's refresh and logout
-    /// endpoints, the proxy routes and the forward-auth paths (the API paths a gateway protects:
-    /// the gateway forwards the browser's cookies for them), and nowhere else.
-    pub fn new(full: &Config) -> Self {
-        let config = &full.cookies;
-        let base_path = full.server.base_path.as_str();
+    /// endpoints (under `base_path`), the `api_paths` (the proxy routes, and the forward-auth
+    /// paths a gateway protects: the gateway forwards the browser's cookies for them), and
+    /// nowhere else.
+    pub fn new<'p>(
+        config: &CookieConfig,
+        base_path: &str,
+        api_paths: impl IntoIterator<Item = &'p str>,
+    ) -> Self {
         let mut refresh_paths = vec![
             format!("{base_path}/refresh"),
             format!("{base_path}/logout"),
         ];
-        refresh_paths.extend(
-            full.proxy
-                .routes
-                .iter()
-                .map(|r| r.path.as_str().to_string()),
-        );
-        refresh_paths.extend(
-            full.proxy
-                .forward_auth_paths
-                .iter()
-                .map(|p| p.as_str().to_string()),
-        );
+        refresh_paths.extend(api_paths.into_iter().map(str::to_string));
         // A forward-auth path may also be a route: one cookie per distinct path.
         let mut seen = std::collections::HashSet::new();
         refresh_paths.retain(|p| seen.insert(p.clone()));
@@ -160,6 +150,19 @@ impl CookiePolicy {
             refresh_paths,
             id_paths: vec![format!("{base_path}/claims"), format!("{base_path}/logout")],
         }
+    }
+
+    /// The policy of a configuration: its cookies section, base path, proxy routes and
+    /// forward-auth paths.
+    pub fn for_config(config: &Config) -> Self {
+        let proxy = &config.proxy;
+        let api_paths = proxy.routes.iter().map(|r| r.path.as_str());
+        let forward_auth = proxy.forward_auth_paths.iter().map(|p| p.as_str());
+        CookiePolicy::new(
+            &config.cookies,
+            config.server.base_path.as_str(),
+            api_paths.chain(forward_auth),
+        )
     }
 
     /// The cookie's name, e.g. `__Host-th-at`, or `th-at` without name prefixes.
@@ -286,62 +289,63 @@ impl CookiePolicy {
             && name[prefix.len()..].starts_with('-')
     }
 
-    /// The sealed values of this kind's cookies in the request, in the order sent: a request can
-    /// carry several of one name (another Path, or one planted by a sibling subdomain).
-    pub fn values<'r>(
-        &'r self,
-        headers: &'r HeaderMap,
-        kind: CookieKind,
-    ) -> impl Iterator<Item = &'r str> + 'r {
-        let name = self.name(kind);
-        request_cookies(headers)
-            // Pairs are trimmed, so a pair named `name` starts with it: the cheap test first,
-            // the parser only for candidates (the other pairs can be kilobytes long).
-            .filter(move |pair| pair.text.starts_with(name))
-            .filter_map(move |pair| match pair.name_value() {
-                Some((n, value)) if n == name => Some(value),
-                _ => None,
-            })
+    /// Reads the request's Cookie headers once: our cookies by kind, and the pairs that are not
+    /// ours (to forward upstream). A proxied request used to scan the header once per question
+    /// (any session cookie? the CSRF cookie, the access token, what goes upstream); this view
+    /// answers them all.
+    pub fn read<'r>(&self, headers: &'r HeaderMap) -> RequestCookies<'r> {
+        let mut view = RequestCookies {
+            ours: Default::default(),
+            foreign: Vec::new(),
+        };
+        for pair in request_cookies(headers) {
+            // A pair starts with its name: only pairs that start like ours need parsing (the
+            // others can be kilobytes long). Pairs the cookie crate cannot parse are not ours.
+            let parsed = if self.is_ours(pair.text) {
+                pair.name_value().filter(|(name, _)| self.is_ours(name))
+            } else {
+                None
+            };
+            let Some((name, value)) = parsed else {
+                view.foreign.push(pair.text);
+                continue;
+            };
+            if let Some(kind) = CookieKind::ALL.iter().find(|k| self.name(**k) == name) {
+                view.ours[kind.index()].push(value);
+            }
+        }
+        view
+    }
+}
+
+/// A request's cookies, read once ([`CookiePolicy::read`]), borrowed from its headers.
+#[derive(Debug, Default)]
+pub struct RequestCookies<'r> {
+    /// The sealed values of each kind, by [`CookieKind::index`], in the order sent: a request
+    /// can carry several of one name (another Path, or one planted by a sibling subdomain).
+    ours: [Vec<&'r str>; 5],
+    /// The pairs that are not ours (`<prefix>-*` in any spelling), exactly as sent.
+    foreign: Vec<&'r str>,
+}
+
+impl<'r> RequestCookies<'r> {
+    /// The sealed values of this kind's cookies, in the order sent.
+    pub fn values(&self, kind: CookieKind) -> &[&'r str] {
+        &self.ours[kind.index()]
     }
 
     /// Whether the request carries a cookie of this kind at all (readable or not).
-    pub fn has(&self, req: &HttpRequest, kind: CookieKind) -> bool {
-        self.values(req.headers(), kind).next().is_some()
+    pub fn has(&self, kind: CookieKind) -> bool {
+        !self.values(kind).is_empty()
     }
 
-    /// Opens this kind's cookie from the request. `Ok(None)` when the request has none. When a
-    /// request carries several cookies of the name (another path, or one planted by a sibling
-    /// subdomain), the first that opens wins; planted ones cannot open.
-    pub fn open<T: DeserializeOwned>(
-        &self,
-        req: &HttpRequest,
-        sealer: &Sealer,
-        kind: CookieKind,
-        now: i64,
-    ) -> Result<Option<T>, SealError> {
-        let mut result = Ok(None);
-        for value in self.values(req.headers(), kind) {
-            match sealer.unseal(kind.purpose(), now, value) {
-                Ok(v) => return Ok(Some(v)),
-                Err(e) => {
-                    crate::metrics::METRICS
-                        .unseal_failures
-                        .get_or_create(&crate::metrics::UnsealLabels {
-                            cookie: self.name(kind).to_string(),
-                            reason: match e {
-                                SealError::Expired => "expired",
-                                _ => "invalid",
-                            },
-                            key_id: sealer
-                                .listed_key_id(value)
-                                .unwrap_or_else(|| "unknown".into()),
-                        })
-                        .inc();
-                    result = Err(e)
-                }
-            }
+    /// The request's cookies minus ours, as one Cookie header for the upstream, or `None` when
+    /// nothing is left.
+    pub fn foreign_header(&self) -> Option<HeaderValue> {
+        if self.foreign.is_empty() {
+            return None;
         }
-        result
+        HeaderValue::from_str(&self.foreign.join("; ")).ok()
     }
 }
 
@@ -403,7 +407,7 @@ redirect_uri = "https://www.example.com/"
         );
         let c = Config::from_toml(&text, Vec::new()).expect("valid");
         (
-            CookiePolicy::new(&c),
+            CookiePolicy::for_config(&c),
             Sealer::new(KeyRing::parse(&[key]).expect("key")),
         )
     }
@@ -530,7 +534,8 @@ redirect_uri = "https://www.example.com/"
                 header::HeaderValue::from_str(value).expect("value"),
             );
         }
-        let values: Vec<&str> = p.values(&headers, CookieKind::AccessToken).collect();
+        let view = p.read(&headers);
+        let values = view.values(CookieKind::AccessToken);
         // Quotes are stripped as the cookie crate does; percent-escapes are not decoded.
         assert_eq!(values, ["first", "second", "%41"]);
         let pairs: Vec<&str> = request_cookies(&headers).map(|c| c.text).collect();
@@ -548,7 +553,8 @@ redirect_uri = "https://www.example.com/"
         assert!(request_cookies(&headers)
             .find(|c| c.text == "flag")
             .is_some_and(|c| c.name_value().is_none()));
-        assert_eq!(p.values(&headers, CookieKind::Csrf).count(), 0);
+        assert!(!view.has(CookieKind::Csrf));
+        assert_eq!(view.foreign_header().expect("foreign"), "a=1; flag");
     }
 
     #[test]

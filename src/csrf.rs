@@ -6,25 +6,27 @@
 //! `-csrf` cookie. Another site can make the browser send our cookies but cannot read the value
 //! nor set custom headers without a CORS preflight we refuse.
 
-use crate::cookies::CookieKind;
+use crate::cookies::{CookieKind, RequestCookies};
 use crate::error::ApiError;
-use crate::session::CsrfCookie;
-use crate::state::AppState;
-use actix_web::HttpRequest;
+use crate::session::{CsrfCookie, SessionJar};
+use actix_web::http::header::HeaderMap;
 
 /// Checks the CSRF header against the sealed cookie; returns the cookie, whose session id the
 /// caller compares with the other cookies it opens.
-pub fn require_csrf(req: &HttpRequest, state: &AppState) -> Result<CsrfCookie, ApiError> {
-    let header_name = state.cookies.csrf_header();
-    let Some(sent) = req.headers().get(header_name) else {
+pub fn require_csrf(
+    headers: &HeaderMap,
+    cookies: &RequestCookies<'_>,
+    jar: &SessionJar,
+) -> Result<CsrfCookie, ApiError> {
+    let header_name = jar.policy().csrf_header();
+    let Some(sent) = headers.get(header_name) else {
         return Err(ApiError::Unauthorized(
             "the CSRF header is missing: send the csrf value from login/end in the x-<cookies.prefix>-csrf header (x-th-csrf by default)",
         ));
     };
     let sent = sent.to_str().unwrap_or_default();
-    let cookie: Option<CsrfCookie> = state
-        .cookies
-        .open(req, &state.sealer, CookieKind::Csrf, state.clock.now())
+    let cookie: Option<CsrfCookie> = jar
+        .unseal(cookies, CookieKind::Csrf)
         .map_err(|_| ApiError::Unauthorized("the CSRF cookie is missing, expired or invalid"))?;
     let Some(cookie) = cookie else {
         return Err(ApiError::Unauthorized(

@@ -188,7 +188,7 @@ pub fn preflight(headers: &HeaderMap, state: &AppState) -> HttpResponse {
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE"),
     );
-    let always = ["content-type", state.cookies.csrf_header()];
+    let always = ["content-type", state.jar.policy().csrf_header()];
     let mut allowed = always.join(", ");
     for name in requested.iter().filter(|n| !always.contains(&n.as_str())) {
         allowed.push_str(", ");

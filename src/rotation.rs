@@ -29,16 +29,18 @@ pub async fn reseal_cookies(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return next.call(req).await;
     };
-    let now = state.clock.now();
+    let jar = &state.jar;
+    let now = jar.clock().now();
+    let cookies = jar.read(req.headers());
     let mut fresh: Vec<(CookieKind, String)> = Vec::new();
     for kind in CookieKind::ALL {
         if kind == CookieKind::Login {
             continue;
         }
-        let resealed = state
-            .cookies
-            .values(req.headers(), kind)
-            .find_map(|value| state.sealer.reseal(kind.purpose(), now, value));
+        let resealed = cookies
+            .values(kind)
+            .iter()
+            .find_map(|value| jar.sealer().reseal(kind.purpose(), now, value));
         if let Some(value) = resealed {
             fresh.push((kind, value));
         }
@@ -54,15 +56,15 @@ pub async fn reseal_cookies(
         .filter_map(|v| v.split('=').next().map(|n| n.trim().to_string()))
         .collect();
     for (kind, value) in fresh {
-        if written.iter().any(|w| w == state.cookies.name(kind)) {
+        if written.iter().any(|w| w == jar.policy().name(kind)) {
             continue;
         }
-        for cookie in state.cookies.with_value(kind, &value) {
+        for cookie in jar.policy().with_value(kind, &value) {
             if let Ok(v) = HeaderValue::from_str(&cookie.to_string()) {
                 res.headers_mut().append(header::SET_COOKIE, v);
             }
         }
-        tracing::debug!(cookie = %state.cookies.name(kind), "re-sealed with the current key");
+        tracing::debug!(cookie = %jar.policy().name(kind), "re-sealed with the current key");
     }
     Ok(res)
 }
@@ -119,9 +121,9 @@ pub async fn watch_keys_file(state: web::Data<AppState>) {
         last = current;
         match read_ring(&path) {
             Ok(ring) => {
-                let before = ids(&state.sealer.ring());
+                let before = ids(&state.jar.sealer().ring());
                 let after = ids(&ring);
-                state.sealer.replace_ring(ring);
+                state.jar.sealer().replace_ring(ring);
                 tracing::info!(%before, %after, signalled, "cookie keys reloaded");
             }
             Err(e) => {

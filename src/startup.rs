@@ -200,7 +200,7 @@ async fn no_store_when_setting_cookies(
         .get_all(header::SET_COOKIE)
         .filter_map(|v| v.to_str().ok())
         .filter_map(|v| v.split(['=', ';']).next())
-        .any(|name| state.cookies.is_ours(name.trim()));
+        .any(|name| state.jar.policy().is_ours(name.trim()));
     if sets_ours {
         res.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

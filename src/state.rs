@@ -1,4 +1,7 @@
-//! What every request handler shares: validated config, keys, cookie policy, providers, clock.
+//! What every request handler shares: validated config, the session jar, providers, clock.
+//!
+//! Handlers extract it and hand each callee the part it needs (the jar, the providers, the
+//! refresher).
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -6,17 +9,19 @@ use crate::cookies::CookiePolicy;
 use crate::crypto::Sealer;
 use crate::oauth::Providers;
 use crate::rate_limit::LoginLimiter;
-use crate::refresh::RefreshCoordinator;
+use crate::refresh::{Refresher, TokenSource};
+use crate::session::SessionJar;
 
 /// Shared by all workers (behind `web::Data`, an `Arc`).
 #[derive(Debug)]
 pub struct AppState {
     pub config: Config,
-    pub sealer: Sealer,
-    pub cookies: CookiePolicy,
+    /// Cookie policy, sealer and clock: how session cookies are opened and written.
+    pub jar: SessionJar,
     pub providers: Providers,
+    /// The application's clock (the jar and the refresher hold clones: one shared offset).
     pub clock: Clock,
-    pub refresher: RefreshCoordinator,
+    pub refresher: Refresher,
     /// Per-client-address limits on `login/start` and `login/end`.
     pub login_limiter: LoginLimiter,
 }
@@ -51,13 +56,27 @@ impl AppState {
             .unwrap_or_else(|| "unmatched".to_string())
     }
 
+    /// The parts a request's access token comes from (the proxy and forward auth).
+    pub fn token_source(&self) -> TokenSource<'_> {
+        TokenSource {
+            jar: &self.jar,
+            refresher: &self.refresher,
+            providers: &self.providers,
+        }
+    }
+
     pub fn new(config: Config, clock: Clock) -> Self {
         Self {
-            sealer: Sealer::new(config.cookies.keys.clone()),
-            cookies: CookiePolicy::new(&config),
+            jar: SessionJar::new(
+                CookiePolicy::for_config(&config),
+                Sealer::new(config.cookies.keys.clone()),
+                clock.clone(),
+                config.cookies.session_lifetime,
+                config.cookies.login_timeout,
+            ),
             providers: Providers::new(&config.providers, &clock),
+            refresher: Refresher::new(clock.clone(), config.proxy.refresh_ahead),
             clock,
-            refresher: RefreshCoordinator::default(),
             login_limiter: LoginLimiter::new(config.login_rate),
             config,
         }

@@ -2,10 +2,10 @@
 
 use super::headers::{keep_response_header, response_connection_listed, upstream_request_headers};
 use super::route::client_location;
-use super::RouteMatch;
+use super::{Relay, RouteMatch};
+use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::secret::Token;
-use crate::state::AppState;
 use actix_web::body::{self, BodyStream, SizedStream};
 use actix_web::cookie::Cookie;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
@@ -18,10 +18,10 @@ use awc::error::SendRequestError;
 /// chain); from anyone else they are replaced, so a client cannot spoof its address.
 pub fn forwarded_headers(
     req: &HttpRequest,
-    state: &AppState,
+    server: &ServerConfig,
 ) -> Vec<(header::HeaderName, HeaderValue)> {
     let peer = req.peer_addr().map(|p| p.ip());
-    let trusted = peer.is_some_and(|ip| state.config.server.trusts(ip));
+    let trusted = peer.is_some_and(|ip| server.trusts(ip));
     let incoming = |name: &str| {
         req.headers()
             .get(name)
@@ -66,12 +66,12 @@ fn relocated(found: &RouteMatch<'_>, value: &HeaderValue) -> Option<HeaderValue>
 pub async fn forward(
     req: &HttpRequest,
     body: web::Payload,
-    state: &AppState,
     client: &awc::Client,
-    found: &RouteMatch<'_>,
+    relay: &Relay<'_>,
     bearer: Option<&Token>,
     cookies: Vec<Cookie<'static>>,
 ) -> HttpResponse {
+    let found = relay.found;
     let mut upstream = client
         .request(req.method().clone(), found.upstream_url.as_str())
         .timeout(found.route.timeout);
@@ -83,7 +83,8 @@ pub async fn forward(
         }
         for (name, value) in upstream_request_headers(
             req.headers(),
-            state,
+            relay.cookies,
+            relay.policy,
             bearer.is_none(),
             &found.route.allow_headers,
         ) {
@@ -100,7 +101,7 @@ pub async fn forward(
                 }
             }
         }
-        for (name, value) in forwarded_headers(req, state) {
+        for (name, value) in forwarded_headers(req, relay.server) {
             h.insert(name, value);
         }
     }
@@ -138,7 +139,13 @@ pub async fn forward(
     let mut builder = HttpResponse::build(response.status());
     let listed = response_connection_listed(response.headers());
     for (name, value) in response.headers() {
-        if !keep_response_header(name, value, &listed, state, &found.route.allow_headers) {
+        if !keep_response_header(
+            name,
+            value,
+            &listed,
+            relay.policy,
+            &found.route.allow_headers,
+        ) {
             continue;
         }
         let value = if *name == header::LOCATION {

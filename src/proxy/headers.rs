@@ -10,8 +10,7 @@
 //! lets named instructing headers through, in either direction.
 
 use crate::config::{is_instructing_response_header, INSTRUCTING_REQUEST_HEADERS};
-use crate::cookies::{request_cookies, CookiePolicy};
-use crate::state::AppState;
+use crate::cookies::{CookiePolicy, RequestCookies};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 const HOP_BY_HOP: [&str; 9] = [
@@ -43,14 +42,17 @@ fn is_hop_by_hop(name: &HeaderName, listed: &[String]) -> bool {
 
 /// The request headers to send upstream (before Authorization and X-Forwarded-* are added). The
 /// values of one name come one after another, in the order the client sent them.
+///
+/// `cookies` is `incoming`'s Cookie header as read by the policy: all but our cookies go up.
 pub fn upstream_request_headers(
     incoming: &HeaderMap,
-    state: &AppState,
+    cookies: &RequestCookies<'_>,
+    policy: &CookiePolicy,
     keep_authorization: bool,
     allowed: &[HeaderName],
 ) -> Vec<(HeaderName, HeaderValue)> {
     let listed = connection_listed(incoming);
-    let csrf = state.cookies.csrf_header();
+    let csrf = policy.csrf_header();
     let mut out = Vec::new();
     for (name, value) in incoming.iter() {
         let n = name.as_str();
@@ -70,34 +72,11 @@ pub fn upstream_request_headers(
         }
         out.push((name.clone(), value.clone()));
     }
-    if let Some(cookie) = foreign_cookies(incoming, state) {
+    // Pairs the cookie crate cannot parse are not ours: they pass as sent.
+    if let Some(cookie) = cookies.foreign_header() {
         out.push((header::COOKIE, cookie));
     }
     out
-}
-
-/// The request's cookies minus ours (`<prefix>-*`), or `None` when nothing is left. Pairs the
-/// cookie crate cannot parse are not ours: they pass as sent.
-fn foreign_cookies(incoming: &HeaderMap, state: &AppState) -> Option<HeaderValue> {
-    let mut kept = String::new();
-    for pair in request_cookies(incoming) {
-        // A pair starts with its name: only pairs that start like ours need parsing.
-        let ours = state.cookies.is_ours(pair.text)
-            && pair
-                .name_value()
-                .is_some_and(|(name, _)| state.cookies.is_ours(name));
-        if ours {
-            continue;
-        }
-        if !kept.is_empty() {
-            kept.push_str("; ");
-        }
-        kept.push_str(pair.text);
-    }
-    if kept.is_empty() {
-        return None;
-    }
-    HeaderValue::from_str(&kept).ok()
 }
 
 /// Whether an upstream response header goes back to the client.
@@ -105,7 +84,7 @@ pub fn keep_response_header(
     name: &HeaderName,
     value: &HeaderValue,
     listed: &[String],
-    state: &AppState,
+    policy: &CookiePolicy,
     allowed: &[HeaderName],
 ) -> bool {
     let n = name.as_str();
@@ -117,7 +96,7 @@ pub fn keep_response_header(
     }
     if n == "set-cookie" {
         return match stored_cookie_name(value) {
-            Some(stored) => !looks_ours(&state.cookies, stored),
+            Some(stored) => !looks_ours(policy, stored),
             None => false,
         };
     }
@@ -178,7 +157,7 @@ mod tests {
     use crate::config::Config;
     use crate::crypto::CookieKey;
 
-    fn state() -> AppState {
+    fn policy() -> CookiePolicy {
         let key = CookieKey::generate_text();
         let text = format!(
             r#"
@@ -195,21 +174,21 @@ redirect_uri = "https://www.example.com/"
 "#
         );
         let config = Config::from_toml(&text, Vec::new()).expect("valid");
-        AppState::new(config, Default::default())
+        CookiePolicy::for_config(&config)
     }
 
     fn set_cookie(bytes: &[u8]) -> HeaderValue {
         HeaderValue::from_bytes(bytes).expect("a header value")
     }
 
-    fn kept(state: &AppState, name: &str, value: &HeaderValue, allowed: &[HeaderName]) -> bool {
+    fn kept(state: &CookiePolicy, name: &str, value: &HeaderValue, allowed: &[HeaderName]) -> bool {
         let name = HeaderName::from_bytes(name.as_bytes()).expect("name");
         keep_response_header(&name, value, &[], state, allowed)
     }
 
     #[test]
     fn set_cookies_a_browser_would_store_under_our_names_are_dropped() {
-        let state = state();
+        let state = policy();
         for planted in [
             &b"th-csrf=X; Path=/"[..],
             b"  th-at = X",
@@ -275,7 +254,7 @@ redirect_uri = "https://www.example.com/"
 
     #[test]
     fn front_server_instructions_stay_behind_unless_the_route_allows_them() {
-        let state = state();
+        let state = policy();
         let v = HeaderValue::from_static("/internal/secret.pdf");
         for name in [
             "x-accel-redirect",
@@ -298,7 +277,7 @@ redirect_uri = "https://www.example.com/"
 
     #[test]
     fn instructing_request_headers_stay_behind_unless_the_route_allows_them() {
-        let state = state();
+        let state = policy();
         let mut incoming = HeaderMap::new();
         for name in INSTRUCTING_REQUEST_HEADERS {
             incoming.insert(
@@ -308,7 +287,7 @@ redirect_uri = "https://www.example.com/"
         }
         incoming.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         let names = |allowed: &[HeaderName]| -> Vec<String> {
-            upstream_request_headers(&incoming, &state, false, allowed)
+            upstream_request_headers(&incoming, &state.read(&incoming), &state, false, allowed)
                 .into_iter()
                 .map(|(n, _)| n.as_str().to_string())
                 .collect()

@@ -13,14 +13,17 @@ mod websocket;
 
 pub use route::{match_route, RouteMatch};
 
-use crate::cookies::CookieKind;
+use crate::config::ServerConfig;
+use crate::cookies::{CookieKind, CookiePolicy, RequestCookies};
 use crate::csrf::require_csrf;
 use crate::error::{error_with_cookies, ApiError};
 use crate::origin::{preflight, Origin};
-use crate::refresh::{usable_access_token, Denied, Usable};
+use crate::refresh::{usable_access_token, Denied, TokenSource, Usable};
 use crate::secret::Token;
+use crate::session::SessionJar;
 use crate::state::{AppState, HttpClient};
-use actix_web::http::{header, Method};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 /// Largest total of request headers relayed upstream: many servers refuse more (nginx's default
@@ -64,6 +67,16 @@ pub async fn handle(
     resp
 }
 
+/// What the upstream leg of a proxied request needs besides the request, its body and the token:
+/// the route, the request's cookies as read once (ours are never forwarded, the rest are), and
+/// the rules that decide which headers cross.
+pub(crate) struct Relay<'a> {
+    pub found: &'a RouteMatch<'a>,
+    pub cookies: &'a RequestCookies<'a>,
+    pub policy: &'a CookiePolicy,
+    pub server: &'a ServerConfig,
+}
+
 async fn proxy(
     req: &HttpRequest,
     body: web::Payload,
@@ -71,7 +84,16 @@ async fn proxy(
     client: &awc::Client,
     found: RouteMatch<'_>,
 ) -> HttpResponse {
-    let has_session_cookie = state.cookies.has(req, CookieKind::AccessToken);
+    let jar = &state.jar;
+    // Read once: every question below about our cookies is answered from this view.
+    let cookies = jar.read(req.headers());
+    let relay = Relay {
+        found: &found,
+        cookies: &cookies,
+        policy: jar.policy(),
+        server: &state.config.server,
+    };
+    let has_session_cookie = cookies.has(CookieKind::AccessToken);
     let own_bearer = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -80,38 +102,55 @@ async fn proxy(
 
     // A mobile client with its own token: passed through unchanged, only where allowed.
     if found.route.allow_bearer && own_bearer && !has_session_cookie {
-        return forward::forward(req, body, state, client, &found, None, Vec::new()).await;
+        return forward::forward(req, body, client, &relay, None, Vec::new()).await;
     }
 
-    let csrf = if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        None
-    } else {
-        match require_csrf(req, state) {
-            Ok(c) => Some(c),
-            Err(e) => return e.error_response(),
-        }
-    };
-    match usable_access_token(req, state, client, csrf).await {
+    match session_token(
+        req.method(),
+        req.headers(),
+        &cookies,
+        &state.token_source(),
+        client,
+    )
+    .await
+    {
         Ok(usable) => {
             if found.route.websocket && websocket::is_upgrade(req) {
-                return websocket::bridge(req, body, state, client, &found, usable).await;
+                return websocket::bridge(req, body, client, &relay, usable, jar.clock()).await;
             }
             let Usable {
                 access_token,
-                cookies,
+                cookies: written,
                 ..
             } = usable;
             let bearer: Token = access_token;
-            forward::forward(req, body, state, client, &found, Some(&bearer), cookies).await
+            forward::forward(req, body, client, &relay, Some(&bearer), written).await
         }
-        Err(denied) => refusal(state, denied),
+        Err(denied) => refusal(jar, denied),
     }
 }
 
+/// The access token for a cookie-authenticated request whose (original) method is `method`: the
+/// CSRF check for methods that may change state, then the token, refreshed first when due.
+pub async fn session_token(
+    method: &Method,
+    headers: &HeaderMap,
+    cookies: &RequestCookies<'_>,
+    source: &TokenSource<'_>,
+    client: &awc::Client,
+) -> Result<Usable, Denied> {
+    let csrf = if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        None
+    } else {
+        Some(require_csrf(headers, cookies, source.jar)?)
+    };
+    usable_access_token(cookies, csrf, source, client).await
+}
+
 /// The response for a refused request, clearing cookies when the session is over.
-pub fn refusal(state: &AppState, denied: Denied) -> HttpResponse {
+pub fn refusal(jar: &SessionJar, denied: Denied) -> HttpResponse {
     if denied.clear_cookies {
-        error_with_cookies(denied.error, state.cookies.clear_all())
+        error_with_cookies(denied.error, jar.clear_all())
     } else {
         denied.error.error_response()
     }

@@ -16,11 +16,10 @@
 //! with 401 when the session is over.
 
 use super::headers::upstream_request_headers;
-use super::RouteMatch;
+use super::Relay;
 use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::refresh::Usable;
-use crate::state::AppState;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use awc::ws::{CloseCode, CloseReason, Frame, Message as UpstreamMessage};
@@ -73,11 +72,12 @@ pub fn is_upgrade(req: &HttpRequest) -> bool {
 pub async fn bridge(
     req: &HttpRequest,
     body: web::Payload,
-    state: &AppState,
     client: &awc::Client,
-    found: &RouteMatch<'_>,
+    relay: &Relay<'_>,
     usable: Usable,
+    clock: &Clock,
 ) -> HttpResponse {
+    let found = relay.found;
     let Usable {
         access_token: bearer,
         cookies,
@@ -92,9 +92,13 @@ pub async fn bridge(
         .max_frame_size(MAX_FRAME)
         .set_header(header::AUTHORIZATION, format!("Bearer {}", bearer.expose()));
     let mut previous: Option<header::HeaderName> = None;
-    for (name, value) in
-        upstream_request_headers(req.headers(), state, false, &found.route.allow_headers)
-    {
+    for (name, value) in upstream_request_headers(
+        req.headers(),
+        relay.cookies,
+        relay.policy,
+        false,
+        &found.route.allow_headers,
+    ) {
         let n = name.as_str();
         // The handshake's own headers are awc's to write.
         if n.starts_with("sec-websocket-") && n != "sec-websocket-protocol" || n == "origin" {
@@ -108,7 +112,7 @@ pub async fn bridge(
             upstream.set_header(name, value)
         };
     }
-    for (name, value) in super::forward::forwarded_headers(req, state) {
+    for (name, value) in super::forward::forwarded_headers(req, relay.server) {
         upstream = upstream.set_header(name, value);
     }
     let (handshake, framed) = match upstream.connect().await {
@@ -138,7 +142,7 @@ pub async fn bridge(
     // and the upstream connection is dropped once it answered our close (or after CLOSE_GRACE).
 
     // Client → upstream.
-    let expiry = expiry_timer(state.clock.clone(), until);
+    let expiry = expiry_timer(clock.clone(), until);
     actix_web::rt::spawn(async move {
         use actix_ws::Message;
         tokio::pin!(expiry);
@@ -174,7 +178,7 @@ pub async fn bridge(
     });
 
     // Upstream → client.
-    let expiry = expiry_timer(state.clock.clone(), until);
+    let expiry = expiry_timer(clock.clone(), until);
     actix_web::rt::spawn(async move {
         tokio::pin!(expiry);
         loop {

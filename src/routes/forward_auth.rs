@@ -15,11 +15,9 @@
 //! `X-Token-Handler-Set-Cookie-1`, `-2`, …: nginx's `auth_request_set` sees only the first
 //! `Set-Cookie` of an answer, but can copy numbered headers one by one (docs/gateways.md).
 
-use crate::csrf::require_csrf;
 use crate::error::ApiError;
 use crate::origin::Origin;
-use crate::proxy::refusal;
-use crate::refresh::usable_access_token;
+use crate::proxy::{refusal, session_token};
 use crate::state::{AppState, HttpClient};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
@@ -64,15 +62,9 @@ pub async fn forward_auth(
     if let Err(e) = Origin::check(&method, req.headers(), &state, false) {
         return e.error_response();
     }
-    let csrf = if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        None
-    } else {
-        match require_csrf(&req, &state) {
-            Ok(c) => Some(c),
-            Err(e) => return e.error_response(),
-        }
-    };
-    match usable_access_token(&req, &state, &client.0, csrf).await {
+    let cookies = state.jar.read(req.headers());
+    let source = state.token_source();
+    match session_token(&method, req.headers(), &cookies, &source, &client.0).await {
         Ok(usable) => {
             let Ok(value) =
                 HeaderValue::from_str(&format!("Bearer {}", usable.access_token.expose()))
@@ -89,6 +81,6 @@ pub async fn forward_auth(
             }
             resp.finish()
         }
-        Err(denied) => refusal(&state, denied),
+        Err(denied) => refusal(&state.jar, denied),
     }
 }

@@ -3,15 +3,14 @@
 //! keep the login in its cookie and turn a completed login into session cookies.
 
 use super::{json_with_cookies, JsonBody};
-use crate::cookies::CookieKind;
+use crate::cookies::{CookieKind, RequestCookies};
 use crate::error::{error_with_cookies, ApiError};
 use crate::oauth::authorize::{authorization_request_url, ExtraParam, LoginSecrets};
 use crate::oauth::callback::{complete, Callback, Completed, PendingLogin};
 use crate::oauth::pkce;
 use crate::secret::{random_token, Token};
 use crate::session::{
-    open_optional, same_session, session_cookies, AccessTokenCookie, CsrfCookie, LoginState,
-    NewSession, SessionId,
+    same_session, AccessTokenCookie, CsrfCookie, LoginState, NewSession, SessionId, SessionJar,
 };
 use crate::state::{AppState, HttpClient};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -53,12 +52,7 @@ pub async fn start(
     };
     let url =
         authorization_request_url(&client.0, provider, &secrets, &request.extra_params).await?;
-    let expires = login
-        .issued_at
-        .saturating_add(state.config.cookies.login_timeout.as_secs() as i64);
-    let cookies = state
-        .cookies
-        .seal(&state.sealer, CookieKind::Login, expires, &login)?;
+    let cookies = state.jar.seal_login(&login)?;
     Ok(json_with_cookies(
         &StartResponse {
             authorization_request_url: url,
@@ -92,11 +86,8 @@ pub async fn end(
         ApiError::InvalidRequest("the body needs pageUrl: the SPA's full URL".into())
     })?;
     let (page, callback) = Callback::parse(&page_url)?;
-    let now = state.clock.now();
-    let login: Option<LoginState> = state
-        .cookies
-        .open(&req, &state.sealer, CookieKind::Login, now)
-        .unwrap_or(None);
+    let cookies = state.jar.read(req.headers());
+    let login: Option<LoginState> = state.jar.readable(&cookies, CookieKind::Login);
     let login =
         match (callback.state(), login) {
             (Some(_), Some(login)) if callback.answers(&login.state) => Some(login),
@@ -105,7 +96,7 @@ pub async fn end(
                     "the state in pageUrl does not match the login in progress; start a new login"
                         .into(),
                 ),
-                state.cookies.clear(CookieKind::Login),
+                state.jar.clear(CookieKind::Login),
             )),
             _ => None,
         };
@@ -113,7 +104,7 @@ pub async fn end(
     let Some(login) = login else {
         // A plain page load, or a callback whose login cookie is gone: reloading the
         // callback URL after a successful login lands here and is not an error.
-        let (is_logged_in, csrf) = page_load(&req, &state)?;
+        let (is_logged_in, csrf) = page_load(&cookies, &state.jar)?;
         if !is_logged_in && callback.is_response() {
             return Err(ApiError::Unauthorized(
                 "no login is in progress for this callback: the login cookie is missing or expired (start a new login; check that cookies reach the agent's base path)",
@@ -144,14 +135,17 @@ pub async fn end(
     // Whatever failed, this login is over: its state, nonce and verifier must never serve a
     // second callback, so its cookie goes with the error.
     Ok(outcome
-        .unwrap_or_else(|error| error_with_cookies(error, state.cookies.clear(CookieKind::Login))))
+        .unwrap_or_else(|error| error_with_cookies(error, state.jar.clear(CookieKind::Login))))
 }
 
 /// Whether the request carries a session, and its CSRF value. Cookies that were sent but cannot
 /// be opened, or that belong to two sessions, are refused rather than taken for "signed out".
-fn page_load(req: &HttpRequest, state: &AppState) -> Result<(bool, Option<String>), ApiError> {
-    let at: Option<AccessTokenCookie> = open_optional(req, state, CookieKind::AccessToken)?;
-    let csrf: Option<CsrfCookie> = open_optional(req, state, CookieKind::Csrf)?;
+fn page_load(
+    cookies: &RequestCookies<'_>,
+    jar: &SessionJar,
+) -> Result<(bool, Option<String>), ApiError> {
+    let at: Option<AccessTokenCookie> = jar.open(cookies, CookieKind::AccessToken)?;
+    let csrf: Option<CsrfCookie> = jar.open(cookies, CookieKind::Csrf)?;
     Ok(match (at, csrf) {
         (Some(at), Some(c)) => {
             same_session(&at.sid, &c.sid)?;
@@ -170,18 +164,15 @@ fn signed_in(state: &AppState, completed: Completed<'_>) -> Result<HttpResponse,
     } = completed;
     let csrf: Token = random_token();
     let sid = SessionId::new();
-    let mut cookies = session_cookies(
-        state,
-        NewSession {
-            provider: provider.id(),
-            sid: &sid,
-            tokens: &tokens,
-            previous_refresh_token: None,
-            sub,
-            csrf: Some(&csrf),
-        },
-    )?;
-    cookies.extend(state.cookies.clear(CookieKind::Login));
+    let mut cookies = state.jar.seal(NewSession {
+        provider: provider.id(),
+        sid: &sid,
+        tokens: &tokens,
+        previous_refresh_token: None,
+        sub,
+        csrf: Some(&csrf),
+    })?;
+    cookies.extend(state.jar.clear(CookieKind::Login));
     tracing::info!(provider = %provider.id(), "login completed");
     Ok(json_with_cookies(
         &EndResponse {

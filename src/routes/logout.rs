@@ -4,7 +4,7 @@ use crate::cookies::CookieKind;
 use crate::csrf::require_csrf;
 use crate::error::ApiError;
 use crate::session::{
-    open_optional, AccessTokenCookie, CsrfCookie, IdTokenCookie, RefreshTokenCookie, SessionId,
+    AccessTokenCookie, CsrfCookie, IdTokenCookie, RefreshTokenCookie, SessionId, SessionJar,
 };
 use crate::state::{AppState, HttpClient};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -24,8 +24,10 @@ pub async fn logout(
     // A session whose CSRF cookie is gone or can no longer be opened (altered, or its key was
     // removed) cannot prove anything, so it gets nothing from the provider; but it can always
     // be cleared, or the browser would keep sending dead cookies.
-    let csrf = match open_optional::<CsrfCookie>(&req, &state, CookieKind::Csrf) {
-        Ok(Some(_)) => require_csrf(&req, &state)?,
+    let jar = &state.jar;
+    let cookies = jar.read(req.headers());
+    let csrf = match jar.open::<CsrfCookie>(&cookies, CookieKind::Csrf) {
+        Ok(Some(_)) => require_csrf(req.headers(), &cookies, jar)?,
         Ok(None) | Err(_) => {
             tracing::info!(
                 "logout without a readable session: cookies cleared, no provider called"
@@ -36,20 +38,20 @@ pub async fn logout(
                 .as_ref()
                 .unwrap_or(&config.redirect_uri)
                 .to_string();
-            return Ok(cleared(&state, url));
+            return Ok(cleared(jar, url));
         }
     };
     // Only this session's cookies count: another session's, spliced in, is cleared but never
     // revoked nor named in the end-session URL. Unreadable ones are just cleared.
     let ours = |sid: &SessionId| *sid == csrf.sid;
-    let rt = open_optional::<RefreshTokenCookie>(&req, &state, CookieKind::RefreshToken)
-        .unwrap_or(None)
+    let rt = jar
+        .readable::<RefreshTokenCookie>(&cookies, CookieKind::RefreshToken)
         .filter(|c| ours(&c.sid));
-    let id = open_optional::<IdTokenCookie>(&req, &state, CookieKind::IdToken)
-        .unwrap_or(None)
+    let id = jar
+        .readable::<IdTokenCookie>(&cookies, CookieKind::IdToken)
         .filter(|c| ours(&c.sid));
-    let at = open_optional::<AccessTokenCookie>(&req, &state, CookieKind::AccessToken)
-        .unwrap_or(None)
+    let at = jar
+        .readable::<AccessTokenCookie>(&cookies, CookieKind::AccessToken)
         .filter(|c| ours(&c.sid));
     let provider_id = rt
         .as_ref()
@@ -114,13 +116,13 @@ pub async fn logout(
             .unwrap_or(&config.redirect_uri)
             .to_string(),
     };
-    Ok(cleared(&state, url))
+    Ok(cleared(jar, url))
 }
 
 /// 200 with the URL to send the browser to, clearing every cookie at every path.
-fn cleared(state: &AppState, url: String) -> HttpResponse {
+fn cleared(jar: &SessionJar, url: String) -> HttpResponse {
     let mut resp = HttpResponse::Ok();
-    for c in state.cookies.clear_all() {
+    for c in jar.clear_all() {
         resp.cookie(c);
     }
     resp.json(LogoutResponse { url })

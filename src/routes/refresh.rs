@@ -5,9 +5,7 @@ use crate::csrf::require_csrf;
 use crate::error::error_with_cookies;
 use crate::error::ApiError;
 use crate::refresh::RefreshFailure;
-use crate::session::{
-    open_required, same_session, session_cookies, NewSession, RefreshTokenCookie,
-};
+use crate::session::{same_session, RefreshTokenCookie};
 use crate::state::{AppState, HttpClient};
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -16,14 +14,13 @@ pub async fn refresh(
     state: web::Data<AppState>,
     client: web::Data<HttpClient>,
 ) -> Result<HttpResponse, ApiError> {
-    let csrf = require_csrf(&req, &state)?;
-    let rt: RefreshTokenCookie = open_required(&req, &state, CookieKind::RefreshToken)?;
+    let jar = &state.jar;
+    let cookies = jar.read(req.headers());
+    let csrf = require_csrf(req.headers(), &cookies, jar)?;
+    let rt: RefreshTokenCookie = jar.open_required(&cookies, CookieKind::RefreshToken)?;
     same_session(&csrf.sid, &rt.sid)?;
     let provider = state.providers.for_session(&rt.provider)?;
-    let (outcome, _) = state
-        .refresher
-        .refresh(&state, &client.0, provider, &rt)
-        .await;
+    let (outcome, _) = state.refresher.refresh(&client.0, provider, &rt).await;
     let refreshed = match outcome {
         Ok(r) => r,
         // RFC 6749 §5.2: the refresh token is invalid, expired or revoked.
@@ -31,7 +28,7 @@ pub async fn refresh(
             tracing::info!(provider = %provider.id(), "refresh token rejected; session ended");
             return Ok(error_with_cookies(
                 ApiError::SessionExpired,
-                state.cookies.clear_all(),
+                jar.clear_all(),
             ));
         }
         Err(RefreshFailure::Rejected(error)) => {
@@ -42,19 +39,9 @@ pub async fn refresh(
         Err(RefreshFailure::BadIdToken(m)) => return Err(ApiError::AuthorizationError(m)),
         Err(RefreshFailure::Unavailable(m)) => return Err(ApiError::ProviderUnavailable(m)),
     };
-    let cookies = session_cookies(
-        &state,
-        NewSession {
-            provider: provider.id(),
-            sid: &rt.sid,
-            tokens: &refreshed.tokens,
-            previous_refresh_token: Some(refreshed.refresh_token.clone()),
-            sub: refreshed.sub.clone(),
-            csrf: Some(&csrf.token),
-        },
-    )?;
+    let written = jar.seal(refreshed.session(provider.id(), &rt.sid, Some(&csrf.token)))?;
     let mut resp = HttpResponse::NoContent();
-    for c in cookies {
+    for c in written {
         resp.cookie(c);
     }
     Ok(resp.finish())

@@ -4,7 +4,7 @@ use crate::cookies::CookieKind;
 use crate::error::ApiError;
 use crate::oauth::http::CallError;
 use crate::oauth::token;
-use crate::session::{open_optional, open_required, AccessTokenCookie, IdTokenCookie};
+use crate::session::{AccessTokenCookie, IdTokenCookie};
 use crate::state::{AppState, HttpClient};
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -13,8 +13,10 @@ pub async fn user_info(
     state: web::Data<AppState>,
     client: web::Data<HttpClient>,
 ) -> Result<HttpResponse, ApiError> {
-    let at: AccessTokenCookie = open_required(&req, &state, CookieKind::AccessToken)?;
-    if at.expires_at.is_some_and(|exp| exp <= state.clock.now()) {
+    let jar = &state.jar;
+    let at: AccessTokenCookie =
+        jar.open_required(&jar.read(req.headers()), CookieKind::AccessToken)?;
+    if at.expires_at.is_some_and(|exp| exp <= jar.clock().now()) {
         return Err(ApiError::TokenExpired);
     }
     let provider = state.providers.for_session(&at.provider)?;
@@ -39,11 +41,13 @@ pub async fn claims(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let jar = &state.jar;
+    let cookies = jar.read(req.headers());
     // A sent ID-token cookie that cannot be opened is refused (401), never taken for "none".
-    let Some(id) = open_optional::<IdTokenCookie>(&req, &state, CookieKind::IdToken)? else {
+    let Some(id) = jar.open::<IdTokenCookie>(&cookies, CookieKind::IdToken)? else {
         // No ID-token cookie at all: a session with a provider that issued no ID token (404
         // no_id_token, so the SPA uses userInfo), or no session (401).
-        let _: AccessTokenCookie = open_required(&req, &state, CookieKind::AccessToken)?;
+        let _: AccessTokenCookie = jar.open_required(&cookies, CookieKind::AccessToken)?;
         return Err(ApiError::NoIdToken);
     };
     // The token was verified when it was received and has been sealed since: reading its

@@ -276,7 +276,8 @@ impl TestApp {
         value: &str,
     ) -> T {
         self.state
-            .sealer
+            .jar
+            .sealer()
             .unseal(purpose, self.state.clock.now(), value)
             .expect("unseal")
     }

@@ -1122,7 +1122,7 @@ async fn shared_caches_never_store_a_cookie_authenticated_answer() {
 
     // After a key rotation, the next response re-seals the session's cookies: it is never stored.
     let new_key = CookieKey::generate_text();
-    app.state.sealer.replace_ring(
+    app.state.jar.sealer().replace_ring(
         token_handler::crypto::KeyRing::parse(&[new_key.as_str(), key.as_str()]).expect("ring"),
     );
     let resp = browser

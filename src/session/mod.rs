@@ -7,16 +7,14 @@
 //! known without calling anyone; the cookie itself opens for `session_lifetime` after it was
 //! written, which lets an expired access token still be refreshed.
 
-use crate::cookies::CookieKind;
-use crate::crypto::SealError;
+mod jar;
+
+pub use jar::SessionJar;
+
 use crate::error::ApiError;
 use crate::oauth::id_token::StepUp;
 use crate::oauth::token::TokenResponse;
 use crate::secret::Token;
-use crate::state::AppState;
-use actix_web::cookie::Cookie;
-use actix_web::HttpRequest;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// A login in progress (`-login`).
@@ -155,105 +153,6 @@ pub struct NewSession<'a> {
     pub sub: Option<String>,
     /// The CSRF value to (re)seal; `None` leaves the `-csrf` cookie as it is.
     pub csrf: Option<&'a Token>,
-}
-
-/// Seals a token response into the session cookies.
-pub fn session_cookies(
-    state: &AppState,
-    session: NewSession<'_>,
-) -> Result<Vec<Cookie<'static>>, ApiError> {
-    let now = state.clock.now();
-    let until = now.saturating_add(state.config.cookies.session_lifetime.as_secs() as i64);
-    let policy = &state.cookies;
-    let sealer = &state.sealer;
-    let mut out = policy.seal(
-        sealer,
-        CookieKind::AccessToken,
-        until,
-        &AccessTokenCookie {
-            provider: session.provider.to_string(),
-            token: session.tokens.access_token.clone(),
-            expires_at: access_token_expiry(session.tokens, now),
-            received_at: now,
-            sid: session.sid.clone(),
-        },
-    )?;
-    let refresh = session
-        .tokens
-        .refresh_token
-        .clone()
-        .or(session.previous_refresh_token);
-    if let Some(token) = refresh {
-        out.extend(policy.seal(
-            sealer,
-            CookieKind::RefreshToken,
-            until,
-            &RefreshTokenCookie {
-                provider: session.provider.to_string(),
-                token,
-                sub: session.sub.clone(),
-                sid: session.sid.clone(),
-            },
-        )?);
-    }
-    if let Some(id_token) = &session.tokens.id_token {
-        out.extend(policy.seal(
-            sealer,
-            CookieKind::IdToken,
-            until,
-            &IdTokenCookie {
-                provider: session.provider.to_string(),
-                token: id_token.clone(),
-                sid: session.sid.clone(),
-            },
-        )?);
-    }
-    if let Some(csrf) = session.csrf {
-        out.extend(policy.seal(
-            sealer,
-            CookieKind::Csrf,
-            until,
-            &CsrfCookie {
-                token: csrf.clone(),
-                sid: session.sid.clone(),
-            },
-        )?);
-    }
-    Ok(out)
-}
-
-/// Opens a session cookie the request may lack: `Ok(None)` when none was sent. A cookie that was
-/// sent but cannot be opened is an error, never taken for "none": a tampered ID-token cookie is
-/// not "no ID token", and a broken refresh-token cookie is not "no refresh token". Past its
-/// sealed expiry → `session_expired`; altered, truncated, swapped or sealed with a key no longer
-/// configured → `unauthorized_request`.
-pub fn open_optional<T: DeserializeOwned>(
-    req: &HttpRequest,
-    state: &AppState,
-    kind: CookieKind,
-) -> Result<Option<T>, ApiError> {
-    match state
-        .cookies
-        .open(req, &state.sealer, kind, state.clock.now())
-    {
-        Ok(v) => Ok(v),
-        Err(SealError::Expired) => Err(ApiError::SessionExpired),
-        Err(_) => Err(ApiError::Unauthorized(
-            "a session cookie could not be read (it was altered, or sealed with a key that is no longer configured); sign in again",
-        )),
-    }
-}
-
-/// Opens a session cookie the request cannot do without: as [`open_optional`], and none sent
-/// → `unauthorized_request`.
-pub fn open_required<T: DeserializeOwned>(
-    req: &HttpRequest,
-    state: &AppState,
-    kind: CookieKind,
-) -> Result<T, ApiError> {
-    open_optional(req, state, kind)?.ok_or(ApiError::Unauthorized(
-        "no session cookie was sent; sign in first (and send requests with credentials included)",
-    ))
 }
 
 #[cfg(test)]

@@ -1,0 +1,252 @@
+//! Refresh coordination: one refresh grant per session per replica, however many requests need it.
+//!
+//! An SPA that fires ten API calls as its access token expires must not send ten refresh grants:
+//! with rotating refresh tokens the provider accepts the first and, seeing the old token again,
+//! revokes the whole grant (RFC 9700 §4.14.2), logging the user out. So requests that carry the
+//! same refresh token share one in-flight grant (single flight, keyed by a hash of the token),
+//! and its result is kept for [`RESULT_TTL`] so stragglers still holding the old cookie get the
+//! same new tokens instead of replaying the old refresh token. A straggler never sends a
+//! redeemed, rotated refresh token again, not even when the shared result has itself come due:
+//! it then continues from the refresh token that result produced ([`MAX_CHAIN`] steps at most).
+//!
+//! Three layers: [`SingleFlight`] shares grants and keeps results, knowing nothing of tokens;
+//! [`Refresher`] (here) keys it by refresh token and performs the grant; [`usable_access_token`]
+//! decides when a request's access token needs one, and what a failure costs the session.
+
+mod policy;
+mod single_flight;
+
+pub use policy::{usable_access_token, Denied, TokenSource, Usable};
+pub use single_flight::{Flown, Freshness, SingleFlight};
+
+use crate::clock::Clock;
+use crate::oauth::http::CallError;
+use crate::oauth::token::{self, TokenResponse};
+use crate::oauth::Provider;
+use crate::secret::Token;
+use crate::session::{access_token_expiry, refresh_due, NewSession, RefreshTokenCookie, SessionId};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a refresh result is shared with requests that still carry the old refresh token.
+pub const RESULT_TTL: Duration = Duration::from_secs(30);
+
+/// How many shared results a request follows, each from the refresh token the previous one
+/// produced, before it settles for the last (a bound, not a number ever reached in practice).
+pub const MAX_CHAIN: usize = 3;
+
+/// New tokens from a refresh grant, with the session's subject.
+#[derive(Debug)]
+pub struct Refreshed {
+    pub tokens: TokenResponse,
+    pub sub: Option<String>,
+    /// Expiry of the new access token, by our clock.
+    pub expires_at: Option<i64>,
+    /// When the grant answered, by our clock.
+    pub received_at: i64,
+    /// The refresh token the session keeps: the rotated one, or the one redeemed when the
+    /// provider did not rotate it.
+    pub refresh_token: Token,
+}
+
+impl Refreshed {
+    /// What the session's cookies become: the new tokens, the refresh token kept
+    /// ([`Refreshed::refresh_token`]), the same subject and session id, and the CSRF value to
+    /// re-seal when given.
+    pub fn session<'a>(
+        &'a self,
+        provider: &'a str,
+        sid: &'a SessionId,
+        csrf: Option<&'a Token>,
+    ) -> NewSession<'a> {
+        NewSession {
+            provider,
+            sid,
+            tokens: &self.tokens,
+            previous_refresh_token: Some(self.refresh_token.clone()),
+            sub: self.sub.clone(),
+            csrf,
+        }
+    }
+
+    /// Whether the grant issued another refresh token than `redeemed` (rotation).
+    fn rotated_from(&self, redeemed: &Token) -> bool {
+        !self.refresh_token.ct_eq(redeemed.expose())
+    }
+}
+
+/// Why a refresh produced no tokens.
+#[derive(Debug, Clone)]
+pub enum RefreshFailure {
+    /// The provider refused the grant; `invalid_grant` means the refresh token is dead.
+    Rejected(String),
+    /// The provider could not be reached or answered 5xx.
+    Unavailable(String),
+    /// The provider answered, but with an ID token we must not accept.
+    BadIdToken(String),
+}
+
+type Outcome = single_flight::Outcome<Refreshed, RefreshFailure>;
+
+/// The per-replica refresh coordination: one grant per refresh token, shared ([`SingleFlight`]).
+#[derive(Debug)]
+pub struct Refresher {
+    flights: SingleFlight<[u8; 32], Refreshed, RefreshFailure>,
+    clock: Clock,
+    /// `proxy.refresh_ahead` in seconds: how early before expiry a token is refreshed.
+    ahead: i64,
+}
+
+/// The table key: a hash, so the table holds no refresh token in the clear.
+fn flight_key(provider: &str, refresh_token: &Token) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(provider.as_bytes())
+        .chain_update([0u8])
+        .chain_update(refresh_token.expose().as_bytes())
+        .finalize()
+        .into()
+}
+
+impl Refresher {
+    pub fn new(clock: Clock, refresh_ahead: Duration) -> Self {
+        Self {
+            flights: SingleFlight::new(RESULT_TTL, MAX_CHAIN),
+            clock,
+            ahead: refresh_ahead.as_secs() as i64,
+        }
+    }
+
+    /// Whether a token received at `received_at` and expiring at `expires_at` is due at `now`
+    /// ([`refresh_due`] with `proxy.refresh_ahead`).
+    pub fn due(&self, expires_at: Option<i64>, received_at: i64, now: i64) -> bool {
+        refresh_due(expires_at, received_at, self.ahead, now)
+    }
+
+    /// Drops any shared result for this refresh token, so a copy of the old cookies cannot pick
+    /// up tokens after the session ended (logout).
+    pub fn forget(&self, provider: &str, refresh_token: &Token) {
+        self.flights.forget(&flight_key(provider, refresh_token));
+    }
+
+    /// Refreshes with `rt`, joining a grant already in flight (or just finished) for the same
+    /// token. Returns the outcome and whether this call used another request's grant.
+    pub async fn refresh(
+        &self,
+        client: &awc::Client,
+        provider: &Provider,
+        rt: &RefreshTokenCookie,
+    ) -> (Outcome, bool) {
+        let flown = self
+            .flights
+            .run(
+                rt.clone(),
+                |rt| flight_key(provider.id(), &rt.token),
+                |rt, r| self.freshness(rt, r),
+                |rt| self.grant(client, provider, rt),
+            )
+            .await;
+        if flown.joined > 0 {
+            crate::metrics::METRICS
+                .refreshes
+                .get_or_create(&crate::metrics::OutcomeLabel {
+                    outcome: "coalesced",
+                })
+                .inc_by(flown.joined as u64);
+        }
+        let shared = flown.shared();
+        (flown.outcome, shared)
+    }
+
+    /// A kept result is good until it comes due; then, when its grant rotated the refresh token
+    /// the caller holds, that token is spent and the caller goes on from the rotated one.
+    fn freshness(&self, rt: &RefreshTokenCookie, r: &Refreshed) -> Freshness<RefreshTokenCookie> {
+        if !self.due(r.expires_at, r.received_at, self.clock.now()) {
+            Freshness::Fresh
+        } else if r.rotated_from(&rt.token) {
+            Freshness::Spent(RefreshTokenCookie {
+                token: r.refresh_token.clone(),
+                ..rt.clone()
+            })
+        } else {
+            Freshness::Stale
+        }
+    }
+
+    /// The refresh grant itself, counted by its outcome.
+    async fn grant(
+        &self,
+        client: &awc::Client,
+        provider: &Provider,
+        rt: RefreshTokenCookie,
+    ) -> Outcome {
+        let outcome = grant(&self.clock, client, provider, &rt).await;
+        let label = match &outcome {
+            Ok(_) => "ok",
+            Err(RefreshFailure::Rejected(e)) if e == "invalid_grant" => "invalid_grant",
+            Err(RefreshFailure::Rejected(_)) | Err(RefreshFailure::BadIdToken(_)) => "rejected",
+            Err(RefreshFailure::Unavailable(_)) => "provider_error",
+        };
+        crate::metrics::METRICS
+            .refreshes
+            .get_or_create(&crate::metrics::OutcomeLabel { outcome: label })
+            .inc();
+        outcome
+    }
+}
+
+async fn grant(
+    clock: &Clock,
+    client: &awc::Client,
+    provider: &Provider,
+    rt: &RefreshTokenCookie,
+) -> Outcome {
+    let metadata = provider
+        .metadata(client)
+        .await
+        .map_err(|e| RefreshFailure::Unavailable(e.to_string()))?;
+    let tokens = token::refresh(client, &provider.config, &metadata, &rt.token)
+        .await
+        .map_err(|e| match e {
+            CallError::Rejected { error, .. } => RefreshFailure::Rejected(error),
+            CallError::Unavailable(m) => RefreshFailure::Unavailable(m),
+        })?;
+    let now = clock.now();
+    if let Some(id_token) = &tokens.id_token {
+        provider
+            .verify_id_token(
+                client,
+                &metadata,
+                id_token.expose(),
+                None,
+                rt.sub.as_deref(),
+                now,
+            )
+            .await
+            .map_err(|e| RefreshFailure::BadIdToken(e.to_string()))?;
+    }
+    tracing::info!(provider = %provider.id(), "tokens refreshed");
+    Ok(Arc::new(Refreshed {
+        expires_at: access_token_expiry(&tokens, now),
+        received_at: now,
+        refresh_token: tokens
+            .refresh_token
+            .clone()
+            .unwrap_or_else(|| rt.token.clone()),
+        tokens,
+        sub: rt.sub.clone(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flight_keys_separate_providers_and_tokens() {
+        let a = flight_key("a", &Token::new("rt"));
+        assert_ne!(a, flight_key("b", &Token::new("rt")));
+        assert_ne!(a, flight_key("a", &Token::new("rt2")));
+        assert_eq!(a, flight_key("a", &Token::new("rt")));
+    }
+}

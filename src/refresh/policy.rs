@@ -1,0 +1,137 @@
+//! When a request's access token may be forwarded, and when it must be refreshed first.
+//!
+//! A failed refresh never costs a working session: while the old access token is valid the
+//! request goes on with it; only an expired access token plus a rejected refresh token ends the
+//! session, and a provider that is down is a 502, not a logout. Every cookie opened here must
+//! belong to one session ([`same_session`]).
+
+use super::{RefreshFailure, Refresher};
+use crate::cookies::{CookieKind, RequestCookies};
+use crate::error::ApiError;
+use crate::oauth::Providers;
+use crate::secret::Token;
+use crate::session::{
+    same_session, usable_until, AccessTokenCookie, CsrfCookie, RefreshTokenCookie, SessionJar,
+};
+use actix_web::cookie::Cookie;
+
+/// Where a request's access token comes from: its cookies (the jar), the refresh grant shared
+/// with other requests (the refresher), and the provider that issued it.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenSource<'a> {
+    pub jar: &'a SessionJar,
+    pub refresher: &'a Refresher,
+    pub providers: &'a Providers,
+}
+
+/// A refused request, and whether the session cookies must be cleared with the refusal.
+#[derive(Debug)]
+pub struct Denied {
+    pub error: ApiError,
+    pub clear_cookies: bool,
+}
+
+impl From<ApiError> for Denied {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            clear_cookies: false,
+        }
+    }
+}
+
+/// An access token fit to forward, and the cookies to set when it came from a refresh (empty
+/// otherwise).
+#[derive(Debug)]
+pub struct Usable {
+    pub access_token: Token,
+    pub cookies: Vec<Cookie<'static>>,
+    /// When this token stops being usable (Unix seconds, our clock; [`usable_until`]): what a
+    /// long-lived connection opened with it must not outlive.
+    pub until: i64,
+}
+
+/// The request's access token, refreshed first when it is expired or within
+/// `proxy.refresh_ahead` of expiry. Shared by the proxy and the forward-auth endpoint. `csrf` is
+/// the CSRF cookie when the caller checked it: every cookie opened here must belong to its
+/// session.
+pub async fn usable_access_token(
+    cookies: &RequestCookies<'_>,
+    csrf: Option<CsrfCookie>,
+    source: &TokenSource<'_>,
+    client: &awc::Client,
+) -> Result<Usable, Denied> {
+    let TokenSource {
+        jar,
+        refresher,
+        providers,
+    } = *source;
+    let at: AccessTokenCookie = jar.open_required(cookies, CookieKind::AccessToken)?;
+    if let Some(csrf) = &csrf {
+        same_session(&at.sid, &csrf.sid)?;
+    }
+    let now = jar.clock().now();
+    let expired = at.expires_at.is_some_and(|exp| exp <= now);
+    let due = refresher.due(at.expires_at, at.received_at, now);
+    let lifetime = jar.session_lifetime();
+    let keep = |at: AccessTokenCookie| Usable {
+        until: usable_until(at.expires_at, at.received_at, lifetime),
+        access_token: at.token,
+        cookies: Vec::new(),
+    };
+    if !due {
+        return Ok(keep(at));
+    }
+    let rt: Option<RefreshTokenCookie> = jar.open(cookies, CookieKind::RefreshToken)?;
+    let Some(rt) = rt else {
+        return if expired {
+            Err(ApiError::TokenExpired.into())
+        } else {
+            Ok(keep(at))
+        };
+    };
+    same_session(&at.sid, &rt.sid)?;
+    // The CSRF cookie is re-sealed with the new tokens (same value): it must be this session's.
+    let csrf = match csrf {
+        Some(c) => Some(c),
+        None => jar.open::<CsrfCookie>(cookies, CookieKind::Csrf)?,
+    };
+    if let Some(csrf) = &csrf {
+        same_session(&at.sid, &csrf.sid)?;
+    }
+    let provider = providers.for_session(&rt.provider)?;
+    let (outcome, coalesced) = refresher.refresh(client, provider, &rt).await;
+    match outcome {
+        Ok(refreshed) => {
+            let cookies = jar.seal(refreshed.session(
+                provider.id(),
+                &rt.sid,
+                csrf.as_ref().map(|c| &c.token),
+            ))?;
+            tracing::debug!(coalesced, "request continues with refreshed tokens");
+            Ok(Usable {
+                access_token: refreshed.tokens.access_token.clone(),
+                cookies,
+                // The grant's own time: a shared result is as old as its grant, not this request.
+                until: usable_until(refreshed.expires_at, refreshed.received_at, lifetime),
+            })
+        }
+        Err(failure) if !expired => {
+            tracing::warn!(
+                ?failure,
+                "refresh ahead of expiry failed; continuing with the current access token"
+            );
+            Ok(keep(at))
+        }
+        Err(RefreshFailure::Rejected(error)) if error == "invalid_grant" => Err(Denied {
+            error: ApiError::SessionExpired,
+            clear_cookies: true,
+        }),
+        Err(RefreshFailure::Rejected(error)) => Err(ApiError::AuthorizationError(format!(
+            "the identity provider refused the refresh ({error})"
+        ))
+        .into()),
+        Err(RefreshFailure::BadIdToken(m)) => Err(ApiError::AuthorizationError(m).into()),
+        Err(RefreshFailure::Unavailable(m)) => Err(ApiError::ProviderUnavailable(m).into()),
+    }
+}
