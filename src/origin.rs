@@ -17,6 +17,7 @@
 //! Preflights are parsed in time linear in their size, and refused past small caps before any
 //! work, so a huge `Access-Control-Request-Headers` cannot burn a worker's CPU.
 
+use crate::config::WebConfig;
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::body::{EitherBody, MessageBody};
@@ -43,10 +44,10 @@ impl Origin {
     pub fn check(
         method: &Method,
         headers: &HeaderMap,
-        state: &AppState,
+        web: &WebConfig,
         require_for_unsafe: bool,
     ) -> Result<Self, ApiError> {
-        let origin = Self::check_origin(method, headers, state, require_for_unsafe)?;
+        let origin = Self::check_origin(method, headers, web, require_for_unsafe)?;
         if matches!(origin, Origin::Absent) && sent_from_elsewhere(headers) {
             return Err(ApiError::Unauthorized(
                 "the browser marked this request as sent by another site (Sec-Fetch-Site) and it has no trusted Origin",
@@ -58,7 +59,7 @@ impl Origin {
     fn check_origin(
         method: &Method,
         headers: &HeaderMap,
-        state: &AppState,
+        web: &WebConfig,
         require_for_unsafe: bool,
     ) -> Result<Self, ApiError> {
         match headers.get(header::ORIGIN) {
@@ -69,7 +70,7 @@ impl Origin {
             }
             None => Ok(Origin::Absent),
             Some(value) => match value.to_str() {
-                Ok(text) if state.config.web.trusted_origins.contains(text) => {
+                Ok(text) if web.trusted_origins.contains(text) => {
                     Ok(Origin::Trusted(value.clone()))
                 }
                 _ => Err(ApiError::Unauthorized(
@@ -80,8 +81,8 @@ impl Origin {
     }
 
     /// Adds the CORS response headers when the origin is trusted and CORS is on.
-    pub fn decorate(&self, headers: &mut HeaderMap, state: &AppState) {
-        if let (true, Origin::Trusted(o)) = (state.config.web.cors, self) {
+    pub fn decorate(&self, headers: &mut HeaderMap, web: &WebConfig) {
+        if let (true, Origin::Trusted(o)) = (web.cors, self) {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
@@ -167,7 +168,7 @@ pub fn requested_headers(headers: &HeaderMap) -> Result<Vec<String>, ApiError> {
 /// headers are allowed when they are well-formed header names (the SPA's own API headers), and
 /// our CSRF header always is. A request-headers list over the caps of [`requested_headers`] is
 /// `400 invalid_request`, whoever asks.
-pub fn preflight(headers: &HeaderMap, state: &AppState) -> HttpResponse {
+pub fn preflight(headers: &HeaderMap, web: &WebConfig, csrf_header: &str) -> HttpResponse {
     let requested = match requested_headers(headers) {
         Ok(r) => r,
         Err(e) => {
@@ -176,19 +177,19 @@ pub fn preflight(headers: &HeaderMap, state: &AppState) -> HttpResponse {
         }
     };
     let mut resp = HttpResponse::NoContent().finish();
-    let Ok(origin @ Origin::Trusted(_)) = Origin::check(&Method::GET, headers, state, false) else {
+    let Ok(origin @ Origin::Trusted(_)) = Origin::check(&Method::GET, headers, web, false) else {
         return resp;
     };
-    if !state.config.web.cors {
+    if !web.cors {
         return resp;
     }
     let h = resp.headers_mut();
-    origin.decorate(h, state);
+    origin.decorate(h, web);
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE"),
     );
-    let always = ["content-type", state.jar.policy().csrf_header()];
+    let always = ["content-type", csrf_header];
     let mut allowed = always.join(", ");
     for name in requested.iter().filter(|n| !always.contains(&n.as_str())) {
         allowed.push_str(", ");
@@ -215,10 +216,14 @@ pub async fn origin_policy(
         return Ok(req.into_response(resp).map_into_right_body());
     };
     if req.method() == Method::OPTIONS {
-        let resp = preflight(req.headers(), &state);
+        let resp = preflight(
+            req.headers(),
+            &state.config.web,
+            state.jar.policy().csrf_header(),
+        );
         return Ok(req.into_response(resp).map_into_right_body());
     }
-    let origin = match Origin::check(req.method(), req.headers(), &state, true) {
+    let origin = match Origin::check(req.method(), req.headers(), &state.config.web, true) {
         Ok(o) => o,
         Err(e) => {
             tracing::info!(path = %req.path(), reason = %e, "request refused by origin policy");
@@ -226,7 +231,7 @@ pub async fn origin_policy(
         }
     };
     let mut res = next.call(req).await?;
-    origin.decorate(res.headers_mut(), &state);
+    origin.decorate(res.headers_mut(), &state.config.web);
     Ok(res.map_into_left_body())
 }
 

@@ -41,9 +41,13 @@ pub async fn handle(
         return ApiError::NotFound.error_response();
     };
     if req.method() == Method::OPTIONS {
-        return preflight(req.headers(), &state);
+        return preflight(
+            req.headers(),
+            &state.config.web,
+            state.jar.policy().csrf_header(),
+        );
     }
-    let origin = match Origin::check(req.method(), req.headers(), &state, false) {
+    let origin = match Origin::check(req.method(), req.headers(), &state.config.web, false) {
         Ok(o) => o,
         Err(e) => return e.error_response(),
     };
@@ -63,7 +67,7 @@ pub async fn handle(
         Ok(found) => proxy(&req, body, &state, &client.0, found).await,
         Err(e) => e.error_response(),
     };
-    origin.decorate(resp.headers_mut(), &state);
+    origin.decorate(resp.headers_mut(), &state.config.web);
     resp
 }
 

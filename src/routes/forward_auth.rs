@@ -59,7 +59,7 @@ pub async fn forward_auth(
         Ok(m) => m,
         Err(e) => return e.error_response(),
     };
-    if let Err(e) = Origin::check(&method, req.headers(), &state, false) {
+    if let Err(e) = Origin::check(&method, req.headers(), &state.config.web, false) {
         return e.error_response();
     }
     let cookies = state.jar.read(req.headers());

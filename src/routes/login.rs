@@ -131,7 +131,7 @@ pub async fn end(
         &callback,
     )
     .await
-    .and_then(|completed| signed_in(&state, completed));
+    .and_then(|completed| signed_in(&state.jar, completed));
     // Whatever failed, this login is over: its state, nonce and verifier must never serve a
     // second callback, so its cookie goes with the error.
     Ok(outcome
@@ -156,7 +156,7 @@ fn page_load(
 }
 
 /// The session cookies of a completed login, in place of its login cookie.
-fn signed_in(state: &AppState, completed: Completed<'_>) -> Result<HttpResponse, ApiError> {
+fn signed_in(jar: &SessionJar, completed: Completed<'_>) -> Result<HttpResponse, ApiError> {
     let Completed {
         provider,
         tokens,
@@ -164,7 +164,7 @@ fn signed_in(state: &AppState, completed: Completed<'_>) -> Result<HttpResponse,
     } = completed;
     let csrf: Token = random_token();
     let sid = SessionId::new();
-    let mut cookies = state.jar.seal(NewSession {
+    let mut cookies = jar.seal(NewSession {
         provider: provider.id(),
         sid: &sid,
         tokens: &tokens,
@@ -172,7 +172,7 @@ fn signed_in(state: &AppState, completed: Completed<'_>) -> Result<HttpResponse,
         sub,
         csrf: Some(&csrf),
     })?;
-    cookies.extend(state.jar.clear(CookieKind::Login));
+    cookies.extend(jar.clear(CookieKind::Login));
     tracing::info!(provider = %provider.id(), "login completed");
     Ok(json_with_cookies(
         &EndResponse {
