@@ -354,6 +354,18 @@ impl TestConfig {
     }
 }
 
+/// Builder methods that set optional string keys of the same name: `scope("x")` is
+/// `scope = "x"`.
+macro_rules! optional_keys {
+    ($($(#[$doc:meta])* $key:ident,)*) => {$(
+        $(#[$doc])*
+        pub fn $key(mut self, value: &str) -> Self {
+            self.$key = Some(value.to_string());
+            self
+        }
+    )*};
+}
+
 /// One `[[providers]]` entry. [`ProviderConfig::new`] sets only what every entry needs: the
 /// client, the SPA's redirect URIs and a 5 s timeout.
 #[derive(Clone, Serialize)]
@@ -416,26 +428,21 @@ impl ProviderConfig {
             .par("off")
     }
 
-    pub fn client_secret(mut self, secret: &str) -> Self {
-        self.client_secret = Some(secret.to_string());
-        self
-    }
-
-    /// `client_auth` (`client_secret_post`, `private_key_jwt`, `none`, …).
-    pub fn client_auth(mut self, method: &str) -> Self {
-        self.client_auth = Some(method.to_string());
-        self
+    optional_keys! {
+        client_secret,
+        /// `client_auth` (`client_secret_post`, `private_key_jwt`, `none`, …).
+        client_auth,
+        client_assertion_audience,
+        scope,
+        /// `par`: `off`, `auto` or `required`.
+        par,
+        jwks_uri,
     }
 
     /// `private_key_jwt`'s key: `private_key_file` and `private_key_id`.
     pub fn private_key(mut self, file: &std::path::Path, key_id: &str) -> Self {
         self.private_key_file = Some(file.display().to_string());
         self.private_key_id = Some(key_id.to_string());
-        self
-    }
-
-    pub fn client_assertion_audience(mut self, audience: &str) -> Self {
-        self.client_assertion_audience = Some(audience.to_string());
         self
     }
 
@@ -446,29 +453,13 @@ impl ProviderConfig {
         self
     }
 
-    pub fn scope(mut self, scope: &str) -> Self {
-        self.scope = Some(scope.to_string());
-        self
-    }
-
     pub fn timeout(mut self, timeout: &str) -> Self {
         self.timeout = timeout.to_string();
         self
     }
 
-    /// `par`: `off`, `auto` or `required`.
-    pub fn par(mut self, mode: &str) -> Self {
-        self.par = Some(mode.to_string());
-        self
-    }
-
     pub fn require_iss(mut self) -> Self {
         self.require_iss = Some(true);
-        self
-    }
-
-    pub fn jwks_uri(mut self, uri: &str) -> Self {
-        self.jwks_uri = Some(uri.to_string());
         self
     }
 
@@ -510,9 +501,8 @@ impl RouteConfig {
         }
     }
 
-    pub fn timeout(mut self, timeout: &str) -> Self {
-        self.timeout = Some(timeout.to_string());
-        self
+    optional_keys! {
+        timeout,
     }
 
     pub fn strip_prefix(mut self) -> Self {
