@@ -311,7 +311,7 @@ async fn header_injection_in_extra_params_stays_inside_the_url() {
 async fn cookies_of_two_sessions_cannot_be_spliced() {
     let op = TestProvider::start().await;
     let upstream = crate::upstream::Upstream::start(&op.issuer).await;
-    let app = TestApp::spawn_proxy(&op.issuer, &upstream.address, "").await;
+    let app = TestApp::spawn_with(&TestConfig::new(&op.issuer).proxy_to(&upstream.address)).await;
     let mut a = app.browser();
     assert_eq!(a.login("alice").await.status, 200);
     let mut b = app.browser();

@@ -22,7 +22,7 @@ async fn check_validates_discovery_and_keys_of_a_real_provider() {
     let op = TestProvider::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, config_toml(&op.issuer, &CookieKey::generate_text())).expect("write");
+    std::fs::write(&path, TestConfig::new(&op.issuer).toml()).expect("write");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-handler"))
         .args(["check", "--config"])
         .arg(&path)
@@ -56,11 +56,8 @@ async fn check_warns_when_require_iss_meets_a_provider_without_rfc_9207() {
     let op = TestProvider::start_with(serde_json::json!({"omitIss": true})).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("config.toml");
-    let toml = config_toml(&op.issuer, &CookieKey::generate_text()).replace(
-        "timeout = \"5s\"\n",
-        "timeout = \"5s\"\nrequire_iss = true\n",
-    );
-    std::fs::write(&path, toml).expect("write");
+    let config = TestConfig::new(&op.issuer).provider(|p| p.require_iss());
+    std::fs::write(&path, config.toml()).expect("write");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-handler"))
         .args(["check", "--config"])
         .arg(&path)
@@ -86,7 +83,7 @@ fn check_fails_naming_the_key_and_the_fix() {
     let issuer = format!("http://127.0.0.1:{port}");
 
     // Unreachable provider: exit 1, naming the provider's issuer.
-    std::fs::write(&path, config_toml(&issuer, &CookieKey::generate_text())).expect("write");
+    std::fs::write(&path, TestConfig::new(&issuer).toml()).expect("write");
     let out = bin()
         .args(["check", "--config"])
         .arg(&path)
@@ -97,7 +94,7 @@ fn check_fails_naming_the_key_and_the_fix() {
     assert!(stdout.contains("providers[0].issuer"), "{stdout}");
 
     // A short key: exit 2, naming cookies.keys, not showing the key.
-    std::fs::write(&path, config_toml(&issuer, "c2hvcnQta2V5")).expect("write");
+    std::fs::write(&path, TestConfig::new(&issuer).key("c2hvcnQta2V5").toml()).expect("write");
     for args in [vec!["check", "--config"], vec!["--config"]] {
         let out = bin().args(&args).arg(&path).output().expect("run");
         assert_eq!(out.status.code(), Some(2));

@@ -14,8 +14,10 @@ use token_handler::crypto::CookieKey;
 #[actix_web::test]
 async fn a_huge_preflight_is_refused_and_the_server_still_answers() {
     let op = TestProvider::start().await;
-    let app =
-        TestApp::spawn_proxy(&op.issuer, &format!("http://127.0.0.1:{}", free_port()), "").await;
+    let app = TestApp::spawn_with(
+        &TestConfig::new(&op.issuer).proxy_to(&format!("http://127.0.0.1:{}", free_port())),
+    )
+    .await;
     let names: Vec<String> = (0..13_000).map(|i| format!("x-h{i}")).collect();
     let requested = names.join(",");
     assert!(requested.len() > 100_000);
@@ -62,7 +64,7 @@ async fn a_huge_preflight_is_refused_and_the_server_still_answers() {
 async fn requests_from_other_sites_need_a_trusted_origin() {
     let op = TestProvider::start_with(json!({"jwtAccessTokens": {"audience": API_AUDIENCE}})).await;
     let upstream = Upstream::start(&op.issuer).await;
-    let app = TestApp::spawn_proxy(&op.issuer, &upstream.address, "").await;
+    let app = TestApp::spawn_with(&TestConfig::new(&op.issuer).proxy_to(&upstream.address)).await;
     let mut browser = app.browser();
     assert_eq!(browser.login("sofia").await.status, 200);
 
@@ -124,7 +126,7 @@ fn weak_cookie_keys_stop_check_and_run() {
         ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "example key"),
         (repeated.as_str(), "not random"),
     ] {
-        std::fs::write(&path, config_toml(&issuer, key)).expect("write");
+        std::fs::write(&path, TestConfig::new(&issuer).key(key).toml()).expect("write");
         for args in [vec!["check", "--config"], vec!["--config"]] {
             let (code, stderr) = run_bounded(&args, &path, dir.path());
             assert_eq!(code, Some(2), "{args:?}: {stderr}");
@@ -177,12 +179,9 @@ async fn secret_files_others_can_read_are_warned_about() {
         let keys = dir.path().join("keys");
         std::fs::write(&keys, format!("{}\n", CookieKey::generate_text())).expect("write");
         std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(mode)).expect("chmod");
-        let toml = config_toml(&issuer, "unused").replace(
-            "keys = [\"unused\"]",
-            &format!("keys_file = {:?}", keys.display().to_string()),
-        );
+        let config = TestConfig::new(&issuer).keys_file(&keys);
         let path = dir.path().join("check.toml");
-        std::fs::write(&path, &toml).expect("write");
+        std::fs::write(&path, config.toml()).expect("write");
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_token-handler"))
             .args(["check", "--config"])
             .arg(&path)
@@ -198,7 +197,7 @@ async fn secret_files_others_can_read_are_warned_about() {
             "mode {mode:o}: {stdout}"
         );
 
-        let app = ProcessApp::start_in(&toml, dir, "warn").await;
+        let app = ProcessApp::start_in(&config, dir, "warn").await;
         let log = app.log();
         assert_eq!(log.contains(&line), warned, "mode {mode:o}: {log}");
         assert_eq!(log.contains("chmod 600"), warned, "mode {mode:o}: {log}");
@@ -212,13 +211,8 @@ async fn secret_files_others_can_read_are_warned_about() {
 #[actix_web::test]
 async fn logins_are_rate_limited_per_client_address() {
     let op = TestProvider::start().await;
-    let limits = "\n[rate_limit]\nlogin_per_minute = 2\nlogin_burst = 2\n";
-    let toml = config_toml(&op.issuer, &CookieKey::generate_text()) + limits;
-    let behind_proxy = TestApp::spawn_toml(&toml.replace(
-        "workers = 1",
-        "workers = 1\ntrusted_proxies = [\"127.0.0.1\"]",
-    ))
-    .await;
+    let config = TestConfig::new(&op.issuer).login_rate_limit(2, 2);
+    let behind_proxy = TestApp::spawn_with(&config.clone().trusted_proxies(&["127.0.0.1"])).await;
     let mut browser = behind_proxy.browser();
     let from = |ip: &'static str| [("x-forwarded-for", ip)];
     for _ in 0..2 {
@@ -254,7 +248,7 @@ async fn logins_are_rate_limited_per_client_address() {
     assert_eq!(resp.status, 200, "{:?}", resp.body);
 
     // Not behind a trusted proxy: the peer's address counts, whatever the client claims.
-    let direct = TestApp::spawn_toml(&toml).await;
+    let direct = TestApp::spawn_with(&config).await;
     let mut browser = direct.browser();
     let mut statuses = Vec::new();
     for spoofed in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {

@@ -485,18 +485,9 @@ async fn a_copy_of_the_cookies_is_useless_after_logout() {
 #[actix_web::test]
 async fn an_unreachable_jwks_is_a_502_at_login() {
     let op = TestProvider::start().await;
-    let toml = config_toml(
-        &op.issuer,
-        &token_handler::crypto::CookieKey::generate_text(),
-    )
-    .replace(
-        "timeout = \"5s\"",
-        &format!(
-            "timeout = \"5s\"\njwks_uri = \"http://127.0.0.1:{}/jwks\"",
-            free_port()
-        ),
-    );
-    let app = TestApp::spawn_toml(&toml).await;
+    let jwks_uri = format!("http://127.0.0.1:{}/jwks", free_port());
+    let config = TestConfig::new(&op.issuer).provider(|p| p.jwks_uri(&jwks_uri));
+    let app = TestApp::spawn_with(&config).await;
     let mut browser = app.browser();
     let resp = browser.login("judy").await;
     assert_eq!(resp.status, 502, "{:?}", resp.body);

@@ -65,9 +65,7 @@ pub fn nginx_conf(
 async fn nginx_auth_request_with_the_forward_auth_endpoint() {
     let op = TestProvider::start_with(json!({"jwtAccessTokens": {"audience": API_AUDIENCE}})).await;
     let upstream = Upstream::start(&op.issuer).await;
-    let toml = config_toml(&op.issuer, &CookieKey::generate_text())
-        + "\n[proxy]\nforward_auth_paths = [\"/gw\"]\n[forward_auth]\nlisten = \"127.0.0.1:0\"\n";
-    let app = TestApp::spawn_toml(&toml).await;
+    let app = TestApp::spawn_with(&TestConfig::new(&op.issuer).forward_auth(&["/gw"])).await;
     let forward_auth = app
         .forward_auth_address
         .clone()
@@ -153,7 +151,7 @@ async fn forward_auth_is_never_on_the_public_listener() {
     let key = CookieKey::generate_text();
 
     // Not configured: no listener, and 404 on the public one, signed in or not.
-    let app = TestApp::spawn_toml(&config_toml(&op.issuer, &key)).await;
+    let app = TestApp::spawn_with(&TestConfig::new(&op.issuer).key(&key)).await;
     assert!(app.forward_auth_address.is_none());
     let mut browser = app.browser();
     assert_eq!(browser.login("xss-victim").await.status, 200);
@@ -163,9 +161,8 @@ async fn forward_auth_is_never_on_the_public_listener() {
     assert!(resp.header("authorization").is_none());
 
     // Configured: still 404 on the public listener; served on its own.
-    let toml = config_toml(&op.issuer, &key)
-        + "\n[proxy]\nforward_auth_paths = [\"/gw\"]\n[forward_auth]\nlisten = \"127.0.0.1:0\"\n";
-    let app = TestApp::spawn_toml(&toml).await;
+    let config = TestConfig::new(&op.issuer).key(&key).forward_auth(&["/gw"]);
+    let app = TestApp::spawn_with(&config).await;
     let mut browser = app.browser();
     assert_eq!(browser.login("xss-victim").await.status, 200);
     for path in ["/oauth-agent/auth", "/auth"] {

@@ -6,7 +6,9 @@ use actix_web::cookie::Cookie;
 use actix_web::web;
 use awc::http::header::HeaderMap;
 use awc::http::Method;
+use serde::Serialize;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 use token_handler::config::Config;
@@ -134,75 +136,395 @@ impl Drop for TestProvider {
     }
 }
 
-/// The configuration tests start from: one provider, fresh key, random port, one worker.
-pub fn config_toml(issuer: &str, key: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-base_path = "{BASE}"
-workers = 1
-
-[cookies]
-prefix = "th"
-secure = true
-same_site = "strict"
-keys = ["{key}"]
-
-[web]
-trusted_origins = ["{SPA_ORIGIN}"]
-
-[[providers]]
-id = "default"
-issuer = "{issuer}"
-client_id = "spa-client"
-client_secret = "spa-secret"
-redirect_uri = "{REDIRECT_URI}"
-post_logout_redirect_uri = "{REDIRECT_URI}"
-scope = "openid profile email offline_access"
-timeout = "5s"
-# Most tests read state and nonce from the authorization URL; PAR has its own tests.
-par = "off"
-"#
-    )
+/// A test configuration, typed: tests say what they change (`.proxy_to(&upstream)`,
+/// `.refresh_ahead("1s")`, `.provider(|p| p.timeout("1s"))`) and never edit TOML text. It
+/// renders to the TOML the app parses ([`TestConfig::toml`]), so the file format is exercised
+/// too. Fields mirror docs/configuration.md; unset optional keys are left out, so the app's
+/// defaults apply.
+///
+/// [`TestConfig::new`] is the configuration tests start from: one provider (the test
+/// provider's `spa-client`, no PAR), a fresh cookie key, a random port, one worker.
+#[derive(Clone, Serialize)]
+pub struct TestConfig {
+    server: ServerConfig,
+    cookies: CookiesConfig,
+    web: WebConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_limit: Option<RateLimitConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<ListenerConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy: Option<ProxyConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forward_auth: Option<ListenerConfig>,
+    providers: Vec<ProviderConfig>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    routes: Vec<RouteConfig>,
 }
 
-/// The test configuration plus proxy routes: `/api` and `/api/slow` (1 s timeout) to the
-/// upstream, `/mobile` (strip_prefix, allow_bearer), `/down` to a closed port, and `/api/ws`
-/// with WebSocket pass-through. `extra` is
-/// appended (more TOML) and may set `[proxy]`.
-pub fn proxy_toml(issuer: &str, key: &str, upstream: &str, extra: &str) -> String {
-    let closed = free_port();
-    format!(
-        r#"{}
-{extra}
+#[derive(Clone, Serialize)]
+struct ServerConfig {
+    listen: String,
+    base_path: String,
+    workers: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    trusted_proxies: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shutdown_grace: Option<String>,
+}
 
-[[routes]]
-path = "/api"
-upstream = "{upstream}"
+#[derive(Clone, Serialize)]
+struct CookiesConfig {
+    prefix: String,
+    secure: bool,
+    same_site: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys_file: Option<String>,
+}
 
-[[routes]]
-path = "/api/slow"
-upstream = "{upstream}"
-timeout = "1s"
+#[derive(Clone, Serialize)]
+struct WebConfig {
+    trusted_origins: Vec<String>,
+}
 
-[[routes]]
-path = "/mobile"
-upstream = "{upstream}"
-strip_prefix = true
-allow_bearer = true
+#[derive(Clone, Serialize)]
+struct RateLimitConfig {
+    login_per_minute: u32,
+    login_burst: u32,
+}
 
-[[routes]]
-path = "/down"
-upstream = "http://127.0.0.1:{closed}"
+/// A listener of its own (metrics, forward auth), on a random loopback port.
+#[derive(Clone, Serialize)]
+struct ListenerConfig {
+    listen: String,
+}
 
-[[routes]]
-path = "/api/ws"
-upstream = "{upstream}"
-websocket = true
-"#,
-        config_toml(issuer, key)
-    )
+impl ListenerConfig {
+    fn any_port() -> Self {
+        Self {
+            listen: "127.0.0.1:0".to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Default, Serialize)]
+struct ProxyConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_ahead: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    forward_auth_paths: Vec<String>,
+}
+
+impl TestConfig {
+    /// The configuration tests start from, with the test provider at `issuer` as `default`.
+    pub fn new(issuer: &str) -> Self {
+        Self::with_providers([ProviderConfig::spa_client("default", issuer)
+            .scope("openid profile email offline_access")])
+    }
+
+    /// As [`TestConfig::new`], with these `[[providers]]` instead (the first is the default).
+    pub fn with_providers(providers: impl IntoIterator<Item = ProviderConfig>) -> Self {
+        Self {
+            server: ServerConfig {
+                listen: "127.0.0.1:0".to_string(),
+                base_path: BASE.to_string(),
+                workers: 1,
+                trusted_proxies: Vec::new(),
+                shutdown_grace: None,
+            },
+            cookies: CookiesConfig {
+                prefix: "th".to_string(),
+                secure: true,
+                same_site: "strict".to_string(),
+                keys: Some(vec![CookieKey::generate_text()]),
+                keys_file: None,
+            },
+            web: WebConfig {
+                trusted_origins: vec![SPA_ORIGIN.to_string()],
+            },
+            rate_limit: None,
+            metrics: None,
+            proxy: None,
+            forward_auth: None,
+            providers: providers.into_iter().collect(),
+            routes: Vec::new(),
+        }
+    }
+
+    /// The configuration as the TOML file the app reads.
+    pub fn toml(&self) -> String {
+        toml::to_string(self).expect("a test configuration renders as TOML")
+    }
+
+    /// `server.listen` (default `127.0.0.1:0`: a random port the in-process app reports;
+    /// [`ProcessApp`] picks a free port itself).
+    fn listen(mut self, address: &str) -> Self {
+        self.server.listen = address.to_string();
+        self
+    }
+
+    /// `cookies.keys = [key]` instead of the fresh key (weak or shared keys).
+    pub fn key(mut self, key: &str) -> Self {
+        self.cookies.keys = Some(vec![key.to_string()]);
+        self.cookies.keys_file = None;
+        self
+    }
+
+    /// `cookies.keys_file` instead of inline keys.
+    pub fn keys_file(mut self, path: &std::path::Path) -> Self {
+        self.cookies.keys = None;
+        self.cookies.keys_file = Some(path.display().to_string());
+        self
+    }
+
+    /// `server.trusted_proxies`.
+    pub fn trusted_proxies(mut self, cidrs: &[&str]) -> Self {
+        self.server.trusted_proxies = cidrs.iter().map(|c| c.to_string()).collect();
+        self
+    }
+
+    /// `server.shutdown_grace`.
+    pub fn shutdown_grace(mut self, grace: &str) -> Self {
+        self.server.shutdown_grace = Some(grace.to_string());
+        self
+    }
+
+    /// `[rate_limit]` for `login/start` and `login/end`.
+    pub fn login_rate_limit(mut self, per_minute: u32, burst: u32) -> Self {
+        self.rate_limit = Some(RateLimitConfig {
+            login_per_minute: per_minute,
+            login_burst: burst,
+        });
+        self
+    }
+
+    /// `[metrics]` on a listener of its own.
+    pub fn metrics(mut self) -> Self {
+        self.metrics = Some(ListenerConfig::any_port());
+        self
+    }
+
+    /// `proxy.refresh_ahead`.
+    pub fn refresh_ahead(mut self, window: &str) -> Self {
+        self.proxy
+            .get_or_insert_with(ProxyConfig::default)
+            .refresh_ahead = Some(window.to_string());
+        self
+    }
+
+    /// Forward auth for these paths (`proxy.forward_auth_paths`), on its own listener
+    /// (`[forward_auth]`).
+    pub fn forward_auth(mut self, paths: &[&str]) -> Self {
+        self.proxy
+            .get_or_insert_with(ProxyConfig::default)
+            .forward_auth_paths = paths.iter().map(|p| p.to_string()).collect();
+        self.forward_auth = Some(ListenerConfig::any_port());
+        self
+    }
+
+    /// Adjusts the first (default) provider.
+    pub fn provider(mut self, adjust: impl FnOnce(ProviderConfig) -> ProviderConfig) -> Self {
+        let first = self.providers.remove(0);
+        self.providers.insert(0, adjust(first));
+        self
+    }
+
+    /// One more `[[routes]]` entry.
+    pub fn route(mut self, route: RouteConfig) -> Self {
+        self.routes.push(route);
+        self
+    }
+
+    /// The proxy routes most proxy tests use: `/api` and `/api/slow` (1 s timeout) to
+    /// `upstream`, `/mobile` (strip_prefix, allow_bearer), `/down` to a closed port, and
+    /// `/api/ws` with WebSocket pass-through.
+    pub fn proxy_to(self, upstream: &str) -> Self {
+        let closed = format!("http://127.0.0.1:{}", free_port());
+        self.route(RouteConfig::new("/api", upstream))
+            .route(RouteConfig::new("/api/slow", upstream).timeout("1s"))
+            .route(
+                RouteConfig::new("/mobile", upstream)
+                    .strip_prefix()
+                    .allow_bearer(),
+            )
+            .route(RouteConfig::new("/down", &closed))
+            .route(RouteConfig::new("/api/ws", upstream).websocket())
+    }
+}
+
+/// Builder methods that set optional string keys of the same name: `scope("x")` is
+/// `scope = "x"`.
+macro_rules! optional_keys {
+    ($($(#[$doc:meta])* $key:ident,)*) => {$(
+        $(#[$doc])*
+        pub fn $key(mut self, value: &str) -> Self {
+            self.$key = Some(value.to_string());
+            self
+        }
+    )*};
+}
+
+/// One `[[providers]]` entry. [`ProviderConfig::new`] sets only what every entry needs: the
+/// client, the SPA's redirect URIs and a 5 s timeout.
+#[derive(Clone, Serialize)]
+pub struct ProviderConfig {
+    id: String,
+    issuer: String,
+    client_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_auth: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    private_key_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    private_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_assertion_audience: Option<String>,
+    redirect_uri: String,
+    post_logout_redirect_uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    timeout: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    par: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    require_iss: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwks_uri: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    extra_auth_params: BTreeMap<String, String>,
+}
+
+impl ProviderConfig {
+    pub fn new(id: &str, issuer: &str, client_id: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            issuer: issuer.to_string(),
+            client_id: client_id.to_string(),
+            client_secret: None,
+            client_auth: None,
+            private_key_file: None,
+            private_key_id: None,
+            client_assertion_audience: None,
+            redirect_uri: REDIRECT_URI.to_string(),
+            post_logout_redirect_uri: REDIRECT_URI.to_string(),
+            scope: None,
+            timeout: "5s".to_string(),
+            par: None,
+            require_iss: None,
+            jwks_uri: None,
+            extra_auth_params: BTreeMap::new(),
+        }
+    }
+
+    /// The test provider's `spa-client` (client_secret_basic). Most tests read state and
+    /// nonce from the authorization URL, so PAR is off; PAR has its own tests.
+    pub fn spa_client(id: &str, issuer: &str) -> Self {
+        Self::new(id, issuer, "spa-client")
+            .client_secret("spa-secret")
+            .par("off")
+    }
+
+    optional_keys! {
+        client_secret,
+        /// `client_auth` (`client_secret_post`, `private_key_jwt`, `none`, …).
+        client_auth,
+        client_assertion_audience,
+        scope,
+        /// `par`: `off`, `auto` or `required`.
+        par,
+        jwks_uri,
+    }
+
+    /// `private_key_jwt`'s key: `private_key_file` and `private_key_id`.
+    pub fn private_key(mut self, file: &std::path::Path, key_id: &str) -> Self {
+        self.private_key_file = Some(file.display().to_string());
+        self.private_key_id = Some(key_id.to_string());
+        self
+    }
+
+    /// Both `redirect_uri` and `post_logout_redirect_uri`.
+    pub fn redirect_uris(mut self, uri: &str) -> Self {
+        self.redirect_uri = uri.to_string();
+        self.post_logout_redirect_uri = uri.to_string();
+        self
+    }
+
+    pub fn timeout(mut self, timeout: &str) -> Self {
+        self.timeout = timeout.to_string();
+        self
+    }
+
+    pub fn require_iss(mut self) -> Self {
+        self.require_iss = Some(true);
+        self
+    }
+
+    /// One entry of `[providers.extra_auth_params]`.
+    pub fn auth_param(mut self, key: &str, value: &str) -> Self {
+        self.extra_auth_params
+            .insert(key.to_string(), value.to_string());
+        self
+    }
+}
+
+/// One `[[routes]]` entry.
+#[derive(Clone, Serialize)]
+pub struct RouteConfig {
+    path: String,
+    upstream: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    strip_prefix: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    allow_bearer: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    websocket: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    allow_headers: Vec<String>,
+}
+
+impl RouteConfig {
+    pub fn new(path: &str, upstream: &str) -> Self {
+        Self {
+            path: path.to_string(),
+            upstream: upstream.to_string(),
+            timeout: None,
+            strip_prefix: false,
+            allow_bearer: false,
+            websocket: false,
+            allow_headers: Vec::new(),
+        }
+    }
+
+    optional_keys! {
+        timeout,
+    }
+
+    pub fn strip_prefix(mut self) -> Self {
+        self.strip_prefix = true;
+        self
+    }
+
+    pub fn allow_bearer(mut self) -> Self {
+        self.allow_bearer = true;
+        self
+    }
+
+    pub fn websocket(mut self) -> Self {
+        self.websocket = true;
+        self
+    }
+
+    /// `allow_headers`: headers let through both ways despite the header rules.
+    pub fn allow_headers(mut self, names: &[&str]) -> Self {
+        self.allow_headers = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
 }
 
 /// A loopback port nothing listens on (bound, then released).
@@ -225,21 +547,10 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(issuer: &str) -> Self {
-        Self::spawn_toml(&config_toml(issuer, &CookieKey::generate_text())).await
+        Self::spawn_with(&TestConfig::new(issuer)).await
     }
 
-    /// token-handler with proxy routes to `upstream` (see [`proxy_toml`]).
-    pub async fn spawn_proxy(issuer: &str, upstream: &str, extra: &str) -> Self {
-        Self::spawn_toml(&proxy_toml(
-            issuer,
-            &CookieKey::generate_text(),
-            upstream,
-            extra,
-        ))
-        .await
-    }
-
-    pub async fn spawn_toml(toml: &str) -> Self {
+    pub async fn spawn_with(config: &TestConfig) -> Self {
         // Logs go through libtest's capture: shown for failing tests only (RUST_LOG to change).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -248,7 +559,7 @@ impl TestApp {
             )
             .with_test_writer()
             .try_init();
-        let config = Config::from_toml(toml, Vec::new()).expect("valid test config");
+        let config = Config::from_toml(&config.toml(), Vec::new()).expect("valid test config");
         let app = Application::build(config).expect("bind");
         let address = format!("http://127.0.0.1:{}", app.port());
         let metrics_address = app.metrics_port().map(|p| format!("http://127.0.0.1:{p}"));
@@ -683,19 +994,16 @@ pub struct ProcessApp {
 }
 
 impl ProcessApp {
-    /// Starts the binary with this configuration (its `listen` is replaced by a free port).
+    /// Starts the binary with this configuration, listening on a free port.
     /// Its log (stderr and stdout) goes to `token-handler.log` in [`ProcessApp::dir`].
-    pub async fn start(toml: &str) -> Self {
-        Self::start_in(toml, tempfile::tempdir().expect("tempdir"), "warn").await
+    pub async fn start(config: &TestConfig) -> Self {
+        Self::start_in(config, tempfile::tempdir().expect("tempdir"), "warn").await
     }
 
     /// As [`ProcessApp::start`], in a given directory and at a given log level.
-    pub async fn start_in(toml: &str, dir: tempfile::TempDir, log_level: &str) -> Self {
+    pub async fn start_in(config: &TestConfig, dir: tempfile::TempDir, log_level: &str) -> Self {
         let port = free_port();
-        let toml = toml.replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        );
+        let toml = config.clone().listen(&format!("127.0.0.1:{port}")).toml();
         let path = dir.path().join("config.toml");
         std::fs::write(&path, toml).expect("write config");
         let log = std::fs::File::create(dir.path().join("token-handler.log")).expect("log file");

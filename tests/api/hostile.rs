@@ -9,7 +9,7 @@ use serde_json::json;
 async fn malformed_requests_never_reach_the_upstream() {
     let op = TestProvider::start_with(json!({"jwtAccessTokens": {"audience": API_AUDIENCE}})).await;
     let upstream = Upstream::start(&op.issuer).await;
-    let app = TestApp::spawn_proxy(&op.issuer, &upstream.address, "").await;
+    let app = TestApp::spawn_with(&TestConfig::new(&op.issuer).proxy_to(&upstream.address)).await;
     let mut browser = app.browser();
     assert_eq!(browser.login("target").await.status, 200);
     let cookies = browser.jar.header_for("/api/x");

@@ -55,7 +55,7 @@ async fn liveness_and_readiness() {
 async fn request_ids_are_kept_or_made_and_passed_upstream() {
     let op = TestProvider::start_with(json!({"jwtAccessTokens": {"audience": API_AUDIENCE}})).await;
     let upstream = Upstream::start(&op.issuer).await;
-    let app = TestApp::spawn_proxy(&op.issuer, &upstream.address, "").await;
+    let app = TestApp::spawn_with(&TestConfig::new(&op.issuer).proxy_to(&upstream.address)).await;
     let mut browser = app.browser();
     assert_eq!(browser.login("rid").await.status, 200);
     let resp = browser
@@ -89,13 +89,10 @@ async fn request_ids_are_kept_or_made_and_passed_upstream() {
 async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let op = TestProvider::start_with(json!({"jwtAccessTokens": {"audience": API_AUDIENCE}})).await;
     let upstream = Upstream::start(&op.issuer).await;
-    let toml = config_toml(&op.issuer, &CookieKey::generate_text())
-        .replace("workers = 1", "workers = 1\nshutdown_grace = \"10s\"")
-        + &format!(
-            "\n[[routes]]\npath = \"/api\"\nupstream = \"{}\"\n",
-            upstream.address
-        );
-    let mut app = ProcessApp::start(&toml).await;
+    let config = TestConfig::new(&op.issuer)
+        .shutdown_grace("10s")
+        .route(RouteConfig::new("/api", &upstream.address));
+    let mut app = ProcessApp::start(&config).await;
     let mut browser = Browser::new(&app.address);
     assert_eq!(browser.login("slow").await.status, 200);
     // The upstream takes 3 s to answer /api/slow.
@@ -142,11 +139,8 @@ async fn keys_rotate_on_sighup_without_logging_anyone_out() {
     let old_id = CookieKey::parse(&old).expect("key").id();
     let new_id = CookieKey::parse(&new).expect("key").id();
     std::fs::write(&keys, format!("{old}\n")).expect("write keys");
-    let toml = config_toml(&op.issuer, "unused").replace(
-        "keys = [\"unused\"]",
-        &format!("keys_file = {:?}", keys.display().to_string()),
-    );
-    let app = ProcessApp::start_in(&toml, dir, "info").await;
+    let config = TestConfig::new(&op.issuer).keys_file(&keys);
+    let app = ProcessApp::start_in(&config, dir, "info").await;
     let mut browser = Browser::new(&app.address);
     assert_eq!(browser.login("rotating").await.status, 200);
     assert_eq!(key_id_of(&browser.jar.value("th-at")), old_id);
@@ -213,9 +207,7 @@ async fn keys_rotate_on_sighup_without_logging_anyone_out() {
 #[actix_web::test]
 async fn prometheus_metrics_on_their_own_listener() {
     let op = TestProvider::start().await;
-    let toml = config_toml(&op.issuer, &CookieKey::generate_text())
-        + "\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
-    let app = TestApp::spawn_toml(&toml).await;
+    let app = TestApp::spawn_with(&TestConfig::new(&op.issuer).metrics()).await;
     let mut browser = app.browser();
     assert_eq!(browser.login("metered").await.status, 200);
     assert_eq!(browser.post("/refresh", "").await.status, 204);
@@ -322,9 +314,8 @@ fn op_issuer(port: u16) -> String {
 /// timeout; the code exchange must fail with 502 well before a slow endpoint answers.
 async fn login_end_is_cut_off_at_one_second(provider_config: serde_json::Value) {
     let op = TestProvider::start_with(provider_config).await;
-    let toml = config_toml(&op.issuer, &CookieKey::generate_text())
-        .replace("timeout = \"5s\"", "timeout = \"1s\"");
-    let app = TestApp::spawn_toml(&toml).await;
+    let config = TestConfig::new(&op.issuer).provider(|p| p.timeout("1s"));
+    let app = TestApp::spawn_with(&config).await;
     let mut browser = app.browser();
     let url = browser.start_login("").await;
     let callback = provider_login(&url, "patient").await;
@@ -358,11 +349,8 @@ async fn a_changed_keys_file_is_picked_up_without_a_signal() {
     let keys = dir.path().join("keys");
     let (old, new) = (CookieKey::generate_text(), CookieKey::generate_text());
     std::fs::write(&keys, format!("{old}\n")).expect("write keys");
-    let toml = config_toml(&op.issuer, "unused").replace(
-        "keys = [\"unused\"]",
-        &format!("keys_file = {:?}", keys.display().to_string()),
-    );
-    let app = ProcessApp::start_in(&toml, dir, "info").await;
+    let config = TestConfig::new(&op.issuer).keys_file(&keys);
+    let app = ProcessApp::start_in(&config, dir, "info").await;
     let mut browser = Browser::new(&app.address);
     assert_eq!(browser.login("polled").await.status, 200);
     std::fs::write(&keys, format!("{new}\n{old}\n")).expect("write keys");

@@ -3,7 +3,7 @@
 
 use crate::helpers::*;
 use serde_json::{json, Value};
-use token_handler::crypto::{CookieKey, Purpose};
+use token_handler::crypto::Purpose;
 use token_handler::session::AccessTokenCookie;
 
 /// Client metadata for the test provider, registered with the SPA's redirect URI.
@@ -21,40 +21,15 @@ fn client(id: &str, extra: Value) -> Value {
     c
 }
 
-/// A `[[providers]]` entry for `issuer`; `extra` is more TOML lines. Every provider here
-/// shares the SPA's redirect URI, so each must require `iss` (RFC 9700 §4.4); the test
-/// provider sends it.
-fn provider_toml(id: &str, issuer: &str, client_id: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[providers]]
-id = "{id}"
-issuer = "{issuer}"
-client_id = "{client_id}"
-redirect_uri = "{REDIRECT_URI}"
-post_logout_redirect_uri = "{REDIRECT_URI}"
-timeout = "5s"
-require_iss = true
-{extra}
-"#
-    )
+/// A `[[providers]]` entry for `issuer`. Every provider here shares the SPA's redirect URI,
+/// so each must require `iss` (RFC 9700 §4.4); the test provider sends it.
+fn provider(id: &str, issuer: &str, client_id: &str) -> ProviderConfig {
+    ProviderConfig::new(id, issuer, client_id).require_iss()
 }
 
 /// The test provider's `spa-client` (client_secret_basic, no PAR) as provider `id`.
-fn spa_client(id: &str, issuer: &str) -> String {
-    provider_toml(
-        id,
-        issuer,
-        "spa-client",
-        "client_secret = \"spa-secret\"\npar = \"off\"",
-    )
-}
-
-/// The base test configuration without its provider, plus `providers`.
-fn config_with(providers: &str) -> String {
-    let base = config_toml("http://127.0.0.1:1", &CookieKey::generate_text());
-    let cut = base.find("[[providers]]").expect("a provider section");
-    format!("{}{providers}", &base[..cut])
+fn spa_client(id: &str, issuer: &str) -> ProviderConfig {
+    ProviderConfig::spa_client(id, issuer).require_iss()
 }
 
 async fn login_with(browser: &mut Browser, provider: &str, user: &str) -> Resp {
@@ -69,12 +44,9 @@ async fn login_with(browser: &mut Browser, provider: &str, user: &str) -> Resp {
 async fn two_providers_each_session_talks_to_its_own() {
     let a = TestProvider::start().await;
     let b = TestProvider::start().await;
-    let toml = config_with(&format!(
-        "{}{}",
-        spa_client("a", &a.issuer),
-        spa_client("b", &b.issuer)
-    ));
-    let app = TestApp::spawn_toml(&toml).await;
+    let config =
+        TestConfig::with_providers([spa_client("a", &a.issuer), spa_client("b", &b.issuer)]);
+    let app = TestApp::spawn_with(&config).await;
     let mut alice = app.browser();
     let mut bob = app.browser();
     assert_eq!(login_with(&mut alice, "a", "alice").await.status, 200);
@@ -132,26 +104,22 @@ async fn every_client_authentication_method_logs_in_and_refreshes() {
     ]}))
     .await;
     let kid = keys["kid"].as_str().expect("kid");
-    let toml = config_with(&[
-        provider_toml("basic", &op.issuer, "basic-client", "client_secret = \"basic-secret\""),
-        provider_toml("post", &op.issuer, "post-client", "client_auth = \"client_secret_post\"\nclient_secret = \"post-secret\""),
-        provider_toml(
-            "jwt",
-            &op.issuer,
-            "jwt-client",
-            &format!("client_auth = \"private_key_jwt\"\nprivate_key_file = {:?}\nprivate_key_id = \"{kid}\"", pem.display().to_string()),
-        ),
-        provider_toml("public", &op.issuer, "public-client", "client_auth = \"none\""),
+    let config = TestConfig::with_providers([
+        provider("basic", &op.issuer, "basic-client").client_secret("basic-secret"),
+        provider("post", &op.issuer, "post-client")
+            .client_auth("client_secret_post")
+            .client_secret("post-secret"),
+        provider("jwt", &op.issuer, "jwt-client")
+            .client_auth("private_key_jwt")
+            .private_key(&pem, kid),
+        provider("public", &op.issuer, "public-client").client_auth("none"),
         // FAPI 2.0 / RFC 7523bis: the issuer as the assertion's audience.
-        provider_toml(
-            "jwt-iss",
-            &op.issuer,
-            "jwt-client",
-            &format!("client_auth = \"private_key_jwt\"\nprivate_key_file = {:?}\nprivate_key_id = \"{kid}\"\nclient_assertion_audience = \"issuer\"", pem.display().to_string()),
-        ),
-    ]
-    .concat());
-    let app = TestApp::spawn_toml(&toml).await;
+        provider("jwt-iss", &op.issuer, "jwt-client")
+            .client_auth("private_key_jwt")
+            .private_key(&pem, kid)
+            .client_assertion_audience("issuer"),
+    ]);
+    let app = TestApp::spawn_with(&config).await;
     let token_endpoint = format!("{}/token", op.issuer);
     for (id, client_id, method, aud) in [
         ("basic", "basic-client", "client_secret_basic", None),
@@ -201,13 +169,10 @@ async fn pushed_authorization_requests() {
     ]}))
     .await;
     for mode in ["auto", "required"] {
-        let toml = config_with(&provider_toml(
-            "default",
-            &op.issuer,
-            "par-client",
-            &format!("client_secret = \"par-secret\"\npar = \"{mode}\""),
-        ));
-        let app = TestApp::spawn_toml(&toml).await;
+        let config = TestConfig::with_providers([provider("default", &op.issuer, "par-client")
+            .client_secret("par-secret")
+            .par(mode)]);
+        let app = TestApp::spawn_with(&config).await;
         let mut browser = app.browser();
         let body = json!({"extraParams": [{"key": "ui_locales", "value": "fr en"}]});
         let url = browser.start_login(&body.to_string()).await;
@@ -238,13 +203,10 @@ async fn last_authorization(op: &TestProvider) -> Value {
 #[actix_web::test]
 async fn extra_parameters_arrive_exactly_and_others_are_refused() {
     let op = TestProvider::start().await;
-    let toml = config_with(&provider_toml(
-        "default",
-        &op.issuer,
-        "spa-client",
-        "client_secret = \"spa-secret\"\npar = \"off\"\n[providers.extra_auth_params]\naccess_type = \"offline\"\nprompt = \"consent\"",
-    ));
-    let app = TestApp::spawn_toml(&toml).await;
+    let config = TestConfig::with_providers([spa_client("default", &op.issuer)
+        .auth_param("access_type", "offline")
+        .auth_param("prompt", "consent")]);
+    let app = TestApp::spawn_with(&config).await;
     let mut browser = app.browser();
     let claims = r#"{"id_token":{"auth_time":{"essential":true}}}"#;
     let body = json!({"extraParams": [
@@ -286,13 +248,10 @@ async fn extra_parameters_arrive_exactly_and_others_are_refused() {
 #[actix_web::test]
 async fn a_plain_oauth2_session_without_an_id_token() {
     let op = TestProvider::start().await;
-    let toml = config_with(&provider_toml(
-        "default",
-        &op.issuer,
-        "spa-client",
-        "client_secret = \"spa-secret\"\nscope = \"profile email offline_access\"",
-    ));
-    let app = TestApp::spawn_toml(&toml).await;
+    let config = TestConfig::with_providers([provider("default", &op.issuer, "spa-client")
+        .client_secret("spa-secret")
+        .scope("profile email offline_access")]);
+    let app = TestApp::spawn_with(&config).await;
     let mut browser = app.browser();
     let resp = browser.login("plain").await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
@@ -325,15 +284,10 @@ async fn the_proxy_forwards_each_sessions_token_from_its_own_provider() {
     )
     .await;
     let upstream = crate::upstream::Upstream::start_many(&[&a.issuer, &b.issuer]).await;
-    let toml = config_with(&format!(
-        "{}{}",
-        spa_client("a", &a.issuer),
-        spa_client("b", &b.issuer)
-    )) + &format!(
-        "\n[[routes]]\npath = \"/api\"\nupstream = \"{}\"\n",
-        upstream.address
-    );
-    let app = TestApp::spawn_toml(&toml).await;
+    let config =
+        TestConfig::with_providers([spa_client("a", &a.issuer), spa_client("b", &b.issuer)])
+            .route(RouteConfig::new("/api", &upstream.address));
+    let app = TestApp::spawn_with(&config).await;
     let mut alice = app.browser();
     let mut bob = app.browser();
     assert_eq!(login_with(&mut alice, "a", "alice").await.status, 200);
@@ -360,17 +314,11 @@ async fn the_proxy_forwards_each_sessions_token_from_its_own_provider() {
 async fn a_provider_that_is_down_does_not_stop_the_others() {
     let up = TestProvider::start().await;
     let down = format!("http://127.0.0.1:{}", free_port());
-    let toml = config_with(&format!(
-        "{}{}",
-        provider_toml(
-            "down",
-            &down,
-            "spa-client",
-            "client_secret = \"spa-secret\""
-        ),
-        spa_client("up", &up.issuer)
-    ));
-    let app = TestApp::spawn_toml(&toml).await;
+    let config = TestConfig::with_providers([
+        provider("down", &down, "spa-client").client_secret("spa-secret"),
+        spa_client("up", &up.issuer),
+    ]);
+    let app = TestApp::spawn_with(&config).await;
     let mut browser = app.browser();
     let resp = browser
         .post("/login/start", &json!({"provider": "down"}).to_string())
@@ -387,7 +335,12 @@ async fn a_provider_that_is_down_does_not_stop_the_others() {
 }
 
 /// The operator's step-up: `acr_values`, `max_age` and `prompt` configured for a provider.
-const STEP_UP: &str = "client_secret = \"spa-secret\"\npar = \"off\"\n[providers.extra_auth_params]\nacr_values = \"urn:mfa\"\nmax_age = \"600\"\nprompt = \"login\"";
+fn step_up(id: &str, issuer: &str) -> ProviderConfig {
+    spa_client(id, issuer)
+        .auth_param("acr_values", "urn:mfa")
+        .auth_param("max_age", "600")
+        .auth_param("prompt", "login")
+}
 
 #[actix_web::test]
 async fn a_configured_step_up_cannot_be_downgraded_and_is_checked_on_the_id_token() {
@@ -395,14 +348,11 @@ async fn a_configured_step_up_cannot_be_downgraded_and_is_checked_on_the_id_toke
     // A provider that can only do passwords, and one that does what was asked.
     let weak = TestProvider::start_with(json!({"acrValues": acr, "loginAcr": "urn:pwd"})).await;
     let strong = TestProvider::start_with(json!({"acrValues": acr, "loginAcr": "urn:mfa"})).await;
-    let toml = config_with(
-        &[
-            provider_toml("weak", &weak.issuer, "spa-client", STEP_UP),
-            provider_toml("strong", &strong.issuer, "spa-client", STEP_UP),
-        ]
-        .concat(),
-    );
-    let app = TestApp::spawn_toml(&toml).await;
+    let config = TestConfig::with_providers([
+        step_up("weak", &weak.issuer),
+        step_up("strong", &strong.issuer),
+    ]);
+    let app = TestApp::spawn_with(&config).await;
 
     // OIDC Core §3.1.2.1 parameters the operator set: the SPA cannot replace them.
     let mut browser = app.browser();
@@ -452,13 +402,9 @@ async fn a_configured_step_up_cannot_be_downgraded_and_is_checked_on_the_id_toke
 #[actix_web::test]
 async fn a_configured_max_age_needs_a_recent_auth_time() {
     let op = TestProvider::start().await;
-    let toml = config_with(&provider_toml(
-        "default",
-        &op.issuer,
-        "spa-client",
-        "client_secret = \"spa-secret\"\npar = \"off\"\n[providers.extra_auth_params]\nmax_age = \"60\"",
-    ));
-    let app = TestApp::spawn_toml(&toml).await;
+    let config =
+        TestConfig::with_providers([spa_client("default", &op.issuer).auth_param("max_age", "60")]);
+    let app = TestApp::spawn_with(&config).await;
     let mut browser = app.browser();
     let url = browser.start_login("").await;
     assert_eq!(query_param(&url, "max_age").as_deref(), Some("60"));
@@ -484,16 +430,14 @@ async fn without_iss_a_response_must_arrive_at_its_providers_redirect_uri() {
         client("spa-client", json!({"client_secret": "spa-secret", "redirect_uris": [REDIRECT_URI, OTHER]})),
     ]}))
     .await;
-    let other = provider_toml(
-        "b",
-        &op.issuer,
-        "spa-client",
-        "client_secret = \"spa-secret\"",
-    )
-    .replace(REDIRECT_URI, OTHER);
-    let toml = config_with(&format!("{}{other}", spa_client("a", &op.issuer)))
-        .replace("require_iss = true\n", "");
-    let app = TestApp::spawn_toml(&toml).await;
+    // Neither requires iss: each has its own redirect URI.
+    let config = TestConfig::with_providers([
+        ProviderConfig::spa_client("a", &op.issuer),
+        ProviderConfig::new("b", &op.issuer, "spa-client")
+            .client_secret("spa-secret")
+            .redirect_uris(OTHER),
+    ]);
+    let app = TestApp::spawn_with(&config).await;
 
     // Each provider has its own redirect URI: no iss is needed.
     let mut browser = app.browser();
@@ -517,7 +461,7 @@ async fn without_iss_a_response_must_arrive_at_its_providers_redirect_uri() {
     assert!(browser.jar.named("th-login").is_empty());
 
     // require_iss: a response without iss is refused, whatever discovery says.
-    let app = TestApp::spawn_toml(&config_with(&spa_client("a", &op.issuer))).await;
+    let app = TestApp::spawn_with(&TestConfig::with_providers([spa_client("a", &op.issuer)])).await;
     let resp = login_with(&mut app.browser(), "a", "alice").await;
     assert_eq!(resp.status, 400, "{:?}", resp.body);
     assert_eq!(resp.code(), "invalid_request");

@@ -22,10 +22,18 @@ struct Setup {
     browser: Browser,
 }
 
-async fn setup(provider: Value, extra_toml: &str) -> Setup {
+async fn setup(provider: Value) -> Setup {
+    setup_with(provider, |config| config).await
+}
+
+/// As [`setup`], with the configuration adjusted.
+async fn setup_with(provider: Value, adjust: impl FnOnce(TestConfig) -> TestConfig) -> Setup {
     let op = TestProvider::start_with(jwt_provider(provider)).await;
     let upstream = Upstream::start(&op.issuer).await;
-    let app = TestApp::spawn_proxy(&op.issuer, &upstream.address, extra_toml).await;
+    let app = TestApp::spawn_with(&adjust(
+        TestConfig::new(&op.issuer).proxy_to(&upstream.address),
+    ))
+    .await;
     let mut browser = app.browser();
     let resp = browser.login("pat").await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
@@ -63,7 +71,7 @@ fn echo_of(response: &str) -> Value {
 async fn proxied_calls_carry_the_bearer_token_and_nothing_of_ours() {
     let Setup {
         app, mut browser, ..
-    } = setup(json!({}), "").await;
+    } = setup(json!({})).await;
     let at: AccessTokenCookie = app.unseal(Purpose::AccessToken, &browser.jar.value("th-at"));
     browser.jar.store("other=1; Path=/", "/");
     let resp = browser
@@ -159,7 +167,7 @@ async fn proxied_calls_carry_the_bearer_token_and_nothing_of_ours() {
 async fn answers_come_back_with_the_upstreams_headers_and_nothing_invented() {
     let Setup {
         app, mut browser, ..
-    } = setup(json!({}), "").await;
+    } = setup(json!({})).await;
     // A 304 updates the browser's cached copy with the headers it carries (RFC 9111 §4.3.4): a
     // Content-Type the upstream never sent would replace the cached one.
     let resp = browser
@@ -200,7 +208,7 @@ async fn answers_come_back_with_the_upstreams_headers_and_nothing_invented() {
 async fn unsafe_methods_need_the_csrf_header_and_bodies_arrive_whole() {
     let Setup {
         app, mut browser, ..
-    } = setup(json!({}), "").await;
+    } = setup(json!({})).await;
     let body = "x".repeat(100_000);
     let resp = browser
         .raw(
@@ -282,7 +290,7 @@ async fn unsafe_methods_need_the_csrf_header_and_bodies_arrive_whole() {
 
 #[actix_web::test]
 async fn requests_without_a_session_or_route_get_json_errors() {
-    let Setup { app, .. } = setup(json!({}), "").await;
+    let Setup { app, .. } = setup(json!({})).await;
     let mut stranger = app.browser();
     let resp = stranger.raw(Method::GET, "/api/orders", None, &[]).await;
     assert_eq!(resp.status, 401);
@@ -296,7 +304,7 @@ async fn requests_without_a_session_or_route_get_json_errors() {
 
 #[actix_web::test]
 async fn own_bearer_tokens_pass_only_where_the_route_allows_them() {
-    let Setup { app, browser, .. } = setup(json!({}), "").await;
+    let Setup { app, browser, .. } = setup(json!({})).await;
     let at: AccessTokenCookie = app.unseal(Purpose::AccessToken, &browser.jar.value("th-at"));
     let bearer = format!("Bearer {}", at.token.expose());
     let mut mobile = app.browser();
@@ -344,7 +352,7 @@ async fn own_bearer_tokens_pass_only_where_the_route_allows_them() {
 async fn upstream_failures_say_which_side_failed() {
     let Setup {
         app, mut browser, ..
-    } = setup(json!({}), "").await;
+    } = setup(json!({})).await;
     let resp = browser.raw(Method::GET, "/down/x", None, &[]).await;
     assert_eq!(resp.status, 502, "{:?}", resp.body);
     assert_eq!(resp.code(), "upstream_unavailable");
@@ -372,7 +380,7 @@ async fn upstream_failures_say_which_side_failed() {
 
 #[actix_web::test]
 async fn server_sent_events_are_flushed_as_they_arrive() {
-    let Setup { app, browser, .. } = setup(json!({}), "").await;
+    let Setup { app, browser, .. } = setup(json!({})).await;
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(20))
         .finish();
@@ -403,11 +411,7 @@ async fn an_expired_access_token_is_refreshed_transparently() {
         op,
         app,
         mut browser,
-    } = setup(
-        json!({"accessTokenTtl": 3}),
-        "[proxy]\nrefresh_ahead = \"1s\"",
-    )
-    .await;
+    } = setup_with(json!({"accessTokenTtl": 3}), |c| c.refresh_ahead("1s")).await;
     let first = browser.raw(Method::GET, "/api/orders", None, &[]).await;
     assert_eq!(first.status, 200, "{:?}", first.body);
     assert!(
@@ -439,11 +443,8 @@ async fn an_expired_access_token_is_refreshed_transparently() {
 
 #[actix_web::test]
 async fn fifty_parallel_calls_at_expiry_cause_one_refresh_grant() {
-    let Setup { op, app, browser } = setup(
-        json!({"tokenEndpointDelayMs": 300, "rotateRefreshToken": true}),
-        "",
-    )
-    .await;
+    let Setup { op, app, browser } =
+        setup(json!({"tokenEndpointDelayMs": 300, "rotateRefreshToken": true})).await;
     let before = op.stats().await["refresh_grants"].as_i64().unwrap_or(-1);
     assert_eq!(before, 0);
     // Our clock moves to 250 s into the 300 s token: inside the 60 s refresh-ahead window.
@@ -478,7 +479,7 @@ async fn fifty_parallel_calls_at_expiry_cause_one_refresh_grant() {
 #[actix_web::test]
 async fn stragglers_over_two_seconds_never_replay_a_rotated_refresh_token() {
     let Setup { op, app, browser } =
-        setup(json!({"accessTokenTtl": 5, "rotateRefreshToken": true}), "").await;
+        setup(json!({"accessTokenTtl": 5, "rotateRefreshToken": true})).await;
     // Right after login a 5 s token is not due: the window is capped at half its lifetime.
     let mut fresh = browser.clone();
     let resp = fresh.raw(Method::GET, "/api/orders", None, &[]).await;
@@ -520,7 +521,7 @@ async fn a_failed_refresh_never_costs_a_working_session() {
         op,
         app,
         mut browser,
-    } = setup(json!({}), "").await;
+    } = setup(json!({})).await;
     let first = browser.raw(Method::GET, "/api/orders", None, &[]).await;
     assert_eq!(first.status, 200);
     app.state.clock.advance(250);
@@ -563,7 +564,7 @@ async fn a_provider_outage_is_a_502_not_a_logout() {
         op,
         app,
         mut browser,
-    } = setup(json!({}), "").await;
+    } = setup(json!({})).await;
     app.state.clock.advance(400);
     op.stop().await;
     let resp = browser.raw(Method::GET, "/api/orders", None, &[]).await;
@@ -576,7 +577,7 @@ async fn a_provider_outage_is_a_502_not_a_logout() {
 #[actix_web::test]
 async fn websockets_pass_through_authenticated_where_enabled() {
     use futures_util::{SinkExt, StreamExt};
-    let Setup { app, browser, .. } = setup(json!({}), "").await;
+    let Setup { app, browser, .. } = setup(json!({})).await;
     let ws_url = format!("{}/api/ws", app.address.replacen("http", "ws", 1));
     let cookies = browser.jar.header_for("/api/ws");
     let client = awc::Client::default();
@@ -755,8 +756,8 @@ fn assert_session_expired(reason: Option<awc::ws::CloseReason>) {
 async fn websockets_close_when_their_access_token_expires() {
     use futures_util::{SinkExt, StreamExt};
     // Two sessions: one whose provider issues 3 s access tokens, one with the usual 300 s.
-    let mut short = setup(json!({"accessTokenTtl": 3}), "").await;
-    let mut long = setup(json!({}), "").await;
+    let mut short = setup(json!({"accessTokenTtl": 3})).await;
+    let mut long = setup(json!({})).await;
     let mut short_ws = open_websocket(&short.app, &short.browser).await;
     let mut long_ws = open_websocket(&long.app, &long.browser).await;
 
@@ -815,19 +816,11 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
             Some("www.example.test"),
         ),
     ] {
-        let mut toml = proxy_toml(
-            &op.issuer,
-            &CookieKey::generate_text(),
-            &upstream.address,
-            "",
-        );
+        let mut config = TestConfig::new(&op.issuer).proxy_to(&upstream.address);
         if trusted {
-            toml = toml.replace(
-                "workers = 1",
-                "workers = 1\ntrusted_proxies = [\"127.0.0.0/8\"]",
-            );
+            config = config.trusted_proxies(&["127.0.0.0/8"]);
         }
-        let app = TestApp::spawn_toml(&toml).await;
+        let app = TestApp::spawn_with(&config).await;
         let mut browser = app.browser();
         assert_eq!(browser.login("fwd").await.status, 200);
         let resp = browser.raw(Method::GET, "/api/x", None, &spoof).await;
@@ -854,7 +847,7 @@ async fn forwarded_headers_are_believed_only_from_trusted_proxies() {
 async fn paths_that_could_leave_their_route_are_refused_before_the_upstream() {
     let Setup {
         app, mut browser, ..
-    } = setup(json!({}), "").await;
+    } = setup(json!({})).await;
     let cookies = browser.jar.header_for("/api/orders");
     let get = |path: &str| {
         format!("GET {path} HTTP/1.1\r\nHost: t\r\nCookie: {cookies}\r\nConnection: close\r\n\r\n")
@@ -900,11 +893,15 @@ fn respond_with(prefix: &str, headers: &[&[u8]]) -> String {
 async fn setup_with_allowed_route() -> (TestProvider, TestApp, Browser) {
     let op = TestProvider::start_with(jwt_provider(json!({}))).await;
     let upstream = Upstream::start(&op.issuer).await;
-    let extra = format!(
-        "[[routes]]\npath = \"/allowed\"\nupstream = \"{}/api\"\nstrip_prefix = true\nallow_headers = [\"X-Real-IP\", \"x-accel-buffering\"]\n",
-        upstream.address
-    );
-    let app = TestApp::spawn_proxy(&op.issuer, &upstream.address, &extra).await;
+    let allowed = RouteConfig::new("/allowed", &format!("{}/api", upstream.address))
+        .strip_prefix()
+        .allow_headers(&["X-Real-IP", "x-accel-buffering"]);
+    let app = TestApp::spawn_with(
+        &TestConfig::new(&op.issuer)
+            .route(allowed)
+            .proxy_to(&upstream.address),
+    )
+    .await;
     let mut browser = app.browser();
     assert_eq!(browser.login("pat").await.status, 200);
     (op, app, browser)
@@ -1005,7 +1002,7 @@ async fn headers_that_instruct_another_server_are_withheld_both_ways() {
 async fn the_upstream_cannot_plant_a_cookie_a_browser_would_store_under_our_names() {
     let Setup {
         app, mut browser, ..
-    } = setup(json!({}), "").await;
+    } = setup(json!({})).await;
     let csrf_cookie = browser.jar.value("th-csrf");
     let planted: [&[u8]; 7] = [
         // Nameless: the browser sends it back as `th-csrf=planted`.
@@ -1047,7 +1044,12 @@ async fn shared_caches_never_store_a_cookie_authenticated_answer() {
     let op = TestProvider::start_with(jwt_provider(json!({}))).await;
     let upstream = Upstream::start(&op.issuer).await;
     let key = CookieKey::generate_text();
-    let app = TestApp::spawn_toml(&proxy_toml(&op.issuer, &key, &upstream.address, "")).await;
+    let app = TestApp::spawn_with(
+        &TestConfig::new(&op.issuer)
+            .key(&key)
+            .proxy_to(&upstream.address),
+    )
+    .await;
     let mut browser = app.browser();
     assert_eq!(browser.login("pat").await.status, 200);
     let vary = |resp: &Resp| -> Vec<String> {

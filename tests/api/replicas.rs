@@ -54,22 +54,22 @@ impl Cluster {
         issuer: &str,
         upstream: &str,
         first_key: &str,
-        proxy: &str,
+        refresh_ahead: Option<&str>,
         log_level: &str,
     ) -> Self {
         let keys_dir = tempfile::tempdir().expect("tempdir");
         let keys = keys_dir.path().join("keys");
         std::fs::write(&keys, format!("{first_key}\n")).expect("write keys");
-        let toml = config_toml(issuer, "unused").replace(
-            "keys = [\"unused\"]",
-            &format!("keys_file = {:?}", keys.display().to_string()),
-        ) + &format!(
-            "\n[proxy]\n{proxy}\n\n[[routes]]\npath = \"/api\"\nupstream = \"{upstream}\"\n"
-        );
+        let mut config = TestConfig::new(issuer)
+            .keys_file(&keys)
+            .route(RouteConfig::new("/api", upstream));
+        if let Some(window) = refresh_ahead {
+            config = config.refresh_ahead(window);
+        }
         let mut replicas = Vec::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().expect("tempdir");
-            replicas.push(ProcessApp::start_in(&toml, dir, log_level).await);
+            replicas.push(ProcessApp::start_in(&config, dir, log_level).await);
         }
         let addresses: Vec<String> = replicas.iter().map(|r| r.address.clone()).collect();
         let nginx = Nginx::start(|dir, port| lb_conf(dir, port, &addresses)).await;
@@ -117,7 +117,7 @@ async fn sessions_move_between_replicas_and_keys_rotate_under_load() {
     let upstream = Upstream::start(&op.issuer).await;
     let (k1, k2) = (CookieKey::generate_text(), CookieKey::generate_text());
     // Debug logs: the end of this test searches them for secrets.
-    let cluster = Cluster::start(&op.issuer, &upstream.address, &k1, "", "debug").await;
+    let cluster = Cluster::start(&op.issuer, &upstream.address, &k1, None, "debug").await;
     let lb = cluster.nginx.address.clone();
 
     // A whole session, one call after the other: every call lands on another replica.
@@ -245,14 +245,7 @@ async fn sessions_lost(rotate: bool) -> (usize, usize) {
     .await;
     let upstream = Upstream::start(&op.issuer).await;
     let key = CookieKey::generate_text();
-    let cluster = Cluster::start(
-        &op.issuer,
-        &upstream.address,
-        &key,
-        "refresh_ahead = \"2s\"",
-        "info",
-    )
-    .await;
+    let cluster = Cluster::start(&op.issuer, &upstream.address, &key, Some("2s"), "info").await;
     let lb = cluster.nginx.address.clone();
     let mut sessions = Vec::new();
     for i in 0..5 {
@@ -327,14 +320,7 @@ async fn soak() {
     .await;
     let upstream = Upstream::start(&op.issuer).await;
     let key = CookieKey::generate_text();
-    let cluster = Cluster::start(
-        &op.issuer,
-        &upstream.address,
-        &key,
-        "refresh_ahead = \"5s\"",
-        "warn",
-    )
-    .await;
+    let cluster = Cluster::start(&op.issuer, &upstream.address, &key, Some("5s"), "warn").await;
     let lb = cluster.nginx.address.clone();
     let mut sessions = Vec::new();
     for i in 0..8 {

@@ -7,7 +7,6 @@ use actix_web::body::SizedStream;
 use futures_util::StreamExt;
 use serde_json::json;
 use std::time::Duration;
-use token_handler::crypto::CookieKey;
 
 const TOTAL: usize = 200 * 1024 * 1024;
 /// The handler's whole peak RSS must stay under this while 200 MB go each way.
@@ -17,13 +16,7 @@ const RSS_BOUND_KIB: u64 = 64 * 1024;
 async fn two_hundred_megabytes_each_way_in_bounded_memory() {
     let op = TestProvider::start_with(json!({"jwtAccessTokens": {"audience": API_AUDIENCE}})).await;
     let upstream = Upstream::start(&op.issuer).await;
-    let toml = proxy_toml(
-        &op.issuer,
-        &CookieKey::generate_text(),
-        &upstream.address,
-        "",
-    );
-    let app = ProcessApp::start(&toml).await;
+    let app = ProcessApp::start(&TestConfig::new(&op.issuer).proxy_to(&upstream.address)).await;
     let mut browser = Browser::new(&app.address);
     assert_eq!(browser.login("bulk").await.status, 200);
     let cookies = browser.jar.header_for("/api/stream/upload");
