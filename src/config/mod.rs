@@ -589,7 +589,7 @@ timeout = "5s"
         let key = CookieKey::generate_text();
         let c = Config::from_toml(&minimal(&key), no_env()).expect("valid");
         let rate = c.login_rate.expect("on by default");
-        assert_eq!((rate.per_minute.get(), rate.burst.get()), (60, 30));
+        assert_eq!((rate.per_minute.get(), rate.burst.get()), (600, 100));
         let text = minimal(&key) + "\n[rate_limit]\nlogin_per_minute = 5\nlogin_burst = 2\n";
         let rate = Config::from_toml(&text, no_env())
             .expect("valid")

@@ -17,8 +17,10 @@ pub(super) struct RawRateLimit {
 impl Default for RawRateLimit {
     fn default() -> Self {
         Self {
-            login_per_minute: 60,
-            login_burst: 30,
+            // Generous: `login/end` runs on every page load of the SPA, and many users can share
+            // one address (an office NAT, carrier-grade NAT). The limit is against floods.
+            login_per_minute: 600,
+            login_burst: 100,
         }
     }
 }
