@@ -24,7 +24,9 @@ use crate::oauth::http::CallError;
 use crate::oauth::token::{self, TokenResponse};
 use crate::oauth::Provider;
 use crate::secret::Token;
-use crate::session::{access_token_expiry, refresh_due, NewSession, RefreshTokenCookie, SessionId};
+use crate::session::{
+    access_token_expiry, refresh_due, NewSession, Received, RefreshTokenCookie, SessionId,
+};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +69,11 @@ impl Refreshed {
             previous_refresh_token: Some(self.refresh_token.clone()),
             sub: self.sub.clone(),
             csrf,
+            // The grant's time, not the time of the request that picked the result up.
+            received: Some(Received {
+                at: self.received_at,
+                expires_at: self.expires_at,
+            }),
         }
     }
 
@@ -248,5 +255,55 @@ mod tests {
         assert_ne!(a, flight_key("b", &Token::new("rt")));
         assert_ne!(a, flight_key("a", &Token::new("rt2")));
         assert_eq!(a, flight_key("a", &Token::new("rt")));
+    }
+
+    /// A shared result written 20 s after its grant: the cookie must say the access token
+    /// expires when the grant said, not 20 s later.
+    #[test]
+    fn a_shared_result_is_sealed_with_its_grants_time() {
+        use crate::cookies::{CookieKind, CookiePolicy};
+        use crate::crypto::Sealer;
+        use crate::session::{AccessTokenCookie, SessionJar};
+
+        let key = crate::crypto::CookieKey::generate_text();
+        let toml = format!(
+            "[cookies]\nkeys = [\"{key}\"]\n[web]\ntrusted_origins = [\"https://www.example.com\"]\n[[providers]]\nid = \"p\"\nissuer = \"https://login.example.com\"\nclient_id = \"c\"\nclient_secret = \"s\"\nredirect_uri = \"https://www.example.com/\"\n"
+        );
+        let config = crate::config::Config::from_toml(&toml, Vec::new()).expect("valid");
+        let clock = Clock::default();
+        let jar = SessionJar::new(
+            CookiePolicy::for_config(&config),
+            Sealer::new(config.cookies.keys.clone()),
+            clock.clone(),
+            Duration::from_secs(3600),
+            Duration::from_secs(600),
+        );
+        let granted = clock.now() - 20;
+        let tokens: TokenResponse = serde_json::from_value(serde_json::json!({
+            "access_token": "at", "expires_in": 300, "refresh_token": "rt2"
+        }))
+        .expect("token response");
+        let refreshed = Refreshed {
+            expires_at: access_token_expiry(&tokens, granted),
+            received_at: granted,
+            refresh_token: Token::new("rt2"),
+            tokens,
+            sub: None,
+        };
+        let sid = SessionId::new();
+        let cookies = jar.seal(refreshed.session("p", &sid, None)).expect("seal");
+        let name = jar.policy().name(CookieKind::AccessToken).to_string();
+        let value = cookies
+            .iter()
+            .find(|c| c.name() == name)
+            .expect("access-token cookie")
+            .value()
+            .to_string();
+        let at: AccessTokenCookie = jar
+            .sealer()
+            .unseal(CookieKind::AccessToken.purpose(), clock.now(), &value)
+            .expect("unseal");
+        assert_eq!(at.received_at, granted);
+        assert_eq!(at.expires_at, Some(granted + 300));
     }
 }
