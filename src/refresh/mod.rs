@@ -20,6 +20,7 @@ pub use policy::{usable_access_token, Denied, TokenSource, Usable};
 pub use single_flight::{Flown, Freshness, SingleFlight};
 
 use crate::clock::Clock;
+use crate::oauth::error_code::OAuthErrorCode;
 use crate::oauth::http::CallError;
 use crate::oauth::token::{self, TokenResponse};
 use crate::oauth::Provider;
@@ -83,15 +84,34 @@ impl Refreshed {
     }
 }
 
-/// Why a refresh produced no tokens.
+/// Why a refresh produced no tokens. Shared by every request that joined the grant, hence
+/// `Clone` and plain messages; what each failure costs the request is decided in one place
+/// (`From<RefreshFailure> for Denied`).
 #[derive(Debug, Clone)]
 pub enum RefreshFailure {
     /// The provider refused the grant; `invalid_grant` means the refresh token is dead.
-    Rejected(String),
+    Rejected(OAuthErrorCode),
     /// The provider could not be reached or answered 5xx.
     Unavailable(String),
     /// The provider answered, but with an ID token we must not accept.
     BadIdToken(String),
+}
+
+impl RefreshFailure {
+    /// Whether the refresh token is dead (RFC 6749 §5.2 `invalid_grant`: invalid, expired or
+    /// revoked), so the session cannot go on.
+    pub fn ends_session(&self) -> bool {
+        matches!(self, RefreshFailure::Rejected(OAuthErrorCode::InvalidGrant))
+    }
+}
+
+impl From<CallError> for RefreshFailure {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Rejected { error, .. } => RefreshFailure::Rejected(error),
+            CallError::Unavailable(m) => RefreshFailure::Unavailable(m),
+        }
+    }
 }
 
 type Outcome = single_flight::Outcome<Refreshed, RefreshFailure>;
@@ -190,7 +210,7 @@ impl Refresher {
         let outcome = grant(&self.clock, client, provider, &rt).await;
         let label = match &outcome {
             Ok(_) => "ok",
-            Err(RefreshFailure::Rejected(e)) if e == "invalid_grant" => "invalid_grant",
+            Err(f) if f.ends_session() => "invalid_grant",
             Err(RefreshFailure::Rejected(_)) | Err(RefreshFailure::BadIdToken(_)) => "rejected",
             Err(RefreshFailure::Unavailable(_)) => "provider_error",
         };
@@ -212,12 +232,7 @@ async fn grant(
         .metadata(client)
         .await
         .map_err(|e| RefreshFailure::Unavailable(e.to_string()))?;
-    let tokens = token::refresh(client, &provider.config, &metadata, &rt.token)
-        .await
-        .map_err(|e| match e {
-            CallError::Rejected { error, .. } => RefreshFailure::Rejected(error),
-            CallError::Unavailable(m) => RefreshFailure::Unavailable(m),
-        })?;
+    let tokens = token::refresh(client, &provider.config, &metadata, &rt.token).await?;
     let now = clock.now();
     if let Some(id_token) = &tokens.id_token {
         provider
