@@ -10,7 +10,7 @@ use std::fmt;
 
 /// An OAuth 2.0 error code from a token-endpoint answer (RFC 6749 §5.2), or from a protected
 /// resource's 401 (RFC 6750 §3.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum OAuthErrorCode {
     InvalidRequest,
     InvalidClient,
@@ -58,6 +58,13 @@ impl OAuthErrorCode {
     }
 }
 
+/// Debug shows the code as sent, so log lines that debug-print a failure read as before.
+impl fmt::Debug for OAuthErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 impl fmt::Display for OAuthErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -89,6 +96,10 @@ mod tests {
         assert_eq!(
             OAuthErrorCode::parse("slow_down"),
             OAuthErrorCode::Other("slow_down".into())
+        );
+        assert_eq!(
+            format!("{:?}", OAuthErrorCode::InvalidGrant),
+            "\"invalid_grant\""
         );
         // Outside the safe alphabet: invalid_request, never the provider's text.
         assert_eq!(

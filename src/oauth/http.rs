@@ -221,4 +221,20 @@ mod tests {
         assert_eq!(safe_code(&"a".repeat(65)), "invalid_request");
         assert_eq!(safe_description("bad\r\nthing"), "badthing");
     }
+
+    #[test]
+    fn a_refused_call_maps_by_what_was_refused() {
+        let rejected = |status, code: &str| CallError::Rejected {
+            status,
+            error: OAuthErrorCode::parse(code),
+        };
+        // RFC 6750 §3.1: userinfo refusing the access token means "refresh".
+        let e = rejected(401, "invalid_token").into_api_error(ProviderCall::UserInfo);
+        assert_eq!(e.code(), "token_expired");
+        let e = rejected(401, "invalid_client").into_api_error(ProviderCall::CodeRedemption);
+        assert_eq!(e.code(), "authorization_error");
+        assert!(e.to_string().contains("(invalid_client)"), "{e}");
+        let e = CallError::Unavailable("down".into()).into_api_error(ProviderCall::Refresh);
+        assert_eq!(e.code(), "authorization_server_error");
+    }
 }

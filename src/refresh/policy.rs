@@ -150,3 +150,30 @@ pub async fn usable_access_token(
         Err(failure) => Err(failure.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::error_code::OAuthErrorCode;
+
+    #[test]
+    fn a_failed_refresh_maps_in_one_place() {
+        let denied = Denied::from(RefreshFailure::Rejected(OAuthErrorCode::InvalidGrant));
+        assert!(denied.clear_cookies);
+        assert_eq!(denied.error.code(), "session_expired");
+
+        let denied = Denied::from(RefreshFailure::Rejected(OAuthErrorCode::parse("slow_down")));
+        assert!(!denied.clear_cookies);
+        assert_eq!(denied.error.code(), "authorization_error");
+        assert_eq!(
+            denied.error.to_string(),
+            "the identity provider refused the refresh (slow_down)"
+        );
+
+        let denied = Denied::from(RefreshFailure::Unavailable("down".into()));
+        assert!(!denied.clear_cookies);
+        assert_eq!(denied.error.code(), "authorization_server_error");
+        let denied = Denied::from(RefreshFailure::BadIdToken("bad".into()));
+        assert_eq!(denied.error.code(), "authorization_error");
+    }
+}
