@@ -69,16 +69,30 @@ pub async fn reseal_cookies(
     Ok(res)
 }
 
+/// Why a keys file was not loaded (the current keys stay in use).
+#[derive(Debug, thiserror::Error)]
+pub enum KeysFileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] crate::crypto::KeyError),
+}
+
 /// Reads and validates a keys file (the same rules as at startup).
-pub fn read_ring(path: &Path) -> Result<KeyRing, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_ring(path: &Path) -> Result<KeyRing, KeysFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeysFileError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     let keys: Vec<&str> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
-    KeyRing::parse(&keys).map_err(|e| e.to_string())
+    Ok(KeyRing::parse(&keys)?)
 }
 
 fn ids(ring: &KeyRing) -> String {
@@ -147,7 +161,9 @@ mod tests {
         assert!(read_ring(&path).is_ok());
         let zero = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
         std::fs::write(&path, format!("{good}\n{zero}\n")).expect("write");
-        let e = read_ring(&path).expect_err("the example key is refused");
+        let e = read_ring(&path)
+            .expect_err("the example key is refused")
+            .to_string();
         assert!(e.contains("example key"), "{e}");
         assert!(!e.contains(zero), "{e}");
     }

@@ -6,7 +6,7 @@
 //! which would undo the protection it gives, and never one the operator configured (a step-up's
 //! `acr_values`), which would let the SPA downgrade the authentication the operator requires.
 
-use super::http::safe_code;
+use super::http::{safe_code, ProviderCall};
 use super::{pkce, token, Provider};
 use crate::config::{ParMode, ProviderConfig, RESERVED_PARAMS};
 use crate::error::ApiError;
@@ -99,11 +99,7 @@ pub async fn authorization_request_url(
     })?;
     let request_uri = token::push_authorization_request(client, config, endpoint, &params)
         .await
-        .map_err(|e| {
-            e.into_api_error(|error| {
-                format!("the identity provider refused the pushed authorization request ({error})")
-            })
-        })?;
+        .map_err(|e| e.into_api_error(ProviderCall::PushedAuthorization))?;
     // RFC 9126 §4: the browser carries only client_id and the request_uri.
     Ok(authorization_url(
         &metadata.authorization_endpoint,

@@ -6,7 +6,7 @@
 //! not name itself, the redirect URI it arrived at (RFC 9700 §4.4, mix-up). After redemption
 //! the ID token is checked against the login's nonce and step-up (OIDC Core §3.1.3.7).
 
-use super::http::{safe_code, safe_description};
+use super::http::{safe_code, safe_description, ProviderCall};
 use super::id_token::StepUp;
 use super::metadata::ProviderMetadata;
 use super::token::{self, TokenResponse};
@@ -113,11 +113,7 @@ pub async fn complete<'p>(
     check_origin(provider, &metadata, callback.iss.as_deref(), page)?;
     let mut tokens = token::redeem_code(client, &provider.config, &metadata, code, login.verifier)
         .await
-        .map_err(|e| {
-            e.into_api_error(|error| format!(
-                "the identity provider refused the authorization code ({error}); it may have expired or been used already: start a new login"
-            ))
-        })?;
+        .map_err(|e| e.into_api_error(ProviderCall::CodeRedemption))?;
     let now = clock.now();
     if !provider.config.is_openid() && tokens.id_token.is_some() {
         // Not an OpenID Connect login: no nonce was sent, so the token cannot be checked.

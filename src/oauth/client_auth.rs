@@ -24,6 +24,15 @@ pub struct Authenticated {
     pub form: Vec<(String, String)>,
 }
 
+/// Why client authentication could not be added to a request (our fault: a 502 for the SPA,
+/// the cause in the log).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientAuthError {
+    /// RFC 7523 §3: the `private_key_jwt` assertion could not be signed with the configured key.
+    #[error("the client assertion could not be signed: {0}")]
+    Assertion(jsonwebtoken::errors::Error),
+}
+
 #[derive(Serialize)]
 struct Assertion<'a> {
     iss: &'a str,
@@ -39,7 +48,7 @@ pub fn authenticate(
     config: &ProviderConfig,
     endpoint: &str,
     mut form: Vec<(String, String)>,
-) -> Result<Authenticated, String> {
+) -> Result<Authenticated, ClientAuthError> {
     let mut authorization = None;
     // A pushed authorization request already names the client; RFC 6749 §3.1 forbids repeats.
     if !form.iter().any(|(k, _)| k == "client_id") {
@@ -85,7 +94,7 @@ pub fn authenticate(
                 },
                 key,
             )
-            .map_err(|e| format!("the client assertion could not be signed: {e}"))?;
+            .map_err(ClientAuthError::Assertion)?;
             form.push((
                 "client_assertion_type".into(),
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),

@@ -4,6 +4,8 @@
 //! credentials somewhere unplanned), every call has a timeout, and answer bodies are capped so a
 //! misbehaving provider cannot exhaust memory. Bodies are never logged: they may hold tokens.
 
+use super::error_code::OAuthErrorCode;
+use crate::error::ApiError;
 use awc::http::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,19 +25,52 @@ pub enum CallError {
     Unavailable(String),
     /// A 4xx answer; `error` is the OAuth error code (RFC 6749 §5.2) when the body had one.
     #[error("the provider answered {status} ({error})")]
-    Rejected { status: u16, error: String },
+    Rejected { status: u16, error: OAuthErrorCode },
+}
+
+/// The front-to-back calls whose refusal the SPA is told about, each with its one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderCall {
+    /// A pushed authorization request (RFC 9126 §2).
+    PushedAuthorization,
+    /// The redemption of an authorization code (RFC 6749 §4.1.3).
+    CodeRedemption,
+    /// A refresh grant (RFC 6749 §6).
+    Refresh,
+    /// The userinfo request (OIDC Core §5.3).
+    UserInfo,
+}
+
+impl ProviderCall {
+    /// What the SPA reads when the provider refused this call with `error`.
+    pub fn refused(self, error: &OAuthErrorCode) -> String {
+        match self {
+            ProviderCall::PushedAuthorization => {
+                format!("the identity provider refused the pushed authorization request ({error})")
+            }
+            ProviderCall::CodeRedemption => format!(
+                "the identity provider refused the authorization code ({error}); it may have expired or been used already: start a new login"
+            ),
+            ProviderCall::Refresh => format!("the identity provider refused the refresh ({error})"),
+            ProviderCall::UserInfo => {
+                format!("the identity provider refused the userinfo request ({error})")
+            }
+        }
+    }
 }
 
 impl CallError {
-    /// What the SPA is told about a failed front-to-back step: a refusal is the provider's
-    /// verdict on the request (`authorization_error`, described by `refused` from the OAuth
-    /// error code), anything else is the provider's failure (502).
-    pub fn into_api_error(self, refused: impl FnOnce(&str) -> String) -> crate::error::ApiError {
+    /// What the SPA is told about a failed front-to-back call: a refusal is the provider's
+    /// verdict on the request (`authorization_error`, described by [`ProviderCall::refused`]),
+    /// anything else is the provider's failure (502). A userinfo request refused with 401 means
+    /// the access token was (RFC 6750 §3.1): the SPA should refresh.
+    pub fn into_api_error(self, call: ProviderCall) -> ApiError {
         match self {
-            CallError::Rejected { error, .. } => {
-                crate::error::ApiError::AuthorizationError(refused(&error))
+            CallError::Rejected { status: 401, .. } if call == ProviderCall::UserInfo => {
+                ApiError::TokenExpired
             }
-            CallError::Unavailable(m) => crate::error::ApiError::ProviderUnavailable(m),
+            CallError::Rejected { error, .. } => ApiError::AuthorizationError(call.refused(&error)),
+            CallError::Unavailable(m) => ApiError::ProviderUnavailable(m),
         }
     }
 }
@@ -123,7 +158,7 @@ async fn exchange(
                 .map(String::from)
         };
         let error = field("error")
-            .map(|e| safe_code(&e))
+            .map(|e| OAuthErrorCode::parse(&e))
             .unwrap_or_else(|| default_code(status));
         // The description is the provider's explanation, never a credential: worth logging.
         let description = field("error_description")
@@ -141,10 +176,11 @@ async fn exchange(
     )))
 }
 
-fn default_code(status: StatusCode) -> String {
+/// The code of a 4xx answer without one: a 401 refused the token we sent (RFC 6750 §3.1).
+fn default_code(status: StatusCode) -> OAuthErrorCode {
     match status {
-        StatusCode::UNAUTHORIZED => "invalid_token".into(),
-        _ => "invalid_request".into(),
+        StatusCode::UNAUTHORIZED => OAuthErrorCode::InvalidToken,
+        _ => OAuthErrorCode::InvalidRequest,
     }
 }
 
@@ -184,5 +220,21 @@ mod tests {
         assert_eq!(safe_code("a\r\nSet-Cookie: x"), "invalid_request");
         assert_eq!(safe_code(&"a".repeat(65)), "invalid_request");
         assert_eq!(safe_description("bad\r\nthing"), "badthing");
+    }
+
+    #[test]
+    fn a_refused_call_maps_by_what_was_refused() {
+        let rejected = |status, code: &str| CallError::Rejected {
+            status,
+            error: OAuthErrorCode::parse(code),
+        };
+        // RFC 6750 §3.1: userinfo refusing the access token means "refresh".
+        let e = rejected(401, "invalid_token").into_api_error(ProviderCall::UserInfo);
+        assert_eq!(e.code(), "token_expired");
+        let e = rejected(401, "invalid_client").into_api_error(ProviderCall::CodeRedemption);
+        assert_eq!(e.code(), "authorization_error");
+        assert!(e.to_string().contains("(invalid_client)"), "{e}");
+        let e = CallError::Unavailable("down".into()).into_api_error(ProviderCall::Refresh);
+        assert_eq!(e.code(), "authorization_server_error");
     }
 }

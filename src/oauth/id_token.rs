@@ -88,6 +88,43 @@ impl StepUp {
     }
 }
 
+/// Why an ID token was refused. The reason is for the log only: the client is told one stable
+/// message whatever failed ([`crate::oauth::provider::ID_TOKEN_REJECTED`]).
+#[derive(Debug, thiserror::Error)]
+pub enum IdTokenError {
+    #[error("malformed ID token: {0}")]
+    Malformed(jsonwebtoken::errors::Error),
+    #[error("the ID token is signed with {0:?}, which token-handler does not accept")]
+    Algorithm(Algorithm),
+    /// Signature, `iss`, `aud` or a required claim (the library's checks).
+    #[error("the ID token is not valid: {0}")]
+    Invalid(jsonwebtoken::errors::Error),
+    #[error("the ID token has expired")]
+    Expired,
+    #[error("the ID token was issued in the future; check the clocks")]
+    IssuedInFuture,
+    #[error("the ID token is not for this client")]
+    NotForThisClient,
+    /// OIDC Core §3.1.3.7 items 4 and 5.
+    #[error("the ID token has several audiences but no azp")]
+    SeveralAudiencesWithoutAzp,
+    #[error("the ID token's azp is another client")]
+    AzpIsAnotherClient,
+    #[error("the ID token's nonce does not match the login")]
+    NonceMismatch,
+    /// OIDC Core §12.2.
+    #[error("the refreshed ID token is for another subject")]
+    SubjectChanged,
+    #[error("the ID token's acr is not one of the configured acr_values")]
+    AcrNotConfigured,
+    #[error("the ID token has no acr although acr_values are configured")]
+    NoAcr,
+    #[error("the ID token has no auth_time although max_age is configured")]
+    NoAuthTime,
+    #[error("the ID token's auth_time is older than the configured max_age")]
+    AuthenticationTooOld,
+}
+
 /// What the token must say.
 pub struct Expected<'a> {
     pub issuer: &'a str,
@@ -104,13 +141,10 @@ pub struct Expected<'a> {
 }
 
 /// The algorithm and key id from the token header, refusing algorithms we never accept.
-pub fn header(token: &str) -> Result<(Algorithm, Option<String>), String> {
-    let header = decode_header(token).map_err(|e| format!("malformed ID token: {e}"))?;
+pub fn header(token: &str) -> Result<(Algorithm, Option<String>), IdTokenError> {
+    let header = decode_header(token).map_err(IdTokenError::Malformed)?;
     if !ACCEPTED_ALGORITHMS.contains(&header.alg) {
-        return Err(format!(
-            "the ID token is signed with {:?}, which token-handler does not accept",
-            header.alg
-        ));
+        return Err(IdTokenError::Algorithm(header.alg));
     }
     Ok((header.alg, header.kid))
 }
@@ -121,7 +155,7 @@ pub fn verify(
     alg: Algorithm,
     key: &DecodingKey,
     expected: &Expected<'_>,
-) -> Result<IdTokenClaims, String> {
+) -> Result<IdTokenClaims, IdTokenError> {
     let mut validation = Validation::new(alg);
     validation.algorithms = vec![alg];
     validation.set_issuer(&[expected.issuer]);
@@ -131,42 +165,42 @@ pub fn verify(
     validation.validate_exp = false;
     validation.validate_nbf = false;
     let claims = decode::<IdTokenClaims>(token, key, &validation)
-        .map_err(|e| format!("the ID token is not valid: {e}"))?
+        .map_err(IdTokenError::Invalid)?
         .claims;
     check_claims(&claims, expected)?;
     Ok(claims)
 }
 
 /// The checks after the signature: time, audience, nonce, subject and step-up.
-fn check_claims(claims: &IdTokenClaims, expected: &Expected<'_>) -> Result<(), String> {
+fn check_claims(claims: &IdTokenClaims, expected: &Expected<'_>) -> Result<(), IdTokenError> {
     let now = expected.now;
     // Saturating: `exp` and `iat` come from the provider and may be anything up to i64::MAX.
     if claims.exp.saturating_add(LEEWAY_SECONDS) <= now {
-        return Err("the ID token has expired".into());
+        return Err(IdTokenError::Expired);
     }
     if claims.iat > now.saturating_add(LEEWAY_SECONDS) {
-        return Err("the ID token was issued in the future; check the clocks".into());
+        return Err(IdTokenError::IssuedInFuture);
     }
     if !claims.aud.contains(expected.client_id) {
-        return Err("the ID token is not for this client".into());
+        return Err(IdTokenError::NotForThisClient);
     }
     // OIDC Core §3.1.3.7 items 4 and 5.
     if claims.aud.len() > 1 && claims.azp.is_none() {
-        return Err("the ID token has several audiences but no azp".into());
+        return Err(IdTokenError::SeveralAudiencesWithoutAzp);
     }
     if let Some(azp) = &claims.azp {
         if azp != expected.client_id {
-            return Err("the ID token's azp is another client".into());
+            return Err(IdTokenError::AzpIsAnotherClient);
         }
     }
     match (expected.nonce, &claims.nonce) {
         (Some(want), Some(got)) if want.ct_eq(got) => {}
-        (Some(_), _) => return Err("the ID token's nonce does not match the login".into()),
+        (Some(_), _) => return Err(IdTokenError::NonceMismatch),
         (None, _) => {}
     }
     if let Some(sub) = expected.subject {
         if sub != claims.sub {
-            return Err("the refreshed ID token is for another subject".into());
+            return Err(IdTokenError::SubjectChanged);
         }
     }
     if let Some(step_up) = expected.step_up {
@@ -179,21 +213,17 @@ fn check_claims(claims: &IdTokenClaims, expected: &Expected<'_>) -> Result<(), S
 /// provider may answer a lower level than requested, §3.1.2.1 makes `acr_values` voluntary).
 /// Item 13: with `max_age`, `auth_time` must be present (§3.1.2.1 makes it REQUIRED then) and
 /// no older than `max_age`, with the usual clock leeway.
-fn check_step_up(claims: &IdTokenClaims, step_up: &StepUp, now: i64) -> Result<(), String> {
+fn check_step_up(claims: &IdTokenClaims, step_up: &StepUp, now: i64) -> Result<(), IdTokenError> {
     if !step_up.acr_values.is_empty() {
         match &claims.acr {
             Some(acr) if step_up.acr_values.iter().any(|a| a == acr) => {}
-            Some(_) => {
-                return Err("the ID token's acr is not one of the configured acr_values".to_string())
-            }
-            None => {
-                return Err("the ID token has no acr although acr_values are configured".to_string())
-            }
+            Some(_) => return Err(IdTokenError::AcrNotConfigured),
+            None => return Err(IdTokenError::NoAcr),
         }
     }
     if let Some(max_age) = step_up.max_age {
         let Some(auth_time) = claims.auth_time else {
-            return Err("the ID token has no auth_time although max_age is configured".into());
+            return Err(IdTokenError::NoAuthTime);
         };
         let max_age = i64::try_from(max_age).unwrap_or(i64::MAX);
         if auth_time
@@ -201,9 +231,7 @@ fn check_step_up(claims: &IdTokenClaims, step_up: &StepUp, now: i64) -> Result<(
             .saturating_add(LEEWAY_SECONDS)
             < now
         {
-            return Err(
-                "the ID token's auth_time is older than the configured max_age".to_string(),
-            );
+            return Err(IdTokenError::AuthenticationTooOld);
         }
     }
     Ok(())
@@ -229,7 +257,7 @@ mod tests {
         }
     }
 
-    fn check(c: &IdTokenClaims, step_up: Option<&StepUp>) -> Result<(), String> {
+    fn check(c: &IdTokenClaims, step_up: Option<&StepUp>) -> Result<(), IdTokenError> {
         let nonce = Token::new("n");
         check_claims(
             c,
@@ -372,8 +400,10 @@ mod tests {
 
         /// What a real caller does: the header's algorithm, then the signature and claims.
         fn check(token: &str, key: &DecodingKey, expected: &Expected<'_>) -> Result<(), String> {
-            let (alg, _) = header(token)?;
-            verify(token, alg, key, expected).map(|_| ())
+            let (alg, _) = header(token).map_err(|e| e.to_string())?;
+            verify(token, alg, key, expected)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         }
 
         fn refused(token: &str, key: &DecodingKey, step_up: Option<&StepUp>, why: &str) {
@@ -431,7 +461,9 @@ mod tests {
                 &EncodingKey::from_secret(CLIENT_SECRET),
             )
             .expect("sign");
-            let err = header(&token).expect_err("HS256 must be refused");
+            let err = header(&token)
+                .expect_err("HS256 must be refused")
+                .to_string();
             assert!(err.contains("HS256"), "{err}");
             // Verified with the HMAC key itself, the algorithm pinned by the caller still
             // refuses it: the header's HS256 is not the ES256 asked for.

@@ -21,13 +21,22 @@ pub const MIN_REFETCH: Duration = Duration::from_secs(1);
 /// withdrew (after a compromise, say) stops being trusted.
 pub const JWKS_TTL: Duration = Duration::from_secs(3600);
 
-/// Why no key was found.
-#[derive(Debug)]
+/// Why no key was found. Only [`KeyError::Unavailable`] is the provider's problem (502); the
+/// others refuse the ID token.
+#[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    /// The JWKS could not be fetched: the provider's problem, reported as 502.
+    /// The JWKS could not be fetched.
+    #[error("{0}")]
     Unavailable(String),
-    /// The token names a key the provider does not publish, or the key is unusable.
-    Invalid(String),
+    /// The token names a key the provider does not publish.
+    #[error("the ID token's signing key is not in the provider's JWKS")]
+    NotPublished,
+    /// No key id, and more than one key could have signed the token.
+    #[error("the ID token names no key id and the JWKS has several candidate keys")]
+    Ambiguous,
+    /// The published key cannot be used.
+    #[error("unusable JWK: {0}")]
+    Unusable(jsonwebtoken::errors::Error),
 }
 
 /// The keys and when they were fetched. Their age ([`JWKS_TTL`]) is measured with the
@@ -85,20 +94,18 @@ impl JwksCache {
     ) -> Result<DecodingKey, KeyError> {
         if !self.expired() {
             if let Some(key) = self.find(kid, alg) {
-                return key.map_err(KeyError::Invalid);
+                return key;
             }
         }
-        let not_published =
-            || KeyError::Invalid("the ID token's signing key is not in the provider's JWKS".into());
         if let Err(wait) = self.may_fetch() {
             // A fetch just happened: wait out the interval once, then look again (another
             // request may have fetched meanwhile) before fetching ourselves.
             actix_web::rt::time::sleep(wait).await;
             if let Some(key) = self.find(kid, alg) {
-                return key.map_err(KeyError::Invalid);
+                return key;
             }
             if self.may_fetch().is_err() {
-                return Err(not_published());
+                return Err(KeyError::NotPublished);
             }
         }
         // Fetching keys is safe to repeat: two more tries, 200 ms then 400 ms apart, all of them
@@ -133,11 +140,7 @@ impl JwksCache {
         let value = match fetched {
             Ok(v) => v,
             // Serve the keys we have rather than fail while the provider is down.
-            Err(e) => {
-                return self
-                    .find(kid, alg)
-                    .map_or(Err(e), |k| k.map_err(KeyError::Invalid))
-            }
+            Err(e) => return self.find(kid, alg).unwrap_or(Err(e)),
         };
         let keys: Vec<Jwk> = value
             .get("keys")
@@ -150,8 +153,7 @@ impl JwksCache {
             .unwrap_or_default();
         tracing::debug!(count = keys.len(), "fetched JWKS");
         self.store(keys);
-        self.find(kid, alg)
-            .map_or(Err(not_published()), |k| k.map_err(KeyError::Invalid))
+        self.find(kid, alg).unwrap_or(Err(KeyError::NotPublished))
     }
 
     /// Rate limit for fetches: at most one attempt per [`MIN_REFETCH`]; `Err` says how long
@@ -169,7 +171,7 @@ impl JwksCache {
         }
     }
 
-    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Result<DecodingKey, String>> {
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Result<DecodingKey, KeyError>> {
         let keys = self.keys.read().ok()?.clone();
         let usable = |k: &&Jwk| {
             let alg_ok = k
@@ -196,15 +198,12 @@ impl JwksCache {
                 });
                 let first = candidates.next()?;
                 if candidates.next().is_some() {
-                    return Some(Err(
-                        "the ID token names no key id and the JWKS has several candidate keys"
-                            .into(),
-                    ));
+                    return Some(Err(KeyError::Ambiguous));
                 }
                 first
             }
         };
-        Some(DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable JWK: {e}")))
+        Some(DecodingKey::from_jwk(jwk).map_err(KeyError::Unusable))
     }
 }
 

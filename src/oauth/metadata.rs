@@ -57,6 +57,36 @@ struct DiscoveryDocument {
     authorization_response_iss_parameter_supported: bool,
 }
 
+/// Why a provider's metadata could not be loaded. The text is for the log and for
+/// `token-handler check`; a request is told only that the provider is not ready.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    #[error("this provider has no discovery")]
+    NoDiscovery,
+    /// Discovery failed and the configuration names too few endpoints to do without it.
+    #[error("{0}; configure authorization_endpoint and token_endpoint to run without discovery")]
+    NoEndpoints(Box<MetadataError>),
+    /// OIDC Discovery §4.3.
+    #[error("discovery names issuer `{discovered}` but the configuration says `{configured}`; they must be the same")]
+    IssuerMismatch {
+        discovered: String,
+        configured: String,
+    },
+    #[error("discovery gave an unusable {name}: {message}")]
+    UnusableEndpoint { name: String, message: String },
+    #[error("discovery gave {name} `{url}`, which does not use https; only an issuer on loopback may name http endpoints")]
+    NotHttps { name: String, url: String },
+    #[error("discovery has no {0}; configure one")]
+    MissingEndpoint(&'static str),
+    /// The document could not be fetched, or was refused (`not_found`: a 4xx, so the next
+    /// well-known URL is worth trying).
+    #[error("{reason}")]
+    Fetch { reason: String, not_found: bool },
+    /// Both well-known URLs failed.
+    #[error("{0}; {1}")]
+    BothFailed(Box<MetadataError>, Box<MetadataError>),
+}
+
 /// The discovery URL for an issuer (OIDC Discovery §4: the issuer's path is kept).
 pub fn discovery_url(issuer: &str) -> String {
     format!(
@@ -88,14 +118,19 @@ fn endpoint(
     name: &str,
     text: Option<String>,
     issuer_is_loopback: bool,
-) -> Result<Option<Url>, String> {
+) -> Result<Option<Url>, MetadataError> {
     text.map(|t| {
-        let url = crate::config::parse_provider_url(name, &t)
-            .map_err(|e| format!("discovery gave an unusable {name}: {}", e.message))?;
+        let url = crate::config::parse_provider_url(name, &t).map_err(|e| {
+            MetadataError::UnusableEndpoint {
+                name: name.to_string(),
+                message: e.message,
+            }
+        })?;
         if url.scheme() != "https" && !issuer_is_loopback {
-            return Err(format!(
-                "discovery gave {name} `{t}`, which does not use https; only an issuer on loopback may name http endpoints"
-            ));
+            return Err(MetadataError::NotHttps {
+                name: name.to_string(),
+                url: t,
+            });
         }
         Ok(url)
     })
@@ -111,11 +146,11 @@ fn issuer_is_loopback(issuer: &str) -> bool {
 pub async fn discover(
     client: &awc::Client,
     config: &ProviderConfig,
-) -> Result<ProviderMetadata, String> {
+) -> Result<ProviderMetadata, MetadataError> {
     let discovered = if config.discovery {
         fetch_discovery(client, config).await
     } else {
-        Err("this provider has no discovery".to_string())
+        Err(MetadataError::NoDiscovery)
     };
     let o = &config.endpoints;
     match discovered {
@@ -137,9 +172,7 @@ pub async fn discover(
                     iss_in_response: false,
                 })
             }
-            _ => Err(format!(
-                "{reason}; configure authorization_endpoint and token_endpoint to run without discovery"
-            )),
+            _ => Err(MetadataError::NoEndpoints(Box::new(reason))),
         },
     }
 }
@@ -150,12 +183,12 @@ pub async fn discover(
 fn from_document(
     config: &ProviderConfig,
     doc: DiscoveryDocument,
-) -> Result<ProviderMetadata, String> {
+) -> Result<ProviderMetadata, MetadataError> {
     if !same_issuer(&doc.issuer, &config.issuer) {
-        return Err(format!(
-            "discovery names issuer `{}` but the configuration says `{}`; they must be the same",
-            doc.issuer, config.issuer
-        ));
+        return Err(MetadataError::IssuerMismatch {
+            discovered: doc.issuer,
+            configured: config.issuer.clone(),
+        });
     }
     let o = &config.endpoints;
     let loopback = issuer_is_loopback(&config.issuer);
@@ -169,9 +202,9 @@ fn from_document(
             &o.authorization_endpoint,
             doc.authorization_endpoint,
         )?
-        .ok_or("discovery has no authorization_endpoint; configure one")?,
+        .ok_or(MetadataError::MissingEndpoint("authorization_endpoint"))?,
         token_endpoint: pick("token_endpoint", &o.token_endpoint, doc.token_endpoint)?
-            .ok_or("discovery has no token_endpoint; configure one")?,
+            .ok_or(MetadataError::MissingEndpoint("token_endpoint"))?,
         userinfo_endpoint: pick(
             "userinfo_endpoint",
             &o.userinfo_endpoint,
@@ -204,38 +237,44 @@ fn from_document(
 async fn fetch_discovery(
     client: &awc::Client,
     config: &ProviderConfig,
-) -> Result<DiscoveryDocument, String> {
+) -> Result<DiscoveryDocument, MetadataError> {
     let oidc = discovery_url(&config.issuer);
     match fetch_document(client, config, &oidc).await {
-        Err((reason, true)) => match authorization_server_metadata_url(&config.issuer) {
+        Err(
+            reason @ MetadataError::Fetch {
+                not_found: true, ..
+            },
+        ) => match authorization_server_metadata_url(&config.issuer) {
             Some(rfc8414) => fetch_document(client, config, &rfc8414)
                 .await
-                .map_err(|(r, _)| format!("{reason}; {r}")),
+                .map_err(|r| MetadataError::BothFailed(Box::new(reason), Box::new(r))),
             None => Err(reason),
         },
-        other => other.map_err(|(reason, _)| reason),
+        other => other,
     }
 }
 
-/// One metadata document; the flag tells whether the error was a 4xx (try the next URL).
+/// One metadata document; a 4xx is `not_found` (try the next URL).
 async fn fetch_document(
     client: &awc::Client,
     config: &ProviderConfig,
     url: &str,
-) -> Result<DiscoveryDocument, (String, bool)> {
+) -> Result<DiscoveryDocument, MetadataError> {
     let value = send_json(client.get(url).timeout(config.timeout).send(), "discovery")
         .await
         .map_err(|e| match e {
-            CallError::Unavailable(m) => (format!("{m} ({url})"), false),
-            CallError::Rejected { status, .. } => {
-                (format!("metadata at {url} answered {status}"), true)
-            }
+            CallError::Unavailable(m) => MetadataError::Fetch {
+                reason: format!("{m} ({url})"),
+                not_found: false,
+            },
+            CallError::Rejected { status, .. } => MetadataError::Fetch {
+                reason: format!("metadata at {url} answered {status}"),
+                not_found: true,
+            },
         })?;
-    serde_json::from_value(value).map_err(|e| {
-        (
-            format!("the metadata document at {url} is not valid: {e}"),
-            false,
-        )
+    serde_json::from_value(value).map_err(|e| MetadataError::Fetch {
+        reason: format!("the metadata document at {url} is not valid: {e}"),
+        not_found: false,
     })
 }
 
@@ -251,13 +290,13 @@ pub struct MetadataCache {
     /// The metadata and when it was fetched (Unix seconds).
     current: RwLock<Option<(Arc<ProviderMetadata>, i64)>>,
     /// When the last fetch failed (Unix seconds), and why.
-    last_failure: RwLock<Option<(i64, String)>>,
+    last_failure: RwLock<Option<(i64, MetadataError)>>,
 }
 
 /// What the cache can answer without fetching.
 enum Cached {
     /// Fresh metadata, or the answer to give while a recent failure is fresh.
-    Answer(Result<Arc<ProviderMetadata>, String>),
+    Answer(Result<Arc<ProviderMetadata>, MetadataError>),
     /// Nothing usable: fetch now.
     Fetch,
 }
@@ -282,7 +321,7 @@ impl MetadataCache {
         &self,
         client: &awc::Client,
         config: &ProviderConfig,
-    ) -> Result<Arc<ProviderMetadata>, String> {
+    ) -> Result<Arc<ProviderMetadata>, MetadataError> {
         match self.cached() {
             Cached::Answer(answer) => answer,
             Cached::Fetch => self.refresh(client, config).await,
@@ -315,7 +354,7 @@ impl MetadataCache {
         &self,
         client: &awc::Client,
         config: &ProviderConfig,
-    ) -> Result<Arc<ProviderMetadata>, String> {
+    ) -> Result<Arc<ProviderMetadata>, MetadataError> {
         let fetched = discover(client, config).await;
         self.store(fetched, &config.id)
     }
@@ -324,9 +363,9 @@ impl MetadataCache {
     /// [`FAIL_FAST`] and the stale copy, if any, keeps being served.
     fn store(
         &self,
-        fetched: Result<ProviderMetadata, String>,
+        fetched: Result<ProviderMetadata, MetadataError>,
         provider: &str,
-    ) -> Result<Arc<ProviderMetadata>, String> {
+    ) -> Result<Arc<ProviderMetadata>, MetadataError> {
         let now = self.clock.now();
         match fetched {
             Ok(md) => {
@@ -364,6 +403,16 @@ impl MetadataCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed fetch with this reason (the cache tests only care that it failed).
+    impl From<&str> for MetadataError {
+        fn from(reason: &str) -> Self {
+            MetadataError::Fetch {
+                reason: reason.to_string(),
+                not_found: false,
+            }
+        }
+    }
 
     #[test]
     fn discovery_url_keeps_the_issuer_path() {
@@ -418,7 +467,8 @@ mod tests {
             "http://login.example.com",
         ] {
             let e = from_document(&config, document("https://login.example.com", base))
-                .expect_err(base);
+                .expect_err(base)
+                .to_string();
             assert!(e.contains("https"), "{base}: {e}");
         }
         // One bad endpoint among good ones is enough to refuse the document.
@@ -456,7 +506,11 @@ mod tests {
 
     fn cached_issuer(cache: &MetadataCache) -> Option<Result<String, String>> {
         match cache.cached() {
-            Cached::Answer(answer) => Some(answer.map(|md| md.issuer.clone())),
+            Cached::Answer(answer) => Some(
+                answer
+                    .map(|md| md.issuer.clone())
+                    .map_err(|e| e.to_string()),
+            ),
             Cached::Fetch => None,
         }
     }

@@ -8,6 +8,7 @@
 pub mod authorize;
 pub mod callback;
 pub mod client_auth;
+pub mod error_code;
 pub mod http;
 pub mod id_token;
 pub mod jwks;

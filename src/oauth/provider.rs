@@ -121,20 +121,20 @@ impl Provider {
     ) -> Result<IdTokenClaims, ApiError> {
         // The reason goes to the log only: the client gets one stable code and message, so a
         // caller cannot probe which check an ID token failed.
-        let reject = |reason: String| {
+        let reject = |reason: &dyn std::fmt::Display| {
             tracing::warn!(provider = %self.config.id, %reason, "ID token rejected");
             ApiError::AuthorizationError(ID_TOKEN_REJECTED.to_string())
         };
-        let (alg, kid) = id_token::header(token).map_err(reject)?;
-        let jwks_uri = metadata.jwks_uri.as_ref().ok_or_else(|| {
-            reject("the provider publishes no jwks_uri; configure one".to_string())
-        })?;
+        let (alg, kid) = id_token::header(token).map_err(|e| reject(&e))?;
+        let jwks_uri = metadata
+            .jwks_uri
+            .as_ref()
+            .ok_or_else(|| reject(&"the provider publishes no jwks_uri; configure one"))?;
         let key = self
             .jwks
             .key_for(client, jwks_uri, self.config.timeout, kid.as_deref(), alg)
             .await
             .map_err(|e| match e {
-                KeyError::Invalid(reason) => reject(reason),
                 KeyError::Unavailable(reason) => {
                     tracing::warn!(provider = %self.config.id, %reason, "JWKS unavailable");
                     ApiError::ProviderUnavailable(format!(
@@ -142,6 +142,7 @@ impl Provider {
                         self.config.id
                     ))
                 }
+                refused => reject(&refused),
             })?;
         id_token::verify(
             token,
@@ -156,7 +157,7 @@ impl Provider {
                 now,
             },
         )
-        .map_err(reject)
+        .map_err(|e| reject(&e))
     }
 }
 

@@ -4,6 +4,7 @@
 //! client authentication applies to all of them alike.
 
 use super::client_auth::authenticate;
+use super::error_code::OAuthErrorCode;
 use super::http::{send_json, CallError};
 use super::metadata::ProviderMetadata;
 use crate::config::ProviderConfig;
@@ -84,10 +85,14 @@ async fn token_request(
     // Some providers (GitHub) answer token errors with 200 and an `error` member.
     if value.get("access_token").is_none() {
         if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
-            let error = match super::http::safe_code(error).as_str() {
+            let error = match OAuthErrorCode::parse(error) {
                 // GitHub's names for a dead code or refresh token.
-                "bad_verification_code" | "bad_refresh_token" => "invalid_grant".to_string(),
-                other => other.to_string(),
+                OAuthErrorCode::Other(code)
+                    if code == "bad_verification_code" || code == "bad_refresh_token" =>
+                {
+                    OAuthErrorCode::InvalidGrant
+                }
+                other => other,
             };
             tracing::info!(provider = %config.id, %error, "provider rejected the token request with a 200");
             return Err(CallError::Rejected { status: 200, error });

@@ -20,11 +20,14 @@ pub use policy::{usable_access_token, Denied, TokenSource, Usable};
 pub use single_flight::{Flown, Freshness, SingleFlight};
 
 use crate::clock::Clock;
+use crate::oauth::error_code::OAuthErrorCode;
 use crate::oauth::http::CallError;
 use crate::oauth::token::{self, TokenResponse};
 use crate::oauth::Provider;
 use crate::secret::Token;
-use crate::session::{access_token_expiry, refresh_due, NewSession, RefreshTokenCookie, SessionId};
+use crate::session::{
+    access_token_expiry, refresh_due, NewSession, Received, RefreshTokenCookie, SessionId,
+};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +70,11 @@ impl Refreshed {
             previous_refresh_token: Some(self.refresh_token.clone()),
             sub: self.sub.clone(),
             csrf,
+            // The grant's time, not the time of the request that picked the result up.
+            received: Some(Received {
+                at: self.received_at,
+                expires_at: self.expires_at,
+            }),
         }
     }
 
@@ -76,15 +84,34 @@ impl Refreshed {
     }
 }
 
-/// Why a refresh produced no tokens.
+/// Why a refresh produced no tokens. Shared by every request that joined the grant, hence
+/// `Clone` and plain messages; what each failure costs the request is decided in one place
+/// (`From<RefreshFailure> for Denied`).
 #[derive(Debug, Clone)]
 pub enum RefreshFailure {
     /// The provider refused the grant; `invalid_grant` means the refresh token is dead.
-    Rejected(String),
+    Rejected(OAuthErrorCode),
     /// The provider could not be reached or answered 5xx.
     Unavailable(String),
     /// The provider answered, but with an ID token we must not accept.
     BadIdToken(String),
+}
+
+impl RefreshFailure {
+    /// Whether the refresh token is dead (RFC 6749 §5.2 `invalid_grant`: invalid, expired or
+    /// revoked), so the session cannot go on.
+    pub fn ends_session(&self) -> bool {
+        matches!(self, RefreshFailure::Rejected(OAuthErrorCode::InvalidGrant))
+    }
+}
+
+impl From<CallError> for RefreshFailure {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Rejected { error, .. } => RefreshFailure::Rejected(error),
+            CallError::Unavailable(m) => RefreshFailure::Unavailable(m),
+        }
+    }
 }
 
 type Outcome = single_flight::Outcome<Refreshed, RefreshFailure>;
@@ -183,7 +210,7 @@ impl Refresher {
         let outcome = grant(&self.clock, client, provider, &rt).await;
         let label = match &outcome {
             Ok(_) => "ok",
-            Err(RefreshFailure::Rejected(e)) if e == "invalid_grant" => "invalid_grant",
+            Err(f) if f.ends_session() => "invalid_grant",
             Err(RefreshFailure::Rejected(_)) | Err(RefreshFailure::BadIdToken(_)) => "rejected",
             Err(RefreshFailure::Unavailable(_)) => "provider_error",
         };
@@ -205,12 +232,7 @@ async fn grant(
         .metadata(client)
         .await
         .map_err(|e| RefreshFailure::Unavailable(e.to_string()))?;
-    let tokens = token::refresh(client, &provider.config, &metadata, &rt.token)
-        .await
-        .map_err(|e| match e {
-            CallError::Rejected { error, .. } => RefreshFailure::Rejected(error),
-            CallError::Unavailable(m) => RefreshFailure::Unavailable(m),
-        })?;
+    let tokens = token::refresh(client, &provider.config, &metadata, &rt.token).await?;
     let now = clock.now();
     if let Some(id_token) = &tokens.id_token {
         provider
@@ -248,5 +270,55 @@ mod tests {
         assert_ne!(a, flight_key("b", &Token::new("rt")));
         assert_ne!(a, flight_key("a", &Token::new("rt2")));
         assert_eq!(a, flight_key("a", &Token::new("rt")));
+    }
+
+    /// A shared result written 20 s after its grant: the cookie must say the access token
+    /// expires when the grant said, not 20 s later.
+    #[test]
+    fn a_shared_result_is_sealed_with_its_grants_time() {
+        use crate::cookies::{CookieKind, CookiePolicy};
+        use crate::crypto::Sealer;
+        use crate::session::{AccessTokenCookie, SessionJar};
+
+        let key = crate::crypto::CookieKey::generate_text();
+        let toml = format!(
+            "[cookies]\nkeys = [\"{key}\"]\n[web]\ntrusted_origins = [\"https://www.example.com\"]\n[[providers]]\nid = \"p\"\nissuer = \"https://login.example.com\"\nclient_id = \"c\"\nclient_secret = \"s\"\nredirect_uri = \"https://www.example.com/\"\n"
+        );
+        let config = crate::config::Config::from_toml(&toml, Vec::new()).expect("valid");
+        let clock = Clock::default();
+        let jar = SessionJar::new(
+            CookiePolicy::for_config(&config),
+            Sealer::new(config.cookies.keys.clone()),
+            clock.clone(),
+            Duration::from_secs(3600),
+            Duration::from_secs(600),
+        );
+        let granted = clock.now() - 20;
+        let tokens: TokenResponse = serde_json::from_value(serde_json::json!({
+            "access_token": "at", "expires_in": 300, "refresh_token": "rt2"
+        }))
+        .expect("token response");
+        let refreshed = Refreshed {
+            expires_at: access_token_expiry(&tokens, granted),
+            received_at: granted,
+            refresh_token: Token::new("rt2"),
+            tokens,
+            sub: None,
+        };
+        let sid = SessionId::new();
+        let cookies = jar.seal(refreshed.session("p", &sid, None)).expect("seal");
+        let name = jar.policy().name(CookieKind::AccessToken).to_string();
+        let value = cookies
+            .iter()
+            .find(|c| c.name() == name)
+            .expect("access-token cookie")
+            .value()
+            .to_string();
+        let at: AccessTokenCookie = jar
+            .sealer()
+            .unseal(CookieKind::AccessToken.purpose(), clock.now(), &value)
+            .expect("unseal");
+        assert_eq!(at.received_at, granted);
+        assert_eq!(at.expires_at, Some(granted + 300));
     }
 }

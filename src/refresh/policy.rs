@@ -8,6 +8,7 @@
 use super::{RefreshFailure, Refresher};
 use crate::cookies::{CookieKind, RequestCookies};
 use crate::error::ApiError;
+use crate::oauth::http::ProviderCall;
 use crate::oauth::Providers;
 use crate::secret::Token;
 use crate::session::{
@@ -37,6 +38,29 @@ impl From<ApiError> for Denied {
             error,
             clear_cookies: false,
         }
+    }
+}
+
+/// What a failed refresh costs the request, decided here once for the proxy, forward auth and
+/// `POST /refresh`: a dead refresh token ends the session (its cookies are cleared), any other
+/// refusal or a bad ID token is `authorization_error`, an unreachable provider a 502.
+impl From<RefreshFailure> for Denied {
+    fn from(failure: RefreshFailure) -> Self {
+        let error = match failure {
+            // RFC 6749 §5.2: the refresh token is invalid, expired or revoked.
+            f if f.ends_session() => {
+                return Self {
+                    error: ApiError::SessionExpired,
+                    clear_cookies: true,
+                }
+            }
+            RefreshFailure::Rejected(error) => {
+                ApiError::AuthorizationError(ProviderCall::Refresh.refused(&error))
+            }
+            RefreshFailure::BadIdToken(m) => ApiError::AuthorizationError(m),
+            RefreshFailure::Unavailable(m) => ApiError::ProviderUnavailable(m),
+        };
+        error.into()
     }
 }
 
@@ -123,15 +147,33 @@ pub async fn usable_access_token(
             );
             Ok(keep(at))
         }
-        Err(RefreshFailure::Rejected(error)) if error == "invalid_grant" => Err(Denied {
-            error: ApiError::SessionExpired,
-            clear_cookies: true,
-        }),
-        Err(RefreshFailure::Rejected(error)) => Err(ApiError::AuthorizationError(format!(
-            "the identity provider refused the refresh ({error})"
-        ))
-        .into()),
-        Err(RefreshFailure::BadIdToken(m)) => Err(ApiError::AuthorizationError(m).into()),
-        Err(RefreshFailure::Unavailable(m)) => Err(ApiError::ProviderUnavailable(m).into()),
+        Err(failure) => Err(failure.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::error_code::OAuthErrorCode;
+
+    #[test]
+    fn a_failed_refresh_maps_in_one_place() {
+        let denied = Denied::from(RefreshFailure::Rejected(OAuthErrorCode::InvalidGrant));
+        assert!(denied.clear_cookies);
+        assert_eq!(denied.error.code(), "session_expired");
+
+        let denied = Denied::from(RefreshFailure::Rejected(OAuthErrorCode::parse("slow_down")));
+        assert!(!denied.clear_cookies);
+        assert_eq!(denied.error.code(), "authorization_error");
+        assert_eq!(
+            denied.error.to_string(),
+            "the identity provider refused the refresh (slow_down)"
+        );
+
+        let denied = Denied::from(RefreshFailure::Unavailable("down".into()));
+        assert!(!denied.clear_cookies);
+        assert_eq!(denied.error.code(), "authorization_server_error");
+        let denied = Denied::from(RefreshFailure::BadIdToken("bad".into()));
+        assert_eq!(denied.error.code(), "authorization_error");
     }
 }

@@ -171,6 +171,7 @@ fn signed_in(jar: &SessionJar, completed: Completed<'_>) -> Result<HttpResponse,
         previous_refresh_token: None,
         sub,
         csrf: Some(&csrf),
+        received: None,
     })?;
     cookies.extend(jar.clear(CookieKind::Login));
     tracing::info!(provider = %provider.id(), "login completed");

@@ -2,9 +2,8 @@
 
 use crate::cookies::CookieKind;
 use crate::csrf::require_csrf;
-use crate::error::error_with_cookies;
-use crate::error::ApiError;
-use crate::refresh::RefreshFailure;
+use crate::error::{error_with_cookies, ApiError};
+use crate::refresh::Denied;
 use crate::session::{same_session, RefreshTokenCookie};
 use crate::state::{AppState, HttpClient};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -23,21 +22,14 @@ pub async fn refresh(
     let (outcome, _) = state.refresher.refresh(&client.0, provider, &rt).await;
     let refreshed = match outcome {
         Ok(r) => r,
-        // RFC 6749 §5.2: the refresh token is invalid, expired or revoked.
-        Err(RefreshFailure::Rejected(error)) if error == "invalid_grant" => {
+        Err(failure) => {
+            let denied = Denied::from(failure);
+            if !denied.clear_cookies {
+                return Err(denied.error);
+            }
             tracing::info!(provider = %provider.id(), "refresh token rejected; session ended");
-            return Ok(error_with_cookies(
-                ApiError::SessionExpired,
-                jar.clear_all(),
-            ));
+            return Ok(error_with_cookies(denied.error, jar.clear_all()));
         }
-        Err(RefreshFailure::Rejected(error)) => {
-            return Err(ApiError::AuthorizationError(format!(
-                "the identity provider refused the refresh ({error})"
-            )))
-        }
-        Err(RefreshFailure::BadIdToken(m)) => return Err(ApiError::AuthorizationError(m)),
-        Err(RefreshFailure::Unavailable(m)) => return Err(ApiError::ProviderUnavailable(m)),
     };
     let written = jar.seal(refreshed.session(provider.id(), &rt.sid, Some(&csrf.token)))?;
     let mut resp = HttpResponse::NoContent();

@@ -2,7 +2,7 @@
 
 use crate::cookies::CookieKind;
 use crate::error::ApiError;
-use crate::oauth::http::CallError;
+use crate::oauth::http::ProviderCall;
 use crate::oauth::token;
 use crate::session::{AccessTokenCookie, IdTokenCookie};
 use crate::state::{AppState, HttpClient};
@@ -27,14 +27,10 @@ pub async fn user_info(
             provider.id()
         ))
     })?;
-    match token::userinfo(&client.0, &provider.config, endpoint, &at.token).await {
-        Ok(info) => Ok(HttpResponse::Ok().json(info)),
-        Err(CallError::Rejected { status: 401, .. }) => Err(ApiError::TokenExpired),
-        Err(CallError::Rejected { error, .. }) => Err(ApiError::AuthorizationError(format!(
-            "the identity provider refused the userinfo request ({error})"
-        ))),
-        Err(CallError::Unavailable(m)) => Err(ApiError::ProviderUnavailable(m)),
-    }
+    let info = token::userinfo(&client.0, &provider.config, endpoint, &at.token)
+        .await
+        .map_err(|e| e.into_api_error(ProviderCall::UserInfo))?;
+    Ok(HttpResponse::Ok().json(info))
 }
 
 pub async fn claims(

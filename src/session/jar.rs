@@ -9,7 +9,7 @@
 
 use super::{
     access_token_expiry, AccessTokenCookie, CsrfCookie, IdTokenCookie, LoginState, NewSession,
-    RefreshTokenCookie,
+    Received, RefreshTokenCookie,
 };
 use crate::clock::Clock;
 use crate::cookies::{CookieKind, CookiePolicy, RequestCookies};
@@ -155,6 +155,10 @@ impl SessionJar {
     pub fn seal(&self, session: NewSession<'_>) -> Result<Vec<Cookie<'static>>, ApiError> {
         let now = self.clock.now();
         let until = now.saturating_add(self.session_lifetime);
+        let received = session.received.unwrap_or_else(|| Received {
+            at: now,
+            expires_at: access_token_expiry(session.tokens, now),
+        });
         let mut out = self.policy.seal(
             &self.sealer,
             CookieKind::AccessToken,
@@ -162,8 +166,8 @@ impl SessionJar {
             &AccessTokenCookie {
                 provider: session.provider.to_string(),
                 token: session.tokens.access_token.clone(),
-                expires_at: access_token_expiry(session.tokens, now),
-                received_at: now,
+                expires_at: received.expires_at,
+                received_at: received.at,
                 sid: session.sid.clone(),
             },
         )?;

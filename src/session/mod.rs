@@ -153,6 +153,19 @@ pub struct NewSession<'a> {
     pub sub: Option<String>,
     /// The CSRF value to (re)seal; `None` leaves the `-csrf` cookie as it is.
     pub csrf: Option<&'a Token>,
+    /// When the tokens were received and when the access token expires, by our clock; `None`
+    /// for tokens received just now. A refresh result shared with later requests (single
+    /// flight) is as old as its grant: sealing it with the time of the request that picks it up
+    /// would let the cookie claim the access token lives longer than it does.
+    pub received: Option<Received>,
+}
+
+/// When a token response was received (Unix seconds, our clock) and the access-token expiry
+/// computed then ([`access_token_expiry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub at: i64,
+    pub expires_at: Option<i64>,
 }
 
 #[cfg(test)]

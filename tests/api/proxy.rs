@@ -515,6 +515,33 @@ async fn stragglers_over_two_seconds_never_replay_a_rotated_refresh_token() {
     assert_eq!(stats["grant_errors"], 0, "replayed refresh tokens: {stats}");
 }
 
+/// A straggler that picks up another request's refresh result 20 s after the grant gets cookies
+/// that say the access token expires when the grant said, not 20 s later.
+#[actix_web::test]
+async fn a_shared_refresh_result_keeps_its_grants_expiry() {
+    let Setup { op, app, browser } = setup(json!({"rotateRefreshToken": true}), "").await;
+    let (mut first, mut straggler) = (browser.clone(), browser);
+    app.state.clock.advance(250);
+    let resp = first.raw(Method::GET, "/api/orders", None, &[]).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    app.state.clock.advance(20);
+    let shared = straggler.raw(Method::GET, "/api/orders", None, &[]).await;
+    assert_eq!(shared.status, 200, "{:?}", shared.body);
+    assert_eq!(
+        shared.body["token_jti"], resp.body["token_jti"],
+        "not shared"
+    );
+    let sealed = |r: &Resp| -> AccessTokenCookie {
+        let written = r.cookies_named("th-at");
+        assert_eq!(written.len(), 1, "{:?}", r.set_cookies);
+        app.unseal(Purpose::AccessToken, written[0].value())
+    };
+    let (granted, picked_up) = (sealed(&resp), sealed(&shared));
+    assert_eq!(picked_up.expires_at, granted.expires_at);
+    assert_eq!(picked_up.received_at, granted.received_at);
+    assert_eq!(op.stats().await["refresh_grants"], 1);
+}
+
 #[actix_web::test]
 async fn a_failed_refresh_never_costs_a_working_session() {
     let Setup {
