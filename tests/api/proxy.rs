@@ -519,7 +519,7 @@ async fn stragglers_over_two_seconds_never_replay_a_rotated_refresh_token() {
 /// that say the access token expires when the grant said, not 20 s later.
 #[actix_web::test]
 async fn a_shared_refresh_result_keeps_its_grants_expiry() {
-    let Setup { op, app, browser } = setup(json!({"rotateRefreshToken": true}), "").await;
+    let Setup { op, app, browser } = setup(json!({"rotateRefreshToken": true})).await;
     let (mut first, mut straggler) = (browser.clone(), browser);
     app.state.clock.advance(250);
     let resp = first.raw(Method::GET, "/api/orders", None, &[]).await;
