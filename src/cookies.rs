@@ -382,34 +382,15 @@ pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = CookiePair<'
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::crypto::{CookieKey, KeyRing};
 
     fn policy() -> (CookiePolicy, Sealer) {
         policy_with("domain = \"example.com\"")
     }
 
     fn policy_with(cookies: &str) -> (CookiePolicy, Sealer) {
-        let key = CookieKey::generate_text();
-        let text = format!(
-            r#"
-[cookies]
-keys = ["{key}"]
-{cookies}
-[web]
-trusted_origins = ["https://www.example.com"]
-[[providers]]
-id = "default"
-issuer = "https://login.example.com"
-client_id = "c"
-client_secret = "s"
-redirect_uri = "https://www.example.com/"
-"#
-        );
+        let text = crate::config::test_toml(cookies, crate::config::TEST_PROVIDER);
         let c = Config::from_toml(&text, Vec::new()).expect("valid");
-        (
-            CookiePolicy::for_config(&c),
-            Sealer::new(KeyRing::parse(&[key]).expect("key")),
-        )
+        (CookiePolicy::for_config(&c), Sealer::new(c.cookies.keys))
     }
 
     #[test]

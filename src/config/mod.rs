@@ -261,6 +261,20 @@ fn is_token(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// Unit tests' configuration text: a fresh cookie key (`cookies` adds lines to `[cookies]`), one
+/// trusted origin, and `rest` (the providers, routes and sections a test needs).
+#[cfg(test)]
+pub(crate) fn test_toml(cookies: &str, rest: &str) -> String {
+    let key = crate::crypto::CookieKey::generate_text();
+    format!(
+        "[cookies]\nkeys = [\"{key}\"]\n{cookies}\n[web]\ntrusted_origins = [\"https://www.example.com\"]\n{rest}\n"
+    )
+}
+
+/// A valid provider entry, for unit tests that need one but test something else.
+#[cfg(test)]
+pub(crate) const TEST_PROVIDER: &str = "[[providers]]\nid = \"default\"\nissuer = \"https://login.example.com\"\nclient_id = \"c\"\nclient_secret = \"s\"\nredirect_uri = \"https://www.example.com/\"\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -715,23 +715,12 @@ fn step_up(params: &[(String, String)], k: &dyn Fn(&str) -> String) -> Result<St
 #[cfg(test)]
 mod tests {
     use crate::config::{ClientAuth, Config, ConfigError, ParMode, Preset};
-    use crate::crypto::CookieKey;
 
     fn with_provider(provider: &str) -> Result<Config, ConfigError> {
-        let key = CookieKey::generate_text();
         Config::from_toml(
-            &format!(
-                r#"
-[cookies]
-keys = ["{key}"]
-[web]
-trusted_origins = ["https://www.example.com"]
-[[providers]]
-id = "p"
-client_id = "c"
-redirect_uri = "https://www.example.com/"
-{provider}
-"#
+            &crate::config::test_toml(
+                "",
+                &format!("[[providers]]\nid = \"p\"\nclient_id = \"c\"\nredirect_uri = \"https://www.example.com/\"\n{provider}"),
             ),
             Vec::new(),
         )

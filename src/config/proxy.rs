@@ -260,7 +260,6 @@ fn parse_allowed_header(key: &str, text: &str) -> Result<HeaderName, ConfigError
 #[cfg(test)]
 mod tests {
     use crate::config::{Config, RoutePath};
-    use crate::crypto::CookieKey;
 
     #[test]
     fn route_paths_match_on_segment_boundaries() {
@@ -274,24 +273,12 @@ mod tests {
     }
 
     fn with_route(allow: &str) -> String {
-        let key = CookieKey::generate_text();
-        format!(
-            r#"
-[cookies]
-keys = ["{key}"]
-[web]
-trusted_origins = ["https://www.example.com"]
-[[providers]]
-id = "default"
-issuer = "https://login.example.com"
-client_id = "c"
-client_secret = "s"
-redirect_uri = "https://www.example.com/"
-[[routes]]
-path = "/api"
-upstream = "http://127.0.0.1:9001"
-{allow}
-"#
+        crate::config::test_toml(
+            "",
+            &format!(
+                "{}[[routes]]\npath = \"/api\"\nupstream = \"http://127.0.0.1:9001\"\n{allow}",
+                crate::config::TEST_PROVIDER
+            ),
         )
     }
 

@@ -129,11 +129,10 @@ mod tests {
         );
         let file = dir.join("client.pem");
         std::fs::write(&file, pem).expect("write pem");
-        let key = crate::crypto::CookieKey::generate_text();
-        let toml = format!(
-            "[cookies]\nkeys = [\"{key}\"]\n[web]\ntrusted_origins = [\"https://www.example.com\"]\n[[providers]]\nid = \"p\"\nissuer = \"https://login.example.com/tenant\"\nclient_id = \"c\"\nredirect_uri = \"https://www.example.com/\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = {:?}\n{extra}\n",
+        let toml = crate::config::test_toml("", &format!(
+            "[[providers]]\nid = \"p\"\nissuer = \"https://login.example.com/tenant\"\nclient_id = \"c\"\nredirect_uri = \"https://www.example.com/\"\nclient_auth = \"private_key_jwt\"\nprivate_key_file = {:?}\n{extra}\n",
             file.display().to_string()
-        );
+        ));
         Config::from_toml(&toml, Vec::new())
             .expect("valid")
             .providers

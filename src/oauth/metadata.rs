@@ -439,9 +439,9 @@ mod tests {
     }
 
     fn provider(issuer: &str) -> ProviderConfig {
-        let key = crate::crypto::CookieKey::generate_text();
-        let toml = format!(
-            "[cookies]\nkeys = [\"{key}\"]\n[web]\ntrusted_origins = [\"https://www.example.com\"]\n[[providers]]\nid = \"p\"\nissuer = \"{issuer}\"\nclient_id = \"c\"\nclient_secret = \"s\"\nredirect_uri = \"https://www.example.com/\"\n"
+        let toml = crate::config::test_toml(
+            "",
+            &format!("[[providers]]\nid = \"p\"\nissuer = \"{issuer}\"\nclient_id = \"c\"\nclient_secret = \"s\"\nredirect_uri = \"https://www.example.com/\"\n"),
         );
         let mut config = crate::config::Config::from_toml(&toml, Vec::new()).expect("valid");
         config.providers.remove(0)

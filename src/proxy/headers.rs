@@ -155,24 +155,9 @@ pub fn response_connection_listed(headers: &HeaderMap) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::crypto::CookieKey;
 
     fn policy() -> CookiePolicy {
-        let key = CookieKey::generate_text();
-        let text = format!(
-            r#"
-[cookies]
-keys = ["{key}"]
-[web]
-trusted_origins = ["https://www.example.com"]
-[[providers]]
-id = "default"
-issuer = "https://login.example.com"
-client_id = "c"
-client_secret = "s"
-redirect_uri = "https://www.example.com/"
-"#
-        );
+        let text = crate::config::test_toml("", crate::config::TEST_PROVIDER);
         let config = Config::from_toml(&text, Vec::new()).expect("valid");
         CookiePolicy::for_config(&config)
     }

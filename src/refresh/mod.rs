@@ -280,10 +280,7 @@ mod tests {
         use crate::crypto::Sealer;
         use crate::session::{AccessTokenCookie, SessionJar};
 
-        let key = crate::crypto::CookieKey::generate_text();
-        let toml = format!(
-            "[cookies]\nkeys = [\"{key}\"]\n[web]\ntrusted_origins = [\"https://www.example.com\"]\n[[providers]]\nid = \"p\"\nissuer = \"https://login.example.com\"\nclient_id = \"c\"\nclient_secret = \"s\"\nredirect_uri = \"https://www.example.com/\"\n"
-        );
+        let toml = crate::config::test_toml("", crate::config::TEST_PROVIDER);
         let config = crate::config::Config::from_toml(&toml, Vec::new()).expect("valid");
         let clock = Clock::default();
         let jar = SessionJar::new(
