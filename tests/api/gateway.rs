@@ -155,7 +155,14 @@ async fn forward_auth_is_never_on_the_public_listener() {
     assert!(app.forward_auth_address.is_none());
     let mut browser = app.browser();
     assert_eq!(browser.login("xss-victim").await.status, 200);
-    let resp = browser.get("/oauth-agent/auth").await;
+    let resp = browser
+        .raw(
+            Method::GET,
+            "/oauth-agent/auth",
+            None,
+            &[("x-original-method", "GET")],
+        )
+        .await;
     assert_eq!(resp.status, 404, "{:?}", resp.body);
     assert_eq!(resp.code(), "not_found");
     assert!(resp.header("authorization").is_none());
