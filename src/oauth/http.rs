@@ -77,6 +77,12 @@ impl CallError {
 
 /// Builds the client used for provider and upstream calls (one per worker: awc clients are not
 /// `Send`).
+/// How long a pooled connection may sit idle and still be reused. Many servers close idle
+/// keep-alive connections after 5 s (actix-web's and Node's default); reusing one at that moment
+/// races the server's close, and the request fails with a reset that no retry repairs (a 502 for
+/// the SPA). Below that, a connection is retired before the server retires it.
+const IDLE_REUSE: Duration = Duration::from_secs(4);
+
 pub fn build_client(connect_timeout: Duration) -> awc::Client {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -89,6 +95,7 @@ pub fn build_client(connect_timeout: Duration) -> awc::Client {
             awc::Connector::new()
                 .rustls_0_23(Arc::new(tls))
                 .timeout(connect_timeout)
+                .conn_keep_alive(IDLE_REUSE)
                 .limit(MAX_CONNECTIONS)
         }
         Err(e) => {
@@ -96,6 +103,7 @@ pub fn build_client(connect_timeout: Duration) -> awc::Client {
             tracing::error!(error = %e, "TLS setup failed; https providers will be unreachable");
             awc::Connector::new()
                 .timeout(connect_timeout)
+                .conn_keep_alive(IDLE_REUSE)
                 .limit(MAX_CONNECTIONS)
         }
     };

@@ -275,7 +275,9 @@ async fn sessions_lost(rotate: bool) -> (usize, usize) {
     tokio::time::sleep(Duration::from_millis(4500)).await;
     let mut lost = 0;
     for s in &mut sessions {
-        if s.raw(Method::GET, "/api/orders", None, &[]).await.status != 200 {
+        let resp = s.raw(Method::GET, "/api/orders", None, &[]).await;
+        if resp.status != 200 {
+            eprintln!("session lost: {} {:?}", resp.status, resp.body);
             lost += 1;
         }
     }
