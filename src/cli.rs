@@ -217,39 +217,35 @@ async fn check(config: Config) -> ExitCode {
                 if p.require_iss && !md.iss_in_response {
                     say!("  warning: providers[{index}].require_iss is true but the provider does not advertise authorization_response_iss_parameter_supported (RFC 9207): every login fails unless its responses carry iss");
                 }
-                // HS256/384/512 ID tokens are keyed with the client secret: no JWKS needed.
-                if let crate::oauth::id_token::IdTokenSigning::ClientSecret { alg, .. } =
-                    &p.id_token_signing
-                {
-                    say!("  {:<24} {alg:?} with the client secret", "id tokens");
-                } else {
-                    match &md.jwks_uri {
-                        Some(uri) => match crate::oauth::http::send_json(
-                            client.get(uri.as_str()).timeout(p.timeout).send(),
-                            "jwks_uri",
-                        )
-                        .await
-                        {
-                            Ok(v) => {
-                                let n =
-                                    v.get("keys").and_then(|k| k.as_array()).map_or(0, Vec::len);
-                                say!("  {:<24} {n} key(s)", "jwks");
-                                if n == 0 {
-                                    say!("  error: the provider's JWKS has no keys; ID tokens cannot be verified");
-                                    failed = true;
-                                }
-                            }
-                            Err(e) => {
-                                say!("  error: providers[{index}].jwks_uri: {e}");
+                match &md.jwks_uri {
+                    // HS256/384/512 ID tokens are keyed with the client secret: no JWKS needed.
+                    _ if p.id_token_signing.client_secret_key().is_some() => {
+                        say!("  {:<24} {:?}", "id tokens", p.id_token_signing);
+                    }
+                    Some(uri) => match crate::oauth::http::send_json(
+                        client.get(uri.as_str()).timeout(p.timeout).send(),
+                        "jwks_uri",
+                    )
+                    .await
+                    {
+                        Ok(v) => {
+                            let n = v.get("keys").and_then(|k| k.as_array()).map_or(0, Vec::len);
+                            say!("  {:<24} {n} key(s)", "jwks");
+                            if n == 0 {
+                                say!("  error: the provider's JWKS has no keys; ID tokens cannot be verified");
                                 failed = true;
                             }
-                        },
-                        None if p.is_openid() => {
-                            say!("  error: providers[{index}]: no jwks_uri, so ID tokens cannot be verified; configure jwks_uri");
+                        }
+                        Err(e) => {
+                            say!("  error: providers[{index}].jwks_uri: {e}");
                             failed = true;
                         }
-                        None => {}
+                    },
+                    None if p.is_openid() => {
+                        say!("  error: providers[{index}]: no jwks_uri, so ID tokens cannot be verified; configure jwks_uri");
+                        failed = true;
                     }
+                    None => {}
                 }
             }
             Err(reason) => {
