@@ -193,8 +193,10 @@ async fn check(config: Config) -> ExitCode {
                 say!(
                     "  {:<24} {}",
                     "metadata",
-                    if md.discovered {
-                        "discovered"
+                    if md.source == crate::oauth::metadata::MetadataSource::OpenIdDiscovery {
+                        "discovered (OpenID Connect discovery)"
+                    } else if md.discovered {
+                        "discovered (RFC 8414 authorization server metadata; no OpenID Connect discovery)"
                     } else if p.discovery {
                         "configured endpoints only (discovery failed)"
                     } else {
@@ -216,6 +218,10 @@ async fn check(config: Config) -> ExitCode {
                     say!("  warning: providers[{index}].require_iss is true but the provider does not advertise authorization_response_iss_parameter_supported (RFC 9207): every login fails unless its responses carry iss");
                 }
                 match &md.jwks_uri {
+                    // HS256/384/512 ID tokens are keyed with the client secret: no JWKS needed.
+                    _ if p.id_token_signing.client_secret_key().is_some() => {
+                        say!("  {:<24} {:?}", "id tokens", p.id_token_signing);
+                    }
                     Some(uri) => match crate::oauth::http::send_json(
                         client.get(uri.as_str()).timeout(p.timeout).send(),
                         "jwks_uri",

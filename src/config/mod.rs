@@ -34,8 +34,8 @@ pub use env::ENV_PREFIX;
 pub use files::{loose_secret_files, LooseSecretFile, SecretFile};
 pub use log::LogFormat;
 pub use provider::{
-    AssertionAudience, ClientAuth, EndpointOverrides, ParMode, Preset, ProviderConfig,
-    DEFAULT_ALLOWED_EXTRA_PARAMS, RESERVED_PARAMS,
+    AssertionAudience, ClientAuth, EndpointOverrides, ParMode, Preset, ProviderConfig, TokenParams,
+    TokenRequestHeaders, DEFAULT_ALLOWED_EXTRA_PARAMS, RESERVED_PARAMS, RESERVED_TOKEN_HEADERS,
 };
 pub use proxy::{
     is_instructing_response_header, ProxyConfig, RouteConfig, RoutePath,

@@ -6,11 +6,12 @@
 //! private key that does not parse or a preset that lacks its tenant fails at startup, not at
 //! the first login.
 
-use super::de::{bool_or_text, duration, opt_list_or_text, word_enum};
+use super::de::{bool_or_text, duration, opt_bool_or_text, opt_list_or_text, word_enum};
 use super::{is_token, parse_provider_url, parse_url, read_secret_file, ConfigError, SecretFile};
-use crate::oauth::id_token::StepUp;
+use crate::oauth::id_token::{IdTokenSigning, StepUp, ACCEPTED_ALGORITHMS, HMAC_ALGORITHMS};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use jsonwebtoken::{Algorithm, EncodingKey};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -56,6 +57,16 @@ pub(super) struct RawProvider {
     end_session_endpoint: Option<String>,
     revocation_endpoint: Option<String>,
     pushed_authorization_request_endpoint: Option<String>,
+    // Issue 14: the paths tutorials use (discovery switch, ID-token algorithm, token headers).
+    /// `false`: never fetch discovery; the configured endpoints are all there is.
+    #[serde(default, deserialize_with = "opt_bool_or_text")]
+    discovery: Option<bool>,
+    /// The one algorithm ID tokens must be signed with; HS256/384/512: keyed with the client
+    /// secret (OIDC Core §10.1).
+    id_token_signing_alg: Option<String>,
+    /// Headers added to the token requests (code exchange and refresh).
+    #[serde(default)]
+    token_request_headers: BTreeMap<String, String>,
 }
 
 fn default_timeout() -> Duration {
@@ -230,12 +241,152 @@ pub struct ProviderConfig {
     /// Required of every provider that shares its `redirect_uri` with another (RFC 9700 §4.4).
     pub require_iss: bool,
     /// Added to every token request (code exchange and refresh).
-    pub extra_token_params: Vec<(String, String)>,
+    pub extra_token_params: TokenParams,
     /// Names the SPA may send in `extraParams`.
     pub allowed_extra_params: Vec<String>,
     pub par: ParMode,
     /// Configured endpoints; each overrides what discovery says.
     pub endpoints: EndpointOverrides,
+    /// How ID tokens are signed: the configuration decides, never the token's header.
+    pub id_token_signing: IdTokenSigning,
+    /// Added as headers to every token request (code exchange and refresh).
+    pub token_request_headers: TokenRequestHeaders,
+}
+
+/// Token-request parameters from the configuration (`extra_token_params`). Their values may be
+/// credentials (an API key, a tenant secret), so Debug shows the names only.
+#[derive(Clone, Default)]
+pub struct TokenParams(Vec<(String, String)>);
+
+impl std::ops::Deref for TokenParams {
+    type Target = [(String, String)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TokenParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, _)| (k, "<redacted>")))
+            .finish()
+    }
+}
+
+/// Token-request headers from the configuration (`token_request_headers`), e.g. an API
+/// gateway's `x-api-key`. Values are marked sensitive and Debug shows the names only.
+#[derive(Clone, Default)]
+pub struct TokenRequestHeaders(Vec<(HeaderName, HeaderValue)>);
+
+impl TokenRequestHeaders {
+    pub fn iter(&self) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
+        self.0.iter()
+    }
+}
+
+impl fmt::Debug for TokenRequestHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, _)| (k.as_str(), "<redacted>")))
+            .finish()
+    }
+}
+
+/// Headers token-handler sets itself on a token request (client authentication, framing,
+/// content negotiation) or that are hop-by-hop: a configured one would clash or smuggle.
+pub const RESERVED_TOKEN_HEADERS: [&str; 14] = [
+    "authorization",
+    "proxy-authorization",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "accept",
+];
+
+/// `token_request_headers`: valid names and values, none of [`RESERVED_TOKEN_HEADERS`].
+fn token_request_headers(
+    key: &str,
+    map: BTreeMap<String, String>,
+) -> Result<TokenRequestHeaders, ConfigError> {
+    map.into_iter()
+        .map(|(name, value)| {
+            let header = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+                ConfigError::new(key, format!("`{name}` is not a valid header name"))
+            })?;
+            if RESERVED_TOKEN_HEADERS.contains(&header.as_str()) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("`{name}` is set by token-handler itself"),
+                ));
+            }
+            // The value is not repeated in the message: it may be a credential.
+            let mut value = HeaderValue::from_str(value.trim()).map_err(|_| {
+                ConfigError::new(
+                    key,
+                    format!("the value of `{name}` is not a valid header value (visible ASCII, no line breaks)"),
+                )
+            })?;
+            value.set_sensitive(true);
+            Ok((header, value))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(TokenRequestHeaders)
+}
+
+/// `id_token_signing_alg`. Unset: any asymmetric algorithm, with the JWKS. An asymmetric name:
+/// only that one. HS256/384/512: only that HMAC, keyed with the client secret (OIDC Core
+/// §10.1), which must be at least as long as the hash (RFC 7518 §3.2) and must exist.
+fn id_token_signing(
+    key: &str,
+    text: Option<&str>,
+    client_auth: &ClientAuth,
+) -> Result<IdTokenSigning, ConfigError> {
+    let Some(text) = text.map(str::trim) else {
+        return Ok(IdTokenSigning::default());
+    };
+    let names =
+        "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384 or HS512";
+    let alg: Algorithm = text.parse().map_err(|_| {
+        ConfigError::new(
+            key,
+            format!("`{text}` is not an algorithm token-handler accepts; use one of {names} (never none)"),
+        )
+    })?;
+    if ACCEPTED_ALGORITHMS.contains(&alg) {
+        return Ok(IdTokenSigning::Jwks(Some(alg)));
+    }
+    let Some((_, least)) = HMAC_ALGORITHMS.iter().find(|(a, _)| *a == alg) else {
+        return Err(ConfigError::new(
+            key,
+            format!("`{text}` is not an algorithm token-handler accepts; use one of {names}"),
+        ));
+    };
+    let secret = match client_auth {
+        ClientAuth::SecretBasic(s) | ClientAuth::SecretPost(s) => s.clone(),
+        ClientAuth::PrivateKeyJwt { .. } | ClientAuth::None => {
+            return Err(ConfigError::new(
+                key,
+                format!("{text} ID tokens are signed with the client secret (OIDC Core §10.1), and client_auth = \"{}\" has none; use client_secret_basic or client_secret_post", client_auth.method()),
+            ))
+        }
+    };
+    let length = secret.expose_secret().len();
+    if length < *least {
+        return Err(ConfigError::new(
+            key,
+            format!("{text} needs a client secret of at least {least} bytes (RFC 7518 §3.2: a key as long as the hash), and this one has {length}; ask the provider for a longer secret"),
+        ));
+    }
+    Ok(IdTokenSigning::ClientSecret { alg, secret })
 }
 
 impl ProviderConfig {
@@ -452,17 +603,26 @@ impl TryFrom<(usize, RawProvider)> for ProviderConfig {
                 ))
             }
         };
-        let discovery = preset != Some(Preset::GitHub);
+        let discovery = raw.discovery.unwrap_or(preset != Some(Preset::GitHub));
         if !discovery
             && (endpoints.authorization_endpoint.is_none() || endpoints.token_endpoint.is_none())
         {
             return Err(ConfigError::new(
                 k("token_endpoint"),
-                "a provider without discovery needs authorization_endpoint and token_endpoint",
+                "a provider without discovery (discovery = false, or the github preset) needs authorization_endpoint and token_endpoint",
             ));
         }
 
         let client_auth = raw.client_auth(&k)?;
+        let id_token_signing = id_token_signing(
+            &k("id_token_signing_alg"),
+            raw.id_token_signing_alg.as_deref(),
+            &client_auth,
+        )?;
+        let token_request_headers = token_request_headers(
+            &k("token_request_headers"),
+            std::mem::take(&mut raw.token_request_headers),
+        )?;
         let par = raw.par.unwrap_or(ParMode::Auto);
         let params = |name: &str, map: BTreeMap<String, String>, reserved: &[&str]| {
             map.into_iter()
@@ -513,11 +673,11 @@ impl TryFrom<(usize, RawProvider)> for ProviderConfig {
             extra_auth_params,
             step_up,
             require_iss: raw.require_iss,
-            extra_token_params: params(
+            extra_token_params: TokenParams(params(
                 "extra_token_params",
                 raw.extra_token_params,
                 &RESERVED_TOKEN_PARAMS,
-            )?,
+            )?),
             allowed_extra_params,
             par,
             scope,
@@ -528,6 +688,8 @@ impl TryFrom<(usize, RawProvider)> for ProviderConfig {
             id: raw.id,
             client_id: raw.client_id.trim().to_string(),
             client_auth,
+            id_token_signing,
+            token_request_headers,
         })
     }
 }
@@ -906,6 +1068,125 @@ mod tests {
             )),
             "providers[0].extra_auth_params"
         );
+    }
+
+    #[test]
+    fn hmac_id_tokens_need_a_long_enough_client_secret() {
+        use crate::oauth::id_token::IdTokenSigning;
+        use jsonwebtoken::Algorithm;
+        let issuer = "issuer = \"https://login.example.com\"";
+        let secret = |n: usize| format!("client_secret = \"{}\"", "s".repeat(n));
+        let signing = |extra: &str| {
+            with_provider(&format!("{issuer}\n{extra}"))
+                .map(|c| format!("{:?}", c.providers[0].id_token_signing))
+        };
+        // RFC 7518 §3.2: at least the hash's size.
+        for (alg, least) in [("HS256", 32), ("HS384", 48), ("HS512", 64)] {
+            let short = with_provider(&format!(
+                "{issuer}\n{}\nid_token_signing_alg = \"{alg}\"",
+                secret(least - 1)
+            ))
+            .expect_err("short secret");
+            assert_eq!(short.key, "providers[0].id_token_signing_alg");
+            assert!(
+                short.message.contains(&format!("at least {least} bytes")),
+                "{}",
+                short.message
+            );
+            assert!(!short.message.contains(&"s".repeat(least - 1)));
+            let ok = signing(&format!(
+                "{}\nid_token_signing_alg = \"{alg}\"",
+                secret(least)
+            ))
+            .expect("long enough");
+            assert_eq!(ok, format!("ClientSecret({alg}, secret=<redacted>)"));
+        }
+        // No client secret to key it with.
+        assert_eq!(
+            error_key(&format!(
+                "{issuer}\nclient_auth = \"none\"\nid_token_signing_alg = \"HS256\""
+            )),
+            "providers[0].id_token_signing_alg"
+        );
+        // Never `none`, never an unknown name; asymmetric names pin that algorithm.
+        for bad in ["none", "HS128", "rs256", ""] {
+            assert_eq!(
+                error_key(&format!(
+                    "{issuer}\n{}\nid_token_signing_alg = \"{bad}\"",
+                    secret(64)
+                )),
+                "providers[0].id_token_signing_alg",
+                "{bad}"
+            );
+        }
+        let c = with_provider(&format!(
+            "{issuer}\n{}\nid_token_signing_alg = \"RS256\"",
+            secret(1)
+        ))
+        .expect("valid");
+        assert!(matches!(
+            c.providers[0].id_token_signing,
+            IdTokenSigning::Jwks(Some(Algorithm::RS256))
+        ));
+        let c = with_provider(&format!("{issuer}\n{}", secret(1))).expect("valid");
+        assert!(matches!(
+            c.providers[0].id_token_signing,
+            IdTokenSigning::Jwks(None)
+        ));
+    }
+
+    #[test]
+    fn discovery_can_be_switched_off_with_configured_endpoints() {
+        let issuer = "issuer = \"https://login.example.com\"\nclient_secret = \"s\"";
+        assert_eq!(
+            error_key(&format!("{issuer}\ndiscovery = false")),
+            "providers[0].token_endpoint"
+        );
+        let c = with_provider(&format!(
+            "{issuer}\ndiscovery = false\nauthorization_endpoint = \"https://login.example.com/auth\"\ntoken_endpoint = \"https://login.example.com/token\""
+        ))
+        .expect("valid");
+        assert!(!c.providers[0].discovery);
+        assert!(with_provider(issuer).expect("valid").providers[0].discovery);
+    }
+
+    #[test]
+    fn token_request_headers_are_validated_and_redacted() {
+        let issuer = "issuer = \"https://login.example.com\"\nclient_secret = \"s\"";
+        let c = with_provider(&format!(
+            "{issuer}\n[providers.token_request_headers]\nx-api-key = \"key-hunter2\"\n[providers.extra_token_params]\naudience = \"aud-hunter3\""
+        ))
+        .expect("valid");
+        let p = &c.providers[0];
+        let headers: Vec<_> = p.token_request_headers.iter().collect();
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers[0].0.as_str(), "x-api-key");
+        assert_eq!(headers[0].1, "key-hunter2");
+        assert_eq!(
+            &p.extra_token_params[..],
+            [("audience".to_string(), "aud-hunter3".to_string())]
+        );
+        let debug = format!("{p:?}");
+        assert!(!debug.contains("hunter"), "{debug}");
+        assert!(
+            debug.contains("x-api-key") && debug.contains("audience"),
+            "{debug}"
+        );
+        for bad in [
+            "authorization = \"Bearer x\"",
+            "Content-Type = \"text/plain\"",
+            "host = \"evil\"",
+            "\"bad name\" = \"x\"",
+            "x-ok = \"line\\r\\nbreak\"",
+        ] {
+            assert_eq!(
+                error_key(&format!(
+                    "{issuer}\n[providers.token_request_headers]\n{bad}"
+                )),
+                "providers[0].token_request_headers",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

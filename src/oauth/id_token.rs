@@ -1,12 +1,19 @@
 //! ID-token validation (OIDC Core §3.1.3.7).
 //!
-//! Signature with the provider's JWKS (asymmetric algorithms only: an HMAC-signed token would be
-//! keyed with the client secret, and `none` is never acceptable), then `iss`, `aud`, `azp`,
-//! `exp`, `iat` and `nonce`. Time checks read our [`Clock`](crate::clock::Clock) rather than the
-//! library's, so there is one notion of "now" everywhere.
+//! Signature first, then `iss`, `aud`, `azp`, `exp`, `iat` and `nonce`. Which algorithm and
+//! which key is the provider's configuration's choice ([`IdTokenSigning`]), never the token's
+//! own header: by default asymmetric algorithms with a key from the provider's JWKS; with
+//! `id_token_signing_alg = "HS256"` (or HS384, HS512) only that HMAC keyed with the client
+//! secret (OIDC Core §10.1), and then no asymmetric key at all. `none` is never acceptable.
+//! Mixing the two would open algorithm confusion (RFC 8725 §2.1, §3.1): an RSA public key is
+//! public, so a token "HMAC-signed with the public key" could be forged by anyone. Time checks
+//! read our [`Clock`](crate::clock::Clock) rather than the library's, so there is one notion of
+//! "now" everywhere.
 
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 use crate::secret::Token;
 
@@ -26,6 +33,73 @@ pub const ACCEPTED_ALGORITHMS: [Algorithm; 9] = [
     Algorithm::ES384,
     Algorithm::EdDSA,
 ];
+
+/// The HMAC algorithms a provider may be configured to sign ID tokens with, and the least
+/// length of the client secret in bytes for each: the size of the hash (RFC 7518 §3.2).
+pub const HMAC_ALGORITHMS: [(Algorithm, usize); 3] = [
+    (Algorithm::HS256, 32),
+    (Algorithm::HS384, 48),
+    (Algorithm::HS512, 64),
+];
+
+/// How a provider signs its ID tokens, from its configuration (`id_token_signing_alg`). The
+/// token's header must name exactly what this allows; it never picks the key or the algorithm
+/// family (RFC 8725 §3.1).
+#[derive(Clone)]
+pub enum IdTokenSigning {
+    /// Asymmetric, with a key from the provider's JWKS: any of [`ACCEPTED_ALGORITHMS`]
+    /// (`None`, the default), or only the configured one.
+    Jwks(Option<Algorithm>),
+    /// HMAC keyed with the UTF-8 octets of the client secret (OIDC Core §10.1), only this
+    /// algorithm (one of [`HMAC_ALGORITHMS`]); the JWKS is never consulted.
+    ClientSecret {
+        alg: Algorithm,
+        secret: SecretString,
+    },
+}
+
+impl Default for IdTokenSigning {
+    fn default() -> Self {
+        IdTokenSigning::Jwks(None)
+    }
+}
+
+impl fmt::Debug for IdTokenSigning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdTokenSigning::Jwks(None) => write!(f, "Jwks(any asymmetric)"),
+            IdTokenSigning::Jwks(Some(alg)) => write!(f, "Jwks({alg:?})"),
+            IdTokenSigning::ClientSecret { alg, .. } => {
+                write!(f, "ClientSecret({alg:?}, secret=<redacted>)")
+            }
+        }
+    }
+}
+
+impl IdTokenSigning {
+    /// Whether a token whose header names `alg` may be verified at all.
+    pub fn accepts(&self, alg: Algorithm) -> bool {
+        match self {
+            IdTokenSigning::Jwks(None) => ACCEPTED_ALGORITHMS.contains(&alg),
+            IdTokenSigning::Jwks(Some(pinned)) => {
+                alg == *pinned && ACCEPTED_ALGORITHMS.contains(&alg)
+            }
+            IdTokenSigning::ClientSecret { alg: pinned, .. } => {
+                alg == *pinned && HMAC_ALGORITHMS.iter().any(|(a, _)| *a == alg)
+            }
+        }
+    }
+
+    /// The HMAC key, when ID tokens are signed with the client secret; `None`: use the JWKS.
+    pub fn client_secret_key(&self) -> Option<DecodingKey> {
+        match self {
+            IdTokenSigning::ClientSecret { secret, .. } => {
+                Some(DecodingKey::from_secret(secret.expose_secret().as_bytes()))
+            }
+            IdTokenSigning::Jwks(_) => None,
+        }
+    }
+}
 
 /// `aud` is a string or an array of strings (OIDC Core §2).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -140,10 +214,14 @@ pub struct Expected<'a> {
     pub now: i64,
 }
 
-/// The algorithm and key id from the token header, refusing algorithms we never accept.
-pub fn header(token: &str) -> Result<(Algorithm, Option<String>), IdTokenError> {
+/// The algorithm and key id from the token header, refusing every algorithm the provider's
+/// configuration does not allow (`none` and, by default, HMAC included).
+pub fn header(
+    token: &str,
+    signing: &IdTokenSigning,
+) -> Result<(Algorithm, Option<String>), IdTokenError> {
     let header = decode_header(token).map_err(IdTokenError::Malformed)?;
-    if !ACCEPTED_ALGORITHMS.contains(&header.alg) {
+    if !signing.accepts(header.alg) {
         return Err(IdTokenError::Algorithm(header.alg));
     }
     Ok((header.alg, header.kid))
@@ -400,7 +478,7 @@ mod tests {
 
         /// What a real caller does: the header's algorithm, then the signature and claims.
         fn check(token: &str, key: &DecodingKey, expected: &Expected<'_>) -> Result<(), String> {
-            let (alg, _) = header(token).map_err(|e| e.to_string())?;
+            let (alg, _) = header(token, &IdTokenSigning::default()).map_err(|e| e.to_string())?;
             verify(token, alg, key, expected)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -461,7 +539,7 @@ mod tests {
                 &EncodingKey::from_secret(CLIENT_SECRET),
             )
             .expect("sign");
-            let err = header(&token)
+            let err = header(&token, &IdTokenSigning::default())
                 .expect_err("HS256 must be refused")
                 .to_string();
             assert!(err.contains("HS256"), "{err}");
@@ -476,6 +554,140 @@ mod tests {
                 )
                 .is_err());
             });
+        }
+
+        /// A fixed RSA key (generating one per test run is slow): tests/keys/README.md.
+        const RSA_PRIVATE_PEM: &str = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/keys/id-token-rs256.pem"
+        ));
+        const RSA_PUBLIC_PEM: &str = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/keys/id-token-rs256.pub.pem"
+        ));
+        /// A client secret long enough for HS512 (RFC 7518 §3.2).
+        const LONG_SECRET: &str =
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+        fn hs(alg: Algorithm) -> IdTokenSigning {
+            IdTokenSigning::ClientSecret {
+                alg,
+                secret: SecretString::from(LONG_SECRET),
+            }
+        }
+
+        fn sign_with(alg: Algorithm, key: &EncodingKey) -> String {
+            encode(&Header::new(alg), &good(), key).expect("sign")
+        }
+
+        fn hmac(alg: Algorithm, secret: &[u8]) -> String {
+            sign_with(alg, &EncodingKey::from_secret(secret))
+        }
+
+        fn rs256() -> String {
+            sign_with(
+                Algorithm::RS256,
+                &EncodingKey::from_rsa_pem(RSA_PRIVATE_PEM.as_bytes()).expect("rsa key"),
+            )
+        }
+
+        fn unsigned() -> String {
+            format!(
+                "{}.{}.",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+                URL_SAFE_NO_PAD.encode(good().to_string())
+            )
+        }
+
+        /// What [`crate::oauth::provider::Provider`] does: the header checked against the
+        /// configuration, then the key the configuration names (the client secret, or here the
+        /// provider's RSA public key standing in for its JWKS).
+        fn as_provider_does(token: &str, signing: &IdTokenSigning) -> Result<(), String> {
+            let (alg, _) = header(token, signing).map_err(|e| e.to_string())?;
+            let key = match signing.client_secret_key() {
+                Some(key) => key,
+                None => DecodingKey::from_rsa_pem(RSA_PUBLIC_PEM.as_bytes()).expect("public key"),
+            };
+            let nonce = Token::new("n");
+            let expected = Expected {
+                issuer: ISSUER,
+                client_id: CLIENT,
+                nonce: Some(&nonce),
+                subject: None,
+                step_up: None,
+                now: NOW,
+            };
+            verify(token, alg, &key, &expected)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+
+        #[test]
+        fn an_rs256_provider_refuses_hmac_tokens_whatever_their_key() {
+            for signing in [
+                IdTokenSigning::Jwks(Some(Algorithm::RS256)),
+                IdTokenSigning::default(),
+            ] {
+                assert_eq!(as_provider_does(&rs256(), &signing), Ok(()), "{signing:?}");
+                // Keyed with the client secret, or with the provider's public key bytes (the
+                // classic confusion: the attacker knows the public key).
+                for secret in [LONG_SECRET.as_bytes(), RSA_PUBLIC_PEM.as_bytes()] {
+                    for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+                        let err = as_provider_does(&hmac(alg, secret), &signing)
+                            .expect_err("HMAC token accepted by an RS256 provider");
+                        assert!(
+                            err.contains("does not accept"),
+                            "{signing:?} {alg:?}: {err}"
+                        );
+                    }
+                }
+                assert!(as_provider_does(&unsigned(), &signing).is_err());
+            }
+            // Pinned to RS256: another asymmetric algorithm is refused too.
+            let (es, _) = key_pair();
+            let err = as_provider_does(
+                &sign(&good(), &es),
+                &IdTokenSigning::Jwks(Some(Algorithm::RS256)),
+            )
+            .expect_err("ES256 token accepted by a provider pinned to RS256");
+            assert!(err.contains("ES256"), "{err}");
+        }
+
+        #[test]
+        fn an_hs256_provider_refuses_asymmetric_none_and_other_hmac_tokens() {
+            let signing = hs(Algorithm::HS256);
+            let good_token = hmac(Algorithm::HS256, LONG_SECRET.as_bytes());
+            assert_eq!(as_provider_does(&good_token, &signing), Ok(()));
+            // RS256 signed by the provider's real key: never with an HMAC configuration.
+            let err = as_provider_does(&rs256(), &signing).expect_err("RS256 accepted");
+            assert!(err.contains("RS256"), "{err}");
+            // `none` is not even an algorithm the library knows: the token is malformed.
+            let err = as_provider_does(&unsigned(), &signing).expect_err("none accepted");
+            assert!(err.contains("none"), "{err}");
+            // The configured HMAC only, not a sibling keyed with the same secret.
+            for alg in [Algorithm::HS384, Algorithm::HS512] {
+                let err = as_provider_does(&hmac(alg, LONG_SECRET.as_bytes()), &signing)
+                    .expect_err("another HMAC accepted");
+                assert!(err.contains(&format!("{alg:?}")), "{err}");
+            }
+            // Another secret: the signature fails.
+            let forged = hmac(Algorithm::HS256, b"another-secret-another-secret-another");
+            let err = as_provider_does(&forged, &signing).expect_err("forged HS256 accepted");
+            assert!(err.contains("not valid"), "{err}");
+            // HS512 configured: only HS512.
+            let signing = hs(Algorithm::HS512);
+            assert_eq!(
+                as_provider_does(&hmac(Algorithm::HS512, LONG_SECRET.as_bytes()), &signing),
+                Ok(())
+            );
+            assert!(as_provider_does(&good_token, &signing).is_err());
+        }
+
+        #[test]
+        fn debug_of_the_signing_configuration_is_redacted() {
+            let debug = format!("{:?}", hs(Algorithm::HS256));
+            assert!(!debug.contains("0123456789"), "{debug}");
+            assert!(debug.contains("HS256"), "{debug}");
         }
 
         #[test]

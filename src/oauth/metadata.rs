@@ -1,8 +1,13 @@
-//! Provider metadata: OpenID Connect Discovery (then RFC 8414 authorization-server metadata),
-//! with configured endpoints taking precedence.
+//! Provider metadata: OpenID Connect Discovery, then RFC 8414 authorization-server metadata,
+//! then the configured endpoints, in that order, with configured endpoints taking precedence.
 //!
-//! Configured endpoints override what discovery says, and when discovery fails they are enough
-//! on their own (authorization and token endpoints at least). A provider that is down does not
+//! Each step is tried when the one before it fails in any way: a 404 (the provider has no such
+//! document), a 5xx, a timeout, a refused connection, or a body that is not a metadata
+//! document (a catch-all page answering 200). Providers from tutorials have only one of the
+//! two documents, or none (plain OAuth 2.0). A document that is fetched but names another
+//! issuer is not a failure to fall past: it is refused (below). Configured endpoints override
+//! what discovery says, and when discovery fails they are enough on their own (authorization
+//! and token endpoints at least); `discovery = false` skips both documents. A provider that is down does not
 //! stop the service: a background task keeps retrying with backoff, and meanwhile requests for
 //! that provider fail at once with a clear error instead of each waiting for a timeout. The discovered `issuer` must equal
 //! the configured one (OIDC Discovery §4.3): otherwise a compromised or misrouted discovery
@@ -32,6 +37,8 @@ pub struct ProviderMetadata {
     pub revocation_endpoint: Option<Url>,
     /// True when discovery answered; false when only configured endpoints are in use.
     pub discovered: bool,
+    /// Which step of the fallback gave the endpoints.
+    pub source: MetadataSource,
     /// The provider promises `iss` in every authorization response (RFC 9207 §3), so a
     /// response without it is refused.
     pub iss_in_response: bool,
@@ -39,6 +46,27 @@ pub struct ProviderMetadata {
     pub par_endpoint: Option<Url>,
     /// The provider accepts authorization requests only through PAR (RFC 9126 §5).
     pub par_required: bool,
+}
+
+/// Where a provider's endpoints came from, in the order the sources are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataSource {
+    /// `<issuer>/.well-known/openid-configuration` (OIDC Discovery §4).
+    OpenIdDiscovery,
+    /// `/.well-known/oauth-authorization-server<issuer path>` (RFC 8414 §3.1).
+    AuthorizationServerMetadata,
+    /// The endpoints in the configuration only.
+    Configured,
+}
+
+impl std::fmt::Display for MetadataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MetadataSource::OpenIdDiscovery => "OpenID Connect discovery",
+            MetadataSource::AuthorizationServerMetadata => "RFC 8414 authorization server metadata",
+            MetadataSource::Configured => "configured endpoints",
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -78,10 +106,10 @@ pub enum MetadataError {
     NotHttps { name: String, url: String },
     #[error("discovery has no {0}; configure one")]
     MissingEndpoint(&'static str),
-    /// The document could not be fetched, or was refused (`not_found`: a 4xx, so the next
-    /// well-known URL is worth trying).
+    /// The document could not be fetched (an error status, a timeout, no connection) or is
+    /// not a metadata document.
     #[error("{reason}")]
-    Fetch { reason: String, not_found: bool },
+    Fetch { reason: String },
     /// Both well-known URLs failed.
     #[error("{0}; {1}")]
     BothFailed(Box<MetadataError>, Box<MetadataError>),
@@ -154,10 +182,12 @@ pub async fn discover(
     };
     let o = &config.endpoints;
     match discovered {
-        Ok(doc) => from_document(config, doc),
+        Ok((doc, source)) => from_document(config, doc, source),
         Err(reason) => match (&o.authorization_endpoint, &o.token_endpoint) {
             (Some(authorization), Some(token)) => {
-                tracing::warn!(provider = %config.id, %reason, "discovery failed; using the configured endpoints");
+                if config.discovery {
+                    tracing::warn!(provider = %config.id, %reason, "discovery failed; using the configured endpoints");
+                }
                 Ok(ProviderMetadata {
                     issuer: config.issuer.clone(),
                     authorization_endpoint: authorization.clone(),
@@ -169,6 +199,7 @@ pub async fn discover(
                     par_endpoint: o.pushed_authorization_request_endpoint.clone(),
                     par_required: false,
                     discovered: false,
+                    source: MetadataSource::Configured,
                     iss_in_response: false,
                 })
             }
@@ -183,6 +214,7 @@ pub async fn discover(
 fn from_document(
     config: &ProviderConfig,
     doc: DiscoveryDocument,
+    source: MetadataSource,
 ) -> Result<ProviderMetadata, MetadataError> {
     if !same_issuer(&doc.issuer, &config.issuer) {
         return Err(MetadataError::IssuerMismatch {
@@ -229,32 +261,34 @@ fn from_document(
         par_required: doc.require_pushed_authorization_requests,
         issuer: doc.issuer,
         discovered: true,
+        source,
         iss_in_response: doc.authorization_response_iss_parameter_supported,
     })
 }
 
-/// OpenID Connect discovery first; when that answers 4xx (not there), RFC 8414 metadata.
+/// OpenID Connect discovery first; when it fails in any way (404, 5xx, timeout, no
+/// connection, not a metadata document), RFC 8414 metadata at its own URL (§3.1: the
+/// well-known segment goes between the host and the issuer's path).
 async fn fetch_discovery(
     client: &awc::Client,
     config: &ProviderConfig,
-) -> Result<DiscoveryDocument, MetadataError> {
+) -> Result<(DiscoveryDocument, MetadataSource), MetadataError> {
     let oidc = discovery_url(&config.issuer);
-    match fetch_document(client, config, &oidc).await {
-        Err(
-            reason @ MetadataError::Fetch {
-                not_found: true, ..
-            },
-        ) => match authorization_server_metadata_url(&config.issuer) {
-            Some(rfc8414) => fetch_document(client, config, &rfc8414)
-                .await
-                .map_err(|r| MetadataError::BothFailed(Box::new(reason), Box::new(r))),
-            None => Err(reason),
-        },
-        other => other,
+    let first = match fetch_document(client, config, &oidc).await {
+        Ok(doc) => return Ok((doc, MetadataSource::OpenIdDiscovery)),
+        Err(reason) => reason,
+    };
+    let Some(rfc8414) = authorization_server_metadata_url(&config.issuer) else {
+        return Err(first);
+    };
+    tracing::info!(provider = %config.id, reason = %first, "no OpenID Connect discovery; trying RFC 8414 metadata");
+    match fetch_document(client, config, &rfc8414).await {
+        Ok(doc) => Ok((doc, MetadataSource::AuthorizationServerMetadata)),
+        Err(second) => Err(MetadataError::BothFailed(Box::new(first), Box::new(second))),
     }
 }
 
-/// One metadata document; a 4xx is `not_found` (try the next URL).
+/// One metadata document, within the provider's timeout.
 async fn fetch_document(
     client: &awc::Client,
     config: &ProviderConfig,
@@ -265,16 +299,13 @@ async fn fetch_document(
         .map_err(|e| match e {
             CallError::Unavailable(m) => MetadataError::Fetch {
                 reason: format!("{m} ({url})"),
-                not_found: false,
             },
             CallError::Rejected { status, .. } => MetadataError::Fetch {
                 reason: format!("metadata at {url} answered {status}"),
-                not_found: true,
             },
         })?;
     serde_json::from_value(value).map_err(|e| MetadataError::Fetch {
         reason: format!("the metadata document at {url} is not valid: {e}"),
-        not_found: false,
     })
 }
 
@@ -409,7 +440,6 @@ mod tests {
         fn from(reason: &str) -> Self {
             MetadataError::Fetch {
                 reason: reason.to_string(),
-                not_found: false,
             }
         }
     }
@@ -447,6 +477,13 @@ mod tests {
         config.providers.remove(0)
     }
 
+    fn from_document_oidc(
+        config: &ProviderConfig,
+        doc: DiscoveryDocument,
+    ) -> Result<ProviderMetadata, MetadataError> {
+        from_document(config, doc, MetadataSource::OpenIdDiscovery)
+    }
+
     fn document(issuer: &str, endpoint_base: &str) -> DiscoveryDocument {
         serde_json::from_value(serde_json::json!({
             "issuer": issuer,
@@ -466,7 +503,7 @@ mod tests {
             "http://[::1]:9000",
             "http://login.example.com",
         ] {
-            let e = from_document(&config, document("https://login.example.com", base))
+            let e = from_document_oidc(&config, document("https://login.example.com", base))
                 .expect_err(base)
                 .to_string();
             assert!(e.contains("https"), "{base}: {e}");
@@ -474,9 +511,9 @@ mod tests {
         // One bad endpoint among good ones is enough to refuse the document.
         let mut doc = document("https://login.example.com", "https://login.example.com");
         doc.jwks_uri = Some("http://127.0.0.1:1/jwks".into());
-        assert!(from_document(&config, doc).is_err());
+        assert!(from_document_oidc(&config, doc).is_err());
         // https endpoints, even on loopback, are fine.
-        let md = from_document(
+        let md = from_document_oidc(
             &config,
             document("https://login.example.com", "https://login.example.com"),
         )
@@ -490,14 +527,14 @@ mod tests {
     #[test]
     fn a_loopback_issuer_may_name_http_loopback_endpoints() {
         let config = provider("http://127.0.0.1:4000");
-        let md = from_document(
+        let md = from_document_oidc(
             &config,
             document("http://127.0.0.1:4000", "http://127.0.0.1:4000"),
         )
         .expect("loopback issuer");
         assert_eq!(md.token_endpoint.as_str(), "http://127.0.0.1:4000/token");
         // Never http to a remote host, whatever the issuer.
-        assert!(from_document(
+        assert!(from_document_oidc(
             &config,
             document("http://127.0.0.1:4000", "http://login.example.com")
         )
@@ -516,7 +553,7 @@ mod tests {
     }
 
     fn metadata(issuer: &str) -> ProviderMetadata {
-        from_document(&provider(issuer), document(issuer, issuer)).expect("metadata")
+        from_document_oidc(&provider(issuer), document(issuer, issuer)).expect("metadata")
     }
 
     #[test]

@@ -125,25 +125,17 @@ impl Provider {
             tracing::warn!(provider = %self.config.id, %reason, "ID token rejected");
             ApiError::AuthorizationError(ID_TOKEN_REJECTED.to_string())
         };
-        let (alg, kid) = id_token::header(token).map_err(|e| reject(&e))?;
-        let jwks_uri = metadata
-            .jwks_uri
-            .as_ref()
-            .ok_or_else(|| reject(&"the provider publishes no jwks_uri; configure one"))?;
-        let key = self
-            .jwks
-            .key_for(client, jwks_uri, self.config.timeout, kid.as_deref(), alg)
-            .await
-            .map_err(|e| match e {
-                KeyError::Unavailable(reason) => {
-                    tracing::warn!(provider = %self.config.id, %reason, "JWKS unavailable");
-                    ApiError::ProviderUnavailable(format!(
-                        "the identity provider `{}` is unavailable: its signing keys could not be fetched",
-                        self.config.id
-                    ))
-                }
-                refused => reject(&refused),
-            })?;
+        // The configuration, never the token's header, says which algorithms and which key:
+        // the client secret for HS256/384/512 (OIDC Core §10.1), else the provider's JWKS.
+        let signing = &self.config.id_token_signing;
+        let (alg, kid) = id_token::header(token, signing).map_err(|e| reject(&e))?;
+        let key = match signing.client_secret_key() {
+            Some(key) => key,
+            None => {
+                self.jwks_key(client, metadata, kid.as_deref(), alg, &reject)
+                    .await?
+            }
+        };
         id_token::verify(
             token,
             alg,
@@ -158,6 +150,36 @@ impl Provider {
             },
         )
         .map_err(|e| reject(&e))
+    }
+}
+
+impl Provider {
+    /// The key for an asymmetrically signed ID token, from the provider's JWKS.
+    async fn jwks_key(
+        &self,
+        client: &awc::Client,
+        metadata: &ProviderMetadata,
+        kid: Option<&str>,
+        alg: jsonwebtoken::Algorithm,
+        reject: &dyn Fn(&dyn std::fmt::Display) -> ApiError,
+    ) -> Result<jsonwebtoken::DecodingKey, ApiError> {
+        let jwks_uri = metadata
+            .jwks_uri
+            .as_ref()
+            .ok_or_else(|| reject(&"the provider publishes no jwks_uri; configure one"))?;
+        self.jwks
+            .key_for(client, jwks_uri, self.config.timeout, kid, alg)
+            .await
+            .map_err(|e| match e {
+                KeyError::Unavailable(reason) => {
+                    tracing::warn!(provider = %self.config.id, %reason, "JWKS unavailable");
+                    ApiError::ProviderUnavailable(format!(
+                        "the identity provider `{}` is unavailable: its signing keys could not be fetched",
+                        self.config.id
+                    ))
+                }
+                refused => reject(&refused),
+            })
     }
 }
 

@@ -7,7 +7,7 @@ use super::client_auth::authenticate;
 use super::error_code::OAuthErrorCode;
 use super::http::{send_json, CallError};
 use super::metadata::ProviderMetadata;
-use crate::config::ProviderConfig;
+use crate::config::{ProviderConfig, TokenRequestHeaders};
 use crate::secret::Token;
 use serde::Deserialize;
 use url::Url;
@@ -46,6 +46,28 @@ async fn post_form(
     what: &str,
     form: Vec<(String, String)>,
 ) -> Result<serde_json::Value, CallError> {
+    post_form_with_headers(
+        client,
+        config,
+        endpoint,
+        what,
+        form,
+        &TokenRequestHeaders::default(),
+    )
+    .await
+}
+
+/// As [`post_form`], with the configured headers (`token_request_headers`, for the token
+/// endpoint only). They are set before client authentication, which configuration cannot
+/// replace (`authorization` is reserved), and are never logged.
+async fn post_form_with_headers(
+    client: &awc::Client,
+    config: &ProviderConfig,
+    endpoint: &Url,
+    what: &str,
+    form: Vec<(String, String)>,
+    headers: &TokenRequestHeaders,
+) -> Result<serde_json::Value, CallError> {
     let authenticated = authenticate(config, endpoint.as_str(), form).map_err(|e| {
         tracing::error!(provider = %config.id, error = %e, "client authentication failed");
         CallError::Unavailable("token-handler could not authenticate to the provider".into())
@@ -54,6 +76,9 @@ async fn post_form(
         .post(endpoint.as_str())
         .timeout(config.timeout)
         .insert_header((awc::http::header::ACCEPT, "application/json"));
+    for (name, value) in headers.iter() {
+        request = request.insert_header((name.clone(), value.clone()));
+    }
     if let Some(value) = authenticated.authorization {
         request = request.insert_header((awc::http::header::AUTHORIZATION, value));
     }
@@ -74,12 +99,13 @@ async fn token_request(
     metadata: &ProviderMetadata,
     form: Vec<(String, String)>,
 ) -> Result<TokenResponse, CallError> {
-    let value = post_form(
+    let value = post_form_with_headers(
         client,
         config,
         &metadata.token_endpoint,
         "token endpoint",
         form,
+        &config.token_request_headers,
     )
     .await?;
     // Some providers (GitHub) answer token errors with 200 and an `error` member.

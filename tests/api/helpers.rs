@@ -396,6 +396,25 @@ pub struct ProviderConfig {
     jwks_uri: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     extra_auth_params: BTreeMap<String, String>,
+    // Discovery, configured endpoints, ID-token algorithm, token-request extras (discovery.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    discovery: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorization_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    userinfo_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revocation_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_session_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token_signing_alg: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    extra_token_params: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    token_request_headers: BTreeMap<String, String>,
 }
 
 impl ProviderConfig {
@@ -417,6 +436,15 @@ impl ProviderConfig {
             require_iss: None,
             jwks_uri: None,
             extra_auth_params: BTreeMap::new(),
+            discovery: None,
+            authorization_endpoint: None,
+            token_endpoint: None,
+            userinfo_endpoint: None,
+            revocation_endpoint: None,
+            end_session_endpoint: None,
+            id_token_signing_alg: None,
+            extra_token_params: BTreeMap::new(),
+            token_request_headers: BTreeMap::new(),
         }
     }
 
@@ -437,6 +465,33 @@ impl ProviderConfig {
         /// `par`: `off`, `auto` or `required`.
         par,
         jwks_uri,
+        authorization_endpoint,
+        token_endpoint,
+        userinfo_endpoint,
+        revocation_endpoint,
+        end_session_endpoint,
+        /// `id_token_signing_alg` (`RS256`, `HS256`, …).
+        id_token_signing_alg,
+    }
+
+    /// `discovery = <on>`.
+    pub fn discovery(mut self, on: bool) -> Self {
+        self.discovery = Some(on);
+        self
+    }
+
+    /// One entry of `[providers.extra_token_params]`.
+    pub fn token_param(mut self, key: &str, value: &str) -> Self {
+        self.extra_token_params
+            .insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// One entry of `[providers.token_request_headers]`.
+    pub fn token_header(mut self, name: &str, value: &str) -> Self {
+        self.token_request_headers
+            .insert(name.to_string(), value.to_string());
+        self
     }
 
     /// `private_key_jwt`'s key: `private_key_file` and `private_key_id`.
@@ -1116,9 +1171,13 @@ pub struct Nginx {
 impl Nginx {
     /// `conf(dir, port)` returns the whole nginx.conf (see gateway.rs and replicas.rs).
     pub async fn start(conf: impl FnOnce(&str, u16) -> String) -> Self {
+        Self::start_at(free_port(), conf).await
+    }
+
+    /// As [`Nginx::start`], on a port chosen beforehand (e.g. one a provider's issuer names).
+    pub async fn start_at(port: u16, conf: impl FnOnce(&str, u16) -> String) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().display().to_string();
-        let port = free_port();
         std::fs::write(dir.path().join("nginx.conf"), conf(&d, port)).expect("write nginx.conf");
         let child = Command::new("nginx")
             .args([

@@ -6,6 +6,7 @@
 
 mod adversarial;
 mod cli;
+mod discovery;
 mod edge;
 mod flow;
 mod gateway;

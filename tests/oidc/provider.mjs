@@ -12,7 +12,8 @@
 //     SIGTERM / SIGINT / SIGHUP;
 //   * configuration: env OIDC_CONFIG, a JSON object, every field optional (see README.md);
 //   * test-only routes on the same server: GET /test/stats, POST /test/reset,
-//     POST /test/fail-token-endpoint, GET /test/last-authorization, GET /test/last-client-auth.
+//     POST /test/fail-token-endpoint, GET /test/last-authorization, GET /test/last-client-auth,
+//     GET /test/last-token-request.
 //
 // See README.md in this directory for the exact HTTP steps of the login/consent/logout.
 
@@ -86,6 +87,12 @@ const DEFAULTS = {
   // true: a provider without RFC 9207: authorization responses carry no `iss`, and discovery
   // does not advertise authorization_response_iss_parameter_supported.
   omitIss: false,
+  // --- discovery tests (tests/api/discovery.rs) ---
+  // null: the issuer is http://127.0.0.1:<port>. A URL: the issuer as seen through a reverse
+  // proxy in front (nginx in the discovery tests), e.g. http://127.0.0.1:<nginx port>/tenant1;
+  // a path in it is stripped from requests before oidc-provider sees them (a mount, so every
+  // endpoint is published under the path).
+  publicIssuer: null,
 };
 
 // The scopes the provider knows; with jwtAccessTokens they are also the resource server's
@@ -123,6 +130,14 @@ if (!Array.isArray(cfg.acrValues) || !cfg.acrValues.every((v) => typeof v === 's
 if (cfg.loginAcr !== null && !cfg.acrValues.includes(cfg.loginAcr)) {
   fail('OIDC_CONFIG.loginAcr must be null or one of OIDC_CONFIG.acrValues');
 }
+if (cfg.publicIssuer !== null) {
+  let u;
+  try { u = new URL(cfg.publicIssuer); } catch { fail('OIDC_CONFIG.publicIssuer must be null or an absolute http(s) URL'); }
+  if (!['http:', 'https:'].includes(u.protocol) || u.search || u.hash) fail('OIDC_CONFIG.publicIssuer must be an http(s) URL without query or fragment');
+}
+// The path of publicIssuer, without a trailing slash ('' for none): requests under it are
+// served as if mounted there.
+const mountPath = cfg.publicIssuer === null ? '' : new URL(cfg.publicIssuer).pathname.replace(/\/+$/, '');
 for (const key of ['tokenEndpointDelayMs', 'jwksDelayMs']) {
   if (!Number.isInteger(cfg[key]) || cfg[key] < 0 || cfg[key] > 600_000) {
     fail(`OIDC_CONFIG.${key} must be an integer 0..600000 (milliseconds)`);
@@ -244,6 +259,8 @@ let lastAuthorization = null;
 // GET /test/last-client-auth: the most recent successful client authentication at the token,
 // pushed authorization request or revocation endpoint.
 let lastClientAuth = null;
+// GET /test/last-token-request (see the middleware near the end).
+let lastTokenRequest = null;
 // request_uri -> {params, at}: what was pushed at the PAR endpoint (raw, without the client
 // authentication parameters), so /test/last-authorization can report it when it is used.
 const pushedRequests = new Map();
@@ -256,7 +273,19 @@ const CLIENT_AUTH_PARAMS = new Set(['client_secret', 'client_assertion', 'client
 
 let providerCallback;
 server = http.createServer((req, res) => {
+  // publicIssuer with a path: strip it the way a mount does (oidc-provider reads the mount
+  // path from req.originalUrl, so the endpoints it publishes keep the path).
+  if (mountPath && req.url && (req.url === mountPath || req.url.startsWith(`${mountPath}/`) || req.url.startsWith(`${mountPath}?`))) {
+    req.originalUrl = req.url;
+    req.url = req.url.slice(mountPath.length) || '/';
+    if (req.url.startsWith('?')) req.url = `/${req.url}`;
+  }
   const path = (req.url || '/').split('?')[0];
+  if (path === '/test/last-token-request' && req.method === 'GET') {
+    res.writeHead(lastTokenRequest ? 200 : 404, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+    res.end(JSON.stringify(lastTokenRequest || { error: 'no token request yet' }));
+    return;
+  }
   if (path === '/test/stats' && req.method === 'GET') {
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
     res.end(JSON.stringify(stats));
@@ -344,7 +373,7 @@ await new Promise((resolve, reject) => {
 }).catch((err) => fail(`cannot listen on 127.0.0.1:${requestedPort}: ${err.message}`));
 
 const { port } = server.address();
-const issuer = `http://127.0.0.1:${port}`;
+const issuer = cfg.publicIssuer === null ? `http://127.0.0.1:${port}` : cfg.publicIssuer;
 
 function claimsFor(login) {
   return {
@@ -415,6 +444,9 @@ try {
     clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'client_secret_jwt', 'private_key_jwt', 'none'],
     enabledJWA: {
       clientAuthSigningAlgValues: ['HS256', 'RS256', 'PS256', 'ES256', 'EdDSA'],
+      // HS* too (OIDC Core §10.1, keyed with the client secret), for a client registered with
+      // id_token_signed_response_alg: 'HS256' (tests/api/discovery.rs); the others get RS256.
+      idTokenSigningAlgValues: ['RS256', 'PS256', 'ES256', 'EdDSA', 'HS256', 'HS384', 'HS512'],
     },
     async findAccount(ctx, sub) {
       if (typeof sub !== 'string' || sub === '') return undefined;
@@ -682,6 +714,20 @@ provider.use(async (ctx, next) => {
       lastAuthorization = { ...front, pushed: false };
     }
   }
+});
+
+// ---- GET /test/last-token-request (tests/api/discovery.rs) --------------------------------
+// The most recent token endpoint request: its grant_type, its x-* headers and its body
+// parameters, without client authentication, codes, verifiers or tokens.
+const TOKEN_REQUEST_SECRETS = new Set([...CLIENT_AUTH_PARAMS, 'code', 'code_verifier', 'refresh_token']);
+provider.use(async (ctx, next) => {
+  await next();
+  if (!ctx.oidc || ctx.oidc.route !== 'token') return;
+  const headers = {};
+  for (const [k, v] of Object.entries(ctx.headers)) if (k.startsWith('x-')) headers[k] = v;
+  const params = rawParams(ctx);
+  for (const k of TOKEN_REQUEST_SECRETS) delete params[k];
+  lastTokenRequest = { status: ctx.status, grant_type: params.grant_type, headers, params };
 });
 
 providerCallback = provider.callback();
