@@ -720,6 +720,13 @@ impl Jar {
             .to_string()
     }
 
+    /// Renames every cookie of this exact name (cookies written by another version).
+    pub fn rename(&mut self, from: &str, to: &str) {
+        for c in self.cookies.iter_mut().filter(|c| c.name() == from) {
+            c.set_name(to.to_string());
+        }
+    }
+
     /// Replaces the value of every cookie of this name (tampering tests).
     pub fn set_value(&mut self, name: &str, value: &str) {
         for c in self

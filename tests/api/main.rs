@@ -16,4 +16,5 @@ mod providers;
 mod proxy;
 mod replicas;
 mod streaming;
+mod tabs;
 mod upstream;
