@@ -35,7 +35,7 @@ pub const MAX_COOKIE_BYTES: usize = 4096;
 /// How many logins in progress (login cookies, one per flow) a browser keeps at most: a page
 /// that starts logins in a loop would otherwise grow the Cookie header sent to the login path
 /// until requests fail. `login/start` drops the oldest beyond it. Five covers a user who opens a
-/// handful of tabs before signing in; each cookie is about 500 bytes.
+/// handful of tabs before signing in; each cookie is about 400 bytes.
 pub const MAX_PENDING_LOGINS: usize = 5;
 
 /// Length of a login flow id: 16 base64url characters, 96 bits of the state's SHA-256.
@@ -343,6 +343,13 @@ impl CookiePolicy {
             let mut c = self.base(&name, sealed.clone(), path);
             c.set_max_age(CookieDuration::seconds(self.login_max_age));
             let size = c.to_string().len();
+            // Labelled with the kind's name, not the flow's: one series, whatever the flow.
+            crate::metrics::METRICS
+                .cookie_bytes
+                .get_or_create(&crate::metrics::CookieLabel {
+                    cookie: self.name(kind).to_string(),
+                })
+                .observe(size as f64);
             if size > MAX_COOKIE_BYTES {
                 tracing::error!(cookie = %self.name(kind), size, "cookie too large for browsers");
                 return Err(ApiError::CookieTooLarge {

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::cookies::{login_flow_id, CookieKind, CookiePolicy, RequestCookies, MAX_PENDING_LOGINS};
-use crate::crypto::{Purpose, SealError, Sealer};
+use crate::crypto::{SealError, Sealer};
 use crate::error::ApiError;
 use actix_web::cookie::Cookie;
 use actix_web::http::header::HeaderMap;
@@ -231,12 +231,7 @@ impl SessionJar {
     /// look. A cookie that does not open (expired, altered, planted by a sibling subdomain) is
     /// no login in progress.
     pub fn find_login(&self, cookies: &RequestCookies<'_>, state: &str) -> LoginLookup {
-        let now = self.clock.now();
-        let open = |value: &str| -> Option<LoginState> {
-            self.sealer
-                .unseal::<LoginState>(Purpose::Login, now, value)
-                .ok()
-        };
+        let open = |value: &str| self.open_login_value(value);
         let flow = login_flow_id(state);
         let flow_values = cookies
             .login_flows()
@@ -272,6 +267,31 @@ impl SessionJar {
         }
     }
 
+    /// One login cookie's value opened, `None` when it does not open (counted in the unseal
+    /// failure metric under the login cookie's name, as any other cookie).
+    fn open_login_value(&self, value: &str) -> Option<LoginState> {
+        let kind = CookieKind::Login;
+        let e = match self.sealer.unseal(kind.purpose(), self.clock.now(), value) {
+            Ok(login) => return Some(login),
+            Err(e) => e,
+        };
+        crate::metrics::METRICS
+            .unseal_failures
+            .get_or_create(&crate::metrics::UnsealLabels {
+                cookie: self.policy.name(kind).to_string(),
+                reason: match e {
+                    SealError::Expired => "expired",
+                    _ => "invalid",
+                },
+                key_id: self
+                    .sealer
+                    .listed_key_id(value)
+                    .unwrap_or_else(|| "unknown".into()),
+            })
+            .inc();
+        None
+    }
+
     /// Cookies that remove the oldest logins in progress, so that with the one being started
     /// at most [`MAX_PENDING_LOGINS`] remain: a page that starts logins in a loop cannot grow
     /// the Cookie header without limit. Cookies that do not open (expired, altered, sealed with
@@ -285,16 +305,11 @@ impl SessionJar {
     }
 
     fn prune_logins_to(&self, cookies: &RequestCookies<'_>, max: usize) -> Vec<Cookie<'static>> {
-        let now = self.clock.now();
         // One entry per flow id (a name can be sent twice: another path, or a planted copy):
         // the newest `issued_at` among its values that open, `None` when none opens.
         let mut flows: Vec<(&str, Option<i64>)> = Vec::new();
         for (flow, value) in cookies.login_flows() {
-            let issued = self
-                .sealer
-                .unseal::<LoginState>(Purpose::Login, now, value)
-                .ok()
-                .map(|l| l.issued_at);
+            let issued = self.open_login_value(value).map(|l| l.issued_at);
             match flows.iter_mut().find(|(f, _)| f == flow) {
                 Some(entry) => entry.1 = entry.1.max(issued),
                 None => flows.push((flow, issued)),
