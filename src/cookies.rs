@@ -13,17 +13,54 @@
 //! (the browser then refuses any copy set by a sibling subdomain, over http, or for another
 //! path), `__Secure-` for the path-scoped ones (refused over http). A sibling subdomain can then
 //! no longer plant a session of its own (session fixation) under our names.
+//!
+//! A login in progress has a cookie of its own per flow, `<login name>-<flow id>` (the flow id
+//! is derived from the flow's `state`, [`login_flow_id`]), so two tabs that sign in at the same
+//! time do not overwrite each other's login state; at most [`MAX_PENDING_LOGINS`] are kept.
 
 use crate::config::{Config, CookieConfig, SameSite};
 use crate::crypto::{Purpose, Sealer};
 use crate::error::ApiError;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie};
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 /// Browsers drop a cookie whose name, value and attributes exceed this (RFC 6265 §6.1 minimum,
 /// and what every major browser enforces) without telling anyone.
 pub const MAX_COOKIE_BYTES: usize = 4096;
+
+/// How many logins in progress (login cookies, one per flow) a browser keeps at most: a page
+/// that starts logins in a loop would otherwise grow the Cookie header sent to the login path
+/// until requests fail. `login/start` drops the oldest beyond it. Five covers a user who opens a
+/// handful of tabs before signing in; each cookie is about 400 bytes.
+pub const MAX_PENDING_LOGINS: usize = 5;
+
+/// Length of a login flow id: 16 base64url characters, 96 bits of the state's SHA-256.
+pub const LOGIN_FLOW_ID_LEN: usize = 16;
+
+/// The id of the login flow with this `state`: the first [`LOGIN_FLOW_ID_LEN`] characters of
+/// base64url(SHA-256(state)). `login/end` computes it from the callback's `state` to find the
+/// flow's cookie by name. A hash, not the state itself: the name is a fixed-length cookie-name
+/// token whatever the state holds, and does not repeat the state (which the authorization URL
+/// carries) in every Cookie header. Which flow a cookie belongs to is still decided by the state
+/// sealed inside it, compared in constant time; the name only says where to look.
+pub fn login_flow_id(state: &str) -> String {
+    let mut id = URL_SAFE_NO_PAD.encode(Sha256::digest(state.as_bytes()));
+    id.truncate(LOGIN_FLOW_ID_LEN);
+    id
+}
+
+/// Whether a name's tail is a flow id we could have written (base64url, at most 64
+/// characters), so the name can be written back in a removal without surprises.
+fn is_flow_id(flow: &str) -> bool {
+    (1..=64).contains(&flow.len())
+        && flow
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
 
 /// The cookies token-handler writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -270,6 +307,86 @@ impl CookiePolicy {
             .collect()
     }
 
+    /// The cookie name of one login flow: `<login name>-<flow id>`, e.g.
+    /// `__Secure-th-login-Xf3…` ([`login_flow_id`]).
+    pub fn login_flow_name(&self, flow: &str) -> String {
+        format!("{}-{flow}", self.name(CookieKind::Login))
+    }
+
+    /// The flow id of a login flow's cookie name, `None` for any other name (the old single
+    /// `-login` name included).
+    fn login_flow_of<'n>(&self, name: &'n str) -> Option<&'n str> {
+        name.strip_prefix(self.name(CookieKind::Login))?
+            .strip_prefix('-')
+            .filter(|flow| is_flow_id(flow))
+    }
+
+    /// Seals a login in progress into its flow's cookie (at the login path, with the login's
+    /// short Max-Age), refusing one a browser would drop.
+    pub fn seal_login_flow<T: Serialize>(
+        &self,
+        sealer: &Sealer,
+        flow: &str,
+        expires_at: i64,
+        value: &T,
+    ) -> Result<Vec<Cookie<'static>>, ApiError> {
+        let kind = CookieKind::Login;
+        let sealed = sealer
+            .seal(kind.purpose(), expires_at, value)
+            .map_err(|e| {
+                tracing::error!(cookie = %self.name(kind), error = %e, "sealing failed");
+                ApiError::Internal
+            })?;
+        let name = self.login_flow_name(flow);
+        let mut out = Vec::new();
+        for path in self.paths(kind) {
+            let mut c = self.base(&name, sealed.clone(), path);
+            c.set_max_age(CookieDuration::seconds(self.login_max_age));
+            let size = c.to_string().len();
+            // Labelled with the kind's name, not the flow's: one series, whatever the flow.
+            crate::metrics::METRICS
+                .cookie_bytes
+                .get_or_create(&crate::metrics::CookieLabel {
+                    cookie: self.name(kind).to_string(),
+                })
+                .observe(size as f64);
+            if size > MAX_COOKIE_BYTES {
+                tracing::error!(cookie = %self.name(kind), size, "cookie too large for browsers");
+                return Err(ApiError::CookieTooLarge {
+                    name: self.name(kind).to_string(),
+                    size,
+                    limit: MAX_COOKIE_BYTES,
+                });
+            }
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    /// Cookies that remove one login flow's cookie, with the attributes it was set with.
+    pub fn clear_login_flow(&self, flow: &str) -> Vec<Cookie<'static>> {
+        let name = self.login_flow_name(flow);
+        self.paths(CookieKind::Login)
+            .iter()
+            .map(|path| {
+                let mut c = self.base(&name, String::new(), path);
+                c.make_removal();
+                c
+            })
+            .collect()
+    }
+
+    /// Cookies that remove every login flow cookie this request carried (each flow once).
+    pub fn clear_login_flows(&self, cookies: &RequestCookies<'_>) -> Vec<Cookie<'static>> {
+        let mut seen = std::collections::HashSet::new();
+        cookies
+            .login_flows()
+            .iter()
+            .filter(|(flow, _)| seen.insert(*flow))
+            .flat_map(|(flow, _)| self.clear_login_flow(flow))
+            .collect()
+    }
+
     /// Whether a cookie name is one of ours (`<prefix>-…`, with or without a `__Host-` or
     /// `__Secure-` prefix, in any letter case), so it is never forwarded upstream nor set by an
     /// upstream's Set-Cookie. Erring towards "ours" is the safe side: browsers compare the
@@ -294,10 +411,7 @@ impl CookiePolicy {
     /// (any session cookie? the CSRF cookie, the access token, what goes upstream); this view
     /// answers them all.
     pub fn read<'r>(&self, headers: &'r HeaderMap) -> RequestCookies<'r> {
-        let mut view = RequestCookies {
-            ours: Default::default(),
-            foreign: Vec::new(),
-        };
+        let mut view = RequestCookies::default();
         for pair in request_cookies(headers) {
             // A pair starts with its name: only pairs that start like ours need parsing (the
             // others can be kilobytes long). Pairs the cookie crate cannot parse are not ours.
@@ -310,6 +424,11 @@ impl CookiePolicy {
                 view.foreign.push(pair.text);
                 continue;
             };
+            // A login flow's cookie, `<login name>-<flow id>`: kept with its flow id.
+            if let Some(flow) = self.login_flow_of(name) {
+                view.login_flows.push((flow, value));
+                continue;
+            }
             if let Some(kind) = CookieKind::ALL.iter().find(|k| self.name(**k) == name) {
                 view.ours[kind.index()].push(value);
             }
@@ -324,6 +443,9 @@ pub struct RequestCookies<'r> {
     /// The sealed values of each kind, by [`CookieKind::index`], in the order sent: a request
     /// can carry several of one name (another Path, or one planted by a sibling subdomain).
     ours: [Vec<&'r str>; 5],
+    /// The login flows' cookies (`<login name>-<flow id>`), as (flow id, sealed value), in the
+    /// order sent. The old single `-login` cookie is in `ours`.
+    login_flows: Vec<(&'r str, &'r str)>,
     /// The pairs that are not ours (`<prefix>-*` in any spelling), exactly as sent.
     foreign: Vec<&'r str>,
 }
@@ -332,6 +454,11 @@ impl<'r> RequestCookies<'r> {
     /// The sealed values of this kind's cookies, in the order sent.
     pub fn values(&self, kind: CookieKind) -> &[&'r str] {
         &self.ours[kind.index()]
+    }
+
+    /// The login flows' cookies the request carries, as (flow id, sealed value) pairs.
+    pub fn login_flows(&self) -> &[(&'r str, &'r str)] {
+        &self.login_flows
     }
 
     /// Whether the request carries a cookie of this kind at all (readable or not).
@@ -536,6 +663,52 @@ mod tests {
             .is_some_and(|c| c.name_value().is_none()));
         assert!(!view.has(CookieKind::Csrf));
         assert_eq!(view.foreign_header().expect("foreign"), "a=1; flag");
+    }
+
+    #[test]
+    fn login_flow_cookies_are_read_with_their_flow_id() {
+        let (p, s) = policy_with("");
+        let flow = login_flow_id("some-state");
+        assert_eq!(flow.len(), LOGIN_FLOW_ID_LEN);
+        assert!(is_flow_id(&flow));
+        assert_eq!(login_flow_id("some-state"), flow);
+        assert_ne!(login_flow_id("other-state"), flow);
+        // Set and cleared with the same name, path and attributes.
+        let set = p.seal_login_flow(&s, &flow, i64::MAX, &"t").expect("seal");
+        let clear = p.clear_login_flow(&flow);
+        assert_eq!(set.len(), 1);
+        assert_eq!(set[0].name(), format!("__Secure-th-login-{flow}"));
+        assert_eq!(set[0].max_age(), Some(CookieDuration::seconds(600)));
+        assert_eq!(
+            (clear[0].name(), clear[0].path(), clear[0].domain()),
+            (set[0].name(), set[0].path(), set[0].domain())
+        );
+        assert_eq!(clear[0].max_age(), Some(CookieDuration::ZERO));
+
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            header::HeaderValue::from_str(&format!(
+                "__Secure-th-login=old; __Secure-th-login-{flow}=a; __Secure-th-login-x_Y-9=b; \
+                 __Secure-th-login-=c; __Secure-th-login-a.b=d; __Secure-th-login.1=e; app=1"
+            ))
+            .expect("value"),
+        );
+        let view = p.read(&headers);
+        assert_eq!(view.values(CookieKind::Login), ["old"]);
+        assert_eq!(view.login_flows(), [(flow.as_str(), "a"), ("x_Y-9", "b")]);
+        // Ours whatever their tail: never forwarded upstream.
+        assert_eq!(view.foreign_header().expect("foreign"), "app=1");
+        assert_eq!(
+            p.clear_login_flows(&view)
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect::<Vec<_>>(),
+            [
+                format!("__Secure-th-login-{flow}"),
+                "__Secure-th-login-x_Y-9".to_string()
+            ]
+        );
     }
 
     #[test]

@@ -10,9 +10,11 @@ use crate::oauth::callback::{complete, Callback, Completed, PendingLogin};
 use crate::oauth::pkce;
 use crate::secret::{random_token, Token};
 use crate::session::{
-    same_session, AccessTokenCookie, CsrfCookie, LoginState, NewSession, SessionId, SessionJar,
+    same_session, AccessTokenCookie, CsrfCookie, LoginLookup, LoginState, NewSession, SessionId,
+    SessionJar,
 };
 use crate::state::{AppState, HttpClient};
+use actix_web::cookie::Cookie;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +33,7 @@ struct StartResponse {
 }
 
 pub async fn start(
+    req: HttpRequest,
     state: web::Data<AppState>,
     client: web::Data<HttpClient>,
     body: JsonBody<StartRequest>,
@@ -52,7 +55,9 @@ pub async fn start(
     };
     let url =
         authorization_request_url(&client.0, provider, &secrets, &request.extra_params).await?;
-    let cookies = state.jar.seal_login(&login)?;
+    // This login gets a cookie of its own; the oldest others go when there are too many.
+    let mut cookies = state.jar.prune_logins(&state.jar.read(req.headers()));
+    cookies.extend(state.jar.seal_login(&login)?);
     Ok(json_with_cookies(
         &StartResponse {
             authorization_request_url: url,
@@ -87,34 +92,36 @@ pub async fn end(
     })?;
     let (page, callback) = Callback::parse(&page_url)?;
     let cookies = state.jar.read(req.headers());
-    let login: Option<LoginState> = state.jar.readable(&cookies, CookieKind::Login);
-    let login =
-        match (callback.state(), login) {
-            (Some(_), Some(login)) if callback.answers(&login.state) => Some(login),
-            (Some(_), Some(_)) => return Ok(error_with_cookies(
-                ApiError::InvalidRequest(
-                    "the state in pageUrl does not match the login in progress; start a new login"
-                        .into(),
-                ),
-                state.jar.clear(CookieKind::Login),
-            )),
-            _ => None,
-        };
-
-    let Some(login) = login else {
-        // A plain page load, or a callback whose login cookie is gone: reloading the
-        // callback URL after a successful login lands here and is not an error.
-        let (is_logged_in, csrf) = page_load(&cookies, &state.jar)?;
-        if !is_logged_in && callback.is_response() {
-            return Err(ApiError::Unauthorized(
-                "no login is in progress for this callback: the login cookie is missing or expired (start a new login; check that cookies reach the agent's base path)",
-            ));
+    let found = match callback.state() {
+        Some(callback_state) => state.jar.find_login(&cookies, callback_state),
+        None => LoginLookup::NoLogin,
+    };
+    let (login, remove) = match found {
+        LoginLookup::Found { login, remove } => (login, remove),
+        // Logins are in progress, none with this state (RFC 6749 §10.12). Nothing is removed:
+        // whoever can make the SPA load a URL with a made-up state must not end the logins of
+        // the user's other tabs.
+        LoginLookup::OtherLogins => {
+            return Err(ApiError::InvalidRequest(
+                "the state in pageUrl does not match any login in progress; start a new login"
+                    .into(),
+            ))
         }
-        return Ok(HttpResponse::Ok().json(EndResponse {
-            handled: false,
-            is_logged_in,
-            csrf,
-        }));
+        LoginLookup::NoLogin => {
+            // A plain page load, or a callback whose login cookie is gone: reloading the
+            // callback URL after a successful login lands here and is not an error.
+            let (is_logged_in, csrf) = page_load(&cookies, &state.jar)?;
+            if !is_logged_in && callback.is_response() {
+                return Err(ApiError::Unauthorized(
+                    "no login is in progress for this callback: the login cookie is missing or expired (start a new login; check that cookies reach the agent's base path)",
+                ));
+            }
+            return Ok(HttpResponse::Ok().json(EndResponse {
+                handled: false,
+                is_logged_in,
+                csrf,
+            }));
+        }
     };
     let pending = PendingLogin {
         provider: &login.provider,
@@ -131,11 +138,10 @@ pub async fn end(
         &callback,
     )
     .await
-    .and_then(|completed| signed_in(&state.jar, completed));
+    .and_then(|completed| signed_in(&state.jar, completed, remove.clone()));
     // Whatever failed, this login is over: its state, nonce and verifier must never serve a
-    // second callback, so its cookie goes with the error.
-    Ok(outcome
-        .unwrap_or_else(|error| error_with_cookies(error, state.jar.clear(CookieKind::Login))))
+    // second callback, so its cookie goes with the error. Other flows' cookies stay.
+    Ok(outcome.unwrap_or_else(|error| error_with_cookies(error, remove)))
 }
 
 /// Whether the request carries a session, and its CSRF value. Cookies that were sent but cannot
@@ -155,8 +161,12 @@ fn page_load(
     })
 }
 
-/// The session cookies of a completed login, in place of its login cookie.
-fn signed_in(jar: &SessionJar, completed: Completed<'_>) -> Result<HttpResponse, ApiError> {
+/// The session cookies of a completed login, in place of its login cookie (`remove`).
+fn signed_in(
+    jar: &SessionJar,
+    completed: Completed<'_>,
+    remove: Vec<Cookie<'static>>,
+) -> Result<HttpResponse, ApiError> {
     let Completed {
         provider,
         tokens,
@@ -173,7 +183,7 @@ fn signed_in(jar: &SessionJar, completed: Completed<'_>) -> Result<HttpResponse,
         csrf: Some(&csrf),
         received: None,
     })?;
-    cookies.extend(jar.clear(CookieKind::Login));
+    cookies.extend(remove);
     tracing::info!(provider = %provider.id(), "login completed");
     Ok(json_with_cookies(
         &EndResponse {

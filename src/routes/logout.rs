@@ -1,6 +1,6 @@
 //! `POST /logout`: revoke, clear every cookie, and hand the SPA the provider's end-session URL.
 
-use crate::cookies::CookieKind;
+use crate::cookies::{CookieKind, RequestCookies};
 use crate::csrf::require_csrf;
 use crate::error::ApiError;
 use crate::session::{
@@ -38,7 +38,7 @@ pub async fn logout(
                 .as_ref()
                 .unwrap_or(&config.redirect_uri)
                 .to_string();
-            return Ok(cleared(jar, url));
+            return Ok(cleared(jar, &cookies, url));
         }
     };
     // Only this session's cookies count: another session's, spliced in, is cleared but never
@@ -116,13 +116,14 @@ pub async fn logout(
             .unwrap_or(&config.redirect_uri)
             .to_string(),
     };
-    Ok(cleared(jar, url))
+    Ok(cleared(jar, &cookies, url))
 }
 
-/// 200 with the URL to send the browser to, clearing every cookie at every path.
-fn cleared(jar: &SessionJar, url: String) -> HttpResponse {
+/// 200 with the URL to send the browser to, clearing every cookie at every path (and the login
+/// flows' cookies the request carried).
+fn cleared(jar: &SessionJar, cookies: &RequestCookies<'_>, url: String) -> HttpResponse {
     let mut resp = HttpResponse::Ok();
-    for c in jar.clear_all() {
+    for c in jar.clear_all_sent(cookies) {
         resp.cookie(c);
     }
     resp.json(LogoutResponse { url })

@@ -12,7 +12,7 @@ use super::{
     Received, RefreshTokenCookie,
 };
 use crate::clock::Clock;
-use crate::cookies::{CookieKind, CookiePolicy, RequestCookies};
+use crate::cookies::{login_flow_id, CookieKind, CookiePolicy, RequestCookies, MAX_PENDING_LOGINS};
 use crate::crypto::{SealError, Sealer};
 use crate::error::ApiError;
 use actix_web::cookie::Cookie;
@@ -215,11 +215,122 @@ impl SessionJar {
         Ok(out)
     }
 
-    /// Seals a login in progress, opening until `login_timeout` after it started.
+    /// Seals a login in progress into its own flow's cookie (named from its state,
+    /// [`login_flow_id`]), opening until `login_timeout` after it started.
     pub fn seal_login(&self, login: &LoginState) -> Result<Vec<Cookie<'static>>, ApiError> {
         let expires = login.issued_at.saturating_add(self.login_timeout);
+        let flow = login_flow_id(login.state.expose());
         self.policy
-            .seal(&self.sealer, CookieKind::Login, expires, login)
+            .seal_login_flow(&self.sealer, &flow, expires, login)
+    }
+
+    /// The login in progress that a callback with this `state` answers: the cookie of the flow
+    /// named from the state, or, for a login started before per-flow cookies (a rolling
+    /// upgrade), the old single `-login` cookie. Either way the sealed state must equal the
+    /// callback's, compared in constant time (RFC 6749 §10.12): the name only says where to
+    /// look. A cookie that does not open (expired, altered, planted by a sibling subdomain) is
+    /// no login in progress.
+    pub fn find_login(&self, cookies: &RequestCookies<'_>, state: &str) -> LoginLookup {
+        let open = |value: &str| self.open_login_value(value);
+        let flow = login_flow_id(state);
+        let flow_values = cookies
+            .login_flows()
+            .iter()
+            .filter(|(f, _)| *f == flow)
+            .map(|(_, v)| *v);
+        for value in flow_values {
+            if let Some(login) = open(value).filter(|l| l.state.ct_eq(state)) {
+                return LoginLookup::Found {
+                    login,
+                    remove: self.policy.clear_login_flow(&flow),
+                };
+            }
+        }
+        for value in cookies.values(CookieKind::Login) {
+            if let Some(login) = open(value).filter(|l| l.state.ct_eq(state)) {
+                return LoginLookup::Found {
+                    login,
+                    remove: self.policy.clear(CookieKind::Login),
+                };
+            }
+        }
+        let pending = cookies
+            .login_flows()
+            .iter()
+            .map(|(_, v)| *v)
+            .chain(cookies.values(CookieKind::Login).iter().copied())
+            .any(|v| open(v).is_some());
+        if pending {
+            LoginLookup::OtherLogins
+        } else {
+            LoginLookup::NoLogin
+        }
+    }
+
+    /// One login cookie's value opened, `None` when it does not open (counted in the unseal
+    /// failure metric under the login cookie's name, as any other cookie).
+    fn open_login_value(&self, value: &str) -> Option<LoginState> {
+        let kind = CookieKind::Login;
+        let e = match self.sealer.unseal(kind.purpose(), self.clock.now(), value) {
+            Ok(login) => return Some(login),
+            Err(e) => e,
+        };
+        crate::metrics::METRICS
+            .unseal_failures
+            .get_or_create(&crate::metrics::UnsealLabels {
+                cookie: self.policy.name(kind).to_string(),
+                reason: match e {
+                    SealError::Expired => "expired",
+                    _ => "invalid",
+                },
+                key_id: self
+                    .sealer
+                    .listed_key_id(value)
+                    .unwrap_or_else(|| "unknown".into()),
+            })
+            .inc();
+        None
+    }
+
+    /// Cookies that remove the oldest logins in progress, so that with the one being started
+    /// at most [`MAX_PENDING_LOGINS`] remain: a page that starts logins in a loop cannot grow
+    /// the Cookie header without limit. Cookies that do not open (expired, altered, sealed with
+    /// an unknown key) go first, then the longest-running ones by their sealed `issued_at`.
+    /// Below the bound nothing is removed, not even unreadable cookies: one sealed by another
+    /// replica with a key this one does not have yet is still a live login. The old single
+    /// `-login` cookie (at most one, from before per-flow cookies) is not counted; it expires
+    /// within `login_timeout`.
+    pub fn prune_logins(&self, cookies: &RequestCookies<'_>) -> Vec<Cookie<'static>> {
+        self.prune_logins_to(cookies, MAX_PENDING_LOGINS)
+    }
+
+    fn prune_logins_to(&self, cookies: &RequestCookies<'_>, max: usize) -> Vec<Cookie<'static>> {
+        // One entry per flow id (a name can be sent twice: another path, or a planted copy):
+        // the newest `issued_at` among its values that open, `None` when none opens.
+        let mut flows: Vec<(&str, Option<i64>)> = Vec::new();
+        for (flow, value) in cookies.login_flows() {
+            let issued = self.open_login_value(value).map(|l| l.issued_at);
+            match flows.iter_mut().find(|(f, _)| f == flow) {
+                Some(entry) => entry.1 = entry.1.max(issued),
+                None => flows.push((flow, issued)),
+            }
+        }
+        let keep = max.saturating_sub(1);
+        if flows.len() <= keep {
+            return Vec::new();
+        }
+        // `None` sorts before any `Some`: unreadable first, then oldest (stable for ties).
+        flows.sort_by_key(|(_, issued)| *issued);
+        let excess = flows.len() - keep;
+        tracing::info!(
+            dropped = excess,
+            limit = max,
+            "too many logins in progress; the oldest are dropped"
+        );
+        flows[..excess]
+            .iter()
+            .flat_map(|(flow, _)| self.policy.clear_login_flow(flow))
+            .collect()
     }
 
     /// Cookies that remove this kind at every path it is written at.
@@ -230,5 +341,213 @@ impl SessionJar {
     /// Cookies that remove every token-handler cookie everywhere.
     pub fn clear_all(&self) -> Vec<Cookie<'static>> {
         self.policy.clear_all()
+    }
+
+    /// As [`SessionJar::clear_all`], plus the cookie of every login flow this request carried
+    /// (their names are only known from the request; browsers send them to the login path only,
+    /// elsewhere they expire with their short Max-Age).
+    pub fn clear_all_sent(&self, cookies: &RequestCookies<'_>) -> Vec<Cookie<'static>> {
+        let mut out = self.policy.clear_all();
+        out.extend(self.policy.clear_login_flows(cookies));
+        out
+    }
+}
+
+/// What a callback's `state` finds among the logins in progress ([`SessionJar::find_login`]).
+#[derive(Debug)]
+pub enum LoginLookup {
+    /// The login this callback answers, and the cookies that remove it once it is over.
+    Found {
+        login: LoginState,
+        remove: Vec<Cookie<'static>>,
+    },
+    /// Other logins are in progress, none with this state: left as they are, so a callback with
+    /// a forged or stale state cannot end another tab's login.
+    OtherLogins,
+    /// No login in progress that opens.
+    NoLogin,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::id_token::StepUp;
+    use crate::secret::{random_token, Token};
+    use actix_web::http::header::{self, HeaderValue};
+
+    fn jar() -> SessionJar {
+        let toml = crate::config::test_toml("", crate::config::TEST_PROVIDER);
+        let config = crate::config::Config::from_toml(&toml, Vec::new()).expect("valid");
+        SessionJar::new(
+            CookiePolicy::for_config(&config),
+            Sealer::new(config.cookies.keys.clone()),
+            Clock::default(),
+            Duration::from_secs(3600),
+            Duration::from_secs(600),
+        )
+    }
+
+    fn login(state: &str, issued_at: i64) -> LoginState {
+        LoginState {
+            provider: "default".into(),
+            state: Token::new(state),
+            nonce: random_token(),
+            verifier: random_token(),
+            issued_at,
+            step_up: StepUp::default(),
+        }
+    }
+
+    /// The Cookie header a browser sends back for these Set-Cookies.
+    fn header_of(cookies: &[Cookie<'static>]) -> HeaderMap {
+        let text = cookies
+            .iter()
+            .map(|c| format!("{}={}", c.name(), c.value()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&text).expect("header"),
+        );
+        headers
+    }
+
+    fn removed_names(cookies: &[Cookie<'static>]) -> Vec<String> {
+        cookies
+            .iter()
+            .filter(|c| c.max_age() == Some(actix_web::cookie::time::Duration::ZERO))
+            .map(|c| c.name().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn each_login_has_its_own_cookie_named_from_its_state() {
+        let jar = jar();
+        let now = jar.clock().now();
+        let a = jar.seal_login(&login("state-a", now)).expect("seal");
+        let b = jar.seal_login(&login("state-b", now)).expect("seal");
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            a[0].name(),
+            format!("__Secure-th-login-{}", login_flow_id("state-a"))
+        );
+        assert_ne!(a[0].name(), b[0].name());
+        assert_eq!(a[0].path(), Some("/oauth-agent/login"));
+        assert_eq!(
+            a[0].max_age(),
+            Some(actix_web::cookie::time::Duration::seconds(600))
+        );
+        let both: Vec<_> = a.into_iter().chain(b).collect();
+        let headers = header_of(&both);
+        let cookies = jar.read(&headers);
+        for state in ["state-a", "state-b"] {
+            match jar.find_login(&cookies, state) {
+                LoginLookup::Found { login, remove } => {
+                    assert!(login.state.ct_eq(state));
+                    // Removing it removes exactly this flow's cookie, at its path.
+                    assert_eq!(
+                        removed_names(&remove),
+                        [format!("__Secure-th-login-{}", login_flow_id(state))]
+                    );
+                    assert_eq!(remove[0].path(), Some("/oauth-agent/login"));
+                }
+                other => panic!("{state}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            jar.find_login(&cookies, "state-c"),
+            LoginLookup::OtherLogins
+        ));
+        assert!(matches!(
+            jar.find_login(&jar.read(&HeaderMap::new()), "state-a"),
+            LoginLookup::NoLogin
+        ));
+    }
+
+    #[test]
+    fn a_cookie_under_another_flows_name_does_not_answer_its_callback() {
+        // A's sealed login copied under B's name: the name finds it, the sealed state refuses.
+        let jar = jar();
+        let now = jar.clock().now();
+        let mut a = jar.seal_login(&login("state-a", now)).expect("seal");
+        a[0].set_name(jar.policy().login_flow_name(&login_flow_id("state-b")));
+        let headers = header_of(&a);
+        assert!(matches!(
+            jar.find_login(&jar.read(&headers), "state-b"),
+            LoginLookup::OtherLogins
+        ));
+    }
+
+    #[test]
+    fn a_login_started_before_the_upgrade_still_completes() {
+        // The old single `-login` cookie, as written before per-flow cookies.
+        let jar = jar();
+        let now = jar.clock().now();
+        let old = jar
+            .policy()
+            .seal(
+                jar.sealer(),
+                CookieKind::Login,
+                now + 600,
+                &login("state-old", now),
+            )
+            .expect("seal");
+        assert_eq!(old[0].name(), "__Secure-th-login");
+        let headers = header_of(&old);
+        let cookies = jar.read(&headers);
+        assert!(cookies.login_flows().is_empty());
+        match jar.find_login(&cookies, "state-old") {
+            LoginLookup::Found { remove, .. } => {
+                assert_eq!(removed_names(&remove), ["__Secure-th-login"])
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            jar.find_login(&cookies, "state-new"),
+            LoginLookup::OtherLogins
+        ));
+    }
+
+    #[test]
+    fn the_number_of_logins_in_progress_is_bounded_oldest_first() {
+        let jar = jar();
+        let now = jar.clock().now();
+        // Started at now-50, now-40, …, now-10 (in a shuffled order).
+        let started = [30, 10, 50, 20, 40];
+        let mut sent: Vec<Cookie<'static>> = started
+            .iter()
+            .flat_map(|age| {
+                jar.seal_login(&login(&format!("s{age}"), now - age))
+                    .expect("seal")
+            })
+            .collect();
+        let name = |age: i64| format!("__Secure-th-login-{}", login_flow_id(&format!("s{age}")));
+        // Below the bound (four sent, the fifth being started): nothing goes.
+        let four = header_of(&sent[..4]);
+        assert!(jar.prune_logins(&jar.read(&four)).is_empty());
+        // Five sent: the oldest goes, so that with the new one five remain.
+        let five = header_of(&sent);
+        assert_eq!(
+            removed_names(&jar.prune_logins(&jar.read(&five))),
+            [name(50)]
+        );
+        // An unreadable and an expired one go before any live one.
+        let mut garbage = sent[0].clone();
+        garbage.set_name(jar.policy().login_flow_name("garbage"));
+        garbage.set_value("not-sealed");
+        sent.push(garbage);
+        sent.extend(jar.seal_login(&login("expired", now - 601)).expect("seal"));
+        let seven = header_of(&sent);
+        let removed = removed_names(&jar.prune_logins(&jar.read(&seven)));
+        assert_eq!(removed.len(), 3, "{removed:?}");
+        assert!(removed.contains(&"__Secure-th-login-garbage".to_string()));
+        assert!(removed.contains(&format!("__Secure-th-login-{}", login_flow_id("expired"))));
+        assert_eq!(removed[2], name(50));
+        // Whatever a page does, what is kept stays at the bound.
+        for max in 1..=6 {
+            let kept = 7 - jar.prune_logins_to(&jar.read(&seven), max).len();
+            assert_eq!(kept, max.saturating_sub(1).min(7), "max {max}");
+        }
     }
 }

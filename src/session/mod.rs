@@ -9,7 +9,7 @@
 
 mod jar;
 
-pub use jar::SessionJar;
+pub use jar::{LoginLookup, SessionJar};
 
 use crate::error::ApiError;
 use crate::oauth::id_token::StepUp;
@@ -17,7 +17,9 @@ use crate::oauth::token::TokenResponse;
 use crate::secret::Token;
 use serde::{Deserialize, Serialize};
 
-/// A login in progress (`-login`).
+/// A login in progress: one cookie per flow, `-login-<flow id>` (named from its state,
+/// [`crate::cookies::login_flow_id`]), so logins started in several tabs do not overwrite each
+/// other. Logins started before per-flow cookies used the single name `-login`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LoginState {
     pub provider: String,

@@ -160,7 +160,7 @@ async fn extra_params_cannot_override_protocol_parameters() {
         let resp = browser.post("/login/start", &body.to_string()).await;
         assert_eq!(resp.status, 400, "{key}: {:?}", resp.body);
         assert_eq!(resp.code(), "invalid_request");
-        assert!(resp.cookies_named("th-login").is_empty());
+        assert!(resp.login_cookies().is_empty());
     }
     let resp = browser
         .post("/login/start", &json!({"provider": "nope"}).to_string())
@@ -426,13 +426,13 @@ async fn logout_clears_a_session_whose_cookies_cannot_be_opened() {
     app.assert_alive().await;
 }
 
-/// Whether a response clears the `-login` cookie (and the browser no longer holds it).
+/// Whether a response clears the login's cookie (and the browser no longer holds any).
 fn clears_login(resp: &Resp, browser: &Browser) -> bool {
     let cleared = resp
-        .cookies_named("th-login")
+        .login_cookies()
         .iter()
         .any(|c| c.max_age().is_some_and(|m| m.is_zero()));
-    cleared && browser.jar.named("th-login").is_empty()
+    cleared && browser.jar.login_cookies().is_empty()
 }
 
 #[actix_web::test]

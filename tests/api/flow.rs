@@ -43,8 +43,11 @@ async fn login_start_builds_a_pkce_authorization_request_and_a_login_cookie() {
     assert!(url.contains("ui_locales=fr%20en"), "{url}");
     assert!(url.contains("login_hint=a%2Bb%40example.test"), "{url}");
 
-    let login = resp.cookies_named("th-login");
+    // The login has a cookie of its own, named from its state.
+    let state = query_param(url, "state").expect("state");
+    let login = resp.login_cookies();
     assert_eq!(login.len(), 1);
+    assert_eq!(base_name(login[0].name()), login_cookie_name(&state));
     let text = login[0].to_string();
     for attr in [
         "HttpOnly",
@@ -56,7 +59,6 @@ async fn login_start_builds_a_pkce_authorization_request_and_a_login_cookie() {
         assert!(text.contains(attr), "{text} lacks {attr}");
     }
     // The verifier travels sealed: the challenge's preimage is nowhere in clear.
-    let state = query_param(url, "state").expect("state");
     assert!(!login[0].value().contains(&state));
 }
 
@@ -99,8 +101,9 @@ async fn a_full_login_sets_sealed_cookies_at_their_paths_and_the_spa_sees_no_tok
         ["/oauth-agent/claims", "/oauth-agent/logout"]
     );
     // The login cookie is cleared at the path it was set with.
-    let login = resp.cookies_named("th-login");
+    let login = resp.login_cookies();
     assert_eq!(login.len(), 1);
+    assert!(base_name(login[0].name()).starts_with("th-login-"));
     assert_eq!(login[0].path(), Some("/oauth-agent/login"));
     assert_eq!(login[0].value(), "");
 
@@ -333,7 +336,7 @@ async fn front_channel_errors_carry_the_providers_code() {
         assert_eq!(resp.code(), error);
         assert_eq!(resp.body["message"], "The user said no");
         assert!(
-            browser.jar.named("th-login").is_empty(),
+            browser.jar.login_cookies().is_empty(),
             "login cookie not cleared"
         );
     }

@@ -693,7 +693,27 @@ pub fn base_name(name: &str) -> &str {
         .unwrap_or(name)
 }
 
+/// Whether a cookie is a login in progress: a flow's `th-login-<flow id>`, or the single
+/// `th-login` of versions before per-flow login cookies.
+pub fn is_login_cookie(name: &str) -> bool {
+    let name = base_name(name);
+    name == "th-login" || name.starts_with("th-login-")
+}
+
+/// The (unprefixed) cookie name of the login flow with this `state`.
+pub fn login_cookie_name(state: &str) -> String {
+    format!("th-login-{}", token_handler::cookies::login_flow_id(state))
+}
+
 impl Jar {
+    /// Every login cookie the browser holds (any flow, or the old single name).
+    pub fn login_cookies(&self) -> Vec<&Cookie<'static>> {
+        self.cookies
+            .iter()
+            .filter(|c| is_login_cookie(c.name()))
+            .collect()
+    }
+
     pub fn store(&mut self, set_cookie: &str, request_path: &str) {
         let mut c = Cookie::parse(set_cookie.to_string()).expect("valid Set-Cookie");
         // What browsers demand of prefixed names (RFC 6265bis §4.1.3): token-handler must never
@@ -755,6 +775,13 @@ impl Jar {
             .to_string()
     }
 
+    /// Renames every cookie of this exact name (cookies written by another version).
+    pub fn rename(&mut self, from: &str, to: &str) {
+        for c in self.cookies.iter_mut().filter(|c| c.name() == from) {
+            c.set_name(to.to_string());
+        }
+    }
+
     /// Replaces the value of every cookie of this name (tampering tests).
     pub fn set_value(&mut self, name: &str, value: &str) {
         for c in self
@@ -785,6 +812,16 @@ impl Resp {
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(String::from)
+    }
+
+    /// The Set-Cookie headers for login cookies (any flow, or the old single name), parsed.
+    pub fn login_cookies(&self) -> Vec<Cookie<'static>> {
+        self.set_cookies
+            .iter()
+            .filter_map(|s| Cookie::parse(s.clone()).ok())
+            .filter(|c| is_login_cookie(c.name()))
+            .map(|c| c.into_owned())
+            .collect()
     }
 
     /// The Set-Cookie headers for one cookie name, parsed.

@@ -17,4 +17,5 @@ mod providers;
 mod proxy;
 mod replicas;
 mod streaming;
+mod tabs;
 mod upstream;

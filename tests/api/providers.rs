@@ -234,7 +234,7 @@ async fn extra_parameters_arrive_exactly_and_others_are_refused() {
         let resp = browser.post("/login/start", &body.to_string()).await;
         assert_eq!(resp.status, 400, "{key}: {:?}", resp.body);
         assert_eq!(resp.code(), "invalid_request");
-        assert!(resp.cookies_named("th-login").is_empty());
+        assert!(resp.login_cookies().is_empty());
     }
 
     for key in ["foo", "redirect", "response_mode", "client_secret"] {
@@ -368,7 +368,7 @@ async fn a_configured_step_up_cannot_be_downgraded_and_is_checked_on_the_id_toke
         assert!(resp.body["message"]
             .as_str()
             .is_some_and(|m| m.contains("configuration")));
-        assert!(resp.cookies_named("th-login").is_empty());
+        assert!(resp.login_cookies().is_empty());
     }
 
     // The provider authenticated with a lower acr than configured (§3.1.3.7 item 12): refused,
@@ -384,7 +384,7 @@ async fn a_configured_step_up_cannot_be_downgraded_and_is_checked_on_the_id_toke
         "the reason is logged, not sent: {:?}",
         resp.body
     );
-    assert!(browser.jar.named("th-login").is_empty());
+    assert!(browser.jar.login_cookies().is_empty());
     assert!(browser.jar.named("th-at").is_empty());
     let last = last_authorization(&weak).await;
     assert_eq!(last["acr_values"], "urn:mfa", "{last}");
@@ -415,7 +415,7 @@ async fn a_configured_max_age_needs_a_recent_auth_time() {
     let resp = browser.end_login(&callback).await;
     assert_eq!(resp.status, 400, "{:?}", resp.body);
     assert_eq!(resp.code(), "authorization_error");
-    assert!(browser.jar.named("th-login").is_empty());
+    assert!(browser.jar.login_cookies().is_empty());
     app.state.clock.advance(-200);
     let resp = browser.login("quick").await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
@@ -458,7 +458,7 @@ async fn without_iss_a_response_must_arrive_at_its_providers_redirect_uri() {
     assert_eq!(resp.status, 400, "{:?}", resp.body);
     assert_eq!(resp.code(), "invalid_request");
     assert_eq!(op.stats().await["authorization_code_grants"], grants);
-    assert!(browser.jar.named("th-login").is_empty());
+    assert!(browser.jar.login_cookies().is_empty());
 
     // require_iss: a response without iss is refused, whatever discovery says.
     let app = TestApp::spawn_with(&TestConfig::with_providers([spa_client("a", &op.issuer)])).await;

@@ -17,6 +17,7 @@ import { chromium } from 'playwright-core';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { twoTabsSignIn } from './tabs.mjs';
 
 const env = (name, fallback) => {
   const v = process.env[name] ?? fallback;
@@ -201,6 +202,10 @@ try {
   // 401s are expected: the signed-out API call, userInfo refused by a provider, the final check.
   const unexpected = consoleErrors.filter((e) => !/status of 401/.test(e));
   check(unexpected.length === 0, `no unexpected console errors${unexpected.length ? `: ${unexpected.join(' | ')}` : ''}`);
+  if (PROVIDER === 'oidc-provider') {
+    step('two tabs sign in at the same time (tabs.mjs)');
+    await twoTabsSignIn({ context, spaUrl: SPA_URL, issuer: env('ISSUER'), login: LOGIN, expectName: EXPECT_NAME, log, screenshot });
+  }
   log(`PASSED in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } catch (e) {
   log(`FAILED: ${e.message}`);
