@@ -14,7 +14,7 @@ use crate::session::{
     same_session, AccessTokenCookie, CsrfCookie, Sealed, SessionEnd, SessionJar, SessionTimes,
 };
 use crate::state::AppState;
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::cookie::Cookie;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
@@ -99,23 +99,35 @@ pub async fn session_info(
     Ok(HttpResponse::Ok().json(info))
 }
 
-/// Renews the idle clock after a successful answer of an endpoint that counts as the user's
-/// activity (`/userInfo`, `/claims`), when due. The session is opened before the handler runs
-/// (the handler opens what it needs itself and reports any failure).
+/// The session clocks at an endpoint that counts as the user's activity (`/userInfo`,
+/// `/claims`): refused with `session_expired` before the handler runs when the session is over
+/// (`/claims` may read only the ID-token cookie, which carries no idle clock), and the idle clock
+/// renewed after a successful answer when due. Cookies that cannot be opened for another reason
+/// are left to the handler, which reports them as it always has.
 pub async fn renew_idle(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    let current = state.as_ref().and_then(|state| {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let opened = {
         let cookies = state.jar.read(req.headers());
         Current::open(&cookies, &state.jar)
-            .ok()
-            .flatten()
-            .filter(|c| state.jar.renewal_due(c.times()))
-    });
+    };
+    let current = match opened {
+        Err(ApiError::SessionExpired) => {
+            // With the error attached (`into_response` would drop it), so that
+            // [`clear_ended`] clears the cookies.
+            return Ok(req
+                .error_response(ApiError::SessionExpired)
+                .map_into_right_body());
+        }
+        Ok(current) => current.filter(|c| state.jar.renewal_due(c.times())),
+        Err(_) => None,
+    };
     let mut res = next.call(req).await?;
-    if let (Some(state), Some(current), true) = (state, current, res.status().is_success()) {
+    if let (Some(current), true) = (current, res.status().is_success()) {
         match current.renewal(&state.jar) {
             Ok((_, cookies)) => {
                 for c in &cookies {
@@ -127,7 +139,7 @@ pub async fn renew_idle(
             Err(e) => tracing::error!(error = %e, "the idle clock could not be renewed"),
         }
     }
-    Ok(res)
+    Ok(res.map_into_left_body())
 }
 
 /// Clears every cookie with any agent answer that says the session is over (`session_expired`
