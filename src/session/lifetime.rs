@@ -271,3 +271,174 @@ mod tests {
         assert_eq!(p.max_age(0, 90_000), Some(0));
     }
 }
+
+/// The clocks as the jar applies them: on every open, on every write.
+#[cfg(test)]
+mod jar_tests {
+    use crate::clock::Clock;
+    use crate::config::{test_toml, Config, TEST_PROVIDER};
+    use crate::cookies::{CookieKind, CookiePolicy};
+    use crate::crypto::Sealer;
+    use crate::error::ApiError;
+    use crate::oauth::token::TokenResponse;
+    use crate::secret::Token;
+    use crate::session::{
+        AccessTokenCookie, CsrfCookie, Lifetimes, NewSession, RefreshTokenCookie, SessionId,
+        SessionJar,
+    };
+    use actix_web::cookie::Cookie;
+    use actix_web::http::header::{HeaderMap, HeaderValue, COOKIE};
+    use std::time::Duration;
+
+    fn jar(cookies: &str) -> SessionJar {
+        let config = Config::from_toml(&test_toml(cookies, TEST_PROVIDER), Vec::new())
+            .expect("valid configuration");
+        SessionJar::new(
+            CookiePolicy::for_config(&config),
+            Sealer::new(config.cookies.keys.clone()),
+            Clock::default(),
+            Lifetimes::new(&config.cookies),
+            Duration::from_secs(600),
+        )
+    }
+
+    /// A browser's Cookie header for these Set-Cookies (one value per name: paths do not
+    /// matter here).
+    fn headers(cookies: &[Cookie<'static>]) -> HeaderMap {
+        let mut seen = std::collections::HashSet::new();
+        let pairs: Vec<String> = cookies
+            .iter()
+            .filter(|c| seen.insert(c.name().to_string()))
+            .map(|c| format!("{}={}", c.name(), c.value()))
+            .collect();
+        let mut h = HeaderMap::new();
+        h.insert(
+            COOKIE,
+            HeaderValue::from_str(&pairs.join("; ")).expect("header"),
+        );
+        h
+    }
+
+    fn login(jar: &SessionJar, started_at: Option<i64>) -> Vec<Cookie<'static>> {
+        let tokens: TokenResponse = serde_json::from_value(serde_json::json!({
+            "access_token": "at", "expires_in": 300, "refresh_token": "rt"
+        }))
+        .expect("tokens");
+        jar.seal(NewSession {
+            provider: "default",
+            sid: &SessionId::new(),
+            tokens: &tokens,
+            previous_refresh_token: None,
+            sub: None,
+            csrf: Some(&Token::new("csrf")),
+            received: None,
+            started_at,
+        })
+        .expect("seal")
+    }
+
+    fn open<T: crate::session::Sealed>(
+        jar: &SessionJar,
+        cookies: &[Cookie<'static>],
+        kind: CookieKind,
+    ) -> Result<Option<T>, ApiError> {
+        let h = headers(cookies);
+        jar.open(&jar.read(&h), kind)
+    }
+
+    /// The error code opening this kind of cookie gives, if any.
+    fn refused(jar: &SessionJar, cookies: &[Cookie<'static>], kind: CookieKind) -> Option<String> {
+        let opened = match kind {
+            CookieKind::AccessToken => open::<AccessTokenCookie>(jar, cookies, kind).map(|_| ()),
+            CookieKind::Csrf => open::<CsrfCookie>(jar, cookies, kind).map(|_| ()),
+            _ => open::<RefreshTokenCookie>(jar, cookies, kind).map(|_| ()),
+        };
+        opened.err().map(|e| e.code().to_string())
+    }
+
+    #[test]
+    fn no_session_cookie_opens_past_either_clock() {
+        let jar = jar("idle_timeout = \"2h\"\nabsolute_lifetime = \"3h\"");
+        let cookies = login(&jar, None);
+        jar.clock().advance(7199);
+        let at: AccessTokenCookie = open(&jar, &cookies, CookieKind::AccessToken)
+            .expect("opens")
+            .expect("sent");
+        // Idle: the Path=/ cookies refuse; the refresh-token cookie has no idle clock of its own
+        // (its endpoint checks the CSRF cookie's).
+        jar.clock().advance(1);
+        for kind in [CookieKind::AccessToken, CookieKind::Csrf] {
+            let refusal = refused(&jar, &cookies, kind);
+            assert_eq!(refusal.as_deref(), Some("session_expired"), "{kind:?}");
+        }
+        assert_eq!(refused(&jar, &cookies, CookieKind::RefreshToken), None);
+        // A renewal just before the idle end keeps it going, but not past the absolute end.
+        jar.clock().advance(-1);
+        let csrf: CsrfCookie = open(&jar, &cookies, CookieKind::Csrf)
+            .expect("opens")
+            .expect("sent");
+        let renewed = jar.renew(&at, Some(&csrf)).expect("renew");
+        assert_eq!(renewed.len(), 2);
+        jar.clock().advance(3000);
+        let again: AccessTokenCookie = open(&jar, &renewed, CookieKind::AccessToken)
+            .expect("renewed opens")
+            .expect("sent");
+        assert_eq!(again.started_at, at.started_at);
+        let started = at.started_at.expect("stamped at login");
+        jar.clock().advance(started + 3 * 3600 - jar.clock().now());
+        // The renewed idle clock still runs: it is the absolute one that ends the session.
+        let times = crate::session::Sealed::times(&again).expect("times");
+        assert_eq!(
+            jar.lifetimes().ended(times, jar.clock().now()),
+            Some(super::Ended::Absolute)
+        );
+        for (kind, cookies) in [
+            (CookieKind::AccessToken, &renewed),
+            (CookieKind::RefreshToken, &cookies),
+        ] {
+            let refusal = refused(&jar, cookies, kind);
+            assert_eq!(refusal.as_deref(), Some("session_expired"), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_write_keeps_the_sessions_start_and_its_sealed_expiry() {
+        let jar = jar("");
+        let started = jar.clock().now() - 20 * 3600;
+        let cookies = login(&jar, Some(started));
+        let at: AccessTokenCookie = open(&jar, &cookies, CookieKind::AccessToken)
+            .expect("opens")
+            .expect("sent");
+        assert_eq!(at.started_at, Some(started));
+        assert_eq!(at.active_at, Some(jar.clock().now()));
+        // Sealed to open until the absolute end, and not a second longer.
+        let value = cookies
+            .iter()
+            .find(|c| c.name() == jar.policy().name(CookieKind::RefreshToken))
+            .expect("refresh-token cookie")
+            .value()
+            .to_string();
+        let purpose = CookieKind::RefreshToken.purpose();
+        let end = started + 24 * 3600;
+        let sealer = jar.sealer();
+        assert!(sealer
+            .unseal::<RefreshTokenCookie>(purpose, end - 1, &value)
+            .is_ok());
+        assert!(sealer
+            .unseal::<RefreshTokenCookie>(purpose, end, &value)
+            .is_err());
+        // No Max-Age unless persistent.
+        assert!(cookies.iter().all(|c| c.max_age().is_none()));
+        let persistent = self::jar("persistent = true");
+        let cookies = login(&persistent, Some(persistent.clock().now() - 3600));
+        for c in &cookies {
+            if c.name() != persistent.policy().name(CookieKind::Login) {
+                assert_eq!(
+                    c.max_age().map(|m| m.whole_seconds()),
+                    Some(23 * 3600),
+                    "{c}"
+                );
+            }
+        }
+    }
+}
