@@ -400,3 +400,55 @@ async fn cookies_from_before_the_clocks_are_stamped_by_their_first_request() {
     let rt: RefreshTokenCookie = app.unseal(Purpose::RefreshToken, &browser.jar.value("th-auth"));
     assert_eq!(rt.started_at, Some(stamped_at));
 }
+
+/// A gateway's forward-auth checks are activity too: the renewal comes back as `Set-Cookie` and
+/// as the numbered headers nginx copies (docs/gateways.md), at most once per interval, and an
+/// idle session is refused with its cookies cleared.
+#[actix_web::test]
+async fn forward_auth_renews_the_idle_clock_and_ends_idle_sessions() {
+    let Signed {
+        op: _op,
+        app,
+        browser,
+        ..
+    } = signed_in(30 * HOUR, |c| c.forward_auth(&["/gw"])).await;
+    let address = app
+        .forward_auth_address
+        .clone()
+        .expect("forward-auth listener");
+    // The gateway forwards the browser's cookies for /gw/…; the check is asked at /auth.
+    let mut gateway = Browser::new(&address);
+    gateway.jar = browser.jar.clone();
+    // Each check sends the cookies as they were at login (the gateway's browser keeps them).
+    let check = |gateway: &Browser| {
+        let mut gateway = gateway.clone();
+        async move {
+            gateway
+                .raw(Method::GET, "/auth", None, &[("x-forwarded-method", "GET")])
+                .await
+        }
+    };
+    let clock = &app.state.clock;
+    clock.advance(HOUR);
+    let quiet = check(&gateway).await;
+    assert_eq!(quiet.status, 200, "{:?}", quiet.body);
+    assert!(ours(&quiet).is_empty(), "not due yet");
+    clock.advance(HOUR);
+    let renewed = check(&gateway).await;
+    assert_eq!(renewed.status, 200, "{:?}", renewed.body);
+    assert_eq!(ours(&renewed), ["th-at", "th-csrf"]);
+    let numbered: Vec<String> = (1..=2)
+        .filter_map(|i| renewed.header(&format!("x-token-handler-set-cookie-{i}")))
+        .map(|v| base_name(v.split('=').next().unwrap_or("")).to_string())
+        .collect();
+    assert_eq!(numbered, ["th-at", "th-csrf"]);
+    assert!(renewed.header("x-token-handler-set-cookie-3").is_none());
+    // The cookies as they were before the renewal go idle 8 hours after the login.
+    clock.advance(6 * HOUR);
+    let idle = check(&gateway).await;
+    assert_eq!(idle.status, 401, "{:?}", idle.body);
+    assert_eq!(idle.code(), "session_expired");
+    let cleared: Vec<String> = ours(&idle);
+    assert!(cleared.contains(&"th-at".to_string()), "{cleared:?}");
+    assert!(idle.header("authorization").is_none());
+}
