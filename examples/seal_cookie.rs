@@ -2,7 +2,9 @@
 //! (scripts/bench-proxy.sh): `cargo run --example seal_cookie -- <cookie key>`.
 //!
 //! The token never expires by token-handler's reckoning (no `expires_in`, not a JWT), so the
-//! proxy forwards it without refreshing; the benchmark's upstream does not check it.
+//! proxy forwards it without refreshing; the benchmark's upstream does not check it. The
+//! session starts now, so for the next `cookies.idle_timeout / 4` (2 h by default) the proxy
+//! neither ends it nor renews its idle clock: no `Set-Cookie` in the measured answers.
 
 use token_handler::crypto::{KeyRing, Purpose, Sealer};
 use token_handler::secret::Token;
@@ -20,12 +22,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    let now = token_handler::clock::system_now();
     let value = AccessTokenCookie {
         provider: "default".into(),
         token: Token::new(format!("bench-{}", "x".repeat(800))),
         expires_at: None,
         received_at: 0,
         sid: SessionId::new(),
+        started_at: Some(now),
+        active_at: Some(now),
     };
     match Sealer::new(ring).seal(Purpose::AccessToken, i64::MAX / 2, &value) {
         Ok(sealed) => {

@@ -59,6 +59,11 @@ pub fn main() -> ExitCode {
                     "{loose}"
                 );
             }
+            if config.cookies.session_lifetime_alias {
+                tracing::warn!(
+                    "cookies.session_lifetime is deprecated: it is read as cookies.idle_timeout; rename it (cookies.absolute_lifetime bounds every session, default 24h)"
+                );
+            }
             actix_web::rt::System::new().block_on(run(config))
         }
         Command::Check => {
@@ -163,8 +168,21 @@ async fn check(config: Config) -> ExitCode {
         );
     }
     say!("csrf header: {}", state.jar.policy().csrf_header());
+    say!(
+        "sessions:    idle {}, absolute {}, {} cookies",
+        humantime::format_duration(config.cookies.idle_timeout),
+        humantime::format_duration(config.cookies.absolute_lifetime),
+        if config.cookies.persistent {
+            "persistent"
+        } else {
+            "browser-session"
+        }
+    );
     for loose in loose_secret_files(&config.secret_files) {
         say!("warning: {loose}");
+    }
+    if config.cookies.session_lifetime_alias {
+        say!("warning: cookies.session_lifetime is deprecated; rename it cookies.idle_timeout");
     }
 
     let client = build_client(config.server.connect_timeout);

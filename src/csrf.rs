@@ -25,9 +25,12 @@ pub fn require_csrf(
         ));
     };
     let sent = sent.to_str().unwrap_or_default();
-    let cookie: Option<CsrfCookie> = jar
-        .unseal(cookies, CookieKind::Csrf)
-        .map_err(|_| ApiError::Unauthorized("the CSRF cookie is missing, expired or invalid"))?;
+    // A session past its lifetime is `session_expired` here too: `/refresh` and every
+    // state-changing call check the idle clock in this cookie before anything else.
+    let cookie: Option<CsrfCookie> = jar.open(cookies, CookieKind::Csrf).map_err(|e| match e {
+        ApiError::SessionExpired => e,
+        _ => ApiError::Unauthorized("the CSRF cookie is missing, expired or invalid"),
+    })?;
     let Some(cookie) = cookie else {
         return Err(ApiError::Unauthorized(
             "the CSRF cookie is missing; sign in first",

@@ -29,6 +29,12 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// Why a session ended by its own clocks: `idle` or `absolute`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UnsealLabels {
     pub cookie: String,
@@ -52,6 +58,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<RouteLabel, Histogram>,
     pub refreshes: Family<OutcomeLabel, Counter>,
+    pub sessions_expired: Family<ReasonLabel, Counter>,
     pub unseal_failures: Family<UnsealLabels, Counter>,
     pub provider_duration: Family<EndpointLabel, Histogram>,
     pub cookie_bytes: Family<CookieLabel, Histogram>,
@@ -83,6 +90,12 @@ impl Metrics {
             "Refresh attempts by outcome: ok, coalesced, invalid_grant, rejected, provider_error",
             refreshes.clone(),
         );
+        let sessions_expired = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "sessions_expired",
+            "Requests refused with session_expired because the session's idle or absolute lifetime had passed, by reason",
+            sessions_expired.clone(),
+        );
         let unseal_failures = Family::<UnsealLabels, Counter>::default();
         registry.register(
             "unseal_failures",
@@ -108,6 +121,7 @@ impl Metrics {
             requests,
             request_duration,
             refreshes,
+            sessions_expired,
             unseal_failures,
             provider_duration,
             cookie_bytes,

@@ -4,7 +4,8 @@
 //! changes (checked every [`POLL`]), so a Kubernetes Secret update reaches every replica without
 //! a rollout. And every response re-seals, with the current key, each of our cookies the request
 //! carried sealed with an older one, so live sessions move to the new key as they are used and
-//! the old key can be dropped after `session_lifetime` (docs/deployment.md has the runbook).
+//! the old key can be dropped after `absolute_lifetime`, the longest any session cookie opens
+//! (docs/deployment.md has the runbook).
 
 use crate::cookies::CookieKind;
 use crate::crypto::KeyRing;

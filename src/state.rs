@@ -32,13 +32,14 @@ impl AppState {
     pub fn route_label(&self, path: &str) -> String {
         let base = self.config.server.base_path.as_str();
         if let Some(endpoint) = path.strip_prefix(base) {
-            const ENDPOINTS: [&str; 6] = [
+            const ENDPOINTS: [&str; 7] = [
                 "/login/start",
                 "/login/end",
                 "/userInfo",
                 "/claims",
                 "/refresh",
                 "/logout",
+                "/session",
             ];
             if let Some(e) = ENDPOINTS.iter().find(|e| **e == endpoint) {
                 return format!("{base}{e}");
@@ -71,7 +72,7 @@ impl AppState {
                 CookiePolicy::for_config(&config),
                 Sealer::new(config.cookies.keys.clone()),
                 clock.clone(),
-                config.cookies.session_lifetime,
+                crate::session::Lifetimes::new(&config.cookies),
                 config.cookies.login_timeout,
             ),
             providers: Providers::new(&config.providers, &clock),

@@ -100,7 +100,7 @@ prefix = "th"
 secure = false
 same_site = "strict"
 keys = [{key}]
-session_lifetime = "1h"
+idle_timeout = "1h"
 
 [web]
 # Exactly what the browser sends in Origin (scheme://host:port, `localhost`, not 127.0.0.1).

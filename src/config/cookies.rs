@@ -4,13 +4,20 @@
 //! fails at startup instead: `SameSite=None` needs `Secure`, and so do the `__Host-`/`__Secure-`
 //! name prefixes (RFC 6265bis §4.1.3, §5.4.7).
 
-use super::de::{bool_or_text, duration, list_or_text, opt_bool_or_text, word_enum};
+use super::de::{bool_or_text, duration, list_or_text, opt_bool_or_text, opt_duration, word_enum};
 use super::{is_token, read_secret_file, ConfigError};
 use crate::crypto::{KeyError, KeyRing};
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// `cookies.idle_timeout` when unset: a working day of inactivity, as the peers (Duende BFF,
+/// oauth2-proxy's common setups) choose for SPAs.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(8 * 3600);
+
+/// `cookies.absolute_lifetime` when unset: one sign-in a day at the most.
+pub const DEFAULT_ABSOLUTE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,8 +35,15 @@ pub(super) struct RawCookies {
     keys_file: Option<PathBuf>,
     #[serde(deserialize_with = "duration")]
     login_timeout: Duration,
+    /// Deprecated alias of `idle_timeout` (see [`CookieConfig::session_lifetime_alias`]).
+    #[serde(deserialize_with = "opt_duration")]
+    session_lifetime: Option<Duration>,
+    #[serde(deserialize_with = "opt_duration")]
+    idle_timeout: Option<Duration>,
     #[serde(deserialize_with = "duration")]
-    session_lifetime: Duration,
+    absolute_lifetime: Duration,
+    #[serde(deserialize_with = "bool_or_text")]
+    persistent: bool,
 }
 
 impl Default for RawCookies {
@@ -44,7 +58,10 @@ impl Default for RawCookies {
             keys: Vec::new(),
             keys_file: None,
             login_timeout: Duration::from_secs(600),
-            session_lifetime: Duration::from_secs(12 * 3600),
+            session_lifetime: None,
+            idle_timeout: None,
+            absolute_lifetime: DEFAULT_ABSOLUTE_LIFETIME,
+            persistent: false,
         }
     }
 }
@@ -91,9 +108,18 @@ pub struct CookieConfig {
     pub keys_file: Option<PathBuf>,
     /// How long a started login may take (lifetime of the `-login` cookie).
     pub login_timeout: Duration,
-    /// How long session cookies open after they were last written (the refresh token's own
-    /// lifetime at the provider still applies).
-    pub session_lifetime: Duration,
+    /// How long a session lasts without a request (`cookies.idle_timeout`): measured from the
+    /// last request that renewed it, renewed by any authenticated request.
+    pub idle_timeout: Duration,
+    /// How long a session lasts from its login, whatever the activity and however many
+    /// refreshes (`cookies.absolute_lifetime`).
+    pub absolute_lifetime: Duration,
+    /// Session cookies carry `Max-Age` (the absolute lifetime left), so they survive a browser
+    /// restart (`cookies.persistent`); off: browser-session cookies.
+    pub persistent: bool,
+    /// The configuration set the deprecated `cookies.session_lifetime`, read as `idle_timeout`:
+    /// warned about at start.
+    pub session_lifetime_alias: bool,
 }
 
 impl TryFrom<RawCookies> for CookieConfig {
@@ -146,6 +172,16 @@ impl TryFrom<RawCookies> for CookieConfig {
                 "`true` requires cookies.secure = true (browsers refuse __Host- and __Secure- cookies that are not Secure)",
             ));
         }
+        let idle_timeout = match (c.idle_timeout, c.session_lifetime) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "cookies.session_lifetime",
+                    "is the deprecated name of cookies.idle_timeout: set only idle_timeout",
+                ))
+            }
+            (Some(idle), None) | (None, Some(idle)) => idle,
+            (None, None) => DEFAULT_IDLE_TIMEOUT,
+        };
         Ok(Self {
             prefix: c.prefix,
             secure: c.secure,
@@ -156,7 +192,10 @@ impl TryFrom<RawCookies> for CookieConfig {
             keys,
             keys_file: c.keys_file,
             login_timeout: c.login_timeout,
-            session_lifetime: c.session_lifetime,
+            idle_timeout,
+            absolute_lifetime: c.absolute_lifetime,
+            persistent: c.persistent,
+            session_lifetime_alias: c.session_lifetime.is_some(),
         })
     }
 }
@@ -191,4 +230,43 @@ fn key_ring(keys: Vec<String>, keys_file: Option<&PathBuf>) -> Result<KeyRing, C
         };
         ConfigError::new(keys_key, format!("{e}{hint}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{test_toml, Config, TEST_PROVIDER};
+    use std::time::Duration;
+
+    fn cookies(lines: &str) -> Result<super::CookieConfig, String> {
+        Config::from_toml(&test_toml(lines, TEST_PROVIDER), Vec::new())
+            .map(|c| c.cookies)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn session_lifetimes_default_to_what_suits_an_spa() {
+        let c = cookies("").expect("valid");
+        assert_eq!(c.idle_timeout, Duration::from_secs(8 * 3600));
+        assert_eq!(c.absolute_lifetime, Duration::from_secs(24 * 3600));
+        assert!(!c.persistent && !c.session_lifetime_alias);
+        let c = cookies("idle_timeout = \"30m\"\nabsolute_lifetime = \"7d\"\npersistent = true")
+            .expect("valid");
+        assert_eq!(c.idle_timeout, Duration::from_secs(1800));
+        assert_eq!(c.absolute_lifetime, Duration::from_secs(7 * 86_400));
+        assert!(c.persistent);
+        let e = cookies("absolute_lifetime = \"0s\"").expect_err("zero");
+        assert!(e.contains("cookies.absolute_lifetime"), "{e}");
+    }
+
+    /// Configurations written for earlier releases keep loading: `session_lifetime` (a lifetime
+    /// renewed by every write, closest to an idle timeout) is read as `idle_timeout`.
+    #[test]
+    fn session_lifetime_is_a_deprecated_alias_of_idle_timeout() {
+        let c = cookies("session_lifetime = \"12h\"").expect("valid");
+        assert_eq!(c.idle_timeout, Duration::from_secs(12 * 3600));
+        assert!(c.session_lifetime_alias);
+        let e = cookies("session_lifetime = \"12h\"\nidle_timeout = \"1h\"").expect_err("both");
+        assert!(e.contains("cookies.session_lifetime"), "{e}");
+        assert!(e.contains("idle_timeout"), "{e}");
+    }
 }

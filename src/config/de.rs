@@ -89,6 +89,12 @@ pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
     Ok(d)
 }
 
+/// An optional duration, longer than zero when given (a key that must be told apart from its
+/// default, such as a deprecated alias).
+pub(super) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
 /// A humantime duration that may be zero (`proxy.refresh_ahead = "0s"`: refresh only once
 /// expired).
 pub(super) fn duration_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -55,13 +55,15 @@ pub struct Refreshed {
 
 impl Refreshed {
     /// What the session's cookies become: the new tokens, the refresh token kept
-    /// ([`Refreshed::refresh_token`]), the same subject and session id, and the CSRF value to
-    /// re-seal when given.
+    /// ([`Refreshed::refresh_token`]), the same subject, session id and start (`started_at`,
+    /// from the request's cookies: a refresh never moves the absolute end), and the CSRF value
+    /// to re-seal when given.
     pub fn session<'a>(
         &'a self,
         provider: &'a str,
         sid: &'a SessionId,
         csrf: Option<&'a Token>,
+        started_at: Option<i64>,
     ) -> NewSession<'a> {
         NewSession {
             provider,
@@ -75,6 +77,7 @@ impl Refreshed {
                 at: self.received_at,
                 expires_at: self.expires_at,
             }),
+            started_at,
         }
     }
 
@@ -287,7 +290,7 @@ mod tests {
             CookiePolicy::for_config(&config),
             Sealer::new(config.cookies.keys.clone()),
             clock.clone(),
-            Duration::from_secs(3600),
+            crate::session::Lifetimes::new(&config.cookies),
             Duration::from_secs(600),
         );
         let granted = clock.now() - 20;
@@ -303,7 +306,10 @@ mod tests {
             sub: None,
         };
         let sid = SessionId::new();
-        let cookies = jar.seal(refreshed.session("p", &sid, None)).expect("seal");
+        let started = clock.now() - 3600;
+        let cookies = jar
+            .seal(refreshed.session("p", &sid, None, Some(started)))
+            .expect("seal");
         let name = jar.policy().name(CookieKind::AccessToken).to_string();
         let value = cookies
             .iter()
@@ -317,5 +323,8 @@ mod tests {
             .expect("unseal");
         assert_eq!(at.received_at, granted);
         assert_eq!(at.expires_at, Some(granted + 300));
+        // The session's start is carried over; the idle clock starts at the write.
+        assert_eq!(at.started_at, Some(started));
+        assert_eq!(at.active_at, Some(clock.now()));
     }
 }

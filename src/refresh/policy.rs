@@ -12,7 +12,8 @@ use crate::oauth::http::ProviderCall;
 use crate::oauth::Providers;
 use crate::secret::Token;
 use crate::session::{
-    same_session, usable_until, AccessTokenCookie, CsrfCookie, RefreshTokenCookie, SessionJar,
+    same_session, usable_until, AccessTokenCookie, CsrfCookie, RefreshTokenCookie, Sealed,
+    SessionJar, SessionTimes,
 };
 use actix_web::cookie::Cookie;
 
@@ -32,11 +33,14 @@ pub struct Denied {
     pub clear_cookies: bool,
 }
 
+/// A refusal clears the cookies exactly when the session is over (`session_expired`: past its
+/// idle or absolute lifetime, or its refresh token dead): the browser would otherwise keep
+/// sending cookies that can never work again.
 impl From<ApiError> for Denied {
     fn from(error: ApiError) -> Self {
         Self {
+            clear_cookies: matches!(error, ApiError::SessionExpired),
             error,
-            clear_cookies: false,
         }
     }
 }
@@ -64,8 +68,8 @@ impl From<RefreshFailure> for Denied {
     }
 }
 
-/// An access token fit to forward, and the cookies to set when it came from a refresh (empty
-/// otherwise).
+/// An access token fit to forward, and the cookies to set when it came from a refresh or the
+/// idle clock was renewed (empty otherwise).
 #[derive(Debug)]
 pub struct Usable {
     pub access_token: Token,
@@ -78,7 +82,10 @@ pub struct Usable {
 /// The request's access token, refreshed first when it is expired or within
 /// `proxy.refresh_ahead` of expiry. Shared by the proxy and the forward-auth endpoint. `csrf` is
 /// the CSRF cookie when the caller checked it: every cookie opened here must belong to its
-/// session.
+/// session. Every such request is activity: it renews the session's idle clock, at most once per
+/// [`Lifetimes::renew_after`](crate::session::Lifetimes::renew_after) (a refresh rewrites the
+/// cookies anyway, and renews it with them). A session past its idle or absolute lifetime is
+/// refused by the jar when the access-token cookie is opened, before any refresh.
 pub async fn usable_access_token(
     cookies: &RequestCookies<'_>,
     csrf: Option<CsrfCookie>,
@@ -97,21 +104,15 @@ pub async fn usable_access_token(
     let now = jar.clock().now();
     let expired = at.expires_at.is_some_and(|exp| exp <= now);
     let due = refresher.due(at.expires_at, at.received_at, now);
-    let lifetime = jar.session_lifetime();
-    let keep = |at: AccessTokenCookie| Usable {
-        until: usable_until(at.expires_at, at.received_at, lifetime),
-        access_token: at.token,
-        cookies: Vec::new(),
-    };
     if !due {
-        return Ok(keep(at));
+        return keep(jar, cookies, at, csrf);
     }
     let rt: Option<RefreshTokenCookie> = jar.open(cookies, CookieKind::RefreshToken)?;
     let Some(rt) = rt else {
         return if expired {
             Err(ApiError::TokenExpired.into())
         } else {
-            Ok(keep(at))
+            keep(jar, cookies, at, csrf)
         };
     };
     same_session(&at.sid, &rt.sid)?;
@@ -123,6 +124,9 @@ pub async fn usable_access_token(
     if let Some(csrf) = &csrf {
         same_session(&at.sid, &csrf.sid)?;
     }
+    // The session's start as its cookies tell it: a refresh never moves the absolute end.
+    let mut times = session_times(&at, csrf.as_ref());
+    times = times.merge(rt.times().unwrap_or_default());
     let provider = providers.for_session(&rt.provider)?;
     let (outcome, coalesced) = refresher.refresh(client, provider, &rt).await;
     match outcome {
@@ -131,13 +135,23 @@ pub async fn usable_access_token(
                 provider.id(),
                 &rt.sid,
                 csrf.as_ref().map(|c| &c.token),
+                times.started_at,
             ))?;
             tracing::debug!(coalesced, "request continues with refreshed tokens");
+            // The idle clock was just renewed by this write.
+            let now = jar.clock().now();
+            let renewed = SessionTimes {
+                started_at: Some(jar.lifetimes().started(times, now)),
+                active_at: Some(now),
+            };
             Ok(Usable {
                 access_token: refreshed.tokens.access_token.clone(),
                 cookies,
                 // The grant's own time: a shared result is as old as its grant, not this request.
-                until: usable_until(refreshed.expires_at, refreshed.received_at, lifetime),
+                until: usable_until(
+                    refreshed.expires_at,
+                    jar.lifetimes().end(renewed, now).expires_at,
+                ),
             })
         }
         Err(failure) if !expired => {
@@ -145,10 +159,53 @@ pub async fn usable_access_token(
                 ?failure,
                 "refresh ahead of expiry failed; continuing with the current access token"
             );
-            Ok(keep(at))
+            keep(jar, cookies, at, csrf)
         }
         Err(failure) => Err(failure.into()),
     }
+}
+
+/// The session's times as the access-token and (when opened) CSRF cookies tell them.
+fn session_times(at: &AccessTokenCookie, csrf: Option<&CsrfCookie>) -> SessionTimes {
+    let times = at.times().unwrap_or_default();
+    csrf.and_then(Sealed::times)
+        .map_or(times, |c| times.merge(c))
+}
+
+/// The request's access token as it is, with the idle clock renewed when due: the access-token
+/// and CSRF cookies re-sealed with the request's time ([`SessionJar::renew`]). The CSRF cookie
+/// is opened for that when the caller did not (a GET), and must be the same session's.
+fn keep(
+    jar: &SessionJar,
+    cookies: &RequestCookies<'_>,
+    at: AccessTokenCookie,
+    csrf: Option<CsrfCookie>,
+) -> Result<Usable, Denied> {
+    let now = jar.clock().now();
+    let mut times = session_times(&at, csrf.as_ref());
+    let mut written = Vec::new();
+    if jar.renewal_due(times) {
+        let csrf = match csrf {
+            Some(c) => Some(c),
+            None => jar.open::<CsrfCookie>(cookies, CookieKind::Csrf)?,
+        };
+        if let Some(csrf) = &csrf {
+            same_session(&at.sid, &csrf.sid)?;
+        }
+        written = jar.renew(&at, csrf.as_ref())?;
+        times = SessionTimes {
+            started_at: Some(
+                jar.lifetimes()
+                    .started(session_times(&at, csrf.as_ref()), now),
+            ),
+            active_at: Some(now),
+        };
+    }
+    Ok(Usable {
+        until: usable_until(at.expires_at, jar.lifetimes().end(times, now).expires_at),
+        access_token: at.token,
+        cookies: written,
+    })
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 //! promise). A missing or unknown original method is refused rather than taken for a GET: a
 //! gateway that forgot to send it would otherwise skip the CSRF check for every POST.
 //!
-//! After a refresh the new cookies come as `Set-Cookie` headers and, again, one each in
+//! After a refresh (or an idle-clock renewal, see [`crate::session::lifetime`]) the new cookies
+//! come as `Set-Cookie` headers and, again, one each in
 //! `X-Token-Handler-Set-Cookie-1`, `-2`, …: nginx's `auth_request_set` sees only the first
 //! `Set-Cookie` of an answer, but can copy numbered headers one by one (docs/gateways.md).
 

@@ -2,16 +2,16 @@
 //! protocol lives in [`crate::oauth::authorize`] and [`crate::oauth::callback`]; these handlers
 //! keep the login in its cookie and turn a completed login into session cookies.
 
+use super::lifetime::Current;
 use super::{json_with_cookies, JsonBody};
-use crate::cookies::{CookieKind, RequestCookies};
+use crate::cookies::RequestCookies;
 use crate::error::{error_with_cookies, ApiError};
 use crate::oauth::authorize::{authorization_request_url, ExtraParam, LoginSecrets};
 use crate::oauth::callback::{complete, Callback, Completed, PendingLogin};
 use crate::oauth::pkce;
 use crate::secret::{random_token, Token};
 use crate::session::{
-    same_session, AccessTokenCookie, CsrfCookie, LoginLookup, LoginState, NewSession, SessionId,
-    SessionJar,
+    LoginLookup, LoginState, NewSession, SessionEnd, SessionId, SessionJar, SessionTimes,
 };
 use crate::state::{AppState, HttpClient};
 use actix_web::cookie::Cookie;
@@ -79,6 +79,9 @@ struct EndResponse {
     is_logged_in: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     csrf: Option<String>,
+    /// When the session ends (`expiresAt`, `idleExpiresAt`, `absoluteExpiresAt`), when signed in.
+    #[serde(flatten)]
+    session: Option<SessionEnd>,
 }
 
 pub async fn end(
@@ -110,17 +113,21 @@ pub async fn end(
         LoginLookup::NoLogin => {
             // A plain page load, or a callback whose login cookie is gone: reloading the
             // callback URL after a successful login lands here and is not an error.
-            let (is_logged_in, csrf) = page_load(&cookies, &state.jar)?;
+            let (is_logged_in, csrf, session, renewed) = page_load(&cookies, &state.jar)?;
             if !is_logged_in && callback.is_response() {
                 return Err(ApiError::Unauthorized(
                     "no login is in progress for this callback: the login cookie is missing or expired (start a new login; check that cookies reach the agent's base path)",
                 ));
             }
-            return Ok(HttpResponse::Ok().json(EndResponse {
-                handled: false,
-                is_logged_in,
-                csrf,
-            }));
+            return Ok(json_with_cookies(
+                &EndResponse {
+                    handled: false,
+                    is_logged_in,
+                    csrf,
+                    session,
+                },
+                renewed,
+            ));
         }
     };
     let pending = PendingLogin {
@@ -144,20 +151,26 @@ pub async fn end(
     Ok(outcome.unwrap_or_else(|error| error_with_cookies(error, remove)))
 }
 
-/// Whether the request carries a session, and its CSRF value. Cookies that were sent but cannot
-/// be opened, or that belong to two sessions, are refused rather than taken for "signed out".
-fn page_load(
-    cookies: &RequestCookies<'_>,
-    jar: &SessionJar,
-) -> Result<(bool, Option<String>), ApiError> {
-    let at: Option<AccessTokenCookie> = jar.open(cookies, CookieKind::AccessToken)?;
-    let csrf: Option<CsrfCookie> = jar.open(cookies, CookieKind::Csrf)?;
-    Ok(match (at, csrf) {
-        (Some(at), Some(c)) => {
-            same_session(&at.sid, &c.sid)?;
-            (true, Some(c.token.expose().to_string()))
+/// What a page load answers: signed in or not, the CSRF value, when the session ends.
+type PageLoad = (
+    bool,
+    Option<String>,
+    Option<SessionEnd>,
+    Vec<actix_web::cookie::Cookie<'static>>,
+);
+
+/// Whether the request carries a session, its CSRF value and when it ends; a page load is the
+/// user's activity, so it renews the idle clock when due (the cookies returned). Cookies that
+/// were sent but cannot be opened, or that belong to two sessions, are refused rather than taken
+/// for "signed out"; a session that is over is `session_expired`.
+fn page_load(cookies: &RequestCookies<'_>, jar: &SessionJar) -> Result<PageLoad, ApiError> {
+    Ok(match Current::open(cookies, jar)? {
+        Some(current) => {
+            let (end, renewed) = current.renewal(jar)?;
+            let csrf = current.csrf.token.expose().to_string();
+            (true, Some(csrf), Some(end), renewed)
         }
-        _ => (false, None),
+        None => (false, None, None, Vec::new()),
     })
 }
 
@@ -182,14 +195,21 @@ fn signed_in(
         sub,
         csrf: Some(&csrf),
         received: None,
+        started_at: None,
     })?;
     cookies.extend(remove);
     tracing::info!(provider = %provider.id(), "login completed");
+    let now = jar.clock().now();
+    let started = SessionTimes {
+        started_at: Some(now),
+        active_at: Some(now),
+    };
     Ok(json_with_cookies(
         &EndResponse {
             handled: true,
             is_logged_in: true,
             csrf: Some(csrf.expose().to_string()),
+            session: Some(jar.lifetimes().end(started, now)),
         },
         cookies,
     ))

@@ -3,11 +3,13 @@
 //!
 //! The endpoints and their JSON follow Curity's OAuth Agent API, so an SPA written for it works
 //! unchanged: `POST /login/start`, `POST /login/end`, `GET /userInfo`, `GET /claims`,
-//! `POST /refresh`, `POST /logout`. Forward auth (`GET /auth`) is an agent endpoint too, but
+//! `POST /refresh`, `POST /logout`; and `GET /session` (when the session ends, see
+//! [`lifetime`]). Forward auth (`GET /auth`) is an agent endpoint too, but
 //! mounted on its own listener by [`crate::startup`], never under the public base path.
 
 mod body;
 mod forward_auth;
+mod lifetime;
 mod login;
 mod logout;
 mod refresh;
@@ -28,6 +30,7 @@ pub fn configure(base_path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
     move |cfg| {
         cfg.service(
             web::scope(base_path)
+                .wrap(middleware::from_fn(lifetime::clear_ended))
                 .wrap(middleware::from_fn(origin_policy))
                 .service(
                     resource("/login/start", "POST")
@@ -39,8 +42,17 @@ pub fn configure(base_path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
                         .wrap(middleware::from_fn(limit_login))
                         .route(web::post().to(login::end)),
                 )
-                .service(resource("/userInfo", "GET").route(web::get().to(session::user_info)))
-                .service(resource("/claims", "GET").route(web::get().to(session::claims)))
+                .service(
+                    resource("/userInfo", "GET")
+                        .wrap(middleware::from_fn(lifetime::renew_idle))
+                        .route(web::get().to(session::user_info)),
+                )
+                .service(
+                    resource("/claims", "GET")
+                        .wrap(middleware::from_fn(lifetime::renew_idle))
+                        .route(web::get().to(session::claims)),
+                )
+                .service(resource("/session", "GET").route(web::get().to(lifetime::session_info)))
                 .service(resource("/refresh", "POST").route(web::post().to(refresh::refresh)))
                 .service(resource("/logout", "POST").route(web::post().to(logout::logout)))
                 .default_service(web::to(not_found)),

@@ -1,10 +1,15 @@
 //! `POST /refresh`: a refresh grant, with new cookies.
+//!
+//! The refresh-token cookie is path-scoped and never sees API calls, so it cannot tell whether
+//! the session went idle; the CSRF cookie, required here and sent with every call, carries the
+//! idle clock, and the jar refuses it (`session_expired`, cookies cleared) once the session is
+//! idle or past its absolute lifetime, before any grant: an idle session cannot be revived here.
 
 use crate::cookies::CookieKind;
 use crate::csrf::require_csrf;
 use crate::error::{error_with_cookies, ApiError};
 use crate::refresh::Denied;
-use crate::session::{same_session, RefreshTokenCookie};
+use crate::session::{same_session, RefreshTokenCookie, Sealed};
 use crate::state::{AppState, HttpClient};
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -31,7 +36,13 @@ pub async fn refresh(
             return Ok(error_with_cookies(denied.error, jar.clear_all()));
         }
     };
-    let written = jar.seal(refreshed.session(provider.id(), &rt.sid, Some(&csrf.token)))?;
+    // The session's start as its cookies tell it: a refresh never moves the absolute end.
+    let times = csrf
+        .times()
+        .unwrap_or_default()
+        .merge(rt.times().unwrap_or_default());
+    let written =
+        jar.seal(refreshed.session(provider.id(), &rt.sid, Some(&csrf.token), times.started_at))?;
     let mut resp = HttpResponse::NoContent();
     for c in written {
         resp.cookie(c);

@@ -4,18 +4,34 @@
 //! talk to that provider, and carries the session's id, so cookies of two sessions cannot be
 //! combined: A's access token with B's CSRF cookie and B's CSRF value would otherwise pass every
 //! check ([`same_session`]). The access-token cookie carries the token's own expiry, so expiry is
-//! known without calling anyone; the cookie itself opens for `session_lifetime` after it was
-//! written, which lets an expired access token still be refreshed.
+//! known without calling anyone. Every session cookie also carries the session's clocks
+//! ([`lifetime`]): when it started (all of them) and when it was last active (the access-token
+//! and CSRF cookies); the jar refuses any cookie whose session is over.
 
 mod jar;
+pub mod lifetime;
 
 pub use jar::{LoginLookup, SessionJar};
+pub use lifetime::{Ended, Lifetimes, SessionEnd, SessionTimes};
 
 use crate::error::ApiError;
 use crate::oauth::id_token::StepUp;
 use crate::oauth::token::TokenResponse;
 use crate::secret::Token;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+/// A payload the jar seals, and the session clocks it carries: the jar checks them on every
+/// open, so no handler can forget to.
+pub trait Sealed: DeserializeOwned {
+    /// The session's times as this cookie tells them; `None` for a cookie that is not part of
+    /// a session (a login in progress).
+    fn times(&self) -> Option<SessionTimes> {
+        None
+    }
+}
+
+impl Sealed for LoginState {}
 
 /// A login in progress: one cookie per flow, `-login-<flow id>` (named from its state,
 /// [`crate::cookies::login_flow_id`]), so logins started in several tabs do not overwrite each
@@ -46,6 +62,22 @@ pub struct AccessTokenCookie {
     pub received_at: i64,
     /// The session's id ([`SessionId`]).
     pub sid: SessionId,
+    /// When the session started (login; Unix seconds, our clock). `None` in cookies sealed
+    /// before the clocks existed ([`lifetime`]).
+    #[serde(default)]
+    pub started_at: Option<i64>,
+    /// When the idle clock was last renewed (Unix seconds, our clock).
+    #[serde(default)]
+    pub active_at: Option<i64>,
+}
+
+impl Sealed for AccessTokenCookie {
+    fn times(&self) -> Option<SessionTimes> {
+        Some(SessionTimes {
+            started_at: self.started_at,
+            active_at: self.active_at,
+        })
+    }
 }
 
 /// Whether a token received at `received_at` and expiring at `expires_at` should be refreshed
@@ -62,12 +94,11 @@ pub fn refresh_due(expires_at: Option<i64>, received_at: i64, ahead: i64, now: i
 
 /// The last moment (Unix seconds, our clock) a connection authenticated with an access token
 /// may stay open without presenting the cookies again: the token's expiry, and never later than
-/// the end of the cookie it came in (sealed for `session_lifetime` from `received_at`), after
-/// which no request with that cookie would be served either. A token without a known expiry
-/// lasts as long as its cookie. Used by WebSocket connections, which cannot be refreshed in place.
-pub fn usable_until(expires_at: Option<i64>, received_at: i64, session_lifetime: i64) -> i64 {
-    let cookie_ends = received_at.saturating_add(session_lifetime);
-    expires_at.map_or(cookie_ends, |exp| exp.min(cookie_ends))
+/// the end of its session as known at the handshake ([`SessionEnd::expires_at`]), after which no
+/// request with those cookies would be served either. A token without a known expiry lasts as
+/// long as its session. Used by WebSocket connections, which cannot be refreshed in place.
+pub fn usable_until(expires_at: Option<i64>, session_ends: i64) -> i64 {
+    expires_at.map_or(session_ends, |exp| exp.min(session_ends))
 }
 
 /// The refresh token (`-auth`), with the session's subject so a refreshed ID token can be
@@ -79,6 +110,19 @@ pub struct RefreshTokenCookie {
     pub sub: Option<String>,
     /// The session's id ([`SessionId`]).
     pub sid: SessionId,
+    /// When the session started ([`AccessTokenCookie::started_at`]). This cookie is sent only
+    /// to the refresh and logout endpoints (and API paths), so it carries no idle clock.
+    #[serde(default)]
+    pub started_at: Option<i64>,
+}
+
+impl Sealed for RefreshTokenCookie {
+    fn times(&self) -> Option<SessionTimes> {
+        Some(SessionTimes {
+            started_at: self.started_at,
+            active_at: None,
+        })
+    }
 }
 
 /// The ID token (`-id`).
@@ -88,6 +132,18 @@ pub struct IdTokenCookie {
     pub token: Token,
     /// The session's id ([`SessionId`]).
     pub sid: SessionId,
+    /// When the session started ([`AccessTokenCookie::started_at`]).
+    #[serde(default)]
+    pub started_at: Option<i64>,
+}
+
+impl Sealed for IdTokenCookie {
+    fn times(&self) -> Option<SessionTimes> {
+        Some(SessionTimes {
+            started_at: self.started_at,
+            active_at: None,
+        })
+    }
 }
 
 /// The CSRF value (`-csrf`).
@@ -96,6 +152,22 @@ pub struct CsrfCookie {
     pub token: Token,
     /// The session's id ([`SessionId`]).
     pub sid: SessionId,
+    /// When the session started ([`AccessTokenCookie::started_at`]).
+    #[serde(default)]
+    pub started_at: Option<i64>,
+    /// When the idle clock was last renewed: `/refresh`, which does not get the access-token
+    /// cookie's company of API calls but always needs this one, checks it before any grant.
+    #[serde(default)]
+    pub active_at: Option<i64>,
+}
+
+impl Sealed for CsrfCookie {
+    fn times(&self) -> Option<SessionTimes> {
+        Some(SessionTimes {
+            started_at: self.started_at,
+            active_at: self.active_at,
+        })
+    }
 }
 
 /// A session's id: random at login, kept across refreshes, sealed into every cookie of the
@@ -160,6 +232,9 @@ pub struct NewSession<'a> {
     /// flight) is as old as its grant: sealing it with the time of the request that picks it up
     /// would let the cookie claim the access token lives longer than it does.
     pub received: Option<Received>,
+    /// When the session started: `None` for a new login (or a session sealed before the clocks
+    /// existed), which starts now. Never moved by a refresh.
+    pub started_at: Option<i64>,
 }
 
 /// When a token response was received (Unix seconds, our clock) and the access-token expiry
@@ -190,14 +265,31 @@ mod tests {
     }
 
     #[test]
-    fn a_token_is_usable_until_its_expiry_or_the_end_of_its_cookie() {
-        // A 300 s token in a 12 h cookie: its expiry.
-        assert_eq!(usable_until(Some(1300), 1000, 43_200), 1300);
-        // A 24 h token in a 12 h cookie, or a token without expiry: the cookie's end.
-        assert_eq!(usable_until(Some(1000 + 86_400), 1000, 43_200), 44_200);
-        assert_eq!(usable_until(None, 1000, 43_200), 44_200);
-        // No overflow at the extremes.
-        assert_eq!(usable_until(Some(i64::MAX), i64::MAX, i64::MAX), i64::MAX);
-        assert_eq!(usable_until(None, i64::MIN, 60), i64::MIN + 60);
+    fn a_token_is_usable_until_its_expiry_or_the_end_of_its_session() {
+        // A 300 s token in a session that ends later: its expiry.
+        assert_eq!(usable_until(Some(1300), 44_200), 1300);
+        // A token that outlives its session, or one without expiry: the session's end.
+        assert_eq!(usable_until(Some(1000 + 86_400), 44_200), 44_200);
+        assert_eq!(usable_until(None, 44_200), 44_200);
+        assert_eq!(usable_until(Some(i64::MAX), i64::MAX), i64::MAX);
+    }
+
+    /// Cookies sealed by the release before the session clocks still open (rolling upgrades),
+    /// without times.
+    #[test]
+    fn cookies_sealed_before_the_clocks_still_open() {
+        let at: AccessTokenCookie = serde_json::from_value(serde_json::json!({
+            "provider": "p", "token": "t", "expires_at": 5, "received_at": 1, "sid": "s"
+        }))
+        .expect("old access-token cookie");
+        assert_eq!(at.times(), Some(SessionTimes::default()));
+        let csrf: CsrfCookie =
+            serde_json::from_value(serde_json::json!({"token": "c", "sid": "s"})).expect("csrf");
+        assert_eq!(csrf.times(), Some(SessionTimes::default()));
+        let rt: RefreshTokenCookie = serde_json::from_value(serde_json::json!({
+            "provider": "p", "token": "r", "sub": null, "sid": "s"
+        }))
+        .expect("refresh-token cookie");
+        assert_eq!(rt.started_at, None);
     }
 }

@@ -182,6 +182,13 @@ struct CookiesConfig {
     keys: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     keys_file: Option<String>,
+    // Session lifetimes (sessions.rs): unset keys take the app's defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    absolute_lifetime: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    persistent: Option<bool>,
 }
 
 #[derive(Clone, Serialize)]
@@ -240,6 +247,9 @@ impl TestConfig {
                 same_site: "strict".to_string(),
                 keys: Some(vec![CookieKey::generate_text()]),
                 keys_file: None,
+                idle_timeout: None,
+                absolute_lifetime: None,
+                persistent: None,
             },
             web: WebConfig {
                 trusted_origins: vec![SPA_ORIGIN.to_string()],
@@ -276,6 +286,19 @@ impl TestConfig {
     pub fn keys_file(mut self, path: &std::path::Path) -> Self {
         self.cookies.keys = None;
         self.cookies.keys_file = Some(path.display().to_string());
+        self
+    }
+
+    /// `cookies.idle_timeout` and `cookies.absolute_lifetime`.
+    pub fn session_lifetimes(mut self, idle: &str, absolute: &str) -> Self {
+        self.cookies.idle_timeout = Some(idle.to_string());
+        self.cookies.absolute_lifetime = Some(absolute.to_string());
+        self
+    }
+
+    /// `cookies.persistent = true`.
+    pub fn persistent(mut self) -> Self {
+        self.cookies.persistent = Some(true);
         self
     }
 

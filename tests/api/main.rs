@@ -16,6 +16,7 @@ mod operations;
 mod providers;
 mod proxy;
 mod replicas;
+mod sessions;
 mod streaming;
 mod tabs;
 mod upstream;

@@ -192,7 +192,9 @@ async fn a_login_started_before_the_upgrade_completes_with_the_old_cookie_name()
     let url = browser.start_login("").await;
     // What an older version wrote: the same sealed login under the single `-login` name.
     let flow = browser.jar.login_cookies()[0].name().to_string();
-    let old = flow.rsplit_once('-').expect("flow name").0.to_string();
+    // The flow id is base64url and may itself contain `-`: cut after `-login`, not at the last `-`.
+    let end = flow.find("-login-").expect("flow name") + "-login".len();
+    let old = flow[..end].to_string();
     browser.jar.rename(&flow, &old);
     assert_eq!(login_names(&browser), ["th-login"]);
     let callback = provider_login(&url, "alice").await;

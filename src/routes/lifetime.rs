@@ -1,0 +1,168 @@
+//! Session lifetime at the agent endpoints: `GET /session` (when the session will end), idle
+//! renewal for the endpoints that count as activity, and clearing the cookies of a session that
+//! is over.
+//!
+//! The clocks themselves are checked by the jar on every open ([`crate::session::lifetime`]);
+//! this module only answers with them. `GET /session` reads no token and returns none: only the
+//! session's times, from the access-token and CSRF cookies. It does not renew the idle clock, so
+//! an SPA that polls it to warn the user does not keep an idle session alive; `/userInfo`,
+//! `/claims` and a page load at `login/end` do renew it, like every proxied call.
+
+use crate::cookies::{CookieKind, RequestCookies};
+use crate::error::ApiError;
+use crate::session::{
+    same_session, AccessTokenCookie, CsrfCookie, Sealed, SessionEnd, SessionJar, SessionTimes,
+};
+use crate::state::AppState;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::cookie::Cookie;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+/// A request's session as its Path `/` cookies tell it: the access-token and CSRF cookies, both
+/// opened (so checked against the session's clocks) and of one session.
+pub(super) struct Current {
+    pub at: AccessTokenCookie,
+    pub csrf: CsrfCookie,
+}
+
+impl Current {
+    /// The request's session; `None` when either cookie is missing (signed out). A cookie that
+    /// was sent but cannot be opened, or two sessions' cookies, are refused, never taken for
+    /// "signed out"; a session that is over is `session_expired`.
+    pub fn open(cookies: &RequestCookies<'_>, jar: &SessionJar) -> Result<Option<Self>, ApiError> {
+        let at: Option<AccessTokenCookie> = jar.open(cookies, CookieKind::AccessToken)?;
+        let csrf: Option<CsrfCookie> = jar.open(cookies, CookieKind::Csrf)?;
+        Ok(match (at, csrf) {
+            (Some(at), Some(csrf)) => {
+                same_session(&at.sid, &csrf.sid)?;
+                Some(Self { at, csrf })
+            }
+            _ => None,
+        })
+    }
+
+    /// The session's times, from both cookies.
+    pub fn times(&self) -> SessionTimes {
+        let at = self.at.times().unwrap_or_default();
+        self.csrf.times().map_or(at, |c| at.merge(c))
+    }
+
+    /// The cookies that renew the idle clock, when due (none otherwise), and when the session
+    /// ends once they are written.
+    pub fn renewal(
+        &self,
+        jar: &SessionJar,
+    ) -> Result<(SessionEnd, Vec<Cookie<'static>>), ApiError> {
+        let now = jar.clock().now();
+        let times = self.times();
+        if !jar.renewal_due(times) {
+            return Ok((jar.lifetimes().end(times, now), Vec::new()));
+        }
+        let cookies = jar.renew(&self.at, Some(&self.csrf))?;
+        let renewed = SessionTimes {
+            started_at: Some(jar.lifetimes().started(times, now)),
+            active_at: Some(now),
+        };
+        Ok((jar.lifetimes().end(renewed, now), cookies))
+    }
+}
+
+#[derive(Serialize)]
+struct SessionInfo {
+    #[serde(rename = "isLoggedIn")]
+    is_logged_in: bool,
+    #[serde(flatten)]
+    end: Option<SessionEnd>,
+}
+
+/// `GET /session`: whether the request carries a session, and when it ends (Unix seconds):
+/// `expiresAt` (the earlier of the two), `idleExpiresAt`, `absoluteExpiresAt`. Never renews.
+pub async fn session_info(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let jar = &state.jar;
+    let cookies = jar.read(req.headers());
+    let info = match Current::open(&cookies, jar)? {
+        Some(current) => SessionInfo {
+            is_logged_in: true,
+            end: Some(jar.lifetimes().end(current.times(), jar.clock().now())),
+        },
+        None => SessionInfo {
+            is_logged_in: false,
+            end: None,
+        },
+    };
+    Ok(HttpResponse::Ok().json(info))
+}
+
+/// The session clocks at an endpoint that counts as the user's activity (`/userInfo`,
+/// `/claims`): refused with `session_expired` before the handler runs when the session is over
+/// (`/claims` may read only the ID-token cookie, which carries no idle clock), and the idle clock
+/// renewed after a successful answer when due. Cookies that cannot be opened for another reason
+/// are left to the handler, which reports them as it always has.
+pub async fn renew_idle(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let opened = {
+        let cookies = state.jar.read(req.headers());
+        Current::open(&cookies, &state.jar)
+    };
+    let current = match opened {
+        Err(ApiError::SessionExpired) => {
+            // With the error attached (`into_response` would drop it), so that
+            // [`clear_ended`] clears the cookies.
+            return Ok(req
+                .error_response(ApiError::SessionExpired)
+                .map_into_right_body());
+        }
+        Ok(current) => current.filter(|c| state.jar.renewal_due(c.times())),
+        Err(_) => None,
+    };
+    let mut res = next.call(req).await?;
+    if let (Some(current), true) = (current, res.status().is_success()) {
+        match current.renewal(&state.jar) {
+            Ok((_, cookies)) => {
+                for c in &cookies {
+                    if let Err(e) = res.response_mut().add_cookie(c) {
+                        tracing::error!(error = %e, "could not add a renewed cookie");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "the idle clock could not be renewed"),
+        }
+    }
+    Ok(res.map_into_left_body())
+}
+
+/// Clears every cookie with any agent answer that says the session is over (`session_expired`
+/// returned by a handler), so the browser stops sending cookies that can never work again.
+/// Answers that already clear them (a refresh token the provider refused) are built without the
+/// error attached and pass unchanged.
+pub async fn clear_ended(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let mut res = next.call(req).await?;
+    let ended = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<ApiError>())
+        .is_some_and(|e| matches!(e, ApiError::SessionExpired));
+    if let (true, Some(state)) = (ended, state) {
+        for c in state.jar.clear_all() {
+            if let Err(e) = res.response_mut().add_cookie(&c) {
+                tracing::error!(error = %e, "could not add a removal cookie");
+            }
+        }
+    }
+    Ok(res)
+}
