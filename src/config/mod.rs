@@ -35,7 +35,7 @@ pub use files::{loose_secret_files, LooseSecretFile, SecretFile};
 pub use log::LogFormat;
 pub use provider::{
     AssertionAudience, ClientAuth, EndpointOverrides, ParMode, Preset, ProviderConfig,
-    DEFAULT_ALLOWED_EXTRA_PARAMS, RESERVED_PARAMS,
+    UserInfoMethod, UserInfoSource, DEFAULT_ALLOWED_EXTRA_PARAMS, RESERVED_PARAMS,
 };
 pub use proxy::{
     is_instructing_response_header, ProxyConfig, RouteConfig, RoutePath,
