@@ -396,6 +396,19 @@ pub struct ProviderConfig {
     jwks_uri: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     extra_auth_params: BTreeMap<String, String>,
+    #[serde(flatten)]
+    userinfo: UserInfoKeys,
+}
+
+/// The `userinfo_*` keys of a `[[providers]]` entry (tests/api/userinfo.rs).
+#[derive(Clone, Default, Serialize)]
+struct UserInfoKeys {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    userinfo_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    userinfo_method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    userinfo_source: Option<String>,
 }
 
 impl ProviderConfig {
@@ -417,7 +430,24 @@ impl ProviderConfig {
             require_iss: None,
             jwks_uri: None,
             extra_auth_params: BTreeMap::new(),
+            userinfo: UserInfoKeys::default(),
         }
+    }
+
+    /// `userinfo_endpoint`, `userinfo_method` (`post`, `get`) and `userinfo_source` (`auto`,
+    /// `provider`, `id_token`); `None` leaves a key out.
+    pub fn userinfo(
+        mut self,
+        endpoint: Option<&str>,
+        method: Option<&str>,
+        source: Option<&str>,
+    ) -> Self {
+        self.userinfo = UserInfoKeys {
+            userinfo_endpoint: endpoint.map(String::from),
+            userinfo_method: method.map(String::from),
+            userinfo_source: source.map(String::from),
+        };
+        self
     }
 
     /// The test provider's `spa-client` (client_secret_basic). Most tests read state and

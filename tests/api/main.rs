@@ -17,3 +17,4 @@ mod proxy;
 mod replicas;
 mod streaming;
 mod upstream;
+mod userinfo;
