@@ -17,6 +17,7 @@ import { chromium } from 'playwright-core';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { userInfoDoesNotLoop } from './userinfo.mjs';
 
 const env = (name, fallback) => {
   const v = process.env[name] ?? fallback;
@@ -176,6 +177,8 @@ try {
     copyFileSync(refreshedShot, DOCS_SHOT);
     log(`  copied to ${DOCS_SHOT}`);
   }
+
+  await userInfoDoesNotLoop({ page, step, check, expectName: EXPECT_NAME });
 
   step('sign out');
   await page.click('#sign-out');
