@@ -13,7 +13,9 @@ use crate::cookies::{CookieKind, RequestCookies};
 use crate::error::ApiError;
 use crate::oauth::http::{CallError, ProviderCall};
 use crate::oauth::id_token::LEEWAY_SECONDS;
-use crate::session::{refresh_due, AccessTokenCookie, IdTokenCookie, SessionJar};
+use crate::session::{
+    refresh_due, same_session, AccessTokenCookie, IdTokenCookie, SessionId, SessionJar,
+};
 use crate::state::{AppState, HttpClient};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{Map, Value};
@@ -31,7 +33,8 @@ pub async fn user_info(
     if source == UserInfoSource::IdToken {
         // Like /claims, this reads only what the session holds: the access token's expiry
         // does not matter, and there is nothing to refresh.
-        let claims = id_token_user_claims(jar, &cookies)?.ok_or(ApiError::NoIdToken)?;
+        let claims = id_token_user_claims(jar, &cookies, &at.sid, Strictness::Refuse)?
+            .ok_or(ApiError::NoIdToken)?;
         return Ok(HttpResponse::Ok().json(claims));
     }
     let now = jar.clock().now();
@@ -41,7 +44,7 @@ pub async fn user_info(
     let metadata = provider.metadata(&client.0).await?;
     let Some(endpoint) = metadata.userinfo_endpoint.as_ref() else {
         if source == UserInfoSource::Auto {
-            if let Some(claims) = id_token_user_claims(jar, &cookies)? {
+            if let Some(claims) = id_token_user_claims(jar, &cookies, &at.sid, Strictness::Skip)? {
                 return Ok(HttpResponse::Ok().json(claims));
             }
         }
@@ -52,7 +55,7 @@ pub async fn user_info(
     };
     match provider.userinfo(&client.0, endpoint, &at.token).await {
         Ok(info) => {
-            check_subject(jar, &cookies, &info, provider.id())?;
+            check_subject(jar, &cookies, &at.sid, &info, provider.id())?;
             Ok(HttpResponse::Ok().json(info))
         }
         // RFC 6750 §3.1: 401 invalid_token (expired, revoked, or not for this resource),
@@ -62,7 +65,9 @@ pub async fn user_info(
                 return Err(ApiError::TokenExpired);
             }
             if source == UserInfoSource::Auto {
-                if let Some(claims) = id_token_user_claims(jar, &cookies)? {
+                if let Some(claims) =
+                    id_token_user_claims(jar, &cookies, &at.sid, Strictness::Skip)?
+                {
                     tracing::info!(provider = %provider.id(), %status, %error, "the userinfo endpoint refused an unexpired access token; answering from the ID token's claims");
                     return Ok(HttpResponse::Ok().json(claims));
                 }
@@ -108,26 +113,53 @@ const TOKEN_CLAIMS: [&str; 15] = [
     "sid",
 ];
 
+/// What to do with an ID-token cookie that was sent but does not open.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Strictness {
+    /// Refuse the request (401), never take it for "no ID token": where the ID token is the
+    /// answer (`/claims`, `userinfo_source = "id_token"`).
+    Refuse,
+    /// Take it for "no ID token": where the access token authenticates the request and the ID
+    /// token only adds to it (the `/userInfo` fallback and `sub` check). A `th-id` at
+    /// `/userInfo` sealed with a key since dropped must not fail a session whose `th-at` the
+    /// proxy has re-sealed.
+    Skip,
+}
+
 /// The user's claims from the session's sealed ID token: `None` when the session has none.
 fn id_token_user_claims(
     jar: &SessionJar,
     cookies: &RequestCookies<'_>,
+    session: &SessionId,
+    strictness: Strictness,
 ) -> Result<Option<Map<String, Value>>, ApiError> {
-    Ok(sealed_id_token_claims(jar, cookies)?.map(|mut claims| {
+    let claims = sealed_id_token_claims(jar, cookies, Some(session), strictness)?;
+    Ok(claims.map(|mut claims| {
         claims.retain(|name, _| !TOKEN_CLAIMS.contains(&name.as_str()));
         claims
     }))
 }
 
 /// The payload of the session's ID token: `None` without an ID-token cookie; one sent that
-/// cannot be opened is refused (401), never taken for "none".
+/// cannot be opened is handled per `strictness`. With `session` (the access-token cookie's),
+/// an ID token of another session is refused (spliced cookies), so `/userInfo` never answers
+/// with, or checks against, another user's claims.
 fn sealed_id_token_claims(
     jar: &SessionJar,
     cookies: &RequestCookies<'_>,
+    session: Option<&SessionId>,
+    strictness: Strictness,
 ) -> Result<Option<Map<String, Value>>, ApiError> {
-    let Some(id) = jar.open::<IdTokenCookie>(cookies, CookieKind::IdToken)? else {
+    let id = match strictness {
+        Strictness::Refuse => jar.open::<IdTokenCookie>(cookies, CookieKind::IdToken)?,
+        Strictness::Skip => jar.readable::<IdTokenCookie>(cookies, CookieKind::IdToken),
+    };
+    let Some(id) = id else {
         return Ok(None);
     };
+    if let Some(sid) = session {
+        same_session(sid, &id.sid)?;
+    }
     // The token was verified when it was received (OIDC Core §3.1.3.7) and has been sealed
     // since: reading its payload again needs no signature check.
     jsonwebtoken::dangerous::insecure_decode::<Map<String, Value>>(id.token.expose())
@@ -143,10 +175,12 @@ fn sealed_id_token_claims(
 fn check_subject(
     jar: &SessionJar,
     cookies: &RequestCookies<'_>,
+    session: &SessionId,
     info: &Value,
     provider: &str,
 ) -> Result<(), ApiError> {
-    let Some(claims) = sealed_id_token_claims(jar, cookies)? else {
+    let Some(claims) = sealed_id_token_claims(jar, cookies, Some(session), Strictness::Skip)?
+    else {
         return Ok(());
     };
     if claims.get("sub") == info.get("sub") {
@@ -167,7 +201,7 @@ pub async fn claims(
 ) -> Result<HttpResponse, ApiError> {
     let jar = &state.jar;
     let cookies = jar.read(req.headers());
-    let Some(claims) = sealed_id_token_claims(jar, &cookies)? else {
+    let Some(claims) = sealed_id_token_claims(jar, &cookies, None, Strictness::Refuse)? else {
         // No ID-token cookie at all: a session with a provider that issued no ID token (404
         // no_id_token, so the SPA uses userInfo), or no session (401).
         let _: AccessTokenCookie = jar.open_required(&cookies, CookieKind::AccessToken)?;
@@ -179,7 +213,6 @@ pub async fn claims(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::SessionId;
 
     fn token(expires_at: Option<i64>, received_at: i64) -> AccessTokenCookie {
         AccessTokenCookie {

@@ -291,3 +291,22 @@ async fn the_id_token_source_answers_without_asking_the_provider() {
     // No session: still 401.
     assert_eq!(app.browser().get("/userInfo").await.status, 401);
 }
+
+#[actix_web::test]
+async fn another_sessions_id_token_is_never_the_answer() {
+    let op = TestProvider::start_with(json!({"jwtAccessTokens": {"audience": API_AUDIENCE}})).await;
+    let app = TestApp::spawn(&op.issuer).await;
+    let mut alice = app.browser();
+    let mut bob = app.browser();
+    assert_eq!(alice.login("alice").await.status, 200);
+    assert_eq!(bob.login("bob").await.status, 200);
+    // Bob's own ID-token cookie spliced into Alice's session (a planted cookie): the provider
+    // refuses Alice's API-audience token, and the fallback must not answer with Bob's claims.
+    let mut spliced = alice.clone();
+    spliced.jar.set_value("th-id", &bob.jar.value("th-id"));
+    let resp = spliced.get("/userInfo").await;
+    assert_eq!(resp.status, 401, "{:?}", resp.body);
+    assert_eq!(resp.code(), "unauthorized_request");
+    assert_eq!(alice.get("/userInfo").await.body["sub"], "alice");
+    assert_eq!(bob.get("/userInfo").await.body["sub"], "bob");
+}
