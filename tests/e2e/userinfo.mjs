@@ -34,18 +34,17 @@ export async function userInfoDoesNotLoop({ page, step, check, expectName }) {
       await page.waitForSelector('#signed-in', { state: 'visible' });
       await page.waitForFunction(
         (name) => document.getElementById('user-name')?.textContent === name, expectName);
-      const source = await page.textContent('#user-source');
-      check(source.startsWith('from GET /oauth-agent/userInfo'),
-        `load ${load}: the name "${expectName}" comes from /userInfo (${source}); ${refreshes[load - 1]} refresh(es)`);
-      check(refreshes[load - 1] <= 1, `load ${load}: at most one POST /refresh`);
+      const total = refreshes.reduce((a, b) => a + b, 0);
+      check(refreshes[load - 1] <= 1, `load ${load}: the name "${expectName}" is shown after ${refreshes[load - 1]} POST /refresh (at most one)`);
+      // A refresh leaves a fresh access token, which is never token_expired on the next load.
+      check(total <= 1, `${total} refresh(es) in ${load} load(s) in a row (a loop refreshes on every load)`);
     }
   } finally {
     page.off('request', onRequest);
     page.off('response', onResponse);
   }
-  const total = refreshes.reduce((a, b) => a + b, 0);
-  // A refresh leaves a fresh access token, which is never token_expired on the next load.
-  check(total <= 1, `${total} refresh(es) in ${LOADS} loads in a row (a loop would refresh on every load)`);
+  const source = await page.textContent('#user-source');
+  check(source.startsWith('from GET /oauth-agent/userInfo'), `the name comes from /userInfo (${source})`);
   check(userInfo.at(-1) === 200, `the last /userInfo answered 200 (statuses: ${userInfo.join(', ')})`);
   check(await page.$('#error:not([hidden])') === null, 'no error is shown');
 }
