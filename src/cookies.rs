@@ -5,7 +5,7 @@
 //! survives logout, which is the most common way token handlers fail to log out.
 //!
 //! Paths keep tokens off requests that do not need them: the refresh token (`-auth`) only goes to
-//! the refresh and logout endpoints, the ID token (`-id`) only to claims and logout. A cookie can
+//! the refresh and logout endpoints, the ID token (`-id`) only to claims, logout and userInfo. A cookie can
 //! have one Path, so a cookie needed at two paths is written once per path.
 //!
 //! Names carry the prefixes browsers enforce (RFC 6265bis §4.1.3) when `cookies.name_prefixes`
@@ -185,7 +185,13 @@ impl CookiePolicy {
             session_path: config.path.clone(),
             login_paths: vec![format!("{base_path}/login")],
             refresh_paths,
-            id_paths: vec![format!("{base_path}/claims"), format!("{base_path}/logout")],
+            // `/userInfo` answers from the ID token's claims when the provider refuses an
+            // API-audience access token, and checks the provider's `sub` against it.
+            id_paths: vec![
+                format!("{base_path}/claims"),
+                format!("{base_path}/logout"),
+                format!("{base_path}/userInfo"),
+            ],
         }
     }
 

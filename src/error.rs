@@ -43,6 +43,12 @@ pub enum ApiError {
     /// The access token has expired: the SPA should call `/refresh`.
     #[error("the access token has expired; call refresh and retry")]
     TokenExpired,
+    /// The provider's userinfo endpoint refused an access token that has not expired by our
+    /// clock: typically one issued for an API (RFC 8707 resource, Entra API scope, Auth0
+    /// audience). Refreshing would get another such token, so this is not `token_expired`:
+    /// an SPA that refreshed on it would loop.
+    #[error("the identity provider refused this session's access token at its userinfo endpoint although it has not expired (it may be issued for an API audience); refreshing will not help: use claims, or configure userinfo_source")]
+    UserInfoRefused,
     /// The refresh token was rejected: the user must sign in again.
     #[error("the session has expired; sign in again")]
     SessionExpired,
@@ -91,6 +97,7 @@ impl ApiError {
             ApiError::ProviderFrontChannel { code, .. } => code,
             ApiError::AuthorizationError(_) => "authorization_error",
             ApiError::TokenExpired => "token_expired",
+            ApiError::UserInfoRefused => "userinfo_refused",
             ApiError::SessionExpired => "session_expired",
             ApiError::ProviderUnavailable(_) => "authorization_server_error",
             ApiError::CookieTooLarge { .. } => "cookie_too_large",
@@ -135,6 +142,8 @@ impl ResponseError for ApiError {
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::ProviderNotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NoIdToken => StatusCode::NOT_FOUND,
+            // Not 401: SPAs written for the OAuth Agent refresh on any 401 from userInfo.
+            ApiError::UserInfoRefused => StatusCode::FORBIDDEN,
             ApiError::CookieTooLarge { .. } | ApiError::Internal => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -117,21 +117,18 @@ async function showSignedIn() {
   $('claims').textContent = JSON.stringify(claims, null, 2);
   $('claims-card').hidden = false;
 
-  // The user's name from the provider's userinfo endpoint (through token-handler). Some
-  // providers refuse userinfo with an access token issued for an API audience; then the name
-  // comes from the ID token's claims.
+  // The user's name from /userInfo: the provider's userinfo endpoint, or, when the provider
+  // refuses an access token issued for an API, the ID token's claims (userinfo_source "auto").
+  // token_expired is answered only for an expired access token, so the one refresh and retry
+  // of withRefresh() cannot loop; userinfo_refused (403) is never worth a refresh.
   try {
     const info = await withRefresh(() => call(`${AGENT}/userInfo`));
     $('user-name').textContent = info.name ?? info.preferred_username ?? info.sub;
     $('user-source').textContent = `from GET ${AGENT}/userInfo · subject ${info.sub}`;
-    $('user-note').hidden = true;
   } catch (e) {
     if (e instanceof CallError && e.code === 'session_expired') throw e;
-    $('user-name').textContent = claims.name ?? claims.preferred_username ?? claims.sub;
-    $('user-source').textContent = `from the ID token's claims · subject ${claims.sub}`;
-    $('user-note').textContent =
-      `userInfo was not available (${e.code ?? 'error'}: ${e.message}); the name shown is the ID token's.`;
-    $('user-note').hidden = false;
+    $('user-name').textContent = '…';
+    showError(e);
   }
 }
 

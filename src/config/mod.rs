@@ -35,7 +35,8 @@ pub use files::{loose_secret_files, LooseSecretFile, SecretFile};
 pub use log::LogFormat;
 pub use provider::{
     AssertionAudience, ClientAuth, EndpointOverrides, ParMode, Preset, ProviderConfig, TokenParams,
-    TokenRequestHeaders, DEFAULT_ALLOWED_EXTRA_PARAMS, RESERVED_PARAMS, RESERVED_TOKEN_HEADERS,
+    TokenRequestHeaders, UserInfoMethod, UserInfoSource, DEFAULT_ALLOWED_EXTRA_PARAMS,
+    RESERVED_PARAMS, RESERVED_TOKEN_HEADERS,
 };
 pub use proxy::{
     is_instructing_response_header, ProxyConfig, RouteConfig, RoutePath,

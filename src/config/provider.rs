@@ -67,6 +67,10 @@ pub(super) struct RawProvider {
     /// Headers added to the token requests (code exchange and refresh).
     #[serde(default)]
     token_request_headers: BTreeMap<String, String>,
+    /// `post` (default) or `get`: how the userinfo endpoint is called.
+    userinfo_method: Option<UserInfoMethod>,
+    /// `auto` (default), `provider` or `id_token`: where `/userInfo` takes the user's claims.
+    userinfo_source: Option<UserInfoSource>,
 }
 
 fn default_timeout() -> Duration {
@@ -216,6 +220,46 @@ word_enum!(ParMode {
     "off" => ParMode::Off,
 });
 
+/// `userinfo_method`: the HTTP method of the userinfo request (OIDC Core §5.3.1 allows GET and
+/// POST, the access token in the `Authorization` header either way).
+///
+/// POST is the default because the OAuth Agent's reference implementations use it (an empty
+/// form body, the token in the header), so SPAs written for them see the same provider
+/// behaviour. A provider that answers a POST with 405 is asked with GET from then on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserInfoMethod {
+    Post,
+    Get,
+}
+
+word_enum!(UserInfoMethod {
+    "post" => UserInfoMethod::Post,
+    "get" => UserInfoMethod::Get,
+});
+
+/// `userinfo_source`: where `GET /userInfo` takes the user's claims from.
+///
+/// An access token issued for an API (an RFC 8707 resource, an Entra API scope, an Auth0
+/// audience) is refused by most userinfo endpoints, although it is valid. The ID token's claims
+/// describe the same user, were verified when the token was received (OIDC Core §3.1.3.7) and
+/// are sealed in the session since, so they are a sound answer then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserInfoSource {
+    /// The userinfo endpoint; when it refuses an access token that is not expired (or there
+    /// is no userinfo endpoint), the ID token's claims, if the session has an ID token.
+    Auto,
+    /// The userinfo endpoint only: a refusal is `403 userinfo_refused`.
+    Provider,
+    /// The ID token's claims only: the provider is not called (needs the `openid` scope).
+    IdToken,
+}
+
+word_enum!(UserInfoSource {
+    "auto" => UserInfoSource::Auto,
+    "provider" => UserInfoSource::Provider,
+    "id_token" => UserInfoSource::IdToken,
+});
+
 /// One identity provider.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -251,6 +295,10 @@ pub struct ProviderConfig {
     pub id_token_signing: IdTokenSigning,
     /// Added as headers to every token request (code exchange and refresh).
     pub token_request_headers: TokenRequestHeaders,
+    /// How the userinfo endpoint is called ([`UserInfoMethod`]).
+    pub userinfo_method: UserInfoMethod,
+    /// Where `/userInfo` takes the user's claims from ([`UserInfoSource`]).
+    pub userinfo_source: UserInfoSource,
 }
 
 /// Token-request parameters from the configuration (`extra_token_params`). Their values may be
@@ -500,6 +548,8 @@ impl RawProvider {
                     "https://github.com/login/oauth/access_token",
                 );
                 set(&mut self.userinfo_endpoint, "https://api.github.com/user");
+                // GitHub's user API is a REST resource: GET only.
+                self.userinfo_method.get_or_insert(UserInfoMethod::Get);
                 set(&mut self.scope, "read:user user:email");
                 self.par.get_or_insert(ParMode::Off);
                 self.client_auth.get_or_insert(ClientAuthMethod::SecretPost);
@@ -662,7 +712,16 @@ impl TryFrom<(usize, RawProvider)> for ProviderConfig {
                 "`acr_values` and `max_age` are enforced on the ID token, which needs the openid scope",
             ));
         }
+        let userinfo_source = raw.userinfo_source.unwrap_or(UserInfoSource::Auto);
+        if userinfo_source == UserInfoSource::IdToken && !scope.split(' ').any(|s| s == "openid") {
+            return Err(ConfigError::new(
+                k("userinfo_source"),
+                "\"id_token\" answers from the ID token, which needs the openid scope",
+            ));
+        }
         Ok(ProviderConfig {
+            userinfo_method: raw.userinfo_method.unwrap_or(UserInfoMethod::Post),
+            userinfo_source,
             redirect_uri: parse_url(&k("redirect_uri"), &raw.redirect_uri)?,
             post_logout_redirect_uri: raw
                 .post_logout_redirect_uri
@@ -962,6 +1021,38 @@ mod tests {
         assert_eq!(
             p.endpoints.userinfo_endpoint.as_ref().map(|u| u.as_str()),
             Some("https://api.github.com/user")
+        );
+    }
+
+    #[test]
+    fn userinfo_method_and_source() {
+        use crate::config::{UserInfoMethod, UserInfoSource};
+        let issuer = "issuer = \"https://login.example.com\"\nclient_secret = \"s\"";
+        let p = &with_provider(issuer).expect("valid").providers[0];
+        assert_eq!(p.userinfo_method, UserInfoMethod::Post);
+        assert_eq!(p.userinfo_source, UserInfoSource::Auto);
+        let c = with_provider(&format!(
+            "{issuer}\nuserinfo_method = \"GET\"\nuserinfo_source = \"id_token\""
+        ))
+        .expect("valid");
+        assert_eq!(c.providers[0].userinfo_method, UserInfoMethod::Get);
+        assert_eq!(c.providers[0].userinfo_source, UserInfoSource::IdToken);
+        let c = with_provider("preset = \"github\"\nclient_secret = \"s\"").expect("valid");
+        assert_eq!(c.providers[0].userinfo_method, UserInfoMethod::Get);
+        let c =
+            with_provider("preset = \"github\"\nclient_secret = \"s\"\nuserinfo_method = \"post\"")
+                .expect("valid");
+        assert_eq!(c.providers[0].userinfo_method, UserInfoMethod::Post);
+        assert_eq!(
+            error_key(&format!("{issuer}\nuserinfo_method = \"put\"")),
+            "providers[0].userinfo_method"
+        );
+        // The ID token's claims need an ID token.
+        assert_eq!(
+            error_key(&format!(
+                "{issuer}\nscope = \"profile\"\nuserinfo_source = \"id_token\""
+            )),
+            "providers[0].userinfo_source"
         );
     }
 

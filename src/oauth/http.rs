@@ -62,13 +62,11 @@ impl ProviderCall {
 impl CallError {
     /// What the SPA is told about a failed front-to-back call: a refusal is the provider's
     /// verdict on the request (`authorization_error`, described by [`ProviderCall::refused`]),
-    /// anything else is the provider's failure (502). A userinfo request refused with 401 means
-    /// the access token was (RFC 6750 §3.1): the SPA should refresh.
+    /// anything else is the provider's failure (502). A userinfo request refused with 401 or
+    /// 403 is classified by the `/userInfo` route before this, by the token's sealed expiry
+    /// (`token_expired` or `userinfo_refused`).
     pub fn into_api_error(self, call: ProviderCall) -> ApiError {
         match self {
-            CallError::Rejected { status: 401, .. } if call == ProviderCall::UserInfo => {
-                ApiError::TokenExpired
-            }
             CallError::Rejected { error, .. } => ApiError::AuthorizationError(call.refused(&error)),
             CallError::Unavailable(m) => ApiError::ProviderUnavailable(m),
         }
@@ -236,9 +234,9 @@ mod tests {
             status,
             error: OAuthErrorCode::parse(code),
         };
-        // RFC 6750 §3.1: userinfo refusing the access token means "refresh".
-        let e = rejected(401, "invalid_token").into_api_error(ProviderCall::UserInfo);
-        assert_eq!(e.code(), "token_expired");
+        // A userinfo 400 is the provider's verdict on the request.
+        let e = rejected(400, "invalid_request").into_api_error(ProviderCall::UserInfo);
+        assert_eq!(e.code(), "authorization_error");
         let e = rejected(401, "invalid_client").into_api_error(ProviderCall::CodeRedemption);
         assert_eq!(e.code(), "authorization_error");
         assert!(e.to_string().contains("(invalid_client)"), "{e}");

@@ -1,11 +1,14 @@
 //! A configured provider together with its cached metadata and keys.
 
+use super::http::CallError;
 use super::id_token::{self, Expected, IdTokenClaims, StepUp};
 use super::jwks::{JwksCache, KeyError};
 use super::metadata::{MetadataCache, ProviderMetadata};
+use super::token;
 use crate::clock::Clock;
-use crate::config::ProviderConfig;
+use crate::config::{ProviderConfig, UserInfoMethod};
 use crate::error::ApiError;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +17,9 @@ pub struct Provider {
     pub config: ProviderConfig,
     metadata: MetadataCache,
     jwks: JwksCache,
+    /// Set once the userinfo endpoint answered a POST with 405: every later call uses GET at
+    /// once, so a provider without POST costs one extra request per process, not per call.
+    userinfo_post_refused: AtomicBool,
 }
 
 impl Provider {
@@ -23,6 +29,45 @@ impl Provider {
             config,
             metadata: MetadataCache::new(clock.clone()),
             jwks: JwksCache::new(clock),
+            userinfo_post_refused: AtomicBool::new(false),
+        }
+    }
+
+    /// The method the next userinfo request uses: the configured one, or GET once the
+    /// endpoint refused POST.
+    pub fn userinfo_method(&self) -> UserInfoMethod {
+        if self.userinfo_post_refused.load(Ordering::Relaxed) {
+            UserInfoMethod::Get
+        } else {
+            self.config.userinfo_method
+        }
+    }
+
+    /// Calls the userinfo endpoint (OIDC Core §5.3.1) with [`Provider::userinfo_method`]. A
+    /// POST answered with 405 (RFC 9110 §15.5.6: the resource does not support the method) is
+    /// retried once with GET, which every userinfo endpoint must support, and GET is
+    /// remembered for this provider.
+    pub async fn userinfo(
+        &self,
+        client: &awc::Client,
+        endpoint: &url::Url,
+        access_token: &crate::secret::Token,
+    ) -> Result<serde_json::Value, CallError> {
+        let method = self.userinfo_method();
+        match token::userinfo(client, &self.config, endpoint, access_token, method).await {
+            Err(CallError::Rejected { status: 405, .. }) if method == UserInfoMethod::Post => {
+                tracing::info!(provider = %self.config.id, "the userinfo endpoint refused POST (405); using GET for this provider from now on (set userinfo_method = \"get\" to skip the first try)");
+                self.userinfo_post_refused.store(true, Ordering::Relaxed);
+                token::userinfo(
+                    client,
+                    &self.config,
+                    endpoint,
+                    access_token,
+                    UserInfoMethod::Get,
+                )
+                .await
+            }
+            other => other,
         }
     }
 

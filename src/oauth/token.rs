@@ -7,7 +7,7 @@ use super::client_auth::authenticate;
 use super::error_code::OAuthErrorCode;
 use super::http::{send_json, CallError};
 use super::metadata::ProviderMetadata;
-use crate::config::{ProviderConfig, TokenRequestHeaders};
+use crate::config::{ProviderConfig, TokenRequestHeaders, UserInfoMethod};
 use crate::secret::Token;
 use serde::Deserialize;
 use url::Url;
@@ -214,21 +214,34 @@ pub async fn revoke(
 
 /// The userinfo answer (OIDC Core §5.3), or a plain OAuth 2.0 provider's user API (GitHub's
 /// `/user`). Signed or encrypted userinfo is not supported.
+///
+/// The access token goes in the `Authorization` header with either method (OIDC Core §5.3.1,
+/// RFC 6750 §2.1), never in a form body or query, where servers log it. A POST carries an empty
+/// form body, as the OAuth Agent's reference implementations send it.
 pub async fn userinfo(
     client: &awc::Client,
     config: &ProviderConfig,
     endpoint: &Url,
     access_token: &Token,
+    method: UserInfoMethod,
 ) -> Result<serde_json::Value, CallError> {
-    let request = client
-        .get(endpoint.as_str())
-        .timeout(config.timeout)
-        .insert_header((
-            awc::http::header::AUTHORIZATION,
-            format!("Bearer {}", access_token.expose()),
-        ))
-        .insert_header((awc::http::header::ACCEPT, "application/json"))
-        .send();
+    let request = match method {
+        UserInfoMethod::Get => client.get(endpoint.as_str()),
+        UserInfoMethod::Post => client.post(endpoint.as_str()).insert_header((
+            awc::http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )),
+    }
+    .timeout(config.timeout)
+    .insert_header((
+        awc::http::header::AUTHORIZATION,
+        format!("Bearer {}", access_token.expose()),
+    ))
+    .insert_header((awc::http::header::ACCEPT, "application/json"));
+    let request = match method {
+        UserInfoMethod::Get => request.send(),
+        UserInfoMethod::Post => request.send_body(""),
+    };
     send_json(request, "userinfo endpoint").await
 }
 

@@ -98,7 +98,11 @@ async fn a_full_login_sets_sealed_cookies_at_their_paths_and_the_spa_sees_no_tok
     );
     assert_eq!(
         paths("th-id"),
-        ["/oauth-agent/claims", "/oauth-agent/logout"]
+        [
+            "/oauth-agent/claims",
+            "/oauth-agent/logout",
+            "/oauth-agent/userInfo"
+        ]
     );
     // The login cookie is cleared at the path it was set with.
     let login = resp.login_cookies();

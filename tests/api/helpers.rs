@@ -438,6 +438,17 @@ pub struct ProviderConfig {
     extra_token_params: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     token_request_headers: BTreeMap<String, String>,
+    #[serde(flatten)]
+    userinfo: UserInfoKeys,
+}
+
+/// The `userinfo_*` keys of a `[[providers]]` entry (tests/api/userinfo.rs).
+#[derive(Clone, Default, Serialize)]
+struct UserInfoKeys {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    userinfo_method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    userinfo_source: Option<String>,
 }
 
 impl ProviderConfig {
@@ -468,7 +479,24 @@ impl ProviderConfig {
             id_token_signing_alg: None,
             extra_token_params: BTreeMap::new(),
             token_request_headers: BTreeMap::new(),
+            userinfo: UserInfoKeys::default(),
         }
+    }
+
+    /// `userinfo_endpoint`, `userinfo_method` (`post`, `get`) and `userinfo_source` (`auto`,
+    /// `provider`, `id_token`); `None` leaves a key out.
+    pub fn userinfo(
+        mut self,
+        endpoint: Option<&str>,
+        method: Option<&str>,
+        source: Option<&str>,
+    ) -> Self {
+        self.userinfo_endpoint = endpoint.map(String::from);
+        self.userinfo = UserInfoKeys {
+            userinfo_method: method.map(String::from),
+            userinfo_source: source.map(String::from),
+        };
+        self
     }
 
     /// The test provider's `spa-client` (client_secret_basic). Most tests read state and

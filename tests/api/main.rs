@@ -20,3 +20,4 @@ mod sessions;
 mod streaming;
 mod tabs;
 mod upstream;
+mod userinfo;

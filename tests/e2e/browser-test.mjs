@@ -18,6 +18,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { twoTabsSignIn } from './tabs.mjs';
+import { userInfoDoesNotLoop } from './userinfo.mjs';
 
 const env = (name, fallback) => {
   const v = process.env[name] ?? fallback;
@@ -177,6 +178,8 @@ try {
     copyFileSync(refreshedShot, DOCS_SHOT);
     log(`  copied to ${DOCS_SHOT}`);
   }
+
+  await userInfoDoesNotLoop({ page, step, check, expectName: EXPECT_NAME });
 
   step('sign out');
   await page.click('#sign-out');

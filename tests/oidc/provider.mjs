@@ -618,6 +618,20 @@ provider.use(async (ctx, next) => {
   }
 });
 
+// ---- userinfo requests by method (GET /test/stats: userinfo_get, userinfo_post) -------------
+// Every userinfo request, answered or refused, counted by its HTTP method (OIDC Core §5.3.1
+// allows GET and POST), so a test can tell which method a client used. Absent until the first.
+provider.use(async (ctx, next) => {
+  try {
+    await next();
+  } finally {
+    if (ctx.oidc && ctx.oidc.route === 'userinfo' && (ctx.method === 'GET' || ctx.method === 'POST')) {
+      const key = `userinfo_${ctx.method.toLowerCase()}`;
+      stats[key] = (stats[key] ?? 0) + 1;
+    }
+  }
+});
+
 // ---- GET /test/last-authorization and GET /test/last-client-auth ------------------------
 // The Koa ctx of a request is marked by oidc-provider's events; the middleware below reads the
 // marks once the request has been handled.
