@@ -394,6 +394,8 @@ pub struct ProviderConfig {
     require_iss: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     jwks_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revocation_endpoint: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     extra_auth_params: BTreeMap<String, String>,
 }
@@ -416,6 +418,7 @@ impl ProviderConfig {
             par: None,
             require_iss: None,
             jwks_uri: None,
+            revocation_endpoint: None,
             extra_auth_params: BTreeMap::new(),
         }
     }
@@ -437,6 +440,7 @@ impl ProviderConfig {
         /// `par`: `off`, `auto` or `required`.
         par,
         jwks_uri,
+        revocation_endpoint,
     }
 
     /// `private_key_jwt`'s key: `private_key_file` and `private_key_id`.

@@ -6,6 +6,7 @@
 
 mod adversarial;
 mod cli;
+mod dot;
 mod edge;
 mod flow;
 mod gateway;
