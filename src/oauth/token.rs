@@ -1,11 +1,11 @@
 //! Calls to the token, PAR, revocation and userinfo endpoints.
 //!
-//! Every client-authenticated call goes through [`post_form`], so the provider's configured
+//! Every client-authenticated call is built by [`authenticated_post`], so the provider's configured
 //! client authentication applies to all of them alike.
 
 use super::client_auth::authenticate;
 use super::error_code::OAuthErrorCode;
-use super::http::{send_json, CallError};
+use super::http::{send_ignoring_body, send_json, CallError};
 use super::metadata::ProviderMetadata;
 use crate::config::ProviderConfig;
 use crate::secret::Token;
@@ -46,6 +46,16 @@ async fn post_form(
     what: &str,
     form: Vec<(String, String)>,
 ) -> Result<serde_json::Value, CallError> {
+    send_json(authenticated_post(client, config, endpoint, form)?, what).await
+}
+
+/// The client-authenticated form request, sent.
+fn authenticated_post(
+    client: &awc::Client,
+    config: &ProviderConfig,
+    endpoint: &Url,
+    form: Vec<(String, String)>,
+) -> Result<awc::SendClientRequest, CallError> {
     let authenticated = authenticate(config, endpoint.as_str(), form).map_err(|e| {
         tracing::error!(provider = %config.id, error = %e, "client authentication failed");
         CallError::Unavailable("token-handler could not authenticate to the provider".into())
@@ -57,7 +67,7 @@ async fn post_form(
     if let Some(value) = authenticated.authorization {
         request = request.insert_header((awc::http::header::AUTHORIZATION, value));
     }
-    send_json(request.send_form(&authenticated.form), what).await
+    Ok(request.send_form(&authenticated.form))
 }
 
 fn pairs(items: &[(&str, &str)], extra: &[(String, String)]) -> Vec<(String, String)> {
@@ -181,9 +191,8 @@ pub async fn revoke(
     hint: &str,
 ) -> Result<(), CallError> {
     let form = pairs(&[("token", token.expose()), ("token_type_hint", hint)], &[]);
-    post_form(client, config, endpoint, "revocation endpoint", form)
-        .await
-        .map(|_| ())
+    let request = authenticated_post(client, config, endpoint, form)?;
+    send_ignoring_body(request, "revocation endpoint").await
 }
 
 /// The userinfo answer (OIDC Core §5.3), or a plain OAuth 2.0 provider's user API (GitHub's

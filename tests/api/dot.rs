@@ -35,6 +35,11 @@ pub struct DotProvider {
 
 impl DotProvider {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts with these extra environment variables (see serve.py).
+    pub async fn start_with(env: &[(&str, &str)]) -> Self {
         let python = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/providers/dot/.venv/bin/python"
@@ -53,6 +58,7 @@ impl DotProvider {
             .env("PORT", "0")
             .env("DOT_DIR", dir.path())
             .env("MAX_LIFETIME_SECONDS", "300")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -417,4 +423,34 @@ async fn each_client_authentication_method_through_a_whole_session() {
     assert_eq!(stats["authorization_code_grants"], 3, "{stats}");
     assert_eq!(stats["refresh_grants"], 3, "{stats}");
     assert_eq!(stats["userinfo_requests"], 6, "{stats}");
+}
+
+/// Django's own server, without the middleware that sets Content-Length, ends each answer by
+/// closing the connection (legal HTTP/1.1, RFC 9112 §6.3), and awc reads such a body as empty.
+/// The operator is told exactly that, not that the discovery document is "not valid".
+#[actix_web::test]
+async fn answers_delimited_by_closing_the_connection_are_named_as_such() {
+    let op = DotProvider::start_with(&[("DOT_CONTENT_LENGTH", "off")]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    let config = TestConfig::with_providers([
+        dot_provider(&op, "default", "basic-client").client_secret("basic-secret")
+    ]);
+    std::fs::write(&path, config.toml()).expect("write");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_token-handler"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("answered without Content-Length or chunked encoding"),
+        "{stdout}"
+    );
+    let app = TestApp::spawn_with(&config).await;
+    let resp = app.browser().post("/login/start", "").await;
+    assert_eq!(resp.status, 503, "{:?}", resp.body);
+    assert_eq!(resp.code(), "provider_unavailable");
 }

@@ -2,7 +2,8 @@
 
 Environment: PORT (0: any free port), DOT_DIR (a directory for the SQLite database; the caller
 removes it), DOT_CONFIG (JSON, optional: {"clients": [...]} replaces the default clients),
-MAX_LIFETIME_SECONDS (default 300). Prints one JSON line, {"issuer": ...}, once it accepts
+MAX_LIFETIME_SECONDS (default 300), DOT_CONTENT_LENGTH=off (answers without Content-Length,
+their bodies ended by closing the connection). Prints one JSON line, {"issuer": ...}, once it accepts
 connections. Exits when its standard input closes (the test process is gone) or when its
 lifetime is over, so a crashed test run leaves nothing behind.
 """

@@ -24,6 +24,9 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
+if os.environ.get("DOT_CONTENT_LENGTH") == "off":
+    # What Django's server does without it (the close-delimited body test in tests/api/dot.rs).
+    MIDDLEWARE.remove("django.middleware.common.CommonMiddleware")
 ROOT_URLCONF = "urls"
 TEMPLATES = [
     {
