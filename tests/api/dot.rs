@@ -255,6 +255,31 @@ async fn dot_login(authorization_url: &str, user: &str) -> (String, Jar) {
     panic!("django-oauth-toolkit did not redirect back to the SPA");
 }
 
+/// One GET at the provider with its cookies: the status and the Location.
+async fn provider_get(url: &str, jar: &mut Jar) -> (u16, String) {
+    let path = url::Url::parse(url).expect("url").path().to_string();
+    let mut req = awc::Client::builder().disable_redirects().finish().get(url);
+    let cookies = jar.header_for(&path);
+    if !cookies.is_empty() {
+        req = req.insert_header(("cookie", cookies));
+    }
+    let mut resp = req.send().await.expect("provider request");
+    for sc in resp.headers().get_all("set-cookie") {
+        jar.store(sc.to_str().expect("ascii"), &path);
+    }
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .map(String::from);
+    let body = resp.body().await.unwrap_or_default();
+    let status = resp.status().as_u16();
+    (
+        status,
+        location.unwrap_or_else(|| String::from_utf8_lossy(&body).to_string()),
+    )
+}
+
 /// A resource server of the provider: introspects the bearer token there (RFC 7662) and answers
 /// what it learnt, so a proxied call shows the provider accepted the token token-handler sent.
 async fn start_resource_server(introspection_endpoint: String) -> String {
@@ -334,7 +359,7 @@ async fn each_client_authentication_method_through_a_whole_session() {
             query_param(&url, "code_challenge_method").as_deref(),
             Some("S256")
         );
-        let (callback, _) = dot_login(&url, &user).await;
+        let (callback, mut provider_jar) = dot_login(&url, &user).await;
         assert_eq!(
             query_param(&callback, "iss").as_ref(),
             Some(&op.issuer),
@@ -418,6 +443,18 @@ async fn each_client_authentication_method_through_a_whole_session() {
         assert!(url.starts_with(&op.endpoint("/logout/?")), "{url}");
         assert_eq!(query_param(url, "client_id").as_deref(), Some(client_id));
         assert!(query_param(url, "id_token_hint").is_some(), "{url}");
+        // RP-initiated logout: the browser goes there, and the provider's session ends too,
+        // although the ID token's grant was revoked just before.
+        let (status, location) = provider_get(url, &mut provider_jar).await;
+        assert_eq!(status, 302, "{id}: {location}");
+        assert_eq!(location, REDIRECT_URI, "{id}");
+        let mut browser = app.browser();
+        let again = browser
+            .start_login(&json!({"provider": id}).to_string())
+            .await;
+        let (status, location) = provider_get(&again, &mut provider_jar).await;
+        assert_eq!(status, 302, "{id}");
+        assert!(location.starts_with("/accounts/login/"), "{id}: {location}");
     }
     let stats = op.stats().await;
     assert_eq!(stats["authorization_code_grants"], 3, "{stats}");
