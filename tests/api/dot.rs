@@ -491,3 +491,48 @@ async fn answers_delimited_by_closing_the_connection_are_named_as_such() {
     assert_eq!(resp.status, 503, "{:?}", resp.body);
     assert_eq!(resp.code(), "provider_unavailable");
 }
+
+/// django-oauth-toolkit without OpenID Connect: a plain OAuth 2.0 server with no OpenID
+/// discovery (404), found through its RFC 8414 document, whose revocation endpoint is used at
+/// logout with nothing configured but the issuer.
+#[actix_web::test]
+async fn a_plain_oauth2_server_found_through_its_rfc_8414_metadata() {
+    let op = DotProvider::start_with(&[("DOT_OIDC", "off")]).await;
+    let api = start_resource_server(op.endpoint("/introspect/")).await;
+    let config =
+        TestConfig::with_providers([ProviderConfig::new("default", &op.issuer, "basic-client")
+            .client_secret("basic-secret")
+            .scope("read")
+            .require_iss()])
+        .route(RouteConfig::new("/api", &api));
+    let app = TestApp::spawn_with(&config).await;
+    let mut browser = app.browser();
+    let url = browser.start_login("").await;
+    assert!(url.starts_with(&op.endpoint("/authorize/?")), "{url}");
+    assert!(query_param(&url, "nonce").is_none(), "{url}");
+    let (callback, _) = dot_login(&url, "plain").await;
+    let resp = browser.end_login(&callback).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert!(browser.jar.named("th-id").is_empty());
+    let claims = browser.get("/claims").await;
+    assert_eq!(claims.status, 404, "{:?}", claims.body);
+    assert_eq!(claims.code(), "no_id_token");
+
+    let proxied = browser
+        .raw(awc::http::Method::GET, "/api/orders", None, &[])
+        .await;
+    assert_eq!(proxied.status, 200, "{:?}", proxied.body);
+    assert_eq!(proxied.body["introspection"]["username"], "plain");
+
+    assert_eq!(browser.post("/refresh", "").await.status, 204);
+    let at: AccessTokenCookie = app.unseal(Purpose::AccessToken, &browser.jar.value("th-at"));
+    let rt: RefreshTokenCookie = app.unseal(Purpose::RefreshToken, &browser.jar.value("th-auth"));
+    let logout = browser.post("/logout", "").await;
+    assert_eq!(logout.status, 200, "{:?}", logout.body);
+    assert_eq!(logout.body["url"], REDIRECT_URI, "no end-session endpoint");
+    assert_eq!(op.introspect(at.token.expose()).await["active"], false);
+    assert_eq!(op.introspect(rt.token.expose()).await["active"], false);
+    let stats = op.stats().await;
+    assert_eq!(stats["refresh_grants"], 1, "{stats}");
+    assert!(stats["revocations"].as_i64() >= Some(1), "{stats}");
+}

@@ -2,7 +2,8 @@
 
 Environment: PORT (0: any free port), DOT_DIR (a directory for the SQLite database; the caller
 removes it), DOT_CONFIG (JSON, optional: {"clients": [...]} replaces the default clients),
-MAX_LIFETIME_SECONDS (default 300), DOT_CONTENT_LENGTH=off (answers without Content-Length,
+MAX_LIFETIME_SECONDS (default 300), DOT_OIDC=off (plain OAuth 2.0: no OpenID discovery, ID
+tokens or userinfo; RFC 8414 metadata only), DOT_CONTENT_LENGTH=off (answers without Content-Length,
 their bodies ended by closing the connection). Prints one JSON line, {"issuer": ...}, once it accepts
 connections. Exits when its standard input closes (the test process is gone) or when its
 lifetime is over, so a crashed test run leaves nothing behind.
@@ -42,7 +43,7 @@ def rsa_private_key_pem():
     ).decode()
 
 
-def register(clients):
+def register(clients, settings):
     from oauth2_provider.models import Application
 
     for c in clients:
@@ -55,7 +56,7 @@ def register(clients):
             redirect_uris=" ".join(c.get("redirect_uris", [REDIRECT_URI])),
             post_logout_redirect_uris=" ".join(c.get("post_logout_redirect_uris", [REDIRECT_URI])),
             skip_authorization=c.get("skip_authorization", True),
-            algorithm=Application.RS256_ALGORITHM,
+            algorithm=Application.RS256_ALGORITHM if settings.OIDC else Application.NO_ALGORITHM,
         )
 
 
@@ -73,7 +74,9 @@ def main():
 
     django.setup()
     call_command("migrate", verbosity=0, interactive=False)
-    register(config.get("clients", DEFAULT_CLIENTS))
+    import settings
+
+    register(config.get("clients", DEFAULT_CLIENTS), settings)
 
     from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
     from django.core.wsgi import get_wsgi_application

@@ -64,8 +64,10 @@ LOGGING = {
     "loggers": {"django.server": {"level": "ERROR"}, "django.request": {"level": "ERROR"}},
 }
 
+# DOT_OIDC=off: a plain OAuth 2.0 server (no OpenID discovery, no ID tokens, no userinfo).
+OIDC = os.environ.get("DOT_OIDC") != "off"
 OAUTH2_PROVIDER = {
-    "OIDC_ENABLED": True,
+    "OIDC_ENABLED": OIDC,
     "OIDC_RSA_PRIVATE_KEY": os.environ["DOT_RSA_KEY"],
     "OIDC_RP_INITIATED_LOGOUT_ENABLED": True,
     # With a valid id_token_hint, log out without a confirmation page.
@@ -78,6 +80,8 @@ OAUTH2_PROVIDER = {
         "openid": "OpenID Connect",
         "profile": "Your profile",
         "email": "Your email address",
-    },
+    }
+    if OIDC
+    else {"read": "Read your orders"},
     "OAUTH2_VALIDATOR_CLASS": "testhooks.ClaimsValidator",
 }
