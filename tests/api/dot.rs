@@ -339,6 +339,11 @@ async fn each_client_authentication_method_through_a_whole_session() {
             .client_auth("client_secret_post")
             .client_secret("post-secret"),
         dot_provider(&op, "public", "public-client").client_auth("none"),
+        // The issuer as an operator might copy it, with a trailing slash.
+        ProviderConfig::new("slash", &format!("{}/", op.issuer), "basic-client")
+            .require_iss()
+            .scope("openid profile email")
+            .client_secret("basic-secret"),
     ])
     .route(RouteConfig::new("/api", &api));
     let app = TestApp::spawn_with(&config).await;
@@ -460,6 +465,18 @@ async fn each_client_authentication_method_through_a_whole_session() {
     assert_eq!(stats["authorization_code_grants"], 3, "{stats}");
     assert_eq!(stats["refresh_grants"], 3, "{stats}");
     assert_eq!(stats["userinfo_requests"], 6, "{stats}");
+
+    // A configured issuer with one trailing slash finds the same document; the tokens and the
+    // RFC 9207 `iss` carry the issuer as discovered, without it.
+    let mut browser = app.browser();
+    let url = browser
+        .start_login(&json!({"provider": "slash"}).to_string())
+        .await;
+    let (callback, _) = dot_login(&url, "user-basic").await;
+    let resp = browser.end_login(&callback).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    let claims = browser.get("/claims").await;
+    assert_eq!(claims.body["iss"], Value::String(op.issuer.clone()));
 }
 
 /// Django's own server, without the middleware that sets Content-Length, ends each answer by
