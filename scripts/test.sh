@@ -10,6 +10,9 @@ step "test OpenID Provider (oidc-provider, from the npm registry)"
 command -v node >/dev/null || { echo "node (>= 18) is required for the test OpenID Provider" >&2; exit 1; }
 npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 
+step "second test provider (django-oauth-toolkit, from PyPI, in a Python virtual environment)"
+bash tests/providers/dot/install.sh
+
 step "nginx (Debian's package; the gateway test runs it on loopback)"
 if ! command -v nginx >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -73,6 +73,15 @@ impl CallError {
     }
 }
 
+/// Whether an HTTP/1.1 answer's body is delimited only by the connection closing (RFC 9112 §6.3
+/// rule 8): no `Content-Length`, no `Transfer-Encoding`. Python's `wsgiref` (Django's own server)
+/// answers so. awc reads such a body as empty, so an empty JSON answer with these headers is
+/// reported for what it is instead of as "not valid JSON" further on.
+fn close_delimited(headers: &awc::http::header::HeaderMap) -> bool {
+    !headers.contains_key(awc::http::header::CONTENT_LENGTH)
+        && !headers.contains_key(awc::http::header::TRANSFER_ENCODING)
+}
+
 /// Builds the client used for provider and upstream calls (one per worker: awc clients are not
 /// `Send`).
 /// How long a pooled connection may sit idle and still be reused. Many servers close idle
@@ -121,8 +130,32 @@ pub async fn send_json(
     request: awc::SendClientRequest,
     what: &str,
 ) -> Result<serde_json::Value, CallError> {
+    send(request, what, Body::Json).await
+}
+
+/// As [`send_json`], for answers whose body the protocol says to ignore: a revocation
+/// endpoint's 200 (RFC 7009 §2.2).
+pub async fn send_ignoring_body(
+    request: awc::SendClientRequest,
+    what: &str,
+) -> Result<(), CallError> {
+    send(request, what, Body::Ignored).await.map(|_| ())
+}
+
+/// What the caller does with a successful answer's body.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Body {
+    Json,
+    Ignored,
+}
+
+async fn send(
+    request: awc::SendClientRequest,
+    what: &str,
+    body: Body,
+) -> Result<serde_json::Value, CallError> {
     let started = std::time::Instant::now();
-    let result = exchange(request, what).await;
+    let result = exchange(request, what, body).await;
     crate::metrics::METRICS
         .provider_duration
         .get_or_create(&crate::metrics::EndpointLabel {
@@ -135,6 +168,7 @@ pub async fn send_json(
 async fn exchange(
     request: awc::SendClientRequest,
     what: &str,
+    expected: Body,
 ) -> Result<serde_json::Value, CallError> {
     let mut resp = request.await.map_err(|e| {
         tracing::warn!(endpoint = what, error = %e, "provider call failed");
@@ -146,6 +180,18 @@ async fn exchange(
         CallError::Unavailable(format!("the provider's {what} answer could not be read"))
     })?;
     if status.is_success() {
+        if body.is_empty() && expected == Body::Json && close_delimited(resp.headers()) {
+            tracing::warn!(
+                endpoint = what,
+                "the provider's answer has neither Content-Length nor chunked encoding; its body \
+                 ends where the connection closes (RFC 9112 §6.3), which token-handler's HTTP \
+                 client does not read: make the provider's server set Content-Length"
+            );
+            return Err(CallError::Unavailable(format!(
+                "the provider's {what} answered without Content-Length or chunked encoding \
+                 (a body delimited by closing the connection, RFC 9112 §6.3, is not read)"
+            )));
+        }
         if body.is_empty() {
             return Ok(serde_json::Value::Null);
         }

@@ -1,11 +1,11 @@
 //! Calls to the token, PAR, revocation and userinfo endpoints.
 //!
-//! Every client-authenticated call goes through [`post_form`], so the provider's configured
+//! Every client-authenticated call is built by [`authenticated_post`], so the provider's configured
 //! client authentication applies to all of them alike.
 
 use super::client_auth::authenticate;
 use super::error_code::OAuthErrorCode;
-use super::http::{send_json, CallError};
+use super::http::{send_ignoring_body, send_json, CallError};
 use super::metadata::ProviderMetadata;
 use crate::config::{ProviderConfig, TokenRequestHeaders, UserInfoMethod};
 use crate::secret::Token;
@@ -58,8 +58,7 @@ async fn post_form(
 }
 
 /// As [`post_form`], with the configured headers (`token_request_headers`, for the token
-/// endpoint only). They are set before client authentication, which configuration cannot
-/// replace (`authorization` is reserved), and are never logged.
+/// endpoint only).
 async fn post_form_with_headers(
     client: &awc::Client,
     config: &ProviderConfig,
@@ -68,6 +67,23 @@ async fn post_form_with_headers(
     form: Vec<(String, String)>,
     headers: &TokenRequestHeaders,
 ) -> Result<serde_json::Value, CallError> {
+    send_json(
+        authenticated_post(client, config, endpoint, form, headers)?,
+        what,
+    )
+    .await
+}
+
+/// The client-authenticated form request, sent. The configured `headers` are set before client
+/// authentication, which configuration cannot replace (`authorization` is reserved), and are
+/// never logged.
+fn authenticated_post(
+    client: &awc::Client,
+    config: &ProviderConfig,
+    endpoint: &Url,
+    form: Vec<(String, String)>,
+    headers: &TokenRequestHeaders,
+) -> Result<awc::SendClientRequest, CallError> {
     let authenticated = authenticate(config, endpoint.as_str(), form).map_err(|e| {
         tracing::error!(provider = %config.id, error = %e, "client authentication failed");
         CallError::Unavailable("token-handler could not authenticate to the provider".into())
@@ -82,7 +98,7 @@ async fn post_form_with_headers(
     if let Some(value) = authenticated.authorization {
         request = request.insert_header((awc::http::header::AUTHORIZATION, value));
     }
-    send_json(request.send_form(&authenticated.form), what).await
+    Ok(request.send_form(&authenticated.form))
 }
 
 fn pairs(items: &[(&str, &str)], extra: &[(String, String)]) -> Vec<(String, String)> {
@@ -207,9 +223,14 @@ pub async fn revoke(
     hint: &str,
 ) -> Result<(), CallError> {
     let form = pairs(&[("token", token.expose()), ("token_type_hint", hint)], &[]);
-    post_form(client, config, endpoint, "revocation endpoint", form)
-        .await
-        .map(|_| ())
+    let request = authenticated_post(
+        client,
+        config,
+        endpoint,
+        form,
+        &TokenRequestHeaders::default(),
+    )?;
+    send_ignoring_body(request, "revocation endpoint").await
 }
 
 /// The userinfo answer (OIDC Core §5.3), or a plain OAuth 2.0 provider's user API (GitHub's

@@ -7,6 +7,7 @@
 mod adversarial;
 mod cli;
 mod discovery;
+mod dot;
 mod edge;
 mod flow;
 mod gateway;
