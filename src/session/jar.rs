@@ -75,8 +75,10 @@ impl SessionJar {
     }
 
     /// Unseals this kind's cookie, reporting how it failed. `Ok(None)` when the request has
-    /// none. When a request carries several cookies of the name (another path, or one planted by
-    /// a sibling subdomain), the first that opens wins; planted ones cannot open.
+    /// none. A value split over several cookies is reassembled first and opens only whole. When
+    /// a request carries several cookies of the name (another path, or one planted by a sibling
+    /// subdomain), the first that opens wins; planted ones cannot open
+    /// ([`RequestCookies::sealed_values`] bounds how many combinations are tried).
     pub fn unseal<T: DeserializeOwned>(
         &self,
         cookies: &RequestCookies<'_>,
@@ -84,7 +86,8 @@ impl SessionJar {
     ) -> Result<Option<T>, SealError> {
         let now = self.clock.now();
         let mut result = Ok(None);
-        for value in cookies.values(kind) {
+        for value in cookies.sealed_values(kind) {
+            let value = value.as_ref();
             match self.sealer.unseal(kind.purpose(), now, value) {
                 Ok(v) => return Ok(Some(v)),
                 Err(e) => {
