@@ -15,5 +15,6 @@ mod operations;
 mod providers;
 mod proxy;
 mod replicas;
+mod sessions;
 mod streaming;
 mod upstream;
