@@ -6,8 +6,8 @@
 //! default) still opens cookies written by replicas that run the previous one.
 //!
 //! Two versions: `1` encrypts the plaintext as it is, `2` encrypts its raw DEFLATE (RFC 1951)
-//! compression. A value is compressed only when that makes it shorter (a JWT shrinks by about a
-//! quarter, which can save a whole cookie chunk), and the version byte is bound into the
+//! compression. A value of 2.5 KiB or more is compressed when that makes it shorter (a JWT
+//! shrinks by about a quarter, which can save a whole cookie chunk), and the version byte is bound into the
 //! associated data, so a `2` edited into a `1` (or back) fails authentication. Values written
 //! before compression existed (version 1) still open: rolling upgrades keep their sessions.
 //! Decompression happens only after the tag was verified, so only we can have produced what is
@@ -48,8 +48,11 @@ pub const MAX_SEALED_LEN: usize = 32 * 1024;
 /// The largest plaintext sealed or opened, compressed or not: a value that inflates past it is
 /// refused (a "zip bomb" would need our key, but the cap holds whatever goes wrong).
 pub const MAX_PLAINTEXT_LEN: usize = 64 * 1024;
-/// Plaintexts shorter than this are not worth compressing (CSRF and login cookies).
-const COMPRESS_FROM: usize = 256;
+/// Plaintexts shorter than this are sealed as they are: they fit one cookie anyway (2.5 KiB
+/// seals to about 3.4 KB), and inflating costs every proxied request a few microseconds, more
+/// than the whole unseal of a typical session (docs/benchmarks.md). Larger values are near or
+/// past one cookie's capacity, where compression saves whole chunks.
+const COMPRESS_FROM: usize = 2560;
 /// DEFLATE level: 6 is zlib's default balance; sealing happens at login and refresh, not per
 /// request.
 const DEFLATE_LEVEL: u8 = 6;
@@ -384,8 +387,9 @@ mod tests {
                 s.unseal(Purpose::AccessToken, NOW, &URL_SAFE_NO_PAD.encode(&bad));
             assert_eq!(res, Err(SealError::Invalid), "version {version}");
         }
-        // Short values stay version 1 (random base64url text does compress: 6 bits a byte).
-        for v in ["short".to_string(), "x".repeat(200)] {
+        // Values that fit one cookie anyway stay version 1 (random base64url text does compress:
+        // 6 bits a byte).
+        for v in ["short".to_string(), "x".repeat(2000)] {
             let sealed = s.seal(Purpose::AccessToken, NOW + 60, &v).expect("seal");
             assert_eq!(
                 URL_SAFE_NO_PAD.decode(&sealed).expect("b64")[0],

@@ -256,6 +256,33 @@ mod chunking {
     }
 
     #[actix_web::test]
+    async fn a_chunked_session_is_resealed_whole_when_the_key_rotates() {
+        use token_handler::crypto::{CookieKey, KeyRing};
+        let op = big_provider(12 * 1024, 100).await;
+        let (old, new) = (CookieKey::generate_text(), CookieKey::generate_text());
+        let app = TestApp::spawn_with(&TestConfig::new(&op.issuer).key(&old)).await;
+        let mut browser = app.browser();
+        assert_eq!(browser.login("alice").await.status, 200);
+        let before = count(&browser, "th-at", "/");
+        assert!(before >= 3);
+        let sealer = app.state.jar.sealer();
+        sealer.replace_ring(KeyRing::parse(&[new.as_str(), old.as_str()]).expect("ring"));
+        // Any request re-seals what it carries with the new key, every chunk of it.
+        let resp = browser.get("/userInfo").await;
+        assert_eq!(resp.status, 200, "{:?}", resp.body);
+        let resealed = resp.cookies_named("th-at").len()
+            + (1..before)
+                .map(|i| resp.cookies_named(&format!("th-at.{i}")).len())
+                .sum::<usize>();
+        assert_eq!(resealed, before, "{:?}", resp.set_cookies);
+        // The old key can go: the session still opens.
+        sealer.replace_ring(KeyRing::parse(&[new.as_str()]).expect("ring"));
+        let resp = browser.get("/userInfo").await;
+        assert_eq!(resp.status, 200, "{:?}", resp.body);
+        assert_eq!(resp.body["sub"], "alice");
+    }
+
+    #[actix_web::test]
     async fn a_token_too_large_for_any_browser_is_a_422_that_shows_no_token() {
         let op = big_provider(48 * 1024, 100).await;
         let app = TestApp::spawn(&op.issuer).await;
