@@ -525,6 +525,14 @@ impl<'r> RequestCookies<'r> {
         out
     }
 
+    /// The start of each sealed value of this kind, without reassembling anything: the first
+    /// chunks' parts, in the order sent (enough to read the key id a value names).
+    pub fn heads(&self, kind: CookieKind) -> impl Iterator<Item = &'r str> + '_ {
+        self.ours[kind.index()][0]
+            .iter()
+            .map(|first| chunk_count(first).1)
+    }
+
     /// Whether the request carries the first chunk of this kind (readable or not). Chunks
     /// without a first one are left-overs, not a session.
     pub fn has(&self, kind: CookieKind) -> bool {

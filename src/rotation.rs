@@ -43,7 +43,13 @@ pub async fn reseal_cookies(
         let mut chunked = false;
         for kind in CookieKind::ALL {
             chunked |= cookies.chunk_indexes(kind).next().is_some();
-            if kind == CookieKind::Login {
+            // Most requests: every value names the current key; a split one is then not
+            // reassembled here.
+            if kind == CookieKind::Login
+                || cookies
+                    .heads(kind)
+                    .all(|head| jar.sealer().names_current_key(head))
+            {
                 continue;
             }
             let resealed = cookies

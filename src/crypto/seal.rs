@@ -137,6 +137,13 @@ impl Sealer {
             .map(|k| k.id_hex())
     }
 
+    /// Whether a sealed value (or just its start: the first chunk of a split value) names the
+    /// current key: then [`Sealer::reseal`] has nothing to do, and a split value need not even
+    /// be reassembled to find that out.
+    pub fn names_current_key(&self, sealed: &str) -> bool {
+        sealed_key_id(sealed).is_some_and(|id| id == self.ring().current().id())
+    }
+
     /// When `sealed` was sealed by a listed key other than the current one, the same plaintext
     /// sealed with the current key; `None` when it already is current (or does not open). This
     /// moves live sessions onto a new key as they are used, so the old key can be dropped.
