@@ -17,9 +17,17 @@
 //! A login in progress has a cookie of its own per flow, `<login name>-<flow id>` (the flow id
 //! is derived from the flow's `state`, [`login_flow_id`]), so two tabs that sign in at the same
 //! time do not overwrite each other's login state; at most [`MAX_PENDING_LOGINS`] are kept.
+//!
+//! A sealed value too long for one cookie (a 3 KB token already is) is split into chunks: the
+//! first keeps the kind's name, the others are `<name>.1`, `<name>.2`, … up to [`MAX_CHUNKS`].
+//! The value is sealed once and the sealed text is cut, so the chunks are authenticated as one
+//! value: a chunk from another session, reordered, or missing makes the whole value fail to
+//! open. The first chunk of a split value starts with the number of chunks (`3.`, a character
+//! base64url never uses), so chunks left over from a longer value are ignored on read and
+//! swept away by the next response at their path ([`stale_chunk_removals`]).
 
 use crate::config::{Config, CookieConfig, SameSite};
-use crate::crypto::{Purpose, Sealer};
+use crate::crypto::{Purpose, SealError, Sealer, MAX_SEALED_LEN};
 use crate::error::ApiError;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie};
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
@@ -27,6 +35,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 
 /// Browsers drop a cookie whose name, value and attributes exceed this (RFC 6265 §6.1 minimum,
 /// and what every major browser enforces) without telling anyone.
@@ -61,6 +70,28 @@ fn is_flow_id(flow: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
+
+/// The most cookies one sealed value is split into: about 30 KB of sealed text per kind, some
+/// 23 KB of token before compression. RFC 6265 §6.1 only promises 50 cookies and 4096 bytes each
+/// per domain, and front proxies limit the whole Cookie header (docs/deployment.md), so a value
+/// that needs more is refused with `session_too_large` rather than written and lost.
+pub const MAX_CHUNKS: usize = 8;
+
+/// A value split into more chunks than this is logged as a warning (and counted in the
+/// `cookie_chunks` histogram): sessions that large are near the front proxies' header limits.
+pub const WARN_CHUNKS: usize = 3;
+
+/// Room kept in every session cookie for a `Max-Age` attribute added after sealing
+/// (`cookies.persistent`): `; Max-Age=` and up to ten digits.
+pub const MAX_AGE_ROOM: usize = 21;
+
+/// How many reassemblies of one kind are tried when a request carries several copies of its
+/// chunks (other paths, or planted by a sibling subdomain): each costs a decryption, so an
+/// attacker's copies cannot multiply the work without bound.
+const MAX_ASSEMBLIES: usize = 8;
+
+// A reassembled value is never longer than the sealing code accepts.
+const _: () = assert!(MAX_CHUNKS * MAX_COOKIE_BYTES <= MAX_SEALED_LEN);
 
 /// The cookies token-handler writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +135,15 @@ impl CookieKind {
             CookieKind::RefreshToken => "auth",
             CookieKind::IdToken => "id",
             CookieKind::Csrf => "csrf",
+        }
+    }
+
+    /// How many cookies one value of this kind may be split into. Login state and the CSRF value
+    /// are small and bounded by the configuration: never split.
+    pub fn max_chunks(self) -> usize {
+        match self {
+            CookieKind::AccessToken | CookieKind::RefreshToken | CookieKind::IdToken => MAX_CHUNKS,
+            CookieKind::Login | CookieKind::Csrf => 1,
         }
     }
 
@@ -244,7 +284,17 @@ impl CookiePolicy {
         c
     }
 
-    /// Seals `value` into cookies of this kind (one per path), refusing any a browser would drop.
+    /// The name of chunk `index` of this kind: the kind's name for the first, `<name>.<index>`
+    /// for the others.
+    pub fn chunk_name(&self, kind: CookieKind, index: usize) -> Cow<'_, str> {
+        match index {
+            0 => Cow::Borrowed(self.name(kind)),
+            i => Cow::Owned(format!("{}.{i}", self.name(kind))),
+        }
+    }
+
+    /// Seals `value` into cookies of this kind (one per path, split into chunks when one cookie
+    /// cannot carry it), refusing what no browser could carry.
     pub fn seal<T: Serialize>(
         &self,
         sealer: &Sealer,
@@ -254,43 +304,126 @@ impl CookiePolicy {
     ) -> Result<Vec<Cookie<'static>>, ApiError> {
         let sealed = sealer
             .seal(kind.purpose(), expires_at, value)
-            .map_err(|e| {
-                tracing::error!(cookie = %self.name(kind), error = %e, "sealing failed");
-                ApiError::Internal
+            .map_err(|e| match e {
+                SealError::TooLarge => self.too_large(kind, None),
+                e => {
+                    tracing::error!(cookie = %self.name(kind), error = %e, "sealing failed");
+                    ApiError::Internal
+                }
             })?;
-        let out = self.with_value(kind, &sealed);
-        for c in &out {
-            let size = c.to_string().len();
-            crate::metrics::METRICS
-                .cookie_bytes
-                .get_or_create(&crate::metrics::CookieLabel {
-                    cookie: self.name(kind).to_string(),
-                })
-                .observe(size as f64);
-            if size > MAX_COOKIE_BYTES {
-                tracing::error!(cookie = %self.name(kind), size, "cookie too large for browsers");
-                return Err(ApiError::CookieTooLarge {
-                    name: self.name(kind).to_string(),
-                    size,
-                    limit: MAX_COOKIE_BYTES,
-                });
+        self.with_value(kind, &sealed)
+    }
+
+    /// The error for a value of this kind that no browser could carry (the sealed length only:
+    /// never the value).
+    fn too_large(&self, kind: CookieKind, size: Option<usize>) -> ApiError {
+        let limit = kind.max_chunks() * MAX_COOKIE_BYTES;
+        tracing::warn!(
+            cookie = %self.name(kind),
+            size,
+            limit,
+            "a session value is larger than browsers can carry; refused"
+        );
+        ApiError::SessionTooLarge {
+            name: self.name(kind).to_string(),
+            limit,
+        }
+    }
+
+    /// Cookies of this kind, at every path, carrying an already sealed value (also when
+    /// re-sealing), split into chunks when it does not fit in one cookie. Every path gets the
+    /// same split, so a chunk count read at one path holds at all of them.
+    pub fn with_value(
+        &self,
+        kind: CookieKind,
+        sealed: &str,
+    ) -> Result<Vec<Cookie<'static>>, ApiError> {
+        let parts = self.split(kind, sealed)?;
+        let label = crate::metrics::CookieLabel {
+            cookie: self.name(kind).to_string(),
+        };
+        crate::metrics::METRICS
+            .cookie_chunks
+            .get_or_create(&label)
+            .observe(parts.len() as f64);
+        if parts.len() > WARN_CHUNKS {
+            tracing::warn!(
+                cookie = %self.name(kind),
+                chunks = parts.len(),
+                bytes = sealed.len(),
+                "a session value needs more than {WARN_CHUNKS} cookies; front proxies may refuse its requests (docs/deployment.md)"
+            );
+        }
+        let mut out = Vec::with_capacity(parts.len() * self.paths(kind).len());
+        for path in self.paths(kind) {
+            for (index, part) in parts.iter().enumerate() {
+                let c = self.cookie(kind, index, part.clone(), path);
+                let size = c.to_string().len();
+                crate::metrics::METRICS
+                    .cookie_bytes
+                    .get_or_create(&label)
+                    .observe(size as f64);
+                if size > MAX_COOKIE_BYTES {
+                    // `split` sized the chunks for exactly these attributes: a bug if reached.
+                    tracing::error!(cookie = %c.name(), size, "cookie too large for browsers");
+                    return Err(ApiError::Internal);
+                }
+                out.push(c);
             }
         }
         Ok(out)
     }
 
-    /// Cookies of this kind, at every path, carrying an already sealed value (re-sealing).
-    pub fn with_value(&self, kind: CookieKind, sealed: &str) -> Vec<Cookie<'static>> {
-        self.paths(kind)
+    /// One cookie of this kind: chunk `index` at `path`.
+    fn cookie(&self, kind: CookieKind, index: usize, value: String, path: &str) -> Cookie<'static> {
+        let mut c = self.base(&self.chunk_name(kind, index), value, path);
+        if kind == CookieKind::Login {
+            c.set_max_age(CookieDuration::seconds(self.login_max_age));
+        }
+        c
+    }
+
+    /// Cuts a sealed value into the cookie values that carry it: the value itself when it fits
+    /// one cookie, else `<n>.<first part>`, `<second part>`, … of equal length (the last
+    /// shorter), sized so the longest name with the attributes of every path stays within
+    /// [`MAX_COOKIE_BYTES`].
+    fn split(&self, kind: CookieKind, sealed: &str) -> Result<Vec<String>, ApiError> {
+        let overhead = self
+            .paths(kind)
             .iter()
             .map(|path| {
-                let mut c = self.base(self.name(kind), sealed.to_string(), path);
-                if kind == CookieKind::Login {
-                    c.set_max_age(CookieDuration::seconds(self.login_max_age));
-                }
-                c
+                let longest = kind.max_chunks() - 1;
+                self.cookie(kind, longest, String::new(), path)
+                    .to_string()
+                    .len()
             })
-            .collect()
+            .max()
+            .unwrap_or(0)
+            // Session cookies may get a `Max-Age` after sealing (`cookies.persistent`).
+            + if kind == CookieKind::Login { 0 } else { MAX_AGE_ROOM };
+        let Some(budget) = MAX_COOKIE_BYTES.checked_sub(overhead) else {
+            tracing::error!(cookie = %self.name(kind), overhead, "the cookie attributes alone exceed what browsers keep");
+            return Err(ApiError::Internal);
+        };
+        if sealed.len() <= budget {
+            return Ok(vec![sealed.to_string()]);
+        }
+        // Room for the `<n>.` count on every chunk, so all chunks are cut alike.
+        let size = budget.saturating_sub(2);
+        let count = sealed.len().div_ceil(size.max(1));
+        if size == 0 || count > kind.max_chunks() {
+            return Err(self.too_large(kind, Some(sealed.len())));
+        }
+        let mut parts = Vec::with_capacity(count);
+        for (i, part) in sealed.as_bytes().chunks(size).enumerate() {
+            // Sealed values are base64url: ASCII, so any byte boundary is a char boundary.
+            let part = std::str::from_utf8(part).map_err(|_| ApiError::Internal)?;
+            parts.push(match i {
+                0 => format!("{count}.{part}"),
+                _ => part.to_string(),
+            });
+        }
+        Ok(parts)
     }
 
     /// Cookies that remove this kind at every path it is written at.
@@ -357,12 +490,7 @@ impl CookiePolicy {
                 })
                 .observe(size as f64);
             if size > MAX_COOKIE_BYTES {
-                tracing::error!(cookie = %self.name(kind), size, "cookie too large for browsers");
-                return Err(ApiError::CookieTooLarge {
-                    name: self.name(kind).to_string(),
-                    size,
-                    limit: MAX_COOKIE_BYTES,
-                });
+                return Err(self.too_large(kind, Some(size)));
             }
             out.push(c);
         }
@@ -412,6 +540,24 @@ impl CookiePolicy {
             && name[prefix.len()..].starts_with('-')
     }
 
+    /// The kind and chunk index a cookie name stands for: `<name>` is chunk 0, `<name>.<i>`
+    /// chunk `i` (decimal, no leading zero, below the kind's [`CookieKind::max_chunks`]). Other
+    /// names of ours are nobody's: never forwarded, never read.
+    fn kind_of(&self, name: &str) -> Option<(CookieKind, usize)> {
+        CookieKind::ALL.iter().find_map(|&kind| {
+            let rest = name.strip_prefix(self.name(kind))?;
+            if rest.is_empty() {
+                return Some((kind, 0));
+            }
+            let digits = rest.strip_prefix('.')?;
+            if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let index: usize = digits.parse().ok()?;
+            (index < kind.max_chunks()).then_some((kind, index))
+        })
+    }
+
     /// Reads the request's Cookie headers once: our cookies by kind, and the pairs that are not
     /// ours (to forward upstream). A proxied request used to scan the header once per question
     /// (any session cookie? the CSRF cookie, the access token, what goes upstream); this view
@@ -435,8 +581,8 @@ impl CookiePolicy {
                 view.login_flows.push((flow, value));
                 continue;
             }
-            if let Some(kind) = CookieKind::ALL.iter().find(|k| self.name(**k) == name) {
-                view.ours[kind.index()].push(value);
+            if let Some((kind, index)) = self.kind_of(name) {
+                view.ours[kind.index()][index].push(value);
             }
         }
         view
@@ -446,9 +592,10 @@ impl CookiePolicy {
 /// A request's cookies, read once ([`CookiePolicy::read`]), borrowed from its headers.
 #[derive(Debug, Default)]
 pub struct RequestCookies<'r> {
-    /// The sealed values of each kind, by [`CookieKind::index`], in the order sent: a request
-    /// can carry several of one name (another Path, or one planted by a sibling subdomain).
-    ours: [Vec<&'r str>; 5],
+    /// The values of each kind, by [`CookieKind::index`], then by chunk index, in the order
+    /// sent: a request can carry several of one name (another Path, or one planted by a
+    /// sibling subdomain).
+    ours: [[Vec<&'r str>; MAX_CHUNKS]; 5],
     /// The login flows' cookies (`<login name>-<flow id>`), as (flow id, sealed value), in the
     /// order sent. The old single `-login` cookie is in `ours`.
     login_flows: Vec<(&'r str, &'r str)>,
@@ -457,9 +604,54 @@ pub struct RequestCookies<'r> {
 }
 
 impl<'r> RequestCookies<'r> {
-    /// The sealed values of this kind's cookies, in the order sent.
-    pub fn values(&self, kind: CookieKind) -> &[&'r str] {
-        &self.ours[kind.index()]
+    /// The sealed values this kind's cookies make up, reassembled from their chunks, to be tried
+    /// in this order (the first that opens wins). One per first chunk sent, in the order sent;
+    /// when a chunk name was sent more than once, the combinations in the order sent, at most
+    /// [`MAX_ASSEMBLIES`] in all. A first chunk whose other chunks are missing, or whose parts
+    /// add up past [`MAX_SEALED_LEN`], yields an empty value: it was sent, and it cannot open.
+    pub fn sealed_values(&self, kind: CookieKind) -> Vec<Cow<'r, str>> {
+        let chunks = &self.ours[kind.index()];
+        let mut out = Vec::new();
+        for &first in &chunks[0] {
+            let (count, head) = chunk_count(first);
+            if count == 1 {
+                out.push(Cow::Borrowed(head));
+            } else {
+                let rest = &chunks[1..count.min(MAX_CHUNKS)];
+                if count > kind.max_chunks() || rest.iter().any(|copies| copies.is_empty()) {
+                    out.push(Cow::Borrowed(""));
+                } else {
+                    // An odometer over the copies of each chunk: the first copies first.
+                    let mut pick = vec![0usize; rest.len()];
+                    loop {
+                        let parts = rest.iter().zip(&pick).map(|(copies, &i)| copies[i]);
+                        let len = head.len() + parts.clone().map(str::len).sum::<usize>();
+                        if len > MAX_SEALED_LEN {
+                            out.push(Cow::Borrowed(""));
+                        } else {
+                            let mut value = String::with_capacity(len);
+                            value.push_str(head);
+                            parts.for_each(|p| value.push_str(p));
+                            out.push(Cow::Owned(value));
+                        }
+                        if out.len() >= MAX_ASSEMBLIES {
+                            return out;
+                        }
+                        let next = pick
+                            .iter()
+                            .zip(rest)
+                            .rposition(|(&i, copies)| i + 1 < copies.len());
+                        let Some(at) = next else { break };
+                        pick[at] += 1;
+                        pick[at + 1..].iter_mut().for_each(|i| *i = 0);
+                    }
+                }
+            }
+            if out.len() >= MAX_ASSEMBLIES {
+                break;
+            }
+        }
+        out
     }
 
     /// The login flows' cookies the request carries, as (flow id, sealed value) pairs.
@@ -467,9 +659,37 @@ impl<'r> RequestCookies<'r> {
         &self.login_flows
     }
 
-    /// Whether the request carries a cookie of this kind at all (readable or not).
+    /// The start of each sealed value of this kind, without reassembling anything: the first
+    /// chunks' parts, in the order sent (enough to read the key id a value names).
+    pub fn heads(&self, kind: CookieKind) -> impl Iterator<Item = &'r str> + '_ {
+        self.ours[kind.index()][0]
+            .iter()
+            .map(|first| chunk_count(first).1)
+    }
+
+    /// Whether the request carries the first chunk of this kind (readable or not). Chunks
+    /// without a first one are left-overs, not a session.
     pub fn has(&self, kind: CookieKind) -> bool {
-        !self.values(kind).is_empty()
+        !self.ours[kind.index()][0].is_empty()
+    }
+
+    /// The chunk indexes past the first that the request carries for this kind.
+    pub fn chunk_indexes(&self, kind: CookieKind) -> impl Iterator<Item = usize> + '_ {
+        self.ours[kind.index()]
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, copies)| !copies.is_empty())
+            .map(|(i, _)| i)
+    }
+
+    /// How many chunks the request's first chunks of this kind say their value has (the most,
+    /// when several were sent); `None` without a first chunk.
+    pub fn declared_chunks(&self, kind: CookieKind) -> Option<usize> {
+        self.ours[kind.index()][0]
+            .iter()
+            .map(|first| chunk_count(first).0)
+            .max()
     }
 
     /// The request's cookies minus ours, as one Cookie header for the upstream, or `None` when
@@ -480,6 +700,69 @@ impl<'r> RequestCookies<'r> {
         }
         HeaderValue::from_str(&self.foreign.join("; ")).ok()
     }
+}
+
+/// The number of chunks a first chunk announces, and its part of the sealed value: `<n>.<part>`
+/// for a split value (`n` from 2 to 9), else 1 and the value itself (base64url has no `.`).
+fn chunk_count(first: &str) -> (usize, &str) {
+    match first.as_bytes() {
+        [n @ b'2'..=b'9', b'.', ..] => (usize::from(n - b'0'), &first[2..]),
+        _ => (1, first),
+    }
+}
+
+/// Removal cookies for chunks the request carried that no longer belong to a value (sent after
+/// the response, by the cookie middleware in `rotation.rs`): chunks past the count of the
+/// value the response writes, or, when it writes none, past the count the request's first chunk
+/// announces (all of them when the response removes the kind or none was sent). Each goes to
+/// every path of the kind: the same value was written at all of them, so a left-over chunk seen
+/// here exists there too (a removal for a cookie the browser does not hold is a no-op). Paths
+/// the request did not reach are swept when a request reaches them; until then the count in the
+/// first chunk keeps the left-overs out of every reassembly.
+pub fn stale_chunk_removals(
+    policy: &CookiePolicy,
+    cookies: &RequestCookies<'_>,
+    written: &[Cookie<'_>],
+) -> Vec<Cookie<'static>> {
+    let mut out = Vec::new();
+    for kind in CookieKind::ALL {
+        if kind.max_chunks() == 1 {
+            continue;
+        }
+        let mut sent = cookies.chunk_indexes(kind).peekable();
+        if sent.peek().is_none() {
+            continue;
+        }
+        let ours: Vec<(usize, bool)> = written
+            .iter()
+            .filter_map(|c| {
+                let (k, index) = policy.kind_of(c.name())?;
+                let removal = c.max_age().is_some_and(|m| m.is_zero() || m.is_negative());
+                (k == kind).then_some((index, removal))
+            })
+            .collect();
+        let keep = match ours.iter().find(|(index, _)| *index == 0) {
+            Some((_, true)) => 0,
+            Some((_, false)) => ours
+                .iter()
+                .filter(|(_, removal)| !removal)
+                .map(|(index, _)| index + 1)
+                .max()
+                .unwrap_or(1),
+            None => cookies.declared_chunks(kind).unwrap_or(0),
+        };
+        for index in sent.filter(|i| *i >= keep.max(1)) {
+            if ours.iter().any(|(i, _)| *i == index) {
+                continue;
+            }
+            for path in policy.paths(kind) {
+                let mut c = policy.base(&policy.chunk_name(kind, index), String::new(), path);
+                c.make_removal();
+                out.push(c);
+            }
+        }
+    }
+    out
 }
 
 /// One `name=value` pair of a request's Cookie header, exactly as the browser sent it.
@@ -649,7 +932,7 @@ mod tests {
             );
         }
         let view = p.read(&headers);
-        let values = view.values(CookieKind::AccessToken);
+        let values = view.sealed_values(CookieKind::AccessToken);
         // Quotes are stripped as the cookie crate does; percent-escapes are not decoded.
         assert_eq!(values, ["first", "second", "%41"]);
         let pairs: Vec<&str> = request_cookies(&headers).map(|c| c.text).collect();
@@ -669,6 +952,37 @@ mod tests {
             .is_some_and(|c| c.name_value().is_none()));
         assert!(!view.has(CookieKind::Csrf));
         assert_eq!(view.foreign_header().expect("foreign"), "a=1; flag");
+    }
+
+    /// `len` random base64url characters: compress no better than a JWT's signature.
+    fn random_token(len: usize) -> String {
+        use base64::Engine;
+        use rand::RngCore;
+        let mut bytes = vec![0u8; len];
+        rand::rng().fill_bytes(&mut bytes);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)[..len].to_string()
+    }
+
+    /// The Cookie header a browser would send for these cookies (one path's worth).
+    fn cookie_header(cookies: &[&Cookie<'_>]) -> HeaderMap {
+        let text = cookies
+            .iter()
+            .map(|c| format!("{}={}", c.name(), c.value()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_str(&text).expect("header"),
+        );
+        h
+    }
+
+    fn opens(p: &CookiePolicy, s: &Sealer, headers: &HeaderMap) -> Option<String> {
+        p.read(headers)
+            .sealed_values(CookieKind::AccessToken)
+            .iter()
+            .find_map(|v| s.unseal::<String>(Purpose::AccessToken, 0, v).ok())
     }
 
     #[test]
@@ -701,7 +1015,7 @@ mod tests {
             .expect("value"),
         );
         let view = p.read(&headers);
-        assert_eq!(view.values(CookieKind::Login), ["old"]);
+        assert_eq!(view.sealed_values(CookieKind::Login), ["old"]);
         assert_eq!(view.login_flows(), [(flow.as_str(), "a"), ("x_Y-9", "b")]);
         // Ours whatever their tail: never forwarded upstream.
         assert_eq!(view.foreign_header().expect("foreign"), "app=1");
@@ -718,11 +1032,231 @@ mod tests {
     }
 
     #[test]
-    fn oversized_cookies_are_refused_not_dropped() {
+    fn a_value_too_large_for_any_browser_is_a_4xx_that_names_no_token() {
         let (p, s) = policy();
+        let token = random_token(40_000);
         let err = p
-            .seal(&s, CookieKind::AccessToken, i64::MAX, &"x".repeat(4000))
+            .seal(&s, CookieKind::AccessToken, i64::MAX, &token)
             .expect_err("too large");
-        assert_eq!(err.code(), "cookie_too_large");
+        assert_eq!(err.code(), "session_too_large");
+        assert_eq!(
+            actix_web::ResponseError::status_code(&err).as_u16(),
+            422,
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(!message.contains(&token[..16]), "{message}");
+        // Login and CSRF values are never split: one cookie or refused.
+        let err = p
+            .seal(&s, CookieKind::Csrf, i64::MAX, &random_token(5000))
+            .expect_err("too large");
+        assert_eq!(err.code(), "session_too_large");
+    }
+
+    #[test]
+    fn a_large_value_is_split_into_numbered_chunks_that_reassemble() {
+        let (p, s) = policy_with("");
+        let token = random_token(16 * 1024);
+        let cookies = p
+            .seal(&s, CookieKind::AccessToken, i64::MAX, &token)
+            .expect("seal");
+        let names: Vec<&str> = cookies.iter().map(|c| c.name()).collect();
+        assert!(names.len() >= 4 && names.len() <= MAX_CHUNKS, "{names:?}");
+        assert_eq!(names[0], "__Host-th-at");
+        for (i, name) in names.iter().enumerate().skip(1) {
+            assert_eq!(*name, format!("__Host-th-at.{i}"));
+        }
+        for c in &cookies {
+            assert!(c.to_string().len() <= MAX_COOKIE_BYTES, "{}", c.name());
+            assert_eq!(c.path(), Some("/"));
+        }
+        assert!(cookies[0]
+            .value()
+            .starts_with(&format!("{}.", cookies.len())));
+        let all: Vec<&Cookie> = cookies.iter().collect();
+        assert_eq!(opens(&p, &s, &cookie_header(&all)), Some(token.clone()));
+        // The browser's order does not matter, the chunk names do.
+        let reversed: Vec<&Cookie> = cookies.iter().rev().collect();
+        assert_eq!(
+            opens(&p, &s, &cookie_header(&reversed)),
+            Some(token.clone())
+        );
+        // Every path of a path-scoped kind gets the same chunks.
+        let auth = p
+            .seal(&s, CookieKind::RefreshToken, i64::MAX, &token)
+            .expect("seal");
+        assert_eq!(
+            auth.len(),
+            cookies.len() * p.paths(CookieKind::RefreshToken).len()
+        );
+        // A small value stays one cookie, without a count.
+        let small = p
+            .seal(&s, CookieKind::AccessToken, i64::MAX, &"t")
+            .expect("seal");
+        assert_eq!(small.len(), 1);
+        assert!(!small[0].value().contains('.'));
+    }
+
+    #[test]
+    fn a_chunk_swapped_in_reordered_or_dropped_fails_to_open() {
+        let (p, s) = policy_with("");
+        let seal = |t: &str| {
+            p.seal(&s, CookieKind::AccessToken, i64::MAX, &t)
+                .expect("seal")
+        };
+        let token = random_token(12 * 1024);
+        let mine = seal(&token);
+        let theirs = seal(&random_token(12 * 1024));
+        assert_eq!(mine.len(), theirs.len());
+        assert!(mine.len() >= 3);
+        let failed = |cookies: Vec<&Cookie>| {
+            let h = cookie_header(&cookies);
+            let view = p.read(&h);
+            assert!(view.has(CookieKind::AccessToken));
+            let values = view.sealed_values(CookieKind::AccessToken);
+            assert!(!values.is_empty(), "sent, so not taken for none");
+            opens(&p, &s, &h).is_none()
+        };
+        // Another session's chunk in place of one of ours.
+        let mut swapped: Vec<&Cookie> = mine.iter().collect();
+        swapped[1] = &theirs[1];
+        assert!(failed(swapped));
+        // Two chunks' values exchanged (names kept).
+        let mut c1 = mine[1].clone();
+        let mut c2 = mine[2].clone();
+        c1.set_value(mine[2].value().to_string());
+        c2.set_value(mine[1].value().to_string());
+        let mut reordered: Vec<&Cookie> = mine.iter().collect();
+        reordered[1] = &c1;
+        reordered[2] = &c2;
+        assert!(failed(reordered));
+        // A chunk missing.
+        let mut dropped: Vec<&Cookie> = mine.iter().collect();
+        dropped.remove(1);
+        assert!(failed(dropped));
+        // The count edited down: the value is cut short.
+        let mut fewer = mine[0].clone();
+        fewer.set_value(format!("2{}", &mine[0].value()[1..]));
+        let mut cut: Vec<&Cookie> = mine.iter().collect();
+        cut[0] = &fewer;
+        assert!(failed(cut));
+    }
+
+    #[test]
+    fn left_over_and_planted_chunks_do_not_break_a_session() {
+        let (p, s) = policy_with("");
+        let token = random_token(8 * 1024);
+        let mine = p
+            .seal(&s, CookieKind::AccessToken, i64::MAX, &token)
+            .expect("seal");
+        let other = p
+            .seal(&s, CookieKind::AccessToken, i64::MAX, &random_token(20_000))
+            .expect("seal");
+        assert!(other.len() > mine.len() + 1);
+        // Chunks of a longer, older value still in the jar past our count: ignored.
+        let mut with_left_overs: Vec<&Cookie> = mine.iter().collect();
+        with_left_overs.extend(other[mine.len()..].iter());
+        assert_eq!(
+            opens(&p, &s, &cookie_header(&with_left_overs)),
+            Some(token.clone())
+        );
+        // Copies planted before ours (a sibling subdomain's cookies come first when older):
+        // the first that opens still wins.
+        let mut planted: Vec<&Cookie> = other.iter().take(mine.len()).collect();
+        planted.extend(mine.iter());
+        assert_eq!(opens(&p, &s, &cookie_header(&planted)), Some(token.clone()));
+        let mut one_planted: Vec<&Cookie> = vec![&other[1]];
+        one_planted.extend(mine.iter());
+        assert_eq!(opens(&p, &s, &cookie_header(&one_planted)), Some(token));
+        // However many copies an attacker sends, the tries stay bounded.
+        let mut many: Vec<&Cookie> = Vec::new();
+        for _ in 0..6 {
+            many.extend(other.iter());
+        }
+        let h = cookie_header(&many);
+        assert!(p.read(&h).sealed_values(CookieKind::AccessToken).len() <= MAX_ASSEMBLIES);
+    }
+
+    #[test]
+    fn only_decimal_chunk_names_below_the_bound_are_chunks() {
+        let (p, _) = policy_with("secure = false");
+        assert_eq!(p.kind_of("th-at"), Some((CookieKind::AccessToken, 0)));
+        assert_eq!(p.kind_of("th-at.1"), Some((CookieKind::AccessToken, 1)));
+        assert_eq!(p.kind_of("th-auth.7"), Some((CookieKind::RefreshToken, 7)));
+        for name in [
+            "th-at.0",
+            "th-at.01",
+            "th-at.8",
+            "th-at.x",
+            "th-at.",
+            "th-csrf.1",
+            "th-login.1",
+            "th-atx",
+        ] {
+            assert_eq!(p.kind_of(name), None, "{name}");
+        }
+        // Ours all the same: never forwarded upstream.
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("th-at.9=x; a=1"));
+        assert_eq!(p.read(&h).foreign_header().expect("foreign"), "a=1");
+    }
+
+    #[test]
+    fn stale_chunks_are_removed_at_every_path_of_their_kind() {
+        let (p, s) = policy_with("");
+        let big = p
+            .seal(
+                &s,
+                CookieKind::RefreshToken,
+                i64::MAX,
+                &random_token(12 * 1024),
+            )
+            .expect("seal");
+        let paths = p.paths(CookieKind::RefreshToken).len();
+        let chunks = big.len() / paths;
+        assert!(chunks >= 3);
+        // What the browser sends at one path.
+        let at_one_path: Vec<&Cookie> = big.iter().take(chunks).collect();
+        let h = cookie_header(&at_one_path);
+        let view = p.read(&h);
+        let removed = |written: &[Cookie<'_>]| -> Vec<(String, String)> {
+            stale_chunk_removals(&p, &view, written)
+                .iter()
+                .inspect(|c| assert_eq!(c.max_age(), Some(CookieDuration::ZERO)))
+                .map(|c| (c.name().to_string(), c.path().unwrap_or("").to_string()))
+                .collect()
+        };
+        // Nothing written: the request's chunks all belong to its value.
+        assert!(removed(&[]).is_empty());
+        // A one-cookie value written: every other chunk goes, at every path.
+        let small = p
+            .seal(&s, CookieKind::RefreshToken, i64::MAX, &"t")
+            .expect("seal");
+        let gone = removed(&small);
+        assert_eq!(gone.len(), (chunks - 1) * paths);
+        assert!(gone
+            .iter()
+            .any(|(n, path)| n == "__Secure-th-auth.1" && path == "/oauth-agent/logout"));
+        assert!(!gone.iter().any(|(n, _)| n == "__Secure-th-auth"));
+        // The kind removed (logout): every chunk goes.
+        assert_eq!(
+            removed(&p.clear(CookieKind::RefreshToken)).len(),
+            (chunks - 1) * paths
+        );
+        // A value of two chunks written: chunks 2.. go.
+        let two = p
+            .seal(&s, CookieKind::RefreshToken, i64::MAX, &random_token(5000))
+            .expect("seal");
+        assert_eq!(two.len(), 2 * paths);
+        assert_eq!(removed(&two).len(), (chunks - 2) * paths);
+        // Chunks without their first one (orphans): all go.
+        let orphans: Vec<&Cookie> = big.iter().take(chunks).skip(1).collect();
+        let h = cookie_header(&orphans);
+        let view = p.read(&h);
+        assert!(!view.has(CookieKind::RefreshToken));
+        assert_eq!(
+            stale_chunk_removals(&p, &view, &[]).len(),
+            (chunks - 1) * paths
+        );
     }
 }

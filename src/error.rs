@@ -55,13 +55,12 @@ pub enum ApiError {
     /// The provider is unreachable, timed out or answered 5xx.
     #[error("{0}")]
     ProviderUnavailable(String),
-    /// A sealed cookie would exceed what browsers store; they would drop it without a word.
-    #[error("the {name} cookie would be {size} bytes, over the {limit} bytes browsers keep; request fewer scopes or claims, or use a provider with shorter tokens")]
-    CookieTooLarge {
-        name: String,
-        size: usize,
-        limit: usize,
-    },
+    /// A token, sealed, needs more cookies than [`crate::cookies::MAX_CHUNKS`]: more than
+    /// browsers and front proxies can carry, so writing it would only lose the session. 422:
+    /// the request was fine, the session it asks for cannot be kept. The message names the
+    /// cookie and the limit, never the token.
+    #[error("the session's {name} cookie would be larger than the {limit} bytes browsers can carry; sign in with fewer scopes or claims, or have the identity provider issue shorter tokens")]
+    SessionTooLarge { name: String, limit: usize },
     /// The provider's metadata could not be loaded (yet): discovery keeps retrying in the
     /// background, and other providers keep working.
     #[error("{0}")]
@@ -100,7 +99,7 @@ impl ApiError {
             ApiError::UserInfoRefused => "userinfo_refused",
             ApiError::SessionExpired => "session_expired",
             ApiError::ProviderUnavailable(_) => "authorization_server_error",
-            ApiError::CookieTooLarge { .. } => "cookie_too_large",
+            ApiError::SessionTooLarge { .. } => "session_too_large",
             ApiError::UpstreamUnavailable => "upstream_unavailable",
             ApiError::ProviderNotReady(_) => "provider_unavailable",
             ApiError::NoIdToken => "no_id_token",
@@ -144,9 +143,8 @@ impl ResponseError for ApiError {
             ApiError::NoIdToken => StatusCode::NOT_FOUND,
             // Not 401: SPAs written for the OAuth Agent refresh on any 401 from userInfo.
             ApiError::UserInfoRefused => StatusCode::FORBIDDEN,
-            ApiError::CookieTooLarge { .. } | ApiError::Internal => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ApiError::SessionTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }

@@ -62,6 +62,7 @@ pub struct Metrics {
     pub unseal_failures: Family<UnsealLabels, Counter>,
     pub provider_duration: Family<EndpointLabel, Histogram>,
     pub cookie_bytes: Family<CookieLabel, Histogram>,
+    pub cookie_chunks: Family<CookieLabel, Histogram>,
 }
 
 fn latency() -> Histogram {
@@ -116,6 +117,15 @@ impl Metrics {
             "Size of each Set-Cookie written, by cookie",
             cookie_bytes.clone(),
         );
+        let cookie_chunks = Family::<CookieLabel, Histogram>::new_with_constructor(|| {
+            // One bucket per chunk count, 1 to cookies::MAX_CHUNKS.
+            Histogram::new((1..=crate::cookies::MAX_CHUNKS).map(|n| n as f64))
+        });
+        registry.register(
+            "cookie_chunks",
+            "Cookies each sealed value was split into when written, by cookie kind",
+            cookie_chunks.clone(),
+        );
         Self {
             registry,
             requests,
@@ -125,6 +135,7 @@ impl Metrics {
             unseal_failures,
             provider_duration,
             cookie_bytes,
+            cookie_chunks,
         }
     }
 

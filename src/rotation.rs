@@ -11,6 +11,7 @@ use crate::cookies::CookieKind;
 use crate::crypto::KeyRing;
 use crate::state::AppState;
 use actix_web::body::MessageBody;
+use actix_web::cookie::Cookie;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
@@ -22,7 +23,10 @@ use std::time::Duration;
 pub const POLL: Duration = Duration::from_secs(10);
 
 /// Re-seals the request's cookies that were sealed with an older key (all but the short-lived
-/// login cookie), unless the response writes that cookie itself.
+/// login cookie), unless the response writes that cookie itself; and removes the chunks of a
+/// split cookie that the request carried but no value uses any more
+/// ([`crate::cookies::stale_chunk_removals`]). A re-sealed value is split like any other, so a
+/// chunked cookie is re-sealed whole.
 pub async fn reseal_cookies(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -32,40 +36,84 @@ pub async fn reseal_cookies(
     };
     let jar = &state.jar;
     let now = jar.clock().now();
-    let cookies = jar.read(req.headers());
-    let mut fresh: Vec<(CookieKind, String)> = Vec::new();
-    for kind in CookieKind::ALL {
-        if kind == CookieKind::Login {
-            continue;
+    // The request's headers are needed after the call (stale chunks): a copy of the Cookie
+    // headers only, and only when it carries a chunk past the first (rare).
+    let (fresh, cookie_headers) = {
+        let cookies = jar.read(req.headers());
+        let mut fresh: Vec<(CookieKind, String)> = Vec::new();
+        let mut chunked = false;
+        for kind in CookieKind::ALL {
+            chunked |= cookies.chunk_indexes(kind).next().is_some();
+            // Most requests: every value names the current key; a split one is then not
+            // reassembled here.
+            if kind == CookieKind::Login
+                || cookies
+                    .heads(kind)
+                    .all(|head| jar.sealer().names_current_key(head))
+            {
+                continue;
+            }
+            let resealed = cookies
+                .sealed_values(kind)
+                .iter()
+                .find_map(|value| jar.sealer().reseal(kind.purpose(), now, value));
+            if let Some(value) = resealed {
+                fresh.push((kind, value));
+            }
         }
-        let resealed = cookies
-            .values(kind)
-            .iter()
-            .find_map(|value| jar.sealer().reseal(kind.purpose(), now, value));
-        if let Some(value) = resealed {
-            fresh.push((kind, value));
-        }
-    }
+        let cookie_headers = chunked.then(|| {
+            let mut h = header::HeaderMap::new();
+            for v in req.headers().get_all(header::COOKIE) {
+                h.append(header::COOKIE, v.clone());
+            }
+            h
+        });
+        (fresh, cookie_headers)
+    };
     let mut res = next.call(req).await?;
-    if fresh.is_empty() {
+    if fresh.is_empty() && cookie_headers.is_none() {
         return Ok(res);
     }
-    let written: Vec<String> = res
+    let mut written: Vec<Cookie<'static>> = res
         .headers()
         .get_all(header::SET_COOKIE)
         .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split('=').next().map(|n| n.trim().to_string()))
+        .filter_map(|v| Cookie::parse(v.to_string()).ok())
         .collect();
+    let writes = |written: &[Cookie<'_>], kind: CookieKind| {
+        written.iter().any(|c| {
+            c.name()
+                .strip_prefix(jar.policy().name(kind))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        })
+    };
+    let mut added = Vec::new();
     for (kind, value) in fresh {
-        if written.iter().any(|w| w == jar.policy().name(kind)) {
+        if writes(&written, kind) {
             continue;
         }
-        for cookie in jar.policy().with_value(kind, &value) {
-            if let Ok(v) = HeaderValue::from_str(&cookie.to_string()) {
-                res.headers_mut().append(header::SET_COOKIE, v);
+        match jar.policy().with_value(kind, &value) {
+            Ok(cookies) => added.extend(cookies),
+            Err(e) => {
+                tracing::warn!(cookie = %jar.policy().name(kind), error = %e, "could not re-seal");
+                continue;
             }
         }
         tracing::debug!(cookie = %jar.policy().name(kind), "re-sealed with the current key");
+    }
+    written.extend(added.iter().cloned());
+    if let Some(headers) = &cookie_headers {
+        let cookies = jar.read(headers);
+        let stale = crate::cookies::stale_chunk_removals(jar.policy(), &cookies, &written);
+        if !stale.is_empty() {
+            tracing::debug!(count = stale.len(), "removing left-over cookie chunks");
+        }
+        added.extend(stale);
+    }
+    for cookie in added {
+        if let Ok(v) = HeaderValue::from_str(&cookie.to_string()) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     Ok(res)
 }

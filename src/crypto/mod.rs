@@ -10,4 +10,4 @@ mod keys;
 mod seal;
 
 pub use keys::{CookieKey, KeyError, KeyRing};
-pub use seal::{Purpose, SealError, Sealer};
+pub use seal::{Purpose, SealError, Sealer, MAX_PLAINTEXT_LEN, MAX_SEALED_LEN};

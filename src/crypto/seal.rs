@@ -5,6 +5,14 @@
 //! JSON keeps the payload self-describing, so a field added in a later release (with a serde
 //! default) still opens cookies written by replicas that run the previous one.
 //!
+//! Two versions: `1` encrypts the plaintext as it is, `2` encrypts its raw DEFLATE (RFC 1951)
+//! compression. A value of 2.5 KiB or more is compressed when that makes it shorter (a JWT
+//! shrinks by about a quarter, which can save a whole cookie chunk), and the version byte is bound into the
+//! associated data, so a `2` edited into a `1` (or back) fails authentication. Values written
+//! before compression existed (version 1) still open: rolling upgrades keep their sessions.
+//! Decompression happens only after the tag was verified, so only we can have produced what is
+//! inflated, and even that is capped at [`MAX_PLAINTEXT_LEN`].
+//!
 //! - A fresh random 96-bit nonce per seal (NIST SP 800-38D §8.2.2: random nonces are safe for far
 //!   more than 2^32 seals per key, which key rotation keeps us well under).
 //! - The associated data binds the format version, the cookie's purpose and the key id, so a
@@ -25,14 +33,29 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::{Arc, RwLock};
 
-const VERSION: u8 = 1;
+/// The plaintext is encrypted as it is.
+const VERSION_PLAIN: u8 = 1;
+/// The plaintext is DEFLATE-compressed, then encrypted.
+const VERSION_DEFLATE: u8 = 2;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
 const EXP_LEN: usize = 8;
-/// Larger inputs are refused before decoding: no cookie we write comes near it, and it bounds
-/// the work an attacker can make us do per cookie.
-const MAX_SEALED_LEN: usize = 16 * 1024;
+/// Larger inputs are refused before decoding: it bounds the work an attacker can make us do per
+/// cookie. A value may be split over up to `cookies::MAX_CHUNKS` cookies of 4096 bytes, so the
+/// reassembled value can reach 32 KiB; nothing larger is ever written.
+pub const MAX_SEALED_LEN: usize = 32 * 1024;
+/// The largest plaintext sealed or opened, compressed or not: a value that inflates past it is
+/// refused (a "zip bomb" would need our key, but the cap holds whatever goes wrong).
+pub const MAX_PLAINTEXT_LEN: usize = 64 * 1024;
+/// Plaintexts shorter than this are sealed as they are: they fit one cookie anyway (2.5 KiB
+/// seals to about 3.4 KB), and inflating costs every proxied request a few microseconds, more
+/// than the whole unseal of a typical session (docs/benchmarks.md). Larger values are near or
+/// past one cookie's capacity, where compression saves whole chunks.
+const COMPRESS_FROM: usize = 2560;
+/// DEFLATE level: 6 is zlib's default balance; sealing happens at login and refresh, not per
+/// request.
+const DEFLATE_LEVEL: u8 = 6;
 
 /// What a sealed value is for. Part of the associated data: a value sealed for one purpose never
 /// opens as another.
@@ -70,6 +93,9 @@ pub enum SealError {
     /// The value could not be serialized (a bug, never caused by input).
     #[error("the value could not be encoded")]
     Encode,
+    /// The value is larger than any cookie could carry ([`MAX_PLAINTEXT_LEN`]).
+    #[error("the value is too large to seal")]
+    TooLarge,
 }
 
 /// Seals and opens values with a key ring that can be replaced while the server runs (key
@@ -111,6 +137,13 @@ impl Sealer {
             .map(|k| k.id_hex())
     }
 
+    /// Whether a sealed value (or just its start: the first chunk of a split value) names the
+    /// current key: then [`Sealer::reseal`] has nothing to do, and a split value need not even
+    /// be reassembled to find that out.
+    pub fn names_current_key(&self, sealed: &str) -> bool {
+        sealed_key_id(sealed).is_some_and(|id| id == self.ring().current().id())
+    }
+
     /// When `sealed` was sealed by a listed key other than the current one, the same plaintext
     /// sealed with the current key; `None` when it already is current (or does not open). This
     /// moves live sessions onto a new key as they are used, so the old key can be dropped.
@@ -149,30 +182,24 @@ impl Sealer {
         self.seal_raw(&self.ring(), purpose, &plaintext)
     }
 
-    /// Seals a plaintext (`exp ‖ JSON`) with the ring's current key.
+    /// Seals a plaintext (`exp ‖ JSON`) with the ring's current key, compressed when that makes
+    /// it shorter.
     fn seal_raw(
         &self,
         ring: &KeyRing,
         purpose: Purpose,
         plaintext: &[u8],
     ) -> Result<String, SealError> {
-        let key = ring.current();
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rng().fill_bytes(&mut nonce);
-        // One buffer, encrypted in place: header, then plaintext (turned into ciphertext), then
-        // the tag.
-        let mut buf = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
-        buf.push(VERSION);
-        buf.extend_from_slice(&key.id());
-        buf.extend_from_slice(&nonce);
-        buf.extend_from_slice(plaintext);
-        let aad = associated_data(purpose, &key.id());
-        let tag = key
-            .cipher
-            .encrypt_inout_detached(&Nonce::from(nonce), &aad, buf[HEADER_LEN..].as_mut().into())
-            .map_err(|_| SealError::Encode)?;
-        buf.extend_from_slice(&tag);
-        Ok(URL_SAFE_NO_PAD.encode(buf))
+        if plaintext.len() > MAX_PLAINTEXT_LEN {
+            return Err(SealError::TooLarge);
+        }
+        if plaintext.len() >= COMPRESS_FROM {
+            let deflated = miniz_oxide::deflate::compress_to_vec(plaintext, DEFLATE_LEVEL);
+            if deflated.len() < plaintext.len() {
+                return encrypt(ring, VERSION_DEFLATE, purpose, &deflated);
+            }
+        }
+        encrypt(ring, VERSION_PLAIN, purpose, plaintext)
     }
 
     /// Opens a value sealed for `purpose` by any key in the ring, if it has not expired at `now`.
@@ -200,13 +227,14 @@ impl Sealer {
 
     /// Authenticates and decrypts a decoded value; returns the plaintext (`exp ‖ JSON`).
     fn open_raw(ring: &KeyRing, purpose: Purpose, mut raw: Vec<u8>) -> Result<Vec<u8>, SealError> {
-        if raw.len() < HEADER_LEN + EXP_LEN + TAG_LEN || raw[0] != VERSION {
+        let version = *raw.first().ok_or(SealError::Invalid)?;
+        if raw.len() < HEADER_LEN + TAG_LEN || !matches!(version, VERSION_PLAIN | VERSION_DEFLATE) {
             return Err(SealError::Invalid);
         }
         let key = ring
             .find(&raw[1..1 + KEY_ID_LEN])
             .ok_or(SealError::Invalid)?;
-        let aad = associated_data(purpose, &key.id());
+        let aad = associated_data(version, purpose, &key.id());
         let nonce =
             Nonce::try_from(&raw[1 + KEY_ID_LEN..HEADER_LEN]).map_err(|_| SealError::Invalid)?;
         let tag_at = raw.len() - TAG_LEN;
@@ -216,8 +244,46 @@ impl Sealer {
             .map_err(|_| SealError::Invalid)?;
         raw.truncate(tag_at);
         raw.drain(..HEADER_LEN);
-        Ok(raw)
+        // Authentic from here on: only a holder of the key wrote these bytes.
+        let plaintext = if version == VERSION_DEFLATE {
+            miniz_oxide::inflate::decompress_to_vec_with_limit(&raw, MAX_PLAINTEXT_LEN)
+                .map_err(|_| SealError::Invalid)?
+        } else {
+            raw
+        };
+        if plaintext.len() < EXP_LEN || plaintext.len() > MAX_PLAINTEXT_LEN {
+            return Err(SealError::Invalid);
+        }
+        Ok(plaintext)
     }
+}
+
+/// Encrypts `body` (the plaintext, compressed for [`VERSION_DEFLATE`]) under the ring's current
+/// key as a value of this version.
+fn encrypt(
+    ring: &KeyRing,
+    version: u8,
+    purpose: Purpose,
+    body: &[u8],
+) -> Result<String, SealError> {
+    let key = ring.current();
+    let plaintext = body;
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rng().fill_bytes(&mut nonce);
+    // One buffer, encrypted in place: header, then plaintext (turned into ciphertext), then
+    // the tag.
+    let mut buf = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
+    buf.push(version);
+    buf.extend_from_slice(&key.id());
+    buf.extend_from_slice(&nonce);
+    buf.extend_from_slice(plaintext);
+    let aad = associated_data(version, purpose, &key.id());
+    let tag = key
+        .cipher
+        .encrypt_inout_detached(&Nonce::from(nonce), &aad, buf[HEADER_LEN..].as_mut().into())
+        .map_err(|_| SealError::Encode)?;
+    buf.extend_from_slice(&tag);
+    Ok(URL_SAFE_NO_PAD.encode(buf))
 }
 
 /// The key id a sealed value names, from its first 8 characters alone (they decode to the
@@ -227,9 +293,13 @@ fn sealed_key_id(sealed: &str) -> Option<[u8; KEY_ID_LEN]> {
     head.get(1..1 + KEY_ID_LEN)?.try_into().ok()
 }
 
-fn associated_data(purpose: Purpose, key_id: &[u8]) -> Vec<u8> {
+/// `token-handler/<version>/<purpose>/<key id>`: version 1 is exactly what releases before
+/// compression bound, so their values still open.
+fn associated_data(version: u8, purpose: Purpose, key_id: &[u8]) -> Vec<u8> {
     let mut aad = Vec::with_capacity(32);
-    aad.extend_from_slice(b"token-handler/1/");
+    aad.extend_from_slice(b"token-handler/");
+    aad.push(b'0' + version);
+    aad.push(b'/');
     aad.extend_from_slice(purpose.label());
     aad.push(b'/');
     aad.extend_from_slice(key_id);
@@ -254,6 +324,118 @@ mod tests {
 
     fn token_2k() -> String {
         "x".repeat(2048)
+    }
+
+    /// `len` random base64url characters: about as compressible as a JWT's signature (DEFLATE's
+    /// Huffman coding gets them to 6 bits a character, no better).
+    fn random_b64(len: usize) -> String {
+        let mut bytes = vec![0u8; len * 3 / 4 + 3];
+        rand::rng().fill_bytes(&mut bytes);
+        URL_SAFE_NO_PAD.encode(bytes)[..len].to_string()
+    }
+
+    /// A value sealed exactly as releases before compression did (version 1, no version in
+    /// the associated data's place but the literal `1`), written out here so the format is
+    /// pinned independently of the sealing code.
+    fn seal_v1_like_before(s: &Sealer, purpose_label: &[u8], exp: i64, json: &str) -> String {
+        let ring = s.ring();
+        let key = ring.current();
+        let nonce = [7u8; NONCE_LEN];
+        let mut buf = vec![1u8];
+        buf.extend_from_slice(&key.id());
+        buf.extend_from_slice(&nonce);
+        buf.extend_from_slice(&exp.to_be_bytes());
+        buf.extend_from_slice(json.as_bytes());
+        let mut aad = b"token-handler/1/".to_vec();
+        aad.extend_from_slice(purpose_label);
+        aad.push(b'/');
+        aad.extend_from_slice(&key.id());
+        let tag = key
+            .cipher
+            .encrypt_inout_detached(&Nonce::from(nonce), &aad, buf[HEADER_LEN..].as_mut().into())
+            .expect("encrypt");
+        buf.extend_from_slice(&tag);
+        URL_SAFE_NO_PAD.encode(buf)
+    }
+
+    #[test]
+    fn values_sealed_before_compression_existed_still_open() {
+        let (s, _) = fresh();
+        let json = format!("\"{}\"", token_2k());
+        let old = seal_v1_like_before(&s, b"at", NOW + 60, &json);
+        let v: String = s.unseal(Purpose::AccessToken, NOW, &old).expect("open");
+        assert_eq!(v, token_2k());
+        // And they are moved to the current format by a reseal like any other value.
+        assert!(s.unseal::<String>(Purpose::IdToken, NOW, &old).is_err());
+    }
+
+    #[test]
+    fn compressible_values_are_compressed_and_the_version_is_authenticated() {
+        let (s, _) = fresh();
+        let jwt_like = format!(
+            "{}.{}",
+            "eyJhbGciOiJSUzI1NiJ9".repeat(100),
+            random_b64(1000)
+        );
+        let sealed = s
+            .seal(Purpose::AccessToken, NOW + 60, &jwt_like)
+            .expect("seal");
+        let raw = URL_SAFE_NO_PAD.decode(&sealed).expect("b64");
+        assert_eq!(raw[0], VERSION_DEFLATE);
+        assert!(raw.len() < jwt_like.len() * 3 / 4, "{} bytes", raw.len());
+        let v: String = s.unseal(Purpose::AccessToken, NOW, &sealed).expect("open");
+        assert_eq!(v, jwt_like);
+        // The version byte is bound into the associated data: claiming "not compressed" (or an
+        // unknown version) fails like any other edit.
+        for version in [VERSION_PLAIN, 0, 3, 255] {
+            let mut bad = raw.clone();
+            bad[0] = version;
+            let res: Result<String, _> =
+                s.unseal(Purpose::AccessToken, NOW, &URL_SAFE_NO_PAD.encode(&bad));
+            assert_eq!(res, Err(SealError::Invalid), "version {version}");
+        }
+        // Values that fit one cookie anyway stay version 1 (random base64url text does compress:
+        // 6 bits a byte).
+        for v in ["short".to_string(), "x".repeat(2000)] {
+            let sealed = s.seal(Purpose::AccessToken, NOW + 60, &v).expect("seal");
+            assert_eq!(
+                URL_SAFE_NO_PAD.decode(&sealed).expect("b64")[0],
+                VERSION_PLAIN
+            );
+        }
+    }
+
+    #[test]
+    fn an_authentic_value_that_inflates_past_the_limit_is_refused() {
+        let (s, _) = fresh();
+        let mut bomb = NOW.to_be_bytes().to_vec();
+        bomb.resize(MAX_PLAINTEXT_LEN + 1, b'a');
+        let deflated = miniz_oxide::deflate::compress_to_vec(&bomb, 6);
+        assert!(deflated.len() < 1024);
+        let sealed =
+            encrypt(&s.ring(), VERSION_DEFLATE, Purpose::AccessToken, &deflated).expect("seal");
+        let res: Result<String, _> = s.unseal(Purpose::AccessToken, NOW, &sealed);
+        assert_eq!(res, Err(SealError::Invalid));
+        // Just under the limit opens (the cap is not off by one).
+        bomb.truncate(MAX_PLAINTEXT_LEN - 2);
+        bomb.splice(8..9, *b"\"");
+        bomb.push(b'"');
+        bomb[..8].copy_from_slice(&(NOW + 60).to_be_bytes());
+        let deflated = miniz_oxide::deflate::compress_to_vec(&bomb, 6);
+        let sealed =
+            encrypt(&s.ring(), VERSION_DEFLATE, Purpose::AccessToken, &deflated).expect("seal");
+        let v: String = s.unseal(Purpose::AccessToken, NOW, &sealed).expect("open");
+        assert_eq!(v.len() + 8 + 2, bomb.len());
+        assert_eq!(bomb.len(), MAX_PLAINTEXT_LEN - 1);
+        // Sealing refuses what could not be opened.
+        assert_eq!(
+            s.seal(
+                Purpose::AccessToken,
+                NOW + 60,
+                &random_b64(MAX_PLAINTEXT_LEN)
+            ),
+            Err(SealError::TooLarge)
+        );
     }
 
     #[test]
@@ -422,7 +604,7 @@ mod tests {
         assert_eq!(s.reseal(Purpose::RefreshToken, NOW, &sealed), None);
         // Nor touches a value over the unsealing cap, even one an older key really sealed.
         let big = sealer_with(&[&old])
-            .seal(Purpose::AccessToken, NOW + 60, &"x".repeat(MAX_SEALED_LEN))
+            .seal(Purpose::AccessToken, NOW + 60, &random_b64(40_000))
             .expect("seal");
         assert!(big.len() > MAX_SEALED_LEN);
         assert_eq!(s.reseal(Purpose::AccessToken, NOW, &big), None);

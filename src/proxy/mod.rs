@@ -51,11 +51,7 @@ pub async fn handle(
         Ok(o) => o,
         Err(e) => return e.error_response(),
     };
-    let header_bytes: usize = req
-        .headers()
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
+    let header_bytes = relayed_header_bytes(req.headers(), state.jar.policy());
     let found = if header_bytes > MAX_HEADER_BYTES {
         Err(ApiError::HeadersTooLarge {
             limit: MAX_HEADER_BYTES,
@@ -69,6 +65,22 @@ pub async fn handle(
     };
     origin.decorate(resp.headers_mut(), &state.config.web);
     resp
+}
+
+/// The size of the request headers as relayed: our cookies never cross (a session split over
+/// several cookies can be 20 KB or more), the rest of the Cookie header does. The bearer token
+/// that replaces our cookies is the upstream's limit to raise (docs/deployment.md).
+fn relayed_header_bytes(headers: &HeaderMap, policy: &CookiePolicy) -> usize {
+    let others: usize = headers
+        .iter()
+        .filter(|(n, _)| *n != header::COOKIE)
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let cookies = policy
+        .read(headers)
+        .foreign_header()
+        .map_or(0, |v| "cookie".len() + v.len() + 4);
+    others + cookies
 }
 
 /// What the upstream leg of a proxied request needs besides the request, its body and the token:

@@ -84,8 +84,10 @@ impl SessionJar {
     }
 
     /// Unseals this kind's cookie, reporting how it failed. `Ok(None)` when the request has
-    /// none. When a request carries several cookies of the name (another path, or one planted by
-    /// a sibling subdomain), the first that opens wins; planted ones cannot open.
+    /// none. A value split over several cookies is reassembled first and opens only whole. When
+    /// a request carries several cookies of the name (another path, or one planted by a sibling
+    /// subdomain), the first that opens wins; planted ones cannot open
+    /// ([`RequestCookies::sealed_values`] bounds how many combinations are tried).
     pub fn unseal<T: DeserializeOwned>(
         &self,
         cookies: &RequestCookies<'_>,
@@ -93,7 +95,8 @@ impl SessionJar {
     ) -> Result<Option<T>, SealError> {
         let now = self.clock.now();
         let mut result = Ok(None);
-        for value in cookies.values(kind) {
+        for value in cookies.sealed_values(kind) {
+            let value = value.as_ref();
             match self.sealer.unseal(kind.purpose(), now, value) {
                 Ok(v) => return Ok(Some(v)),
                 Err(e) => {
@@ -323,8 +326,8 @@ impl SessionJar {
 
     /// With `cookies.persistent`, gives every session cookie a `Max-Age` of the absolute
     /// lifetime left, so the browser keeps it across restarts, and never longer than the session
-    /// can last. Refuses, like the policy does, a cookie the attribute pushes over what browsers
-    /// keep.
+    /// can last. The chunks were cut with room for the attribute
+    /// ([`crate::cookies::MAX_AGE_ROOM`]).
     fn persist(
         &self,
         cookies: &mut [Cookie<'static>],
@@ -338,12 +341,9 @@ impl SessionJar {
             c.set_max_age(actix_web::cookie::time::Duration::seconds(max_age));
             let size = c.to_string().len();
             if size > crate::cookies::MAX_COOKIE_BYTES {
+                // Chunks keep room for the attribute (`MAX_AGE_ROOM`): a bug if reached.
                 tracing::error!(cookie = %c.name(), size, "cookie too large for browsers");
-                return Err(ApiError::CookieTooLarge {
-                    name: c.name().to_string(),
-                    size,
-                    limit: crate::cookies::MAX_COOKIE_BYTES,
-                });
+                return Err(ApiError::Internal);
             }
         }
         Ok(())
@@ -380,7 +380,9 @@ impl SessionJar {
                 };
             }
         }
-        for value in cookies.values(CookieKind::Login) {
+        // The pre-upgrade single login cookie (never split: login cookies fit one cookie).
+        let old_values = cookies.sealed_values(CookieKind::Login);
+        for value in &old_values {
             if let Some(login) = open(value).filter(|l| l.state.ct_eq(state)) {
                 return LoginLookup::Found {
                     login,
@@ -392,7 +394,7 @@ impl SessionJar {
             .login_flows()
             .iter()
             .map(|(_, v)| *v)
-            .chain(cookies.values(CookieKind::Login).iter().copied())
+            .chain(old_values.iter().map(|v| v.as_ref()))
             .any(|v| open(v).is_some());
         if pending {
             LoginLookup::OtherLogins

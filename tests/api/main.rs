@@ -13,6 +13,7 @@ mod flow;
 mod gateway;
 mod helpers;
 mod hostile;
+mod large_tokens;
 mod operations;
 mod providers;
 mod proxy;

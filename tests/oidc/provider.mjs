@@ -93,6 +93,11 @@ const DEFAULTS = {
   // a path in it is stripped from requests before oidc-provider sees them (a mount, so every
   // endpoint is published under the path).
   publicIssuer: null,
+  // null: tokens of the usual size. {"accessToken": n, "refreshToken": n, "idToken": n} (each
+  // optional, characters): opaque access and refresh tokens of n random base64url characters,
+  // and ID tokens padded to at least n characters with a random `pad` claim (profile scope,
+  // also in userinfo), like Entra ID tokens with group claims. See "big tokens" below.
+  bigTokens: null,
 };
 
 // The scopes the provider knows; with jwtAccessTokens they are also the resource server's
@@ -161,6 +166,26 @@ if (cfg.jwtAccessTokens !== null) {
   } catch { /* not an absolute URI: keep the internal URN */ }
   jwtResource = { audience: j.audience, resourceIndicator };
 }
+
+// ---- big tokens (bigTokens) ----------------------------------------------------------------
+// Validated here; applied by replacing the opaque token id generator of the AccessToken and
+// RefreshToken models once the provider exists (oidc-provider's own, nanoid, cannot make ids over
+// ~500 characters: its random pool is 128 times the id), and through the `pad` claim of
+// claimsFor (an ID token is base64url JSON: 4 characters per 3 bytes of claim, plus the usual
+// claims and the signature).
+const bigTokens = { accessToken: 0, refreshToken: 0, idToken: 0 };
+if (cfg.bigTokens !== null) {
+  const b = cfg.bigTokens;
+  if (typeof b !== 'object' || Array.isArray(b)) fail('OIDC_CONFIG.bigTokens must be an object like {"accessToken":16384,"idToken":16384} (or null/absent)');
+  for (const [k, v] of Object.entries(b)) {
+    if (!(k in bigTokens)) fail(`OIDC_CONFIG.bigTokens has unknown field ${k}; known: ${Object.keys(bigTokens).join(', ')}`);
+    if (!Number.isInteger(v) || v < 0 || v > 65536) fail(`OIDC_CONFIG.bigTokens.${k} must be an integer 0..65536 (characters)`);
+    bigTokens[k] = v;
+  }
+}
+const idTokenPad = () => (bigTokens.idToken > 0
+  ? { pad: crypto.randomBytes(Math.ceil((bigTokens.idToken * 3) / 4)).toString('base64url').slice(0, Math.ceil((bigTokens.idToken * 3) / 4)) }
+  : {});
 
 const maxLifetime = process.env.MAX_LIFETIME_SECONDS === undefined
   ? 900 : Number(process.env.MAX_LIFETIME_SECONDS);
@@ -272,7 +297,9 @@ const CLIENT_AUTH_PARAMS = new Set(['client_secret', 'client_assertion', 'client
 // ---------------------------------------------------------------------------------------
 
 let providerCallback;
-server = http.createServer((req, res) => {
+// bigTokens: a 16 KB bearer token alone fills node's default 16 KiB request-header limit.
+const serverOptions = cfg.bigTokens !== null ? { maxHeaderSize: 256 * 1024 } : {};
+server = http.createServer(serverOptions, (req, res) => {
   // publicIssuer with a path: strip it the way a mount does (oidc-provider reads the mount
   // path from req.originalUrl, so the endpoints it publishes keep the path).
   if (mountPath && req.url && (req.url === mountPath || req.url.startsWith(`${mountPath}/`) || req.url.startsWith(`${mountPath}?`))) {
@@ -384,6 +411,7 @@ function claimsFor(login) {
     preferred_username: login,
     email: `${login}@example.test`,
     email_verified: true,
+    ...idTokenPad(),
   };
 }
 
@@ -429,7 +457,7 @@ try {
     scopes: SCOPES,
     claims: {
       openid: ['sub'],
-      profile: ['name', 'given_name', 'family_name', 'preferred_username'],
+      profile: ['name', 'given_name', 'family_name', 'preferred_username', ...(bigTokens.idToken > 0 ? ['pad'] : [])],
       email: ['email', 'email_verified'],
       acr: null,
       sid: null,
@@ -520,6 +548,22 @@ ${form}
 }
 
 provider.proxy = false;
+
+// bigTokens: opaque access and refresh tokens of the configured length (the token value is its
+// id, the key under which the provider stores it, so userinfo, introspection and revocation all
+// keep working).
+for (const [model, chars] of [[provider.AccessToken, bigTokens.accessToken], [provider.RefreshToken, bigTokens.refreshToken]]) {
+  if (chars > 0) {
+    // The original still runs: for access tokens it also decides the format (JWT access tokens
+    // keep their own jti).
+    const original = model.prototype.generateTokenId;
+    model.prototype.generateTokenId = function generateBigTokenId(...args) {
+      const id = original.apply(this, args);
+      if (this.format && this.format !== 'opaque') return id;
+      return crypto.randomBytes(Math.ceil((chars * 3) / 4) + 1).toString('base64url').slice(0, chars);
+    };
+  }
+}
 
 // loginAcr: the dev interactions' login records no acr; add it to every finished login.
 if (cfg.loginAcr !== null) {
