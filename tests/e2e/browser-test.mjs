@@ -27,6 +27,7 @@ const env = (name, fallback) => {
 };
 const SPA_URL = env('SPA_URL');
 const SPA_ORIGIN = new URL(SPA_URL).origin;
+const SPA_HOST = new URL(SPA_URL).hostname;
 const ISSUER_ORIGIN = new URL(env('ISSUER')).origin;
 const PROVIDER = env('PROVIDER');
 const LOGIN = env('LOGIN');
@@ -139,6 +140,17 @@ try {
   const names = sessionCookies.map((c) => c.name).sort();
   check(['th-at', 'th-csrf'].every((n) => names.includes(n)), `session cookies set (${[...new Set(names)].join(', ')})`);
   check(sessionCookies.every((c) => c.httpOnly && c.sameSite === 'Strict'), 'every th-* cookie is HttpOnly and SameSite=Strict');
+  // EXPECT_CHUNKS: cookies whose tokens are too large for one cookie (run 1's 12 KB ID tokens
+  // and 6 KB refresh tokens) are split into `<name>`, `<name>.1`, …; the claims shown below come
+  // from the reassembled ID-token cookie.
+  for (const base of (process.env.EXPECT_CHUNKS || '').split(' ').filter(Boolean)) {
+    // Every path: the ID-token and refresh-token cookies are scoped to the agent's endpoints.
+    const chunks = (await context.cookies()).filter((c) => [SPA_HOST, 'localhost'].includes(c.domain)
+      && (c.name === base || c.name.startsWith(`${base}.`)));
+    const biggest = Math.max(...chunks.map((c) => c.name.length + c.value.length));
+    check(chunks.some((c) => c.name === `${base}.1`) && biggest <= 4096,
+      `${base} is split into chunks of at most 4096 bytes (${[...new Set(chunks.map((c) => c.name))].join(', ')})`);
+  }
   const claims = JSON.parse(await page.textContent('#claims'));
   check(typeof claims.sub === 'string' && claims.iss === new URL(env('ISSUER')).href.replace(/\/$/, ''), `claims shown (sub ${claims.sub}, iss ${claims.iss})`);
   await screenshot(page, 'signed-in');

@@ -3,8 +3,9 @@
 # (examples/spa) through token-handler, twice:
 #
 #   1. against the real OpenID Provider of the integration tests (tests/oidc, oidc-provider) with
-#      JWT access tokens that live 8 s: token-handler, the example API and the SPA's origin come
-#      from the demo binary with --issuer;
+#      JWT access tokens that live 8 s, 12 KB ID tokens and 6 KB refresh tokens (so their cookies
+#      are split into chunks): token-handler, the example API and the SPA's origin come from the
+#      demo binary with --issuer;
 #   2. against `cargo run --example demo` as a user starts it (its development provider, 30 s
 #      access tokens).
 #
@@ -135,6 +136,7 @@ rm -f "$SHOTS"/*.png
 step "run 1: the real OpenID Provider (tests/oidc, oidc-provider) with 8 s JWT access tokens"
 OIDC_CONFIG=$(cat <<EOF
 {"jwtAccessTokens": {"audience": "$AUDIENCE"}, "accessTokenTtl": 8,
+ "bigTokens": {"idToken": 12288, "refreshToken": 6000},
  "clients": [{"client_id": "spa-client", "client_secret": "spa-secret",
    "token_endpoint_auth_method": "client_secret_basic",
    "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
@@ -162,7 +164,7 @@ wait_http "$SPA/" 30 $!
 echo "token-handler + example API + SPA origin: $SPA (pid $!)"
 
 SPA_URL="$SPA/" ISSUER="$ISSUER" PROVIDER=oidc-provider LOGIN=alice EXPECT_NAME="Test User alice" \
-  SHOTS="$SHOTS" SHOT_PREFIX=1-oidc-provider \
+  EXPECT_CHUNKS="th-id th-auth" SHOTS="$SHOTS" SHOT_PREFIX=1-oidc-provider \
   fg timeout 120 node tests/e2e/browser-test.mjs
 stop_all
 
