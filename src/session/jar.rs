@@ -100,20 +100,7 @@ impl SessionJar {
             match self.sealer.unseal(kind.purpose(), now, value) {
                 Ok(v) => return Ok(Some(v)),
                 Err(e) => {
-                    crate::metrics::METRICS
-                        .unseal_failures
-                        .get_or_create(&crate::metrics::UnsealLabels {
-                            cookie: self.policy.name(kind).to_string(),
-                            reason: match e {
-                                SealError::Expired => "expired",
-                                _ => "invalid",
-                            },
-                            key_id: self
-                                .sealer
-                                .listed_key_id(value)
-                                .unwrap_or_else(|| "unknown".into()),
-                        })
-                        .inc();
+                    self.count_unseal_failure(kind, value, &e);
                     result = Err(e)
                 }
             }
@@ -411,11 +398,18 @@ impl SessionJar {
             Ok(login) => return Some(login),
             Err(e) => e,
         };
+        self.count_unseal_failure(kind, value, &e);
+        None
+    }
+
+    /// Counts a value that did not open, by the kind's base name (one series per kind, whatever
+    /// the flow or chunk), why, and the listed key it names (never an id an attacker made up).
+    fn count_unseal_failure(&self, kind: CookieKind, value: &str, error: &SealError) {
         crate::metrics::METRICS
             .unseal_failures
             .get_or_create(&crate::metrics::UnsealLabels {
                 cookie: self.policy.name(kind).to_string(),
-                reason: match e {
+                reason: match error {
                     SealError::Expired => "expired",
                     _ => "invalid",
                 },
@@ -425,7 +419,6 @@ impl SessionJar {
                     .unwrap_or_else(|| "unknown".into()),
             })
             .inc();
-        None
     }
 
     /// Cookies that remove the oldest logins in progress, so that with the one being started
