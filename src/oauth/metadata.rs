@@ -182,7 +182,15 @@ pub async fn discover(
     };
     let o = &config.endpoints;
     match discovered {
-        Ok((doc, source)) => from_document(config, doc, source),
+        Ok((mut doc, source)) => {
+            if source == MetadataSource::OpenIdDiscovery
+                && doc.revocation_endpoint.is_none()
+                && o.revocation_endpoint.is_none()
+            {
+                doc.revocation_endpoint = revocation_from_rfc8414(client, config).await;
+            }
+            from_document(config, doc, source)
+        }
         Err(reason) => match (&o.authorization_endpoint, &o.token_endpoint) {
             (Some(authorization), Some(token)) => {
                 if config.discovery {
@@ -285,6 +293,26 @@ async fn fetch_discovery(
     match fetch_document(client, config, &rfc8414).await {
         Ok(doc) => Ok((doc, MetadataSource::AuthorizationServerMetadata)),
         Err(second) => Err(MetadataError::BothFailed(Box::new(first), Box::new(second))),
+    }
+}
+
+/// The revocation endpoint of the RFC 8414 document, for a provider whose OpenID discovery
+/// document names none (django-oauth-toolkit publishes it only there): without it logout would
+/// revoke nothing. The document must name the same issuer; any failure means "none" (logout
+/// then clears cookies without revoking, as for a provider without revocation), and the
+/// endpoint is checked like every discovered one when the metadata is assembled.
+async fn revocation_from_rfc8414(client: &awc::Client, config: &ProviderConfig) -> Option<String> {
+    let url = authorization_server_metadata_url(&config.issuer)?;
+    match fetch_document(client, config, &url).await {
+        Ok(doc) if same_issuer(&doc.issuer, &config.issuer) => doc.revocation_endpoint,
+        Ok(_) => {
+            tracing::info!(provider = %config.id, "the RFC 8414 document names another issuer; its revocation endpoint is not used");
+            None
+        }
+        Err(reason) => {
+            tracing::debug!(provider = %config.id, %reason, "no RFC 8414 document to take a revocation endpoint from");
+            None
+        }
     }
 }
 

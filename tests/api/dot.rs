@@ -319,13 +319,12 @@ async fn start_resource_server(introspection_endpoint: String) -> String {
 
 /// A `[[providers]]` entry for one of the provider's clients. They share the SPA's redirect URI,
 /// so each requires `iss` (RFC 9207), which django-oauth-toolkit sends when configured to.
-/// Its OIDC discovery document names no revocation endpoint (only its RFC 8414 document does),
-/// so the endpoint is configured.
+/// Its OIDC discovery document names no revocation endpoint (only its RFC 8414 document does):
+/// none is configured, so logout revokes only because token-handler takes it from there.
 fn dot_provider(op: &DotProvider, id: &str, client_id: &str) -> ProviderConfig {
     ProviderConfig::new(id, &op.issuer, client_id)
         .require_iss()
         .scope("openid profile email")
-        .revocation_endpoint(&op.endpoint("/revoke_token/"))
 }
 
 /// Each client authentication method, through the whole life of a session.
