@@ -174,12 +174,18 @@ done
 
 echo; echo "== 7. after logout"
 # A browser drops the cleared cookies. curl 7.88 keeps some cookies it loaded from the jar file
-# although the response expired them (a curl cookie-jar quirk); whatever it still sends is a
-# sealed copy whose tokens the provider revoked at logout, so the answer is a 401 either way:
-# unauthorized_request (no cookie) or token_expired (a kept th-at whose access token is dead).
-echo "th- cookies left in curl's jar: $(grep -Eo $'\t(__Host-|__Secure-)?th-[a-z]*\t' "$JAR" | tr -d '\t' | sort | uniq | tr '\n' ' ')"
+# although the response expired them (a curl cookie-jar quirk): what it still sends is a sealed
+# copy of the access token, which the provider revoked at logout, and of the ID token. Such
+# left-overs open nothing new: /claims (and /userInfo with userinfo_source = "auto", which
+# answers from the ID token when the provider refuses the access token) show the claims sealed
+# at login, while the refresh token is revoked, and an API that introspects the access token
+# refuses it.
+echo "th- cookies left in curl's jar: $(grep -Eo $'\t(__Host-|__Secure-)?th-[a-z.0-9]*\t' "$JAR" | tr -d '\t' | sort | uniq | tr '\n' ' ')"
+# What a browser sends after logout: no token-handler cookie at all.
+: >"$JAR"
 call GET "$TH/userInfo" -H "Origin: $ORIGIN"
 expect 401
+[[ "$(json code <"$WORK/body")" == unauthorized_request ]] || die "after logout: not unauthorized_request"
 echo "provider counters: $(curl -sS --max-time 5 "$ISSUER/test/stats")"
 
 echo; echo "walkthrough passed"
