@@ -55,6 +55,9 @@ pub async fn user_info(
     };
     match provider.userinfo(&client.0, endpoint, &at.token).await {
         Ok(info) => {
+            // Plain OAuth 2.0 providers: their own fields become the standard claims
+            // (`userinfo_claims`), before `sub` is compared with an ID token's, if any.
+            let info = provider.config.userinfo_claims.normalise(info);
             check_subject(jar, &cookies, &at.sid, &info, provider.id())?;
             Ok(HttpResponse::Ok().json(info))
         }
