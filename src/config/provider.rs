@@ -74,6 +74,8 @@ pub(super) struct RawProvider {
     userinfo_source: Option<UserInfoSource>,
     /// Standard claim = member of the provider's user answer (plain OAuth 2.0 providers).
     userinfo_claims: Option<BTreeMap<String, String>>,
+    /// A GitHub-style list of the user's addresses, asked when the user answer's email is null.
+    userinfo_emails_endpoint: Option<String>,
 }
 
 fn default_timeout() -> Duration {
@@ -304,6 +306,9 @@ pub struct ProviderConfig {
     pub userinfo_source: UserInfoSource,
     /// How the provider's user answer becomes standard claims (`userinfo_claims`).
     pub userinfo_claims: UserInfoClaims,
+    /// Where the primary verified address is asked when the user answer has no `email`
+    /// (`userinfo_emails_endpoint`: GitHub's `/user/emails`).
+    pub userinfo_emails_endpoint: Option<Url>,
 }
 
 /// Token-request parameters from the configuration (`extra_token_params`). Their values may be
@@ -586,6 +591,12 @@ impl RawProvider {
                     "https://github.com/login/oauth/access_token",
                 );
                 set(&mut self.userinfo_endpoint, "https://api.github.com/user");
+                // `/user` has `email: null` for a private address; with `user:email` this
+                // lists them all, the primary one marked.
+                set(
+                    &mut self.userinfo_emails_endpoint,
+                    "https://api.github.com/user/emails",
+                );
                 // GitHub's user API is a REST resource: GET only.
                 self.userinfo_method.get_or_insert(UserInfoMethod::Get);
                 // `/user` has no `sub`: its numeric `id` is the stable identifier (a `login`
@@ -773,8 +784,11 @@ impl TryFrom<(usize, RawProvider)> for ProviderConfig {
             ));
         }
         let userinfo_claims = userinfo_claims(&k("userinfo_claims"), raw.userinfo_claims.take())?;
+        let userinfo_emails_endpoint =
+            opt("userinfo_emails_endpoint", &raw.userinfo_emails_endpoint)?;
         Ok(ProviderConfig {
             userinfo_claims,
+            userinfo_emails_endpoint,
             userinfo_method: raw.userinfo_method.unwrap_or(UserInfoMethod::Post),
             userinfo_source,
             redirect_uri: parse_url(&k("redirect_uri"), &raw.redirect_uri)?,
@@ -1094,6 +1108,13 @@ mod tests {
                 "{claim} <- {member}: {pairs:?}"
             );
         }
+        assert_eq!(
+            c.providers[0]
+                .userinfo_emails_endpoint
+                .as_ref()
+                .map(|u| u.as_str()),
+            Some("https://api.github.com/user/emails")
+        );
         // A configured mapping replaces the preset's whole.
         let c = with_provider(
             "preset = \"github\"\nclient_secret = \"s\"\nuserinfo_claims = { sub = \" node_id \" }",

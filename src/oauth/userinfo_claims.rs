@@ -83,6 +83,34 @@ impl UserInfoClaims {
     }
 }
 
+/// The primary, verified address from a GitHub-style list (`[{"email", "primary",
+/// "verified"}, ...]`, <https://docs.github.com/en/rest/users/emails>). An address the provider
+/// has not verified is never used: it would name someone who did not prove they own it.
+pub fn primary_verified_email(list: &Value) -> Option<String> {
+    list.as_array()?
+        .iter()
+        .find(|e| e["primary"] == Value::Bool(true) && e["verified"] == Value::Bool(true))
+        .and_then(|e| e["email"].as_str())
+        .map(String::from)
+}
+
+/// Sets `email` (and `email_verified: true`) on an answer whose `email` is missing or `null`;
+/// anything else is left alone.
+pub fn fill_email(answer: &mut Value, email: String) {
+    let Some(map) = answer.as_object_mut() else {
+        return;
+    };
+    if map.get("email").is_none_or(Value::is_null) {
+        map.insert("email".to_string(), Value::String(email));
+        map.insert("email_verified".to_string(), Value::Bool(true));
+    }
+}
+
+/// Whether the answer lacks an email address (so the emails endpoint is worth asking).
+pub fn lacks_email(answer: &Value) -> bool {
+    answer.is_object() && answer.get("email").is_none_or(Value::is_null)
+}
+
 /// One claim's value: `sub` is a string or `null`; other claims keep a string, number or
 /// boolean (`email_verified`, `updated_at`), and a structure becomes `null`.
 fn claim_value(claim: &str, value: &Value) -> Value {
@@ -143,6 +171,35 @@ mod tests {
         let out = github().normalise(json!(["not", "an", "object"]));
         assert_eq!(out["sub"], Value::Null);
         assert!(out.is_object());
+    }
+
+    #[test]
+    fn only_the_primary_verified_address_fills_a_null_email() {
+        let list = json!([
+            {"email": "old@example.com", "primary": false, "verified": true},
+            {"email": "octocat@github.com", "primary": true, "verified": true}
+        ]);
+        assert_eq!(
+            primary_verified_email(&list).as_deref(),
+            Some("octocat@github.com")
+        );
+        let unverified = json!([{"email": "x@example.com", "primary": true, "verified": false}]);
+        assert_eq!(primary_verified_email(&unverified), None);
+        assert_eq!(
+            primary_verified_email(&json!({"message": "Not Found"})),
+            None
+        );
+        let mut answer = json!({"email": null});
+        assert!(lacks_email(&answer));
+        fill_email(&mut answer, "a@example.com".into());
+        assert_eq!(
+            answer,
+            json!({"email": "a@example.com", "email_verified": true})
+        );
+        let mut public = json!({"email": "public@example.com"});
+        assert!(!lacks_email(&public));
+        fill_email(&mut public, "a@example.com".into());
+        assert_eq!(public["email"], "public@example.com");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::cookies::{CookieKind, RequestCookies};
 use crate::error::ApiError;
 use crate::oauth::http::{CallError, ProviderCall};
 use crate::oauth::id_token::LEEWAY_SECONDS;
+use crate::oauth::userinfo_claims::{fill_email, lacks_email};
 use crate::session::{
     refresh_due, same_session, AccessTokenCookie, IdTokenCookie, SessionId, SessionJar,
 };
@@ -57,7 +58,12 @@ pub async fn user_info(
         Ok(info) => {
             // Plain OAuth 2.0 providers: their own fields become the standard claims
             // (`userinfo_claims`), before `sub` is compared with an ID token's, if any.
-            let info = provider.config.userinfo_claims.normalise(info);
+            let mut info = provider.config.userinfo_claims.normalise(info);
+            if provider.config.userinfo_emails_endpoint.is_some() && lacks_email(&info) {
+                if let Some(email) = provider.primary_email(&client.0, &at.token).await {
+                    fill_email(&mut info, email);
+                }
+            }
             check_subject(jar, &cookies, &at.sid, &info, provider.id())?;
             Ok(HttpResponse::Ok().json(info))
         }

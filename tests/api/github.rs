@@ -41,17 +41,18 @@ fn form(bytes: &[u8]) -> HashMap<String, String> {
 }
 
 impl GitHubStandIn {
-    /// Starts the stand-in; `/user` answers `user` to a valid token.
-    async fn start(user: Value) -> Self {
+    /// Starts the stand-in; `/user` answers `user` to a valid token, `/user/emails` the
+    /// `emails` list (`None`: 404, as GitHub answers a token without the `user:email` scope).
+    async fn start(user: Value, emails: Option<Value>) -> Self {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let state = seen.clone();
         let server = HttpServer::new(move || {
-            let (state, user) = (state.clone(), user.clone());
+            let (state, user, emails) = (state.clone(), user.clone(), emails.clone());
             App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                let (state, user) = (state.clone(), user.clone());
-                async move { answer(&req, &body, &state, &user) }
+                let (state, user, emails) = (state.clone(), user.clone(), emails.clone());
+                async move { answer(&req, &body, &state, &user, emails.as_ref()) }
             }))
         })
         .workers(1)
@@ -72,12 +73,19 @@ impl GitHubStandIn {
             .client_secret(CLIENT_SECRET)
             .authorization_endpoint(&format!("{}/login/oauth/authorize", self.base))
             .token_endpoint(&format!("{}/login/oauth/access_token", self.base))
-            .userinfo_endpoint(&format!("{}/user", self.base))])
+            .userinfo_endpoint(&format!("{}/user", self.base))
+            .userinfo_emails_endpoint(&format!("{}/user/emails", self.base))])
         .route(RouteConfig::new("/github", &self.base).strip_prefix())
     }
 }
 
-fn answer(req: &HttpRequest, body: &[u8], state: &Mutex<Seen>, user: &Value) -> HttpResponse {
+fn answer(
+    req: &HttpRequest,
+    body: &[u8],
+    state: &Mutex<Seen>,
+    user: &Value,
+    emails: Option<&Value>,
+) -> HttpResponse {
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -153,7 +161,11 @@ fn answer(req: &HttpRequest, body: &[u8], state: &Mutex<Seen>, user: &Value) -> 
                 }));
             }
             seen.api_calls.push(path.to_string());
-            HttpResponse::Ok().json(user.clone())
+            match (path, emails) {
+                ("/user", _) => HttpResponse::Ok().json(user.clone()),
+                ("/user/emails", Some(list)) => HttpResponse::Ok().json(list.clone()),
+                _ => HttpResponse::NotFound().json(json!({"message": "Not Found"})),
+            }
         }
         _ => HttpResponse::NotFound().json(json!({"message": "Not Found"})),
     }
@@ -174,6 +186,15 @@ fn octocat() -> Value {
         "email": null,
         "created_at": "2011-01-25T18:44:36Z"
     })
+}
+
+/// GitHub's `/user/emails`: the primary verified address, and others.
+fn octocat_emails() -> Value {
+    json!([
+        {"email": "old@example.com", "primary": false, "verified": true, "visibility": null},
+        {"email": "octocat@github.com", "primary": true, "verified": true, "visibility": "private"},
+        {"email": "unverified@example.com", "primary": false, "verified": false, "visibility": null}
+    ])
 }
 
 /// Signs in through the stand-in; returns the browser, logged in.
@@ -202,7 +223,7 @@ async fn login(app: &TestApp, gh: &GitHubStandIn) -> Browser {
 
 #[actix_web::test]
 async fn a_github_like_session_answers_normalised_user_info() {
-    let gh = GitHubStandIn::start(octocat()).await;
+    let gh = GitHubStandIn::start(octocat(), Some(octocat_emails())).await;
     let app = TestApp::spawn_with(&gh.config()).await;
     let mut browser = login(&app, &gh).await;
     {
@@ -229,7 +250,11 @@ async fn a_github_like_session_answers_normalised_user_info() {
     );
     assert_eq!(info.body["preferred_username"], "octocat");
     assert_eq!(info.body["name"], "The Octocat");
-    assert_eq!(info.body["email"], Value::Null, "a private email is null");
+    assert_eq!(
+        info.body["email"], "octocat@github.com",
+        "a private email: the primary verified one from /user/emails"
+    );
+    assert_eq!(info.body["email_verified"], true);
     assert_eq!(info.body["picture"], octocat()["avatar_url"]);
     assert_eq!(info.body["profile"], "https://github.com/octocat");
     assert_eq!(info.body["login"], "octocat", "GitHub's own fields stay");
@@ -240,7 +265,10 @@ async fn a_github_like_session_answers_normalised_user_info() {
     let api = browser.raw(Method::GET, "/github/user", None, &[]).await;
     assert_eq!(api.status, 200, "{:?}", api.body);
     assert_eq!(api.body["login"], "octocat");
-    assert_eq!(gh.seen.lock().unwrap().api_calls, ["/user", "/user"]);
+    assert_eq!(
+        gh.seen.lock().unwrap().api_calls,
+        ["/user", "/user/emails", "/user"]
+    );
 
     let logout = browser.post("/logout", "").await;
     assert_eq!(logout.status, 200, "{:?}", logout.body);
@@ -252,7 +280,8 @@ async fn a_github_like_session_answers_normalised_user_info() {
 #[actix_web::test]
 async fn missing_or_odd_user_fields_are_null_never_a_server_error() {
     // No id, a name that is an object: mapped claims are null, the answer is still 200.
-    let gh = GitHubStandIn::start(json!({"login": "ghost", "name": {"first": "G"}})).await;
+    // No /user/emails answer either (a token without `user:email`): email stays null.
+    let gh = GitHubStandIn::start(json!({"login": "ghost", "name": {"first": "G"}}), None).await;
     let app = TestApp::spawn_with(&gh.config()).await;
     let mut browser = login(&app, &gh).await;
     let info = browser.get("/userInfo").await;
@@ -261,12 +290,13 @@ async fn missing_or_odd_user_fields_are_null_never_a_server_error() {
     assert_eq!(info.body["name"], Value::Null);
     assert_eq!(info.body["email"], Value::Null);
     assert_eq!(info.body["preferred_username"], "ghost");
+    assert!(info.body.get("email_verified").is_none());
     app.assert_alive().await;
 }
 
 #[actix_web::test]
 async fn a_configured_mapping_replaces_the_presets() {
-    let gh = GitHubStandIn::start(octocat()).await;
+    let gh = GitHubStandIn::start(octocat(), None).await;
     let config = gh
         .config()
         .provider(|p| p.userinfo_claims(&[("sub", "node_id"), ("nickname", "login")]));

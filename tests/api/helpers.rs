@@ -444,11 +444,13 @@ pub struct ProviderConfig {
     plain: PlainOAuthKeys,
 }
 
-/// `preset` and `[providers.userinfo_claims]` (tests/api/github.rs).
+/// `preset`, `userinfo_emails_endpoint` and `[providers.userinfo_claims]` (tests/api/github.rs).
 #[derive(Clone, Default, Serialize)]
 struct PlainOAuthKeys {
     #[serde(skip_serializing_if = "Option::is_none")]
     preset: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    userinfo_emails_endpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     userinfo_claims: Option<BTreeMap<String, String>>,
 }
@@ -498,6 +500,12 @@ impl ProviderConfig {
     /// `preset = "<name>"` (the helper still writes `issuer`, which overrides the preset's).
     pub fn preset(mut self, name: &str) -> Self {
         self.plain.preset = Some(name.to_string());
+        self
+    }
+
+    /// `userinfo_emails_endpoint`.
+    pub fn userinfo_emails_endpoint(mut self, url: &str) -> Self {
+        self.plain.userinfo_emails_endpoint = Some(url.to_string());
         self
     }
 
