@@ -9,6 +9,7 @@
 use super::de::{bool_or_text, duration, opt_bool_or_text, opt_list_or_text, word_enum};
 use super::{is_token, parse_provider_url, parse_url, read_secret_file, ConfigError, SecretFile};
 use crate::oauth::id_token::{IdTokenSigning, StepUp, ACCEPTED_ALGORITHMS, HMAC_ALGORITHMS};
+use crate::oauth::userinfo_claims::{UserInfoClaims, STANDARD_CLAIMS};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use secrecy::{ExposeSecret, SecretString};
@@ -71,6 +72,10 @@ pub(super) struct RawProvider {
     userinfo_method: Option<UserInfoMethod>,
     /// `auto` (default), `provider` or `id_token`: where `/userInfo` takes the user's claims.
     userinfo_source: Option<UserInfoSource>,
+    /// Standard claim = member of the provider's user answer (plain OAuth 2.0 providers).
+    userinfo_claims: Option<BTreeMap<String, String>>,
+    /// A GitHub-style list of the user's addresses, asked when the user answer's email is null.
+    userinfo_emails_endpoint: Option<String>,
 }
 
 fn default_timeout() -> Duration {
@@ -299,6 +304,11 @@ pub struct ProviderConfig {
     pub userinfo_method: UserInfoMethod,
     /// Where `/userInfo` takes the user's claims from ([`UserInfoSource`]).
     pub userinfo_source: UserInfoSource,
+    /// How the provider's user answer becomes standard claims (`userinfo_claims`).
+    pub userinfo_claims: UserInfoClaims,
+    /// Where the primary verified address is asked when the user answer has no `email`
+    /// (`userinfo_emails_endpoint`: GitHub's `/user/emails`).
+    pub userinfo_emails_endpoint: Option<Url>,
 }
 
 /// Token-request parameters from the configuration (`extra_token_params`). Their values may be
@@ -388,6 +398,39 @@ fn token_request_headers(
         })
         .collect::<Result<Vec<_>, _>>()
         .map(TokenRequestHeaders)
+}
+
+/// `userinfo_claims`: each key a standard claim (OIDC Core §5.1), each value the name of a
+/// member of the provider's user answer. Unset: the answer is returned unchanged.
+fn userinfo_claims(
+    key: &str,
+    map: Option<BTreeMap<String, String>>,
+) -> Result<UserInfoClaims, ConfigError> {
+    let Some(map) = map else {
+        return Ok(UserInfoClaims::default());
+    };
+    map.into_iter()
+        .map(|(claim, member)| {
+            if !STANDARD_CLAIMS.contains(&claim.as_str()) {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "`{claim}` is not a standard claim (OIDC Core §5.1); use one of {}",
+                        STANDARD_CLAIMS.join(", ")
+                    ),
+                ));
+            }
+            let member = member.trim();
+            if member.is_empty() {
+                return Err(ConfigError::new(
+                    key,
+                    format!("`{claim}` needs the name of a member of the provider's answer"),
+                ));
+            }
+            Ok((claim, member.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(UserInfoClaims::new)
 }
 
 /// `id_token_signing_alg`. Unset: any asymmetric algorithm, with the JWKS. An asymmetric name:
@@ -548,8 +591,29 @@ impl RawProvider {
                     "https://github.com/login/oauth/access_token",
                 );
                 set(&mut self.userinfo_endpoint, "https://api.github.com/user");
+                // `/user` has `email: null` for a private address; with `user:email` this
+                // lists them all, the primary one marked.
+                set(
+                    &mut self.userinfo_emails_endpoint,
+                    "https://api.github.com/user/emails",
+                );
                 // GitHub's user API is a REST resource: GET only.
                 self.userinfo_method.get_or_insert(UserInfoMethod::Get);
+                // `/user` has no `sub`: its numeric `id` is the stable identifier (a `login`
+                // can be renamed and then taken by another account).
+                self.userinfo_claims.get_or_insert_with(|| {
+                    [
+                        ("sub", "id"),
+                        ("preferred_username", "login"),
+                        ("name", "name"),
+                        ("email", "email"),
+                        ("picture", "avatar_url"),
+                        ("profile", "html_url"),
+                    ]
+                    .into_iter()
+                    .map(|(claim, member)| (claim.to_string(), member.to_string()))
+                    .collect()
+                });
                 set(&mut self.scope, "read:user user:email");
                 self.par.get_or_insert(ParMode::Off);
                 self.client_auth.get_or_insert(ClientAuthMethod::SecretPost);
@@ -719,7 +783,12 @@ impl TryFrom<(usize, RawProvider)> for ProviderConfig {
                 "\"id_token\" answers from the ID token, which needs the openid scope",
             ));
         }
+        let userinfo_claims = userinfo_claims(&k("userinfo_claims"), raw.userinfo_claims.take())?;
+        let userinfo_emails_endpoint =
+            opt("userinfo_emails_endpoint", &raw.userinfo_emails_endpoint)?;
         Ok(ProviderConfig {
+            userinfo_claims,
+            userinfo_emails_endpoint,
             userinfo_method: raw.userinfo_method.unwrap_or(UserInfoMethod::Post),
             userinfo_source,
             redirect_uri: parse_url(&k("redirect_uri"), &raw.redirect_uri)?,
@@ -1021,6 +1090,53 @@ mod tests {
         assert_eq!(
             p.endpoints.userinfo_endpoint.as_ref().map(|u| u.as_str()),
             Some("https://api.github.com/user")
+        );
+    }
+
+    #[test]
+    fn github_maps_its_user_fields_to_standard_claims_unless_configured() {
+        let c = with_provider("preset = \"github\"\nclient_secret = \"s\"").expect("valid");
+        let pairs = c.providers[0].userinfo_claims.pairs();
+        for (claim, member) in [
+            ("sub", "id"),
+            ("preferred_username", "login"),
+            ("name", "name"),
+            ("email", "email"),
+        ] {
+            assert!(
+                pairs.contains(&(claim.to_string(), member.to_string())),
+                "{claim} <- {member}: {pairs:?}"
+            );
+        }
+        assert_eq!(
+            c.providers[0]
+                .userinfo_emails_endpoint
+                .as_ref()
+                .map(|u| u.as_str()),
+            Some("https://api.github.com/user/emails")
+        );
+        // A configured mapping replaces the preset's whole.
+        let c = with_provider(
+            "preset = \"github\"\nclient_secret = \"s\"\nuserinfo_claims = { sub = \" node_id \" }",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.providers[0].userinfo_claims.pairs(),
+            [("sub".to_string(), "node_id".to_string())]
+        );
+        // Other providers: no mapping unless configured.
+        let issuer = "issuer = \"https://login.example.com\"\nclient_secret = \"s\"";
+        let c = with_provider(issuer).expect("valid");
+        assert!(c.providers[0].userinfo_claims.is_empty());
+        assert_eq!(
+            error_key(&format!(
+                "{issuer}\nuserinfo_claims = {{ login = \"login\" }}"
+            )),
+            "providers[0].userinfo_claims"
+        );
+        assert_eq!(
+            error_key(&format!("{issuer}\nuserinfo_claims = {{ sub = \" \" }}")),
+            "providers[0].userinfo_claims"
         );
     }
 

@@ -16,5 +16,6 @@ pub mod metadata;
 pub mod pkce;
 pub mod provider;
 pub mod token;
+pub mod userinfo_claims;
 
 pub use provider::{Provider, Providers};

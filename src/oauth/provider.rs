@@ -71,6 +71,32 @@ impl Provider {
         }
     }
 
+    /// The user's primary verified address from `userinfo_emails_endpoint`, or `None` when
+    /// there is none or the call fails in any way (a token without GitHub's `user:email` scope
+    /// is refused there): the address only adds to `/userInfo`, so its absence is no error.
+    pub async fn primary_email(
+        &self,
+        client: &awc::Client,
+        access_token: &crate::secret::Token,
+    ) -> Option<String> {
+        let endpoint = self.config.userinfo_emails_endpoint.as_ref()?;
+        match token::userinfo(
+            client,
+            &self.config,
+            endpoint,
+            access_token,
+            UserInfoMethod::Get,
+        )
+        .await
+        {
+            Ok(list) => super::userinfo_claims::primary_verified_email(&list),
+            Err(e) => {
+                tracing::info!(provider = %self.config.id, error = %e, "the emails endpoint gave no address; /userInfo answers without one");
+                None
+            }
+        }
+    }
+
     pub fn id(&self) -> &str {
         &self.config.id
     }

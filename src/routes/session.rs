@@ -13,6 +13,7 @@ use crate::cookies::{CookieKind, RequestCookies};
 use crate::error::ApiError;
 use crate::oauth::http::{CallError, ProviderCall};
 use crate::oauth::id_token::LEEWAY_SECONDS;
+use crate::oauth::userinfo_claims::{fill_email, lacks_email};
 use crate::session::{
     refresh_due, same_session, AccessTokenCookie, IdTokenCookie, SessionId, SessionJar,
 };
@@ -55,7 +56,17 @@ pub async fn user_info(
     };
     match provider.userinfo(&client.0, endpoint, &at.token).await {
         Ok(info) => {
+            // Plain OAuth 2.0 providers: their own fields become the standard claims
+            // (`userinfo_claims`), before `sub` is compared with an ID token's, if any.
+            let mut info = provider.config.userinfo_claims.normalise(info);
             check_subject(jar, &cookies, &at.sid, &info, provider.id())?;
+            // A private address (GitHub): the primary verified one, asked only for an answer
+            // that is used.
+            if provider.config.userinfo_emails_endpoint.is_some() && lacks_email(&info) {
+                if let Some(email) = provider.primary_email(&client.0, &at.token).await {
+                    fill_email(&mut info, email);
+                }
+            }
             Ok(HttpResponse::Ok().json(info))
         }
         // RFC 6750 §3.1: 401 invalid_token (expired, revoked, or not for this resource),

@@ -440,6 +440,19 @@ pub struct ProviderConfig {
     token_request_headers: BTreeMap<String, String>,
     #[serde(flatten)]
     userinfo: UserInfoKeys,
+    #[serde(flatten)]
+    plain: PlainOAuthKeys,
+}
+
+/// `preset`, `userinfo_emails_endpoint` and `[providers.userinfo_claims]` (tests/api/github.rs).
+#[derive(Clone, Default, Serialize)]
+struct PlainOAuthKeys {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preset: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    userinfo_emails_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    userinfo_claims: Option<BTreeMap<String, String>>,
 }
 
 /// The `userinfo_*` keys of a `[[providers]]` entry (tests/api/userinfo.rs).
@@ -480,7 +493,31 @@ impl ProviderConfig {
             extra_token_params: BTreeMap::new(),
             token_request_headers: BTreeMap::new(),
             userinfo: UserInfoKeys::default(),
+            plain: PlainOAuthKeys::default(),
         }
+    }
+
+    /// `preset = "<name>"` (the helper still writes `issuer`, which overrides the preset's).
+    pub fn preset(mut self, name: &str) -> Self {
+        self.plain.preset = Some(name.to_string());
+        self
+    }
+
+    /// `userinfo_emails_endpoint`.
+    pub fn userinfo_emails_endpoint(mut self, url: &str) -> Self {
+        self.plain.userinfo_emails_endpoint = Some(url.to_string());
+        self
+    }
+
+    /// `[providers.userinfo_claims]`: standard claim = member of the provider's answer.
+    pub fn userinfo_claims(mut self, pairs: &[(&str, &str)]) -> Self {
+        self.plain.userinfo_claims = Some(
+            pairs
+                .iter()
+                .map(|(claim, member)| (claim.to_string(), member.to_string()))
+                .collect(),
+        );
+        self
     }
 
     /// `userinfo_endpoint`, `userinfo_method` (`post`, `get`) and `userinfo_source` (`auto`,

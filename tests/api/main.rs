@@ -11,6 +11,7 @@ mod dot;
 mod edge;
 mod flow;
 mod gateway;
+mod github;
 mod helpers;
 mod hostile;
 mod large_tokens;
