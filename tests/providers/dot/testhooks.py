@@ -1,14 +1,11 @@
-"""What the test provider adds to django-oauth-toolkit: a user store that signs in any name,
-the standard claims for those users, and two read-only test endpoints (/test/stats and
-/test/last-client-auth) that tell the tests what reached the provider. The OAuth endpoints
+"""What the test provider adds to django-oauth-toolkit (besides the shared user store,
+anypassword.py): the standard claims for those users, and two read-only test endpoints
+(/test/stats and /test/last-client-auth) that tell the tests what reached the provider. The OAuth endpoints
 themselves are django-oauth-toolkit's, unchanged."""
 
-import base64
 import threading
-from urllib.parse import unquote_plus
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.backends import ModelBackend
+from common import client_auth
 from django.http import JsonResponse
 from oauth2_provider.oauth2_validators import OAuth2Validator
 
@@ -20,23 +17,6 @@ _stats = {
     "userinfo_requests": 0,
 }
 _last_client_auth = {}
-
-
-class AnyPasswordBackend(ModelBackend):
-    """Any user name with any non-empty password: the user is created on first sign-in."""
-
-    def authenticate(self, request, username=None, password=None, **kwargs):
-        if not username or not password:
-            return None
-        user, _ = get_user_model().objects.get_or_create(
-            username=username,
-            defaults={
-                "email": f"{username}@example.test",
-                "first_name": "Test User",
-                "last_name": username,
-            },
-        )
-        return user
 
 
 class ClaimsValidator(OAuth2Validator):
@@ -52,22 +32,6 @@ class ClaimsValidator(OAuth2Validator):
         }
 
 
-def _client_auth(request):
-    """Which client authentication a token, revocation or introspection request used."""
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    if header.startswith("Basic "):
-        try:
-            decoded = base64.b64decode(header[6:]).decode()
-        except ValueError:
-            decoded = ""
-        return "client_secret_basic", unquote_plus(decoded.split(":", 1)[0])
-    if "client_assertion" in request.POST:
-        return "private_key_jwt", request.POST.get("client_id", "")
-    if "client_secret" in request.POST:
-        return "client_secret_post", request.POST.get("client_id", "")
-    return "none", request.POST.get("client_id", "")
-
-
 class TestHooksMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
@@ -76,7 +40,7 @@ class TestHooksMiddleware:
         path = request.path
         grant_type = None
         if request.method == "POST" and path in ("/o/token/", "/o/revoke_token/"):
-            method, client_id = _client_auth(request)
+            method, client_id = client_auth(request)
             grant_type = request.POST.get("grant_type")
             with _lock:
                 _last_client_auth.clear()
