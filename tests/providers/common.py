@@ -77,3 +77,52 @@ def client_auth(request):
     if "client_secret" in request.POST:
         return "client_secret_post", request.POST.get("client_id", "")
     return "none", request.POST.get("client_id", "")
+
+
+class TestHooks:
+    """What reached the provider, for the tests' read-only endpoints: counters of answered
+    requests (/test/stats) and how the last token (or revocation) request authenticated the
+    client (/test/last-client-auth). `auth_paths` are the paths whose POSTs authenticate the
+    client; `counter_of(path, method, grant_type, status)` names the counter a response adds
+    to, or None. `middleware` goes in MIDDLEWARE (through the project's testhooks.py), `stats`
+    and `last_client_auth` are views."""
+
+    def __init__(self, counters, auth_paths, counter_of):
+        self._lock = threading.Lock()
+        self._stats = dict.fromkeys(counters, 0)
+        self._last = {}
+        self._auth_paths = auth_paths
+        self._counter_of = counter_of
+
+    def middleware(self, get_response):
+        def handle(request):
+            path = request.path
+            grant_type = None
+            if request.method == "POST" and path in self._auth_paths:
+                method, client_id = client_auth(request)
+                grant_type = request.POST.get("grant_type")
+                with self._lock:
+                    self._last.clear()
+                    self._last.update(
+                        method=method, client_id=client_id, endpoint=path, grant_type=grant_type
+                    )
+            response = get_response(request)
+            key = self._counter_of(path, request.method, grant_type, response.status_code)
+            if key:
+                with self._lock:
+                    self._stats[key] += 1
+            return response
+
+        return handle
+
+    def stats(self, request):
+        from django.http import JsonResponse
+
+        with self._lock:
+            return JsonResponse(dict(self._stats))
+
+    def last_client_auth(self, request):
+        from django.http import JsonResponse
+
+        with self._lock:
+            return JsonResponse(dict(self._last))
