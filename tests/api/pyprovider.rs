@@ -201,49 +201,8 @@ fn parse_form(html: &str) -> (String, Vec<(String, String)>) {
 /// django-oauth-toolkit and django-oidc-provider). Returns the URL the provider redirected to
 /// and the provider's cookies (its session).
 pub async fn django_login(authorization_url: &str, user: &str) -> (String, Jar) {
-    let client = awc::Client::builder()
-        .disable_redirects()
-        .timeout(Duration::from_secs(20))
-        .finish();
-    let mut jar = Jar::default();
-    let mut url = authorization_url.to_string();
-    let mut form: Option<String> = None;
-    for _ in 0..12 {
-        if url.starts_with(REDIRECT_URI) {
-            return (url, jar);
-        }
-        let path = url::Url::parse(&url).expect("url").path().to_string();
-        let mut req = match &form {
-            Some(_) => client.post(&url),
-            None => client.get(&url),
-        };
-        let cookies = jar.header_for(&path);
-        if !cookies.is_empty() {
-            req = req.insert_header(("cookie", cookies));
-        }
-        let mut resp = match form.take() {
-            Some(body) => {
-                req.insert_header(("content-type", "application/x-www-form-urlencoded"))
-                    .send_body(body)
-                    .await
-            }
-            None => req.send().await,
-        }
-        .expect("provider request");
-        for sc in resp.headers().get_all("set-cookie") {
-            jar.store(sc.to_str().expect("ascii"), &path);
-        }
-        if resp.status().is_redirection() {
-            let location = resp.headers().get("location").expect("Location");
-            url = url::Url::parse(&url)
-                .and_then(|b| b.join(location.to_str().expect("location")))
-                .expect("valid Location")
-                .to_string();
-            continue;
-        }
-        let html = String::from_utf8_lossy(&resp.body().await.expect("page")).to_string();
-        assert_eq!(resp.status().as_u16(), 200, "provider page: {html}");
-        let (action, inputs) = parse_form(&html);
+    let answer = |html: &str| {
+        let (action, inputs) = parse_form(html);
         let mut body = url::form_urlencoded::Serializer::new(String::new());
         body.extend_pairs(&inputs);
         if html.contains("name=\"username\"") {
@@ -255,13 +214,9 @@ pub async fn django_login(authorization_url: &str, user: &str) -> (String, Jar) 
                 "neither a login nor a consent page: {html}"
             );
         }
-        form = Some(body.finish());
-        url = url::Url::parse(&url)
-            .and_then(|b| b.join(&action))
-            .expect("form action")
-            .to_string();
-    }
-    panic!("the provider did not redirect back to the SPA");
+        (action, body.finish())
+    };
+    follow_provider_pages(authorization_url, answer).await
 }
 
 /// One GET at the provider with its cookies: the status and the Location (or the body).
