@@ -10,8 +10,8 @@ step "test OpenID Provider (oidc-provider, from the npm registry)"
 command -v node >/dev/null || { echo "node (>= 18) is required for the test OpenID Provider" >&2; exit 1; }
 npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 
-step "second test provider (django-oauth-toolkit, from PyPI, in a Python virtual environment)"
-bash tests/providers/dot/install.sh
+step "Python test providers (django-oauth-toolkit, django-oidc-provider; from PyPI, in one virtual environment)"
+bash tests/providers/install.sh
 
 step "nginx (Debian's package; the gateway test runs it on loopback)"
 if ! command -v nginx >/dev/null; then

@@ -44,6 +44,16 @@ pub enum ProviderCall {
 impl ProviderCall {
     /// What the SPA reads when the provider refused this call with `error`.
     pub fn refused(self, error: &OAuthErrorCode) -> String {
+        // RFC 6749 §5.2: `invalid_client` is the client's authentication failing, not the code
+        // or the refresh token: the operator's configuration, which a new login cannot repair.
+        // The commonest cause with `client_secret_basic`: RFC 6749 §2.3.1 form-encodes the id
+        // and secret before base64, and providers that do not decode them (django-oidc-provider,
+        // docs/providers.md) refuse a secret with characters the encoding changes.
+        if *error == OAuthErrorCode::InvalidClient && call_authenticates(self) {
+            return format!(
+                "the identity provider refused token-handler's client authentication ({error}): check this provider's client_id, client_secret and client_auth; with client_secret_basic, a secret with characters other than letters, digits and -._~ needs a provider that decodes it (RFC 6749 §2.3.1), or client_secret_post"
+            );
+        }
         match self {
             ProviderCall::PushedAuthorization => {
                 format!("the identity provider refused the pushed authorization request ({error})")
@@ -57,6 +67,12 @@ impl ProviderCall {
             }
         }
     }
+}
+
+/// Whether the call authenticates the client (token and PAR endpoints; userinfo uses the
+/// access token instead).
+fn call_authenticates(call: ProviderCall) -> bool {
+    !matches!(call, ProviderCall::UserInfo)
 }
 
 impl CallError {
@@ -272,6 +288,32 @@ mod tests {
         assert_eq!(safe_code("a\r\nSet-Cookie: x"), "invalid_request");
         assert_eq!(safe_code(&"a".repeat(65)), "invalid_request");
         assert_eq!(safe_description("bad\r\nthing"), "badthing");
+    }
+
+    /// django-oidc-provider refused a form-encoded Basic secret with `invalid_client`, and the
+    /// SPA was told the code "may have expired or been used already" (tests/api/dop.rs).
+    #[test]
+    fn invalid_client_names_the_client_authentication_not_the_grant() {
+        let rejected = |code: &str| CallError::Rejected {
+            status: 401,
+            error: OAuthErrorCode::parse(code),
+        };
+        for call in [
+            ProviderCall::CodeRedemption,
+            ProviderCall::Refresh,
+            ProviderCall::PushedAuthorization,
+        ] {
+            let e = rejected("invalid_client").into_api_error(call);
+            assert_eq!(e.code(), "authorization_error");
+            let m = e.to_string();
+            assert!(m.contains("client authentication (invalid_client)"), "{m}");
+            assert!(m.contains("client_secret_post"), "{m}");
+            assert!(!m.contains("expired"), "{m}");
+        }
+        let m = rejected("invalid_grant")
+            .into_api_error(ProviderCall::CodeRedemption)
+            .to_string();
+        assert!(m.contains("may have expired"), "{m}");
     }
 
     #[test]

@@ -1062,6 +1062,32 @@ fn resolve(base: &str, location: &str) -> String {
 /// Signs `user` in at the provider the way a person would: follow redirects, submit the login
 /// form, then the consent form, until the provider redirects to the SPA. Returns that URL.
 pub async fn provider_login(authorization_url: &str, user: &str) -> String {
+    let answer = |html: &str| {
+        let action = html
+            .split("action=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a form on the provider's page")
+            .to_string();
+        let body = if html.contains("name=\"prompt\" value=\"login\"") {
+            format!("prompt=login&login={user}&password=any")
+        } else if html.contains("name=\"prompt\" value=\"consent\"") {
+            "prompt=consent".to_string()
+        } else {
+            panic!("unexpected provider page: {html}")
+        };
+        (action, body)
+    };
+    follow_provider_pages(authorization_url, answer).await.0
+}
+
+/// Follows a provider's redirects and pages from `authorization_url` like a browser, with the
+/// provider's cookies, until it redirects to the SPA: `answer(page)` gives each page's form
+/// action and the form body to post. Returns that URL and the provider's cookies (its session).
+pub async fn follow_provider_pages(
+    authorization_url: &str,
+    answer: impl Fn(&str) -> (String, String),
+) -> (String, Jar) {
     let client = awc::Client::builder()
         .disable_redirects()
         .timeout(Duration::from_secs(20))
@@ -1071,10 +1097,9 @@ pub async fn provider_login(authorization_url: &str, user: &str) -> String {
     let mut form: Option<String> = None;
     for _ in 0..12 {
         if url.starts_with(REDIRECT_URI) {
-            return url;
+            return (url, jar);
         }
-        let parsed = url::Url::parse(&url).expect("url");
-        let path = parsed.path().to_string();
+        let path = url::Url::parse(&url).expect("url").path().to_string();
         let mut req = match &form {
             Some(_) => client.post(&url),
             None => client.get(&url),
@@ -1107,19 +1132,8 @@ pub async fn provider_login(authorization_url: &str, user: &str) -> String {
         }
         let html = String::from_utf8_lossy(&resp.body().await.expect("page")).to_string();
         assert_eq!(resp.status().as_u16(), 200, "provider page: {html}");
-        let action = html
-            .split("action=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("a form on the provider's page")
-            .to_string();
-        form = Some(if html.contains("name=\"prompt\" value=\"login\"") {
-            format!("prompt=login&login={user}&password=any")
-        } else if html.contains("name=\"prompt\" value=\"consent\"") {
-            "prompt=consent".to_string()
-        } else {
-            panic!("unexpected provider page: {html}")
-        });
+        let (action, body) = answer(&html);
+        form = Some(body);
         url = resolve(&url, &action);
     }
     panic!("the provider did not redirect back to the SPA");

@@ -7,6 +7,7 @@
 mod adversarial;
 mod cli;
 mod discovery;
+mod dop;
 mod dot;
 mod edge;
 mod flow;
@@ -18,6 +19,7 @@ mod large_tokens;
 mod operations;
 mod providers;
 mod proxy;
+mod pyprovider;
 mod replicas;
 mod sessions;
 mod streaming;

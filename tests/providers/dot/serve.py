@@ -1,6 +1,6 @@
 """Starts django-oauth-toolkit as an OpenID Provider on loopback for the token-handler tests.
 
-Environment: PORT (0: any free port), DOT_DIR (a directory for the SQLite database; the caller
+Environment: PORT (0: any free port), DATA_DIR (a directory for the SQLite database; the caller
 removes it), DOT_CONFIG (JSON, optional: {"clients": [...]} replaces the default clients),
 MAX_LIFETIME_SECONDS (default 300), DOT_OIDC=off (plain OAuth 2.0: no OpenID discovery, ID
 tokens or userinfo; RFC 8414 metadata only), DOT_CONTENT_LENGTH=off (answers without Content-Length,
@@ -11,13 +11,12 @@ lifetime is over, so a crashed test run leaves nothing behind.
 
 import json
 import os
-import secrets
 import sys
-import threading
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
+
+from common import rsa_private_key_pem, serve, setup_django  # noqa: E402
 
 REDIRECT_URI = "https://www.example.test/"
 
@@ -29,18 +28,6 @@ DEFAULT_CLIENTS = [
     {"client_id": "post-client", "client_secret": "post-secret", "skip_authorization": False},
     {"client_id": "public-client", "client_type": "public", "skip_authorization": True},
 ]
-
-
-def rsa_private_key_pem():
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 def register(clients, settings):
@@ -62,38 +49,12 @@ def register(clients, settings):
 
 def main():
     config = json.loads(os.environ.get("DOT_CONFIG") or "{}")
-    directory = os.environ["DOT_DIR"]
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="settings",
-        DOT_DATABASE=os.path.join(directory, "db.sqlite3"),
-        DOT_SECRET_KEY=secrets.token_urlsafe(32),
-        DOT_RSA_KEY=rsa_private_key_pem(),
-    )
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
+    os.environ["DOT_RSA_KEY"] = rsa_private_key_pem()
+    setup_django()
     import settings
 
     register(config.get("clients", DEFAULT_CLIENTS), settings)
-
-    from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
-    from django.core.wsgi import get_wsgi_application
-
-    server = ThreadedWSGIServer(("127.0.0.1", int(os.environ.get("PORT", "0"))), WSGIRequestHandler)
-    server.set_app(get_wsgi_application())
-    port = server.server_address[1]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-
-    def exit_when_stdin_closes():
-        sys.stdin.read()
-        os._exit(0)
-
-    threading.Thread(target=exit_when_stdin_closes, daemon=True).start()
-    print(json.dumps({"issuer": f"http://127.0.0.1:{port}/o"}), flush=True)
-    time.sleep(int(os.environ.get("MAX_LIFETIME_SECONDS", "300")))
-    os._exit(0)
+    serve("/o")
 
 
 if __name__ == "__main__":

@@ -4,65 +4,12 @@ for each start."""
 
 import os
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from common_settings import *  # noqa: F403
 
-SECRET_KEY = os.environ["DOT_SECRET_KEY"]
-DEBUG = False
-ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
-INSTALLED_APPS = [
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "django.contrib.sessions",
-    "oauth2_provider",
-]
-MIDDLEWARE = [
-    # Sets Content-Length (a new project's default). Without it, Django's server ends each body
-    # by closing the connection, which token-handler's HTTP client cannot read (docs/providers.md).
-    "django.middleware.common.CommonMiddleware",
-    "testhooks.TestHooksMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-]
+INSTALLED_APPS += ["oauth2_provider"]  # noqa: F405
 if os.environ.get("DOT_CONTENT_LENGTH") == "off":
     # What Django's server does without it (the close-delimited body test in tests/api/dot.rs).
-    MIDDLEWARE.remove("django.middleware.common.CommonMiddleware")
-ROOT_URLCONF = "urls"
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [os.path.join(HERE, "templates")],
-        "APP_DIRS": True,
-        "OPTIONS": {
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-            ]
-        },
-    }
-]
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ["DOT_DATABASE"],
-    }
-}
-# Any user name signs in with any password (as in the oidc-provider test provider).
-AUTHENTICATION_BACKENDS = ["testhooks.AnyPasswordBackend"]
-# Client secrets are hashed as in production, with Django's fast test hasher: the default
-# PBKDF2 costs about a second of CPU per token request.
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-LOGIN_URL = "/accounts/login/"
-USE_TZ = True
-DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["stderr"], "level": "WARNING"},
-    # One line per request is noise in the test output; errors still show.
-    "loggers": {"django.server": {"level": "ERROR"}, "django.request": {"level": "ERROR"}},
-}
+    MIDDLEWARE.remove("django.middleware.common.CommonMiddleware")  # noqa: F405
 
 # DOT_OIDC=off: a plain OAuth 2.0 server (no OpenID discovery, no ID tokens, no userinfo).
 OIDC = os.environ.get("DOT_OIDC") != "off"
