@@ -71,6 +71,12 @@ pub(super) struct RawProvider {
     userinfo_method: Option<UserInfoMethod>,
     /// `auto` (default), `provider` or `id_token`: where `/userInfo` takes the user's claims.
     userinfo_source: Option<UserInfoSource>,
+    // Issue 14 part 3: choosing a provider (GET /providers, a forced provider).
+    /// The name `GET /providers` shows for the "sign in with …" choice; default: the id.
+    display_name: Option<String>,
+    /// `true`: the only provider logins may use ("force users to sign in with this provider").
+    #[serde(default, deserialize_with = "bool_or_text")]
+    exclusive: bool,
 }
 
 fn default_timeout() -> Duration {
@@ -299,6 +305,10 @@ pub struct ProviderConfig {
     pub userinfo_method: UserInfoMethod,
     /// Where `/userInfo` takes the user's claims from ([`UserInfoSource`]).
     pub userinfo_source: UserInfoSource,
+    /// What `GET /providers` shows users; the id when not configured.
+    pub display_name: String,
+    /// The only provider logins may use; others stay configured for sessions already open.
+    pub exclusive: bool,
 }
 
 /// Token-request parameters from the configuration (`extra_token_params`). Their values may be
@@ -719,7 +729,10 @@ impl TryFrom<(usize, RawProvider)> for ProviderConfig {
                 "\"id_token\" answers from the ID token, which needs the openid scope",
             ));
         }
+        let display_name = display_name(raw.display_name.as_deref(), &raw.id, &k)?;
         Ok(ProviderConfig {
+            display_name,
+            exclusive: raw.exclusive,
             userinfo_method: raw.userinfo_method.unwrap_or(UserInfoMethod::Post),
             userinfo_source,
             redirect_uri: parse_url(&k("redirect_uri"), &raw.redirect_uri)?,
@@ -873,7 +886,52 @@ pub(super) fn providers(
         providers.push(provider);
     }
     check_shared_redirect_uris(&providers)?;
+    check_exclusive(&providers)?;
     Ok(providers)
+}
+
+/// Longest `display_name`: a button label, not a paragraph.
+const MAX_DISPLAY_NAME: usize = 100;
+
+/// `display_name`: shown to users by the SPA, so plain text of a sensible length; the id when
+/// not set.
+fn display_name(
+    text: Option<&str>,
+    id: &str,
+    k: &dyn Fn(&str) -> String,
+) -> Result<String, ConfigError> {
+    let Some(text) = text else {
+        return Ok(id.to_string());
+    };
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > MAX_DISPLAY_NAME {
+        return Err(ConfigError::new(
+            k("display_name"),
+            format!("must be 1 to {MAX_DISPLAY_NAME} characters"),
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(ConfigError::new(
+            k("display_name"),
+            "must not contain control characters",
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// `exclusive`: at most one provider can be the only one allowed.
+fn check_exclusive(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
+    let mut exclusive = providers.iter().enumerate().filter(|(_, p)| p.exclusive);
+    if let (Some((_, first)), Some((i, second))) = (exclusive.next(), exclusive.next()) {
+        return Err(ConfigError::new(
+            format!("providers[{i}].exclusive"),
+            format!(
+                "`{}` and `{}` are both exclusive: at most one provider can be the only one allowed",
+                first.id, second.id
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// RFC 9700 §4.4 (mix-up): when two providers send their responses to the same redirect URI,

@@ -4,7 +4,7 @@
 //! The endpoints and their JSON follow Curity's OAuth Agent API, so an SPA written for it works
 //! unchanged: `POST /login/start`, `POST /login/end`, `GET /userInfo`, `GET /claims`,
 //! `POST /refresh`, `POST /logout`; and `GET /session` (when the session ends, see
-//! [`lifetime`]). Forward auth (`GET /auth`) is an agent endpoint too, but
+//! [`lifetime`]) and `GET /providers` (which providers a user may choose, see [`picker`]). Forward auth (`GET /auth`) is an agent endpoint too, but
 //! mounted on its own listener by [`crate::startup`], never under the public base path.
 
 mod body;
@@ -12,6 +12,7 @@ mod forward_auth;
 mod lifetime;
 mod login;
 mod logout;
+mod picker;
 mod refresh;
 mod session;
 
@@ -52,6 +53,7 @@ pub fn configure(base_path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
                         .wrap(middleware::from_fn(lifetime::renew_idle))
                         .route(web::get().to(session::claims)),
                 )
+                .service(resource("/providers", "GET").route(web::get().to(picker::list)))
                 .service(resource("/session", "GET").route(web::get().to(lifetime::session_info)))
                 .service(resource("/refresh", "POST").route(web::post().to(refresh::refresh)))
                 .service(resource("/logout", "POST").route(web::post().to(logout::logout)))

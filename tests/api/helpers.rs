@@ -440,6 +440,17 @@ pub struct ProviderConfig {
     token_request_headers: BTreeMap<String, String>,
     #[serde(flatten)]
     userinfo: UserInfoKeys,
+    #[serde(flatten)]
+    picker: PickerKeys,
+}
+
+/// The provider-choice keys of a `[[providers]]` entry (tests/api/picker.rs).
+#[derive(Clone, Default, Serialize)]
+struct PickerKeys {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exclusive: Option<bool>,
 }
 
 /// The `userinfo_*` keys of a `[[providers]]` entry (tests/api/userinfo.rs).
@@ -480,7 +491,20 @@ impl ProviderConfig {
             extra_token_params: BTreeMap::new(),
             token_request_headers: BTreeMap::new(),
             userinfo: UserInfoKeys::default(),
+            picker: PickerKeys::default(),
         }
+    }
+
+    /// `display_name`.
+    pub fn display_name(mut self, name: &str) -> Self {
+        self.picker.display_name = Some(name.to_string());
+        self
+    }
+
+    /// `exclusive = true`: the only provider logins may use.
+    pub fn exclusive(mut self) -> Self {
+        self.picker.exclusive = Some(true);
+        self
     }
 
     /// `userinfo_endpoint`, `userinfo_method` (`post`, `get`) and `userinfo_source` (`auto`,
