@@ -62,6 +62,31 @@ pub fn configure(base_path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
     }
 }
 
+/// The server-side login, when `server.callback_path` is set: `GET <base_path>/login` and the
+/// callback. Mounted before the agent scope and outside its Origin middleware: both are
+/// top-level navigations, the callback one the provider starts, so they check only that a
+/// present Origin is trusted ([`crate::origin::Origin::check_navigation`]).
+pub fn configure_server_login<'a>(
+    base_path: &'a str,
+    callback_path: Option<&'a str>,
+) -> impl FnOnce(&mut web::ServiceConfig) + 'a {
+    move |cfg| {
+        let Some(callback_path) = callback_path else {
+            return;
+        };
+        cfg.service(
+            resource(&format!("{base_path}/login"), "GET")
+                .wrap(middleware::from_fn(limit_login))
+                .route(web::get().to(picker::login)),
+        )
+        .service(
+            resource(callback_path, "GET")
+                .wrap(middleware::from_fn(limit_login))
+                .route(web::get().to(picker::callback)),
+        );
+    }
+}
+
 /// An endpoint whose other methods get a JSON 405 with `Allow` (RFC 9110 §15.5.6).
 fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(move |method: Method| async move {

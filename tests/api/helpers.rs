@@ -171,6 +171,8 @@ struct ServerConfig {
     trusted_proxies: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     shutdown_grace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callback_path: Option<String>,
 }
 
 #[derive(Clone, Serialize)]
@@ -194,6 +196,8 @@ struct CookiesConfig {
 #[derive(Clone, Serialize)]
 struct WebConfig {
     trusted_origins: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    return_to: Vec<String>,
 }
 
 #[derive(Clone, Serialize)]
@@ -240,6 +244,7 @@ impl TestConfig {
                 workers: 1,
                 trusted_proxies: Vec::new(),
                 shutdown_grace: None,
+                callback_path: None,
             },
             cookies: CookiesConfig {
                 prefix: "th".to_string(),
@@ -253,6 +258,7 @@ impl TestConfig {
             },
             web: WebConfig {
                 trusted_origins: vec![SPA_ORIGIN.to_string()],
+                return_to: Vec::new(),
             },
             rate_limit: None,
             metrics: None,
@@ -305,6 +311,15 @@ impl TestConfig {
     /// `server.trusted_proxies`.
     pub fn trusted_proxies(mut self, cidrs: &[&str]) -> Self {
         self.server.trusted_proxies = cidrs.iter().map(|c| c.to_string()).collect();
+        self
+    }
+
+    /// Server-side logins: `server.callback_path`, `web.return_to` (empty: the default) and
+    /// `cookies.same_site = "lax"`, which they need.
+    pub fn server_login(mut self, callback_path: &str, return_to: &[&str]) -> Self {
+        self.server.callback_path = Some(callback_path.to_string());
+        self.web.return_to = return_to.iter().map(|t| t.to_string()).collect();
+        self.cookies.same_site = "lax".to_string();
         self
     }
 
@@ -1049,6 +1064,12 @@ fn resolve(base: &str, location: &str) -> String {
 /// Signs `user` in at the provider the way a person would: follow redirects, submit the login
 /// form, then the consent form, until the provider redirects to the SPA. Returns that URL.
 pub async fn provider_login(authorization_url: &str, user: &str) -> String {
+    provider_login_to(authorization_url, user, REDIRECT_URI).await
+}
+
+/// As [`provider_login`], until the provider redirects to a URL starting with `redirect_uri`
+/// (token-handler's own callback, for server-side logins).
+pub async fn provider_login_to(authorization_url: &str, user: &str, redirect_uri: &str) -> String {
     let client = awc::Client::builder()
         .disable_redirects()
         .timeout(Duration::from_secs(20))
@@ -1057,7 +1078,7 @@ pub async fn provider_login(authorization_url: &str, user: &str) -> String {
     let mut url = authorization_url.to_string();
     let mut form: Option<String> = None;
     for _ in 0..12 {
-        if url.starts_with(REDIRECT_URI) {
+        if url.starts_with(redirect_uri) {
             return url;
         }
         let parsed = url::Url::parse(&url).expect("url");
