@@ -56,6 +56,15 @@ impl Origin {
         Ok(origin)
     }
 
+    /// For the server-side login's top-level navigations (`GET /login`, the callback): a
+    /// present Origin must be trusted, but fetch metadata is not asked, because the provider's
+    /// redirect to the callback, and a link to `/login` on another page, are cross-site by
+    /// nature. What protects these endpoints is the login cookie that binds the callback to the
+    /// browser that started the login (docs/security.md, login CSRF).
+    pub fn check_navigation(headers: &HeaderMap, web: &WebConfig) -> Result<Self, ApiError> {
+        Self::check_origin(&Method::GET, headers, web, false)
+    }
+
     fn check_origin(
         method: &Method,
         headers: &HeaderMap,

@@ -131,13 +131,19 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, server: &ServerConfig) 
     client
 }
 
-/// Middleware for `login/start` and `login/end`: 429 with `Retry-After` past the limit.
+/// Middleware for `login/start` and `login/end` (and the server-side `GET /login` and
+/// callback, which count as them): 429 with `Retry-After` past the limit.
 pub async fn limit_login(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let step = if req.path().ends_with("/login/end") {
+    // The server-side callback redeems a code as login/end does, so it shares that bucket.
+    let is_callback = state
+        .as_ref()
+        .and_then(|s| s.config.server.callback_path.as_deref())
+        .is_some_and(|p| p == req.path());
+    let step = if req.path().ends_with("/login/end") || is_callback {
         LoginStep::End
     } else {
         LoginStep::Start
@@ -184,6 +190,7 @@ mod tests {
                 .map(|t| IpNet::parse(t).expect("valid"))
                 .collect(),
             connect_timeout: Duration::from_secs(1),
+            callback_path: None,
         }
     }
 

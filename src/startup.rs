@@ -39,6 +39,7 @@ impl Application {
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             let base_path = app_state.config.server.base_path.as_str().to_string();
+            let callback_path = app_state.config.server.callback_path.clone();
             App::new()
                 .app_data(app_state.clone())
                 .app_data(web::Data::new(HttpClient(build_client(connect_timeout))))
@@ -53,6 +54,10 @@ impl Application {
                 .wrap(middleware::from_fn(no_store_when_setting_cookies))
                 .route("/health/live", web::get().to(crate::health::live))
                 .route("/health/ready", web::get().to(crate::health::ready))
+                .configure(routes::configure_server_login(
+                    &base_path,
+                    callback_path.as_deref(),
+                ))
                 .configure(routes::configure(&base_path))
                 .default_service(web::to(crate::proxy::handle))
         })

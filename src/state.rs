@@ -32,7 +32,9 @@ impl AppState {
     pub fn route_label(&self, path: &str) -> String {
         let base = self.config.server.base_path.as_str();
         if let Some(endpoint) = path.strip_prefix(base) {
-            const ENDPOINTS: [&str; 7] = [
+            const ENDPOINTS: [&str; 9] = [
+                "/login",
+                "/providers",
                 "/login/start",
                 "/login/end",
                 "/userInfo",
@@ -45,7 +47,9 @@ impl AppState {
                 return format!("{base}{e}");
             }
         }
-        if matches!(path, "/health/live" | "/health/ready") {
+        if matches!(path, "/health/live" | "/health/ready")
+            || self.config.server.callback_path.as_deref() == Some(path)
+        {
             return path.to_string();
         }
         self.config

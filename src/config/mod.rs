@@ -44,7 +44,7 @@ pub use proxy::{
 };
 pub use rate_limit::LoginRate;
 pub use server::{BasePath, IpNet, ServerConfig};
-pub use web::{TrustedOrigins, WebConfig};
+pub use web::{ReturnTargets, TrustedOrigins, WebConfig, MAX_RETURN_TO};
 
 use cookies::RawCookies;
 use listeners::RawListener;
@@ -170,6 +170,15 @@ impl TryFrom<RawConfig> for Config {
             ));
         }
         let web = WebConfig::try_from(raw.web)?;
+        // The provider sends the browser back to the callback from its own site: browsers
+        // withhold SameSite=Strict cookies on that navigation, so the login cookie would never
+        // arrive and every server-side login would fail.
+        if server.callback_path.is_some() && cookies.same_site == SameSite::Strict {
+            return Err(ConfigError::new(
+                "server.callback_path",
+                "needs cookies.same_site = \"lax\": browsers do not send SameSite=Strict cookies on the identity provider's redirect to the callback, so the login could never complete",
+            ));
+        }
         let mut secret_files: Vec<SecretFile> = cookies
             .keys_file
             .iter()
@@ -330,6 +339,45 @@ redirect_uri = "https://www.example.com/"
         let on = paths + "[forward_auth]\nlisten = \"127.0.0.1:9091\"\n";
         let c = Config::from_toml(&on, no_env()).expect("valid");
         assert_eq!(c.forward_auth_listen.as_deref(), Some("127.0.0.1:9091"));
+    }
+
+    #[test]
+    fn server_side_logins_need_lax_cookies_and_configured_targets() {
+        let key = CookieKey::generate_text();
+        let on = minimal(&key).replace(
+            "[cookies]",
+            "[server]\ncallback_path = \"/oauth-agent/login/callback\"\n[cookies]",
+        );
+        let e = err(&on, no_env());
+        assert_eq!(e.key, "server.callback_path");
+        assert!(e.message.contains("lax"), "{e}");
+        let lax = on.replace("[cookies]", "[cookies]\nsame_site = \"lax\"");
+        let c = Config::from_toml(&lax, no_env()).expect("valid");
+        assert_eq!(
+            c.server.callback_path.as_deref(),
+            Some("/oauth-agent/login/callback")
+        );
+        assert_eq!(
+            c.web.return_to.default_target().as_str(),
+            "https://www.example.com/"
+        );
+        let evil = lax.replace("[web]", "[web]\nreturn_to = [\"https://evil.example/\"]");
+        assert_eq!(err(&evil, no_env()).key, "web.return_to");
+    }
+
+    #[test]
+    fn at_most_one_provider_is_exclusive() {
+        let key = CookieKey::generate_text();
+        let second = "[[providers]]\nid = \"b\"\nissuer = \"https://b.example.com\"\nclient_id = \"c\"\nclient_secret = \"s\"\nredirect_uri = \"https://www.example.com/b\"\nexclusive = true\n";
+        let one = minimal(&key) + second;
+        let c = Config::from_toml(&one, no_env()).expect("valid");
+        assert!(c.providers[1].exclusive && !c.providers[0].exclusive);
+        assert_eq!(c.providers[0].display_name, "default");
+        let two = one.replace(
+            "redirect_uri = \"https://www.example.com/\"",
+            "redirect_uri = \"https://www.example.com/\"\nexclusive = true\ndisplay_name = \"A\"",
+        );
+        assert_eq!(err(&two, no_env()).key, "providers[1].exclusive");
     }
 
     #[test]

@@ -76,6 +76,12 @@ pub(super) struct RawProvider {
     userinfo_claims: Option<BTreeMap<String, String>>,
     /// A GitHub-style list of the user's addresses, asked when the user answer's email is null.
     userinfo_emails_endpoint: Option<String>,
+    // Issue 14 part 3: choosing a provider (GET /providers, a forced provider).
+    /// The name `GET /providers` shows for the "sign in with …" choice; default: the id.
+    display_name: Option<String>,
+    /// `true`: the only provider logins may use ("force users to sign in with this provider").
+    #[serde(default, deserialize_with = "bool_or_text")]
+    exclusive: bool,
 }
 
 fn default_timeout() -> Duration {
@@ -309,6 +315,10 @@ pub struct ProviderConfig {
     /// Where the primary verified address is asked when the user answer has no `email`
     /// (`userinfo_emails_endpoint`: GitHub's `/user/emails`).
     pub userinfo_emails_endpoint: Option<Url>,
+    /// What `GET /providers` shows users; the id when not configured.
+    pub display_name: String,
+    /// The only provider logins may use; others stay configured for sessions already open.
+    pub exclusive: bool,
 }
 
 /// Token-request parameters from the configuration (`extra_token_params`). Their values may be
@@ -786,9 +796,12 @@ impl TryFrom<(usize, RawProvider)> for ProviderConfig {
         let userinfo_claims = userinfo_claims(&k("userinfo_claims"), raw.userinfo_claims.take())?;
         let userinfo_emails_endpoint =
             opt("userinfo_emails_endpoint", &raw.userinfo_emails_endpoint)?;
+        let display_name = display_name(raw.display_name.as_deref(), &raw.id, &k)?;
         Ok(ProviderConfig {
             userinfo_claims,
             userinfo_emails_endpoint,
+            display_name,
+            exclusive: raw.exclusive,
             userinfo_method: raw.userinfo_method.unwrap_or(UserInfoMethod::Post),
             userinfo_source,
             redirect_uri: parse_url(&k("redirect_uri"), &raw.redirect_uri)?,
@@ -942,7 +955,52 @@ pub(super) fn providers(
         providers.push(provider);
     }
     check_shared_redirect_uris(&providers)?;
+    check_exclusive(&providers)?;
     Ok(providers)
+}
+
+/// Longest `display_name`: a button label, not a paragraph.
+const MAX_DISPLAY_NAME: usize = 100;
+
+/// `display_name`: shown to users by the SPA, so plain text of a sensible length; the id when
+/// not set.
+fn display_name(
+    text: Option<&str>,
+    id: &str,
+    k: &dyn Fn(&str) -> String,
+) -> Result<String, ConfigError> {
+    let Some(text) = text else {
+        return Ok(id.to_string());
+    };
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > MAX_DISPLAY_NAME {
+        return Err(ConfigError::new(
+            k("display_name"),
+            format!("must be 1 to {MAX_DISPLAY_NAME} characters"),
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(ConfigError::new(
+            k("display_name"),
+            "must not contain control characters",
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// `exclusive`: at most one provider can be the only one allowed.
+fn check_exclusive(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
+    let mut exclusive = providers.iter().enumerate().filter(|(_, p)| p.exclusive);
+    if let (Some((_, first)), Some((i, second))) = (exclusive.next(), exclusive.next()) {
+        return Err(ConfigError::new(
+            format!("providers[{i}].exclusive"),
+            format!(
+                "`{}` and `{}` are both exclusive: at most one provider can be the only one allowed",
+                first.id, second.id
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// RFC 9700 §4.4 (mix-up): when two providers send their responses to the same redirect URI,

@@ -21,6 +21,8 @@ pub(super) struct RawServer {
     trusted_proxies: Vec<IpNet>,
     #[serde(deserialize_with = "duration")]
     connect_timeout: Duration,
+    /// Issue 14 part 3: where token-handler itself completes logins started by `GET /login`.
+    callback_path: Option<String>,
 }
 
 impl Default for RawServer {
@@ -32,6 +34,7 @@ impl Default for RawServer {
             shutdown_grace: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
             connect_timeout: Duration::from_secs(5),
+            callback_path: None,
         }
     }
 }
@@ -58,6 +61,9 @@ pub struct ServerConfig {
     /// Time allowed to open a connection (TCP and TLS) to a provider or upstream; the total
     /// time of a call is `providers[].timeout` or `routes[].timeout`.
     pub connect_timeout: Duration,
+    /// Where the provider sends the browser back after a login started by `GET /login`, and
+    /// token-handler completes it itself; `None`: no server-side logins (`GET /login` is off).
+    pub callback_path: Option<String>,
 }
 
 impl TryFrom<RawServer> for ServerConfig {
@@ -69,7 +75,14 @@ impl TryFrom<RawServer> for ServerConfig {
         if raw.listen.trim().is_empty() {
             return Err(ConfigError::new("server.listen", "must be host:port"));
         }
+        let callback_path = raw
+            .callback_path
+            .as_deref()
+            .map(|p| callback_path(p, &base_path))
+            .transpose()
+            .map_err(|m| ConfigError::new("server.callback_path", m))?;
         Ok(Self {
+            callback_path,
             listen: raw.listen.trim().to_string(),
             base_path,
             workers: (raw.workers > 0).then_some(raw.workers),
@@ -152,6 +165,28 @@ impl BasePath {
     }
 }
 
+/// `server.callback_path`: a path below `<base_path>/login/`, because the login cookies are
+/// written at `<base_path>/login` and the callback needs the one of its flow; not one of the
+/// agent's own login endpoints.
+fn callback_path(text: &str, base_path: &BasePath) -> Result<String, String> {
+    let login = base_path.join("/login/");
+    let path = BasePath::parse(text)?;
+    let path = path.as_str();
+    let rest = path.strip_prefix(&login).ok_or_else(|| {
+        format!("`{text}` must be below `{login}`, where the login cookies are sent, e.g. `{login}callback`")
+    })?;
+    if rest.is_empty()
+        || matches!(rest, "start" | "end")
+        || rest.starts_with("start/")
+        || rest.starts_with("end/")
+    {
+        return Err(format!(
+            "`{text}` must name a path of its own below `{login}` (not start or end)"
+        ));
+    }
+    Ok(path.to_string())
+}
+
 fn is_path_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~')
 }
@@ -159,6 +194,27 @@ fn is_path_char(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_callback_path_is_below_the_login_path() {
+        let base = BasePath::parse("/oauth-agent").expect("valid");
+        assert_eq!(
+            callback_path("/oauth-agent/login/callback", &base).as_deref(),
+            Ok("/oauth-agent/login/callback")
+        );
+        for bad in [
+            "/callback",
+            "/oauth-agent/callback",
+            "/oauth-agent/login",
+            "/oauth-agent/login/start",
+            "/oauth-agent/login/end",
+            "/oauth-agent/loginx/callback",
+            "/oauth-agent/login/../callback",
+            "oauth-agent/login/callback",
+        ] {
+            assert!(callback_path(bad, &base).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn trusted_proxy_ranges() {

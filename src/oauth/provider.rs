@@ -272,23 +272,46 @@ impl Providers {
         )
     }
 
-    /// The default provider.
+    /// The default provider: the exclusive one when one is marked so, else the first.
     pub fn default_provider(&self) -> &Provider {
         // Invariant: configuration validation refuses an empty provider list.
-        &self.0[0]
+        self.exclusive().unwrap_or(&self.0[0])
     }
 
-    /// The provider a login asks for: the default one when it names none. An unknown id is the
-    /// SPA's mistake, not ours.
+    /// The provider marked `exclusive`, the only one logins may use (at most one, checked
+    /// when the configuration is loaded).
+    pub fn exclusive(&self) -> Option<&Provider> {
+        self.0.iter().find(|p| p.config.exclusive)
+    }
+
+    /// The providers a user may sign in with: the exclusive one alone, else every one, the
+    /// default first.
+    pub fn offered(&self) -> Vec<&Provider> {
+        match self.exclusive() {
+            Some(only) => vec![only],
+            None => self.0.iter().collect(),
+        }
+    }
+
+    /// The provider a login asks for: the default one when it names none. An unknown id, or
+    /// another than the exclusive one, is the SPA's mistake, not ours: 400 `invalid_request`,
+    /// naming the one allowed.
     pub fn requested(&self, id: Option<&str>) -> Result<&Provider, ApiError> {
-        match id {
-            None => Ok(self.default_provider()),
+        let provider = match id {
+            None => self.default_provider(),
             Some(id) => self.get(id).ok_or_else(|| {
                 ApiError::InvalidRequest(format!(
                     "no identity provider is configured with the id `{}`",
                     super::http::safe_code(id)
                 ))
-            }),
+            })?,
+        };
+        match self.exclusive() {
+            Some(only) if only.id() != provider.id() => Err(ApiError::InvalidRequest(format!(
+                "logins must use the identity provider `{}`: it is the only one allowed",
+                only.id()
+            ))),
+            _ => Ok(provider),
         }
     }
 

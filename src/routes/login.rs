@@ -9,6 +9,7 @@ use crate::error::{error_with_cookies, ApiError};
 use crate::oauth::authorize::{authorization_request_url, ExtraParam, LoginSecrets};
 use crate::oauth::callback::{complete, Callback, Completed, PendingLogin};
 use crate::oauth::pkce;
+use crate::oauth::Provider;
 use crate::secret::{random_token, Token};
 use crate::session::{
     LoginLookup, LoginState, NewSession, SessionEnd, SessionId, SessionJar, SessionTimes,
@@ -40,6 +41,27 @@ pub async fn start(
 ) -> Result<HttpResponse, ApiError> {
     let request = body.0;
     let provider = state.providers.requested(request.provider.as_deref())?;
+    let (url, cookies) =
+        begin(&req, &state, &client, provider, &request.extra_params, None).await?;
+    Ok(json_with_cookies(
+        &StartResponse {
+            authorization_request_url: url,
+        },
+        cookies,
+    ))
+}
+
+/// Starts a login with `provider`: the authorization request URL, and the cookies that keep
+/// the login (its own flow's cookie, and removals of the oldest others). `login/start` and the
+/// server-side `GET /login` share it, so both flows carry the same state, nonce and PKCE.
+pub(super) async fn begin(
+    req: &HttpRequest,
+    state: &AppState,
+    client: &HttpClient,
+    provider: &Provider,
+    extra_params: &[ExtraParam],
+    return_to: Option<String>,
+) -> Result<(String, Vec<Cookie<'static>>), ApiError> {
     let login = LoginState {
         provider: provider.id().to_string(),
         state: random_token(),
@@ -47,23 +69,18 @@ pub async fn start(
         verifier: pkce::new_verifier(),
         issued_at: state.clock.now(),
         step_up: provider.config.step_up.clone(),
+        return_to,
     };
     let secrets = LoginSecrets {
         state: &login.state,
         nonce: &login.nonce,
         verifier: &login.verifier,
     };
-    let url =
-        authorization_request_url(&client.0, provider, &secrets, &request.extra_params).await?;
+    let url = authorization_request_url(&client.0, provider, &secrets, extra_params).await?;
     // This login gets a cookie of its own; the oldest others go when there are too many.
     let mut cookies = state.jar.prune_logins(&state.jar.read(req.headers()));
     cookies.extend(state.jar.seal_login(&login)?);
-    Ok(json_with_cookies(
-        &StartResponse {
-            authorization_request_url: url,
-        },
-        cookies,
-    ))
+    Ok((url, cookies))
 }
 
 #[derive(Deserialize)]
@@ -180,6 +197,31 @@ fn signed_in(
     completed: Completed<'_>,
     remove: Vec<Cookie<'static>>,
 ) -> Result<HttpResponse, ApiError> {
+    let (cookies, csrf) = session_cookies(jar, completed, remove)?;
+    let now = jar.clock().now();
+    let started = SessionTimes {
+        started_at: Some(now),
+        active_at: Some(now),
+    };
+    Ok(json_with_cookies(
+        &EndResponse {
+            handled: true,
+            is_logged_in: true,
+            csrf: Some(csrf.expose().to_string()),
+            session: Some(jar.lifetimes().end(started, now)),
+        },
+        cookies,
+    ))
+}
+
+/// A new session's cookies (with a fresh CSRF value, returned too) for a completed login, and
+/// the removal of its login cookie (`remove`). `login/end` and the server-side callback share
+/// it.
+pub(super) fn session_cookies(
+    jar: &SessionJar,
+    completed: Completed<'_>,
+    remove: Vec<Cookie<'static>>,
+) -> Result<(Vec<Cookie<'static>>, Token), ApiError> {
     let Completed {
         provider,
         tokens,
@@ -199,18 +241,5 @@ fn signed_in(
     })?;
     cookies.extend(remove);
     tracing::info!(provider = %provider.id(), "login completed");
-    let now = jar.clock().now();
-    let started = SessionTimes {
-        started_at: Some(now),
-        active_at: Some(now),
-    };
-    Ok(json_with_cookies(
-        &EndResponse {
-            handled: true,
-            is_logged_in: true,
-            csrf: Some(csrf.expose().to_string()),
-            session: Some(jar.lifetimes().end(started, now)),
-        },
-        cookies,
-    ))
+    Ok((cookies, csrf))
 }

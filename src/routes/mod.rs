@@ -4,7 +4,7 @@
 //! The endpoints and their JSON follow Curity's OAuth Agent API, so an SPA written for it works
 //! unchanged: `POST /login/start`, `POST /login/end`, `GET /userInfo`, `GET /claims`,
 //! `POST /refresh`, `POST /logout`; and `GET /session` (when the session ends, see
-//! [`lifetime`]). Forward auth (`GET /auth`) is an agent endpoint too, but
+//! [`lifetime`]) and `GET /providers` (which providers a user may choose, see [`picker`]). Forward auth (`GET /auth`) is an agent endpoint too, but
 //! mounted on its own listener by [`crate::startup`], never under the public base path.
 
 mod body;
@@ -12,6 +12,7 @@ mod forward_auth;
 mod lifetime;
 mod login;
 mod logout;
+mod picker;
 mod refresh;
 mod session;
 
@@ -52,10 +53,36 @@ pub fn configure(base_path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
                         .wrap(middleware::from_fn(lifetime::renew_idle))
                         .route(web::get().to(session::claims)),
                 )
+                .service(resource("/providers", "GET").route(web::get().to(picker::list)))
                 .service(resource("/session", "GET").route(web::get().to(lifetime::session_info)))
                 .service(resource("/refresh", "POST").route(web::post().to(refresh::refresh)))
                 .service(resource("/logout", "POST").route(web::post().to(logout::logout)))
                 .default_service(web::to(not_found)),
+        );
+    }
+}
+
+/// The server-side login, when `server.callback_path` is set: `GET <base_path>/login` and the
+/// callback. Mounted before the agent scope and outside its Origin middleware: both are
+/// top-level navigations, the callback one the provider starts, so they check only that a
+/// present Origin is trusted ([`crate::origin::Origin::check_navigation`]).
+pub fn configure_server_login<'a>(
+    base_path: &'a str,
+    callback_path: Option<&'a str>,
+) -> impl FnOnce(&mut web::ServiceConfig) + 'a {
+    move |cfg| {
+        let Some(callback_path) = callback_path else {
+            return;
+        };
+        cfg.service(
+            resource(&format!("{base_path}/login"), "GET")
+                .wrap(middleware::from_fn(limit_login))
+                .route(web::get().to(picker::login)),
+        )
+        .service(
+            resource(callback_path, "GET")
+                .wrap(middleware::from_fn(limit_login))
+                .route(web::get().to(picker::callback)),
         );
     }
 }

@@ -524,6 +524,7 @@ mod tests {
             verifier: random_token(),
             issued_at,
             step_up: StepUp::default(),
+            return_to: None,
         }
     }
 

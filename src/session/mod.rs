@@ -48,6 +48,10 @@ pub struct LoginState {
     /// and end cannot change what is enforced; absent in logins started before it existed.
     #[serde(default)]
     pub step_up: StepUp,
+    /// Where a server-side login (`GET /login`) returns the browser: one of `web.return_to`,
+    /// checked when the login started and again at the callback. `None` for SPA logins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_to: Option<String>,
 }
 
 /// The access token (`-at`).

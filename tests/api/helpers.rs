@@ -171,6 +171,8 @@ struct ServerConfig {
     trusted_proxies: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     shutdown_grace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callback_path: Option<String>,
 }
 
 #[derive(Clone, Serialize)]
@@ -194,6 +196,8 @@ struct CookiesConfig {
 #[derive(Clone, Serialize)]
 struct WebConfig {
     trusted_origins: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    return_to: Vec<String>,
 }
 
 #[derive(Clone, Serialize)]
@@ -240,6 +244,7 @@ impl TestConfig {
                 workers: 1,
                 trusted_proxies: Vec::new(),
                 shutdown_grace: None,
+                callback_path: None,
             },
             cookies: CookiesConfig {
                 prefix: "th".to_string(),
@@ -253,6 +258,7 @@ impl TestConfig {
             },
             web: WebConfig {
                 trusted_origins: vec![SPA_ORIGIN.to_string()],
+                return_to: Vec::new(),
             },
             rate_limit: None,
             metrics: None,
@@ -305,6 +311,15 @@ impl TestConfig {
     /// `server.trusted_proxies`.
     pub fn trusted_proxies(mut self, cidrs: &[&str]) -> Self {
         self.server.trusted_proxies = cidrs.iter().map(|c| c.to_string()).collect();
+        self
+    }
+
+    /// Server-side logins: `server.callback_path`, `web.return_to` (empty: the default) and
+    /// `cookies.same_site = "lax"`, which they need.
+    pub fn server_login(mut self, callback_path: &str, return_to: &[&str]) -> Self {
+        self.server.callback_path = Some(callback_path.to_string());
+        self.web.return_to = return_to.iter().map(|t| t.to_string()).collect();
+        self.cookies.same_site = "lax".to_string();
         self
     }
 
@@ -442,6 +457,8 @@ pub struct ProviderConfig {
     userinfo: UserInfoKeys,
     #[serde(flatten)]
     plain: PlainOAuthKeys,
+    #[serde(flatten)]
+    picker: PickerKeys,
 }
 
 /// `preset`, `userinfo_emails_endpoint` and `[providers.userinfo_claims]` (tests/api/github.rs).
@@ -453,6 +470,15 @@ struct PlainOAuthKeys {
     userinfo_emails_endpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     userinfo_claims: Option<BTreeMap<String, String>>,
+}
+
+/// The provider-choice keys of a `[[providers]]` entry (tests/api/picker.rs).
+#[derive(Clone, Default, Serialize)]
+struct PickerKeys {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exclusive: Option<bool>,
 }
 
 /// The `userinfo_*` keys of a `[[providers]]` entry (tests/api/userinfo.rs).
@@ -494,6 +520,7 @@ impl ProviderConfig {
             token_request_headers: BTreeMap::new(),
             userinfo: UserInfoKeys::default(),
             plain: PlainOAuthKeys::default(),
+            picker: PickerKeys::default(),
         }
     }
 
@@ -517,6 +544,18 @@ impl ProviderConfig {
                 .map(|(claim, member)| (claim.to_string(), member.to_string()))
                 .collect(),
         );
+        self
+    }
+
+    /// `display_name`.
+    pub fn display_name(mut self, name: &str) -> Self {
+        self.picker.display_name = Some(name.to_string());
+        self
+    }
+
+    /// `exclusive = true`: the only provider logins may use.
+    pub fn exclusive(mut self) -> Self {
+        self.picker.exclusive = Some(true);
         self
     }
 
@@ -1062,6 +1101,12 @@ fn resolve(base: &str, location: &str) -> String {
 /// Signs `user` in at the provider the way a person would: follow redirects, submit the login
 /// form, then the consent form, until the provider redirects to the SPA. Returns that URL.
 pub async fn provider_login(authorization_url: &str, user: &str) -> String {
+    provider_login_to(authorization_url, user, REDIRECT_URI).await
+}
+
+/// As [`provider_login`], until the provider redirects to a URL starting with `redirect_uri`
+/// (token-handler's own callback, for server-side logins).
+pub async fn provider_login_to(authorization_url: &str, user: &str, redirect_uri: &str) -> String {
     let answer = |html: &str| {
         let action = html
             .split("action=\"")
@@ -1078,14 +1123,18 @@ pub async fn provider_login(authorization_url: &str, user: &str) -> String {
         };
         (action, body)
     };
-    follow_provider_pages(authorization_url, answer).await.0
+    follow_provider_pages(authorization_url, redirect_uri, answer)
+        .await
+        .0
 }
 
 /// Follows a provider's redirects and pages from `authorization_url` like a browser, with the
-/// provider's cookies, until it redirects to the SPA: `answer(page)` gives each page's form
-/// action and the form body to post. Returns that URL and the provider's cookies (its session).
+/// provider's cookies, until it redirects to a URL starting with `redirect_uri`: `answer(page)`
+/// gives each page's form action and the form body to post. Returns that URL and the provider's
+/// cookies (its session).
 pub async fn follow_provider_pages(
     authorization_url: &str,
+    redirect_uri: &str,
     answer: impl Fn(&str) -> (String, String),
 ) -> (String, Jar) {
     let client = awc::Client::builder()
@@ -1096,7 +1145,7 @@ pub async fn follow_provider_pages(
     let mut url = authorization_url.to_string();
     let mut form: Option<String> = None;
     for _ in 0..12 {
-        if url.starts_with(REDIRECT_URI) {
+        if url.starts_with(redirect_uri) {
             return (url, jar);
         }
         let path = url::Url::parse(&url).expect("url").path().to_string();

@@ -17,6 +17,7 @@ mod helpers;
 mod hostile;
 mod large_tokens;
 mod operations;
+mod picker;
 mod providers;
 mod proxy;
 mod pyprovider;

@@ -216,7 +216,7 @@ pub async fn django_login(authorization_url: &str, user: &str) -> (String, Jar) 
         }
         (action, body.finish())
     };
-    follow_provider_pages(authorization_url, answer).await
+    follow_provider_pages(authorization_url, REDIRECT_URI, answer).await
 }
 
 /// One GET at the provider with its cookies: the status and the Location (or the body).
