@@ -1,0 +1,148 @@
+//! The configuration reference (docs/configuration.md) checked against the parser.
+//!
+//! The accepted keys are not listed by hand anywhere: they are read from serde itself. Every
+//! `Raw…` type denies unknown fields, and serde's error for an unknown field lists the fields
+//! the type expects ("unknown field `x`, expected one of `a`, `b`"). Feeding the parser a
+//! field no section has therefore yields the top-level sections, and, one level down, each
+//! section's keys. The documented keys come from the reference's tables: the first column of
+//! each `| Key |` table under a `## [section]` or `## [[section]]` heading. A key added to the
+//! code without a line in the docs, or documented but refused, fails the test with the diff.
+//!
+//! Tables whose own keys are free (`[providers.extra_auth_params]`, `extra_token_params`,
+//! `token_request_headers`, `userinfo_claims`) are maps, not structs: their entries are values
+//! the operator chooses, documented in prose, and not part of this check.
+
+use super::RawConfig;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+
+const REFERENCE: &str = include_str!("../../docs/configuration.md");
+
+/// A name no section or key has.
+const PROBE: &str = "zz_not_a_configuration_key";
+
+/// The field names listed in serde's unknown-field error for `value`, or `None` when the error
+/// is another one (for example a type error: the section is a list of tables, not a table).
+fn expected_fields(value: toml::Value) -> Option<BTreeSet<String>> {
+    let message = match RawConfig::deserialize(value) {
+        Ok(_) => panic!("a configuration with `{PROBE}` was accepted"),
+        Err(e) => e.message().to_string(),
+    };
+    let rest = message.strip_prefix(&format!("unknown field `{PROBE}`, "))?;
+    if rest == "there are no fields" {
+        return Some(BTreeSet::new());
+    }
+    let list = rest
+        .strip_prefix("expected one of ")
+        .or_else(|| rest.strip_prefix("expected "))
+        .unwrap_or_else(|| panic!("unexpected serde message: {message}"));
+    // "`a`, `b`, `c`" (one of), "`a` or `b`" (two), "`a`" (one).
+    Some(
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+fn probe_table() -> toml::Value {
+    let mut t = toml::Table::new();
+    t.insert(PROBE.into(), toml::Value::Integer(1));
+    toml::Value::Table(t)
+}
+
+fn config_with(section: &str, value: toml::Value) -> toml::Value {
+    let mut t = toml::Table::new();
+    t.insert(section.into(), value);
+    toml::Value::Table(t)
+}
+
+/// Every `section.key` the parser accepts, `providers.id` style for lists of tables.
+fn accepted_keys() -> BTreeSet<String> {
+    let sections = expected_fields(probe_table()).expect("the top level denies unknown fields");
+    let mut keys = BTreeSet::new();
+    for section in sections {
+        // A section is either a table (`[server]`) or a list of tables (`[[providers]]`): the
+        // probe as a table gives a type error for a list, so try the list form then.
+        let fields = expected_fields(config_with(&section, probe_table()))
+            .or_else(|| {
+                expected_fields(config_with(
+                    &section,
+                    toml::Value::Array(vec![probe_table()]),
+                ))
+            })
+            .unwrap_or_else(|| panic!("section `{section}` does not deny unknown fields"));
+        assert!(!fields.is_empty(), "section `{section}` accepts no keys");
+        keys.extend(fields.into_iter().map(|key| format!("{section}.{key}")));
+    }
+    keys
+}
+
+/// Every `section.key` in the reference's key tables.
+fn documented_keys(doc: &str) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    let mut section: Option<String> = None;
+    let mut in_key_table = false;
+    for line in doc.lines() {
+        let line = line.trim();
+        if let Some(heading) = line.strip_prefix("## ") {
+            // `## [server]`, `## [[routes]] (API proxy)`; any other `##` heading ends a section.
+            section = heading
+                .split_whitespace()
+                .next()
+                .filter(|w| w.starts_with('['))
+                .map(|w| w.trim_matches(|c| c == '[' || c == ']').to_string());
+            in_key_table = false;
+            continue;
+        }
+        if !line.starts_with('|') {
+            in_key_table = false;
+            continue;
+        }
+        let first = line.split('|').nth(1).unwrap_or("").trim();
+        if first == "Key" {
+            in_key_table = true;
+            continue;
+        }
+        let (Some(section), true) = (&section, in_key_table) else {
+            continue;
+        };
+        if let Some(key) = first.strip_prefix('`').and_then(|k| k.strip_suffix('`')) {
+            keys.insert(format!("{section}.{key}"));
+        }
+    }
+    keys
+}
+
+#[test]
+fn configuration_reference_matches_the_parser() {
+    let accepted = accepted_keys();
+    let documented = documented_keys(REFERENCE);
+    let undocumented: Vec<_> = accepted.difference(&documented).collect();
+    let refused: Vec<_> = documented.difference(&accepted).collect();
+    assert!(
+        undocumented.is_empty() && refused.is_empty(),
+        "docs/configuration.md and the parser disagree:\n  \
+         accepted by the parser but not in the reference's tables: {undocumented:?}\n  \
+         in the reference's tables but refused by the parser: {refused:?}"
+    );
+}
+
+#[test]
+fn the_key_probe_reads_serde_and_the_docs() {
+    // Guards against the check passing vacuously (both sides empty, or a parse gone wrong).
+    let accepted = accepted_keys();
+    for key in [
+        "server.listen",
+        "cookies.keys_file",
+        "providers.client_id",
+        "routes.upstream",
+        "rate_limit.login_burst",
+    ] {
+        assert!(accepted.contains(key), "{key} not found in {accepted:?}");
+    }
+    let doc = "## [a]\n\n| Key | Type |\n| --- | --- |\n| `x` | bool |\n\n| Problem | Message |\n| --- | --- |\n| `no` | y |\n\n## [[b]] (list)\n\n| Key |\n| --- |\n| `y` |\n\n## Other\n\n| Key |\n| --- |\n| `z` |\n";
+    let found: Vec<_> = documented_keys(doc).into_iter().collect();
+    assert_eq!(found, ["a.x", "b.y"]);
+}
