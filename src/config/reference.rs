@@ -81,7 +81,21 @@ fn accepted_keys() -> BTreeSet<String> {
 
 /// Every `section.key` in the reference's key tables.
 fn documented_keys(doc: &str) -> BTreeSet<String> {
-    let mut keys = BTreeSet::new();
+    key_rows(doc).into_iter().map(|(key, _)| key).collect()
+}
+
+/// The documented keys whose row says "Deprecated": accepted, but no example should use them.
+fn deprecated_keys(doc: &str) -> BTreeSet<String> {
+    key_rows(doc)
+        .into_iter()
+        .filter(|(_, row)| row.contains("| Deprecated"))
+        .map(|(key, _)| key)
+        .collect()
+}
+
+/// Each row of the reference's key tables as (`section.key`, the row's text).
+fn key_rows(doc: &str) -> Vec<(String, &str)> {
+    let mut rows = Vec::new();
     let mut section: Option<String> = None;
     let mut in_key_table = false;
     for line in doc.lines() {
@@ -109,10 +123,10 @@ fn documented_keys(doc: &str) -> BTreeSet<String> {
             continue;
         };
         if let Some(key) = first.strip_prefix('`').and_then(|k| k.strip_suffix('`')) {
-            keys.insert(format!("{section}.{key}"));
+            rows.push((format!("{section}.{key}"), line));
         }
     }
-    keys
+    rows
 }
 
 #[test]
@@ -145,4 +159,125 @@ fn the_key_probe_reads_serde_and_the_docs() {
     let doc = "## [a]\n\n| Key | Type |\n| --- | --- |\n| `x` | bool |\n\n| Problem | Message |\n| --- | --- |\n| `no` | y |\n\n## [[b]] (list)\n\n| Key |\n| --- |\n| `y` |\n\n## Other\n\n| Key |\n| --- |\n| `z` |\n";
     let found: Vec<_> = documented_keys(doc).into_iter().collect();
     assert_eq!(found, ["a.x", "b.y"]);
+}
+
+/// The docs and examples a reader copies configuration from: `docs/*.md`, `README.md` and the
+/// text files under `examples/`, found at test time so a new page is covered without a list.
+fn copied_from() -> Vec<(String, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() && name != "node_modules" && name != "target" {
+                walk(&path, out);
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("md" | "toml" | "yaml" | "yml" | "sh" | "env")
+            ) {
+                out.push(path);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut paths = vec![root.join("README.md")];
+    walk(&root.join("docs"), &mut paths);
+    walk(&root.join("examples"), &mut paths);
+    paths.sort();
+    paths
+        .into_iter()
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(&p).ok()?;
+            let shown = p.strip_prefix(root).unwrap_or(&p).display().to_string();
+            Some((shown, text))
+        })
+        .collect()
+}
+
+/// The `section.key`s a TOML document sets (one level into each section: deeper tables such as
+/// `[providers.extra_auth_params]` are values).
+fn toml_keys(doc: &toml::Table) -> Vec<String> {
+    let mut keys = Vec::new();
+    for (section, value) in doc {
+        let tables: Vec<&toml::Table> = match value {
+            toml::Value::Table(t) => vec![t],
+            toml::Value::Array(a) => a.iter().filter_map(toml::Value::as_table).collect(),
+            _ => {
+                keys.push(section.clone());
+                continue;
+            }
+        };
+        for table in tables {
+            keys.extend(table.keys().map(|key| format!("{section}.{key}")));
+        }
+    }
+    keys
+}
+
+/// The `section.key` each `TOKEN_HANDLER__…` variable in `text` sets (placeholders such as
+/// `TOKEN_HANDLER__<SECTION>__<KEY>` are skipped).
+fn env_keys(text: &str) -> Vec<String> {
+    text.match_indices(super::ENV_PREFIX)
+        .filter_map(|(at, _)| {
+            let rest = &text[at + super::ENV_PREFIX.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            let parts: Vec<String> = rest[..end]
+                .split("__")
+                .filter(|p| p.parse::<usize>().is_err())
+                .map(str::to_ascii_lowercase)
+                .collect();
+            (parts.len() == 2 && parts.iter().all(|p| !p.is_empty())).then(|| parts.join("."))
+        })
+        .collect()
+}
+
+#[test]
+fn configuration_examples_use_only_accepted_keys() {
+    let accepted = accepted_keys();
+    let sections: BTreeSet<&str> = accepted
+        .iter()
+        .filter_map(|k| k.split('.').next())
+        .collect();
+    let deprecated = deprecated_keys(REFERENCE);
+    assert!(deprecated.contains("cookies.session_lifetime"));
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for (file, text) in copied_from() {
+        let mut found: Vec<(String, &str)> = Vec::new();
+        if file.ends_with(".toml") {
+            let doc: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+            found.extend(toml_keys(&doc).into_iter().map(|k| (k, "TOML")));
+        }
+        // ```toml blocks; fragments that are not TOML on their own (placeholders) are skipped.
+        for block in text.split("```toml").skip(1) {
+            let block = block.split("```").next().unwrap_or("");
+            if let Ok(doc) = toml::from_str::<toml::Table>(block) {
+                let keys = toml_keys(&doc);
+                // Only blocks that look like token-handler's file (a known section).
+                if keys
+                    .iter()
+                    .any(|k| sections.contains(k.split('.').next().unwrap_or("")))
+                {
+                    found.extend(keys.into_iter().map(|k| (k, "TOML block")));
+                }
+            }
+        }
+        found.extend(env_keys(&text).into_iter().map(|k| (k, "environment")));
+        for (key, form) in found {
+            checked += 1;
+            if !accepted.contains(&key) {
+                wrong.push(format!(
+                    "{file}: {form} sets `{key}`, which the parser refuses"
+                ));
+            } else if deprecated.contains(&key) {
+                wrong.push(format!("{file}: {form} sets `{key}`, which is deprecated"));
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} example keys found");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
