@@ -281,3 +281,16 @@ fn configuration_examples_use_only_accepted_keys() {
     assert!(checked > 50, "only {checked} example keys found");
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+#[test]
+fn the_unknown_key_sample_is_the_parsers_message() {
+    // The reference quotes the message for an unknown key, list of valid keys included: that
+    // list grows with every new key, so the sample is compared with the parser's own answer.
+    let err = super::Config::from_toml("[web]\norigins = []\n", Vec::new())
+        .expect_err("an unknown key is refused");
+    let line = format!("token-handler: configuration error: {err}");
+    assert!(
+        REFERENCE.lines().any(|l| l == line),
+        "docs/configuration.md should quote the unknown-key error as:\n{line}"
+    );
+}
