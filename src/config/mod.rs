@@ -26,6 +26,8 @@ mod log;
 mod provider;
 mod proxy;
 mod rate_limit;
+#[cfg(test)]
+mod reference;
 mod server;
 mod web;
 
