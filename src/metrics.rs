@@ -9,6 +9,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::LazyLock;
@@ -47,6 +48,12 @@ pub struct EndpointLabel {
     pub endpoint: String,
 }
 
+/// A configured provider's id (from the configuration, so the label set is bounded).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabel {
+    pub provider: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CookieLabel {
     pub cookie: String,
@@ -63,6 +70,7 @@ pub struct Metrics {
     pub provider_duration: Family<EndpointLabel, Histogram>,
     pub cookie_bytes: Family<CookieLabel, Histogram>,
     pub cookie_chunks: Family<CookieLabel, Histogram>,
+    pub provider_ready: Family<ProviderLabel, Gauge>,
 }
 
 fn latency() -> Histogram {
@@ -126,6 +134,12 @@ impl Metrics {
             "Cookies each sealed value was split into when written, by cookie kind",
             cookie_chunks.clone(),
         );
+        let provider_ready = Family::<ProviderLabel, Gauge>::default();
+        registry.register(
+            "provider_ready",
+            "1 while a provider's metadata is loaded (logins with it can start), else 0, by provider id",
+            provider_ready.clone(),
+        );
         Self {
             registry,
             requests,
@@ -136,7 +150,17 @@ impl Metrics {
             provider_duration,
             cookie_bytes,
             cookie_chunks,
+            provider_ready,
         }
+    }
+
+    /// Records whether `provider`'s metadata is loaded (`token_handler_provider_ready`).
+    pub fn set_provider_ready(&self, provider: &str, ready: bool) {
+        self.provider_ready
+            .get_or_create(&ProviderLabel {
+                provider: provider.to_string(),
+            })
+            .set(i64::from(ready));
     }
 
     /// The Prometheus text exposition.

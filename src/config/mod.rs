@@ -383,6 +383,20 @@ redirect_uri = "https://www.example.com/"
     }
 
     #[test]
+    fn only_the_default_provider_is_required_unless_configured() {
+        let key = CookieKey::generate_text();
+        let second = "[[providers]]\nid = \"b\"\nissuer = \"https://b.example.com\"\nclient_id = \"c\"\nclient_secret = \"s\"\nredirect_uri = \"https://www.example.com/b\"\n";
+        let two = minimal(&key) + second;
+        let c = Config::from_toml(&two, no_env()).expect("valid");
+        assert!(c.providers[0].required && !c.providers[1].required);
+        let c = Config::from_toml(&(two.clone() + "required = true\n"), no_env()).expect("valid");
+        assert!(c.providers[0].required && c.providers[1].required);
+        // The exclusive provider is the default one, so it is the one required by default.
+        let c = Config::from_toml(&(two + "exclusive = true\n"), no_env()).expect("valid");
+        assert!(!c.providers[0].required && c.providers[1].required);
+    }
+
+    #[test]
     fn name_prefixes_follow_secure_and_need_it() {
         let key = CookieKey::generate_text();
         let insecure = minimal(&key).replace("[cookies]", "[cookies]\nsecure = false");

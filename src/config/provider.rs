@@ -82,6 +82,11 @@ pub(super) struct RawProvider {
     /// `true`: the only provider logins may use ("force users to sign in with this provider").
     #[serde(default, deserialize_with = "bool_or_text")]
     exclusive: bool,
+    // Issue 18 item 2: readiness by required providers.
+    /// Whether `/health/ready` waits for this provider's metadata; default: only the default
+    /// provider (the exclusive one, else the first) is required.
+    #[serde(default, deserialize_with = "opt_bool_or_text")]
+    required: Option<bool>,
 }
 
 fn default_timeout() -> Duration {
@@ -319,6 +324,8 @@ pub struct ProviderConfig {
     pub display_name: String,
     /// The only provider logins may use; others stay configured for sessions already open.
     pub exclusive: bool,
+    /// Readiness waits for this provider's metadata ([`providers`] resolves the default).
+    pub required: bool,
 }
 
 /// Token-request parameters from the configuration (`extra_token_params`). Their values may be
@@ -802,6 +809,8 @@ impl TryFrom<(usize, RawProvider)> for ProviderConfig {
             userinfo_emails_endpoint,
             display_name,
             exclusive: raw.exclusive,
+            // Resolved against the other providers in [`providers`].
+            required: raw.required.unwrap_or(false),
             userinfo_method: raw.userinfo_method.unwrap_or(UserInfoMethod::Post),
             userinfo_source,
             redirect_uri: parse_url(&k("redirect_uri"), &raw.redirect_uri)?,
@@ -942,6 +951,7 @@ pub(super) fn providers(
             "configure at least one [[providers]] entry",
         ));
     }
+    let explicit_required: Vec<Option<bool>> = raw.iter().map(|p| p.required).collect();
     let mut providers: Vec<ProviderConfig> = Vec::new();
     for (i, p) in raw.into_iter().enumerate() {
         secret_files.extend(p.secret_files(i));
@@ -956,7 +966,18 @@ pub(super) fn providers(
     }
     check_shared_redirect_uris(&providers)?;
     check_exclusive(&providers)?;
+    resolve_required(&mut providers, &explicit_required);
     Ok(providers)
+}
+
+/// `required`: a provider left unset is required when it is the default one (the exclusive
+/// provider, else the first), so one unreachable secondary provider does not keep every
+/// replica out of the load balancer, and the proxy with it.
+fn resolve_required(providers: &mut [ProviderConfig], explicit: &[Option<bool>]) {
+    let default = providers.iter().position(|p| p.exclusive).unwrap_or(0);
+    for (i, (p, set)) in providers.iter_mut().zip(explicit).enumerate() {
+        p.required = set.unwrap_or(i == default);
+    }
 }
 
 /// Longest `display_name`: a button label, not a paragraph.

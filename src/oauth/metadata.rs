@@ -435,6 +435,7 @@ impl MetadataCache {
                 if let Ok(mut f) = self.last_failure.write() {
                     *f = None;
                 }
+                crate::metrics::METRICS.set_provider_ready(provider, true);
                 Ok(md)
             }
             Err(reason) => {
@@ -447,7 +448,10 @@ impl MetadataCache {
                         tracing::warn!(%provider, %reason, "metadata refresh failed; serving the cached copy");
                         Ok(md)
                     }
-                    None => Err(reason),
+                    None => {
+                        crate::metrics::METRICS.set_provider_ready(provider, false);
+                        Err(reason)
+                    }
                 }
             }
         }

@@ -25,6 +25,8 @@ pub struct Provider {
 impl Provider {
     /// A provider whose caches age by `clock`, the application's one notion of "now".
     pub fn new(config: ProviderConfig, clock: Clock) -> Self {
+        // Not ready until its metadata loads: the gauge shows the provider from the start.
+        crate::metrics::METRICS.set_provider_ready(&config.id, false);
         Self {
             config,
             metadata: MetadataCache::new(clock.clone()),
@@ -119,6 +121,11 @@ impl Provider {
     /// Whether this provider's metadata is loaded (readiness).
     pub fn is_ready(&self) -> bool {
         self.metadata.is_ready()
+    }
+
+    /// Whether readiness waits for this provider (`required`, by default the default provider).
+    pub fn is_required(&self) -> bool {
+        self.config.required
     }
 
     /// Keeps this provider's metadata loaded: retries with exponential backoff (1 s doubling to

@@ -459,6 +459,15 @@ pub struct ProviderConfig {
     plain: PlainOAuthKeys,
     #[serde(flatten)]
     picker: PickerKeys,
+    #[serde(flatten)]
+    readiness: ReadinessKeys,
+}
+
+/// `required` of a `[[providers]]` entry (tests/api/readiness.rs).
+#[derive(Clone, Default, Serialize)]
+struct ReadinessKeys {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    required: Option<bool>,
 }
 
 /// `preset`, `userinfo_emails_endpoint` and `[providers.userinfo_claims]` (tests/api/github.rs).
@@ -521,6 +530,7 @@ impl ProviderConfig {
             userinfo: UserInfoKeys::default(),
             plain: PlainOAuthKeys::default(),
             picker: PickerKeys::default(),
+            readiness: ReadinessKeys::default(),
         }
     }
 
@@ -550,6 +560,12 @@ impl ProviderConfig {
     /// `display_name`.
     pub fn display_name(mut self, name: &str) -> Self {
         self.picker.display_name = Some(name.to_string());
+        self
+    }
+
+    /// `required = <on>`: whether readiness waits for this provider.
+    pub fn required(mut self, on: bool) -> Self {
+        self.readiness.required = Some(on);
         self
     }
 

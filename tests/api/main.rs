@@ -21,6 +21,7 @@ mod picker;
 mod providers;
 mod proxy;
 mod pyprovider;
+mod readiness;
 mod replicas;
 mod sessions;
 mod streaming;

@@ -32,7 +32,7 @@ async fn liveness_and_readiness() {
         if status == 200 {
             assert_eq!(
                 body,
-                json!({"status": "ready", "providers": {"default": true}})
+                json!({"status": "ready", "providers": {"default": "ready"}})
             );
             break;
         }
@@ -47,7 +47,7 @@ async fn liveness_and_readiness() {
     assert_eq!(status, 503);
     assert_eq!(
         body,
-        json!({"status": "not_ready", "providers": {"default": false}})
+        json!({"status": "not_ready", "providers": {"default": "unavailable"}})
     );
 }
 
