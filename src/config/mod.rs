@@ -41,7 +41,7 @@ pub use provider::{
     RESERVED_PARAMS, RESERVED_TOKEN_HEADERS,
 };
 pub use proxy::{
-    is_instructing_response_header, ProxyConfig, RouteConfig, RoutePath,
+    is_instructing_response_header, ProxyConfig, RouteConfig, RoutePath, TokenFormat,
     INSTRUCTING_REQUEST_HEADERS,
 };
 pub use rate_limit::LoginRate;

@@ -6,7 +6,7 @@
 
 use super::de::{bool_or_text, duration, duration_or_zero, list_or_text};
 use super::{parse_url, within, BasePath, ConfigError};
-use actix_web::http::header::HeaderName;
+use actix_web::http::header::{self, HeaderName, HeaderValue, InvalidHeaderValue};
 use serde::Deserialize;
 use std::time::Duration;
 use url::Url;
@@ -44,6 +44,10 @@ pub(super) struct RawRoute {
     websocket: bool,
     #[serde(default, deserialize_with = "list_or_text")]
     allow_headers: Vec<String>,
+    #[serde(default)]
+    token_header: Option<String>,
+    #[serde(default)]
+    token_format: Option<String>,
 }
 
 /// Request headers that make a server behind the proxy act on what the client says: serve
@@ -135,6 +139,119 @@ pub struct RouteConfig {
     /// Headers of [`INSTRUCTING_REQUEST_HEADERS`] or [`is_instructing_response_header`] that this
     /// route lets through after all (lowercase, as `HeaderName` is).
     pub allow_headers: Vec<HeaderName>,
+    /// The header that carries the token upstream (`token_header`, default `Authorization`), for
+    /// APIs that expect it elsewhere (e.g. `x-pat-jwt`). Whatever the client sends under this
+    /// name is dropped, so a client can never choose the token the upstream sees.
+    pub token_header: HeaderName,
+    /// How the token is written into [`Self::token_header`] (`token_format`).
+    pub token_format: TokenFormat,
+}
+
+/// A `token_format` template such as `Bearer {token}`: the text around its one `{token}`
+/// placeholder, checked at load to be valid header-value text (RFC 9110 §5.5: visible ASCII,
+/// spaces and tabs; never CR or LF, which would let a template inject further headers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFormat {
+    before: String,
+    after: String,
+}
+
+/// The placeholder a `token_format` must hold exactly once.
+const TOKEN_PLACEHOLDER: &str = "{token}";
+
+impl Default for TokenFormat {
+    /// `Bearer {token}` (RFC 6750 §2.1).
+    fn default() -> Self {
+        Self {
+            before: "Bearer ".to_string(),
+            after: String::new(),
+        }
+    }
+}
+
+impl TokenFormat {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.matches(TOKEN_PLACEHOLDER).count() != 1 {
+            return Err(format!(
+                "must hold the placeholder {TOKEN_PLACEHOLDER} exactly once, e.g. \"Bearer {TOKEN_PLACEHOLDER}\""
+            ));
+        }
+        let (before, after) = text.split_once(TOKEN_PLACEHOLDER).unwrap_or((text, ""));
+        if text.trim_matches([' ', '\t']) != text {
+            return Err(
+                "must not start or end with spaces or tabs (RFC 9110 §5.5 trims them)".into(),
+            );
+        }
+        if HeaderValue::from_str(&format!("{before}x{after}")).is_err()
+            || text
+                .chars()
+                .any(|c| !(c == ' ' || c == '\t' || c.is_ascii_graphic()))
+        {
+            return Err(
+                "may hold only visible ASCII, spaces and tabs (no CR, LF or other control characters: RFC 9110 §5.5)"
+                    .into(),
+            );
+        }
+        Ok(Self {
+            before: before.to_string(),
+            after: after.to_string(),
+        })
+    }
+
+    /// The header value for `token`; an error when the token itself is not header-value text
+    /// (never the case for tokens from a provider's token response, but not trusted either).
+    pub fn value(&self, token: &str) -> Result<HeaderValue, InvalidHeaderValue> {
+        HeaderValue::from_str(&format!("{}{token}{}", self.before, self.after))
+    }
+}
+
+/// Names a route cannot carry its token in: hop-by-hop headers (RFC 9110 §7.6.1), headers that
+/// frame or route the message, our cookies' header, the handshake headers of a WebSocket
+/// upgrade, and the headers the proxy writes or withholds itself. Setting the token in one of
+/// these would corrupt the request or hand the token to a server that does not expect it.
+fn reserved_token_header(name: &str) -> bool {
+    const RESERVED: [&str; 20] = [
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "cookie",
+        "set-cookie",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "expect",
+        "origin",
+        "user-agent",
+        "accept",
+        "accept-encoding",
+    ];
+    RESERVED.contains(&name)
+        || INSTRUCTING_REQUEST_HEADERS.contains(&name)
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("sec-websocket-")
+}
+
+/// `token_header`: a header name (any case, nothing around it), not one of
+/// [`reserved_token_header`].
+fn parse_token_header(key: &str, text: &str) -> Result<HeaderName, ConfigError> {
+    let name = HeaderName::from_bytes(text.as_bytes())
+        .map_err(|_| ConfigError::new(key, format!("`{text}` is not a header name")))?;
+    if reserved_token_header(name.as_str()) {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "`{text}` cannot carry the token: hop-by-hop, framing, cookie, WebSocket handshake and X-Forwarded-* headers are the proxy's own"
+            ),
+        ));
+    }
+    Ok(name)
 }
 
 impl TryFrom<(usize, RawRoute)> for RouteConfig {
@@ -162,6 +279,16 @@ impl TryFrom<(usize, RawRoute)> for RouteConfig {
             .enumerate()
             .map(|(j, text)| parse_allowed_header(&format!("routes[{i}].allow_headers[{j}]"), text))
             .collect::<Result<_, _>>()?;
+        let token_header = match &r.token_header {
+            Some(text) => parse_token_header(&k("token_header"), text)?,
+            None => header::AUTHORIZATION,
+        };
+        let token_format = match &r.token_format {
+            Some(text) => {
+                TokenFormat::parse(text).map_err(|m| ConfigError::new(k("token_format"), m))?
+            }
+            None => TokenFormat::default(),
+        };
         Ok(Self {
             path,
             upstream,
@@ -170,6 +297,8 @@ impl TryFrom<(usize, RawRoute)> for RouteConfig {
             allow_bearer: r.allow_bearer,
             websocket: r.websocket,
             allow_headers,
+            token_header,
+            token_format,
         })
     }
 }
@@ -311,6 +440,76 @@ mod tests {
             )
             .expect_err(bad);
             assert_eq!(e.key, "routes[0].allow_headers[0]", "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_header_and_format_default_to_authorization_bearer() {
+        let c = Config::from_toml(&with_route(""), Vec::new()).expect("valid");
+        let r = &c.proxy.routes[0];
+        assert_eq!(r.token_header.as_str(), "authorization");
+        assert_eq!(r.token_format.value("abc").expect("value"), "Bearer abc");
+        let c = Config::from_toml(
+            &with_route("token_header = \"X-Pat-JWT\"\ntoken_format = \"JWT {token}; v=1\""),
+            Vec::new(),
+        )
+        .expect("valid");
+        let r = &c.proxy.routes[0];
+        assert_eq!(r.token_header.as_str(), "x-pat-jwt");
+        assert_eq!(r.token_format.value("abc").expect("value"), "JWT abc; v=1");
+        let c = Config::from_toml(&with_route("token_format = \"{token}\""), Vec::new())
+            .expect("valid");
+        assert_eq!(
+            c.proxy.routes[0].token_format.value("abc").expect("value"),
+            "abc"
+        );
+    }
+
+    #[test]
+    fn token_formats_need_one_placeholder_and_header_text() {
+        for (bad, says) in [
+            ("Bearer", "exactly once"),
+            ("Bearer {Token}", "exactly once"),
+            ("{token} {token}", "exactly once"),
+            ("", "exactly once"),
+            ("Bearer {token}\\r\\nX-Admin: 1", "no CR, LF"),
+            ("Bearer {token}\\nx", "no CR, LF"),
+            ("Bearer\\u0000{token}", "no CR, LF"),
+            ("Bearer \u{e9}{token}", "visible ASCII"),
+            (" Bearer {token}", "spaces or tabs"),
+            ("Bearer {token} ", "spaces or tabs"),
+        ] {
+            let e = Config::from_toml(
+                &with_route(&format!("token_format = \"{bad}\"")),
+                Vec::new(),
+            )
+            .expect_err(bad);
+            assert_eq!(e.key, "routes[0].token_format", "{bad}");
+            assert!(e.message.contains(says), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn token_header_refuses_reserved_and_invalid_names() {
+        for bad in [
+            "host",
+            "Cookie",
+            "content-length",
+            "Transfer-Encoding",
+            "connection",
+            "upgrade",
+            "proxy-authorization",
+            "x-forwarded-for",
+            "sec-websocket-key",
+            "x-real-ip",
+            "x pat",
+            " x-pat",
+            "x-pat\r\n",
+            "",
+        ] {
+            let e = Config::from_toml(&with_route(&format!("token_header = {bad:?}")), Vec::new())
+                .expect_err(bad);
+            assert_eq!(e.key, "routes[0].token_header", "{bad}");
         }
     }
 }

@@ -62,7 +62,8 @@ fn relocated(found: &RouteMatch<'_>, value: &HeaderValue) -> Option<HeaderValue>
     HeaderValue::from_str(&location).ok()
 }
 
-/// Forwards the request; `bearer` replaces any client Authorization header when set.
+/// Forwards the request; `bearer`, when set, goes in the route's token header (`Authorization:
+/// Bearer` by default), replacing whatever the client sent there.
 pub async fn forward(
     req: &HttpRequest,
     body: web::Payload,
@@ -87,13 +88,14 @@ pub async fn forward(
             relay.policy,
             bearer.is_none(),
             &found.route.allow_headers,
+            &found.route.token_header,
         ) {
             h.append(name, value);
         }
         if let Some(token) = bearer {
-            match HeaderValue::from_str(&format!("Bearer {}", token.expose())) {
+            match found.route.token_format.value(token.expose()) {
                 Ok(v) => {
-                    h.insert(header::AUTHORIZATION, v);
+                    h.insert(found.route.token_header.clone(), v);
                 }
                 Err(_) => {
                     tracing::error!("the access token is not a valid header value");

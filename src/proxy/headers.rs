@@ -44,12 +44,19 @@ fn is_hop_by_hop(name: &HeaderName, listed: &[String]) -> bool {
 /// values of one name come one after another, in the order the client sent them.
 ///
 /// `cookies` is `incoming`'s Cookie header as read by the policy: all but our cookies go up.
+///
+/// `token_header` is the route's header for the token: when it is not `Authorization`, the
+/// client's value for it never goes up, whether we set the token or not (a client must not pick
+/// the token an upstream trusts). The client's `Authorization` is still dropped unless
+/// `keep_authorization` (a mobile client's own bearer), so no client credential travels
+/// alongside ours.
 pub fn upstream_request_headers(
     incoming: &HeaderMap,
     cookies: &RequestCookies<'_>,
     policy: &CookiePolicy,
     keep_authorization: bool,
     allowed: &[HeaderName],
+    token_header: &HeaderName,
 ) -> Vec<(HeaderName, HeaderValue)> {
     let listed = connection_listed(incoming);
     let csrf = policy.csrf_header();
@@ -66,6 +73,7 @@ pub fn upstream_request_headers(
             || n.starts_with("x-forwarded-")
             || (INSTRUCTING_REQUEST_HEADERS.contains(&n) && !allowed.contains(name))
             || (n == "authorization" && !keep_authorization)
+            || (name == token_header && n != "authorization")
             || n == "cookie"
         {
             continue;
@@ -272,14 +280,52 @@ mod tests {
         }
         incoming.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         let names = |allowed: &[HeaderName]| -> Vec<String> {
-            upstream_request_headers(&incoming, &state.read(&incoming), &state, false, allowed)
-                .into_iter()
-                .map(|(n, _)| n.as_str().to_string())
-                .collect()
+            upstream_request_headers(
+                &incoming,
+                &state.read(&incoming),
+                &state,
+                false,
+                allowed,
+                &header::AUTHORIZATION,
+            )
+            .into_iter()
+            .map(|(n, _)| n.as_str().to_string())
+            .collect()
         };
         assert_eq!(names(&[]), ["accept"]);
         let mut allowed = names(&[HeaderName::from_static("x-real-ip")]);
         allowed.sort();
         assert_eq!(allowed, ["accept", "x-real-ip"]);
+    }
+
+    #[test]
+    fn a_routes_token_header_never_comes_from_the_client() {
+        let state = policy();
+        let mut incoming = HeaderMap::new();
+        let pat = HeaderName::from_static("x-pat-jwt");
+        incoming.insert(pat.clone(), HeaderValue::from_static("Bearer forged"));
+        incoming.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer c"));
+        let names = |keep: bool, token_header: &HeaderName| -> Vec<String> {
+            let mut n: Vec<String> = upstream_request_headers(
+                &incoming,
+                &state.read(&incoming),
+                &state,
+                keep,
+                &[],
+                token_header,
+            )
+            .into_iter()
+            .map(|(n, _)| n.as_str().to_string())
+            .collect();
+            n.sort();
+            n
+        };
+        assert!(names(false, &pat).is_empty());
+        assert_eq!(names(true, &pat), ["authorization"]);
+        assert_eq!(names(false, &header::AUTHORIZATION), ["x-pat-jwt"]);
+        assert_eq!(
+            names(true, &header::AUTHORIZATION),
+            ["authorization", "x-pat-jwt"]
+        );
     }
 }

@@ -148,6 +148,8 @@ mod tests {
             allow_bearer: false,
             websocket: false,
             allow_headers: Vec::new(),
+            token_header: actix_web::http::header::AUTHORIZATION,
+            token_format: crate::config::TokenFormat::default(),
         }
     }
 

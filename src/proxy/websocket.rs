@@ -87,10 +87,14 @@ pub async fn bridge(
         return ApiError::Unauthorized("a WebSocket upgrade must carry a trusted Origin header")
             .error_response();
     }
+    let Ok(token_value) = found.route.token_format.value(bearer.expose()) else {
+        tracing::error!("the access token is not a valid header value");
+        return ApiError::Internal.error_response();
+    };
     let mut upstream = client
         .ws(found.upstream_url.as_str())
         .max_frame_size(MAX_FRAME)
-        .set_header(header::AUTHORIZATION, format!("Bearer {}", bearer.expose()));
+        .set_header(found.route.token_header.clone(), token_value);
     let mut previous: Option<header::HeaderName> = None;
     for (name, value) in upstream_request_headers(
         req.headers(),
@@ -98,6 +102,7 @@ pub async fn bridge(
         relay.policy,
         false,
         &found.route.allow_headers,
+        &found.route.token_header,
     ) {
         let n = name.as_str();
         // The handshake's own headers are awc's to write.

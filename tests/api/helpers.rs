@@ -684,6 +684,10 @@ pub struct RouteConfig {
     websocket: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     allow_headers: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_header: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_format: Option<String>,
 }
 
 impl RouteConfig {
@@ -696,11 +700,17 @@ impl RouteConfig {
             allow_bearer: false,
             websocket: false,
             allow_headers: Vec::new(),
+            token_header: None,
+            token_format: None,
         }
     }
 
     optional_keys! {
         timeout,
+        /// `token_header`: the header that carries the token upstream.
+        token_header,
+        /// `token_format`: its value, around `{token}`.
+        token_format,
     }
 
     pub fn strip_prefix(mut self) -> Self {

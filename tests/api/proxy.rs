@@ -1,7 +1,7 @@
 //! The API proxy against a real upstream that verifies the provider's JWT access tokens.
 
 use crate::helpers::*;
-use crate::upstream::{Upstream, API_AUDIENCE};
+use crate::upstream::{Upstream, API_AUDIENCE, PAT_HEADER};
 use awc::http::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -1165,5 +1165,99 @@ async fn shared_caches_never_store_a_cookie_authenticated_answer() {
     assert_eq!(resp.status, 200, "{:?}", resp.body);
     assert!(!resp.cookies_named("th-at").is_empty(), "not re-sealed");
     assert_eq!(resp.header("cache-control").as_deref(), Some("no-store"));
+    app.assert_alive().await;
+}
+
+/// A route that takes its token in `x-pat-jwt: Bearer …` (Open Source Cloud's services): the
+/// upstream's `/api`, prefix stripped, WebSockets and mobile bearers allowed.
+async fn setup_with_pat_route() -> (TestProvider, TestApp, Browser) {
+    let op = TestProvider::start_with(jwt_provider(json!({}))).await;
+    let upstream = Upstream::start(&op.issuer).await;
+    let pat = RouteConfig::new("/pat", &format!("{}/api", upstream.address))
+        .strip_prefix()
+        .websocket()
+        .allow_bearer()
+        .token_header("X-Pat-JWT")
+        .token_format("Bearer {token}");
+    let app = TestApp::spawn_with(
+        &TestConfig::new(&op.issuer)
+            .route(pat)
+            .proxy_to(&upstream.address),
+    )
+    .await;
+    let mut browser = app.browser();
+    assert_eq!(browser.login("pat").await.status, 200);
+    (op, app, browser)
+}
+
+#[actix_web::test]
+async fn a_route_can_carry_the_token_in_its_own_header_which_clients_cannot_send() {
+    use futures_util::{SinkExt, StreamExt};
+    let (_op, app, mut browser) = setup_with_pat_route().await;
+    let at: AccessTokenCookie = app.unseal(Purpose::AccessToken, &browser.jar.value("th-at"));
+    let ours = format!("Bearer {}", at.token.expose());
+    let forged = [
+        (PAT_HEADER, "Bearer forged"),
+        ("authorization", "Bearer client-sent"),
+    ];
+    // Proxied calls: our token in x-pat-jwt, once; the client's x-pat-jwt and Authorization
+    // never arrive.
+    let resp = browser.raw(Method::GET, "/pat/orders", None, &forged).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert_eq!(resp.body["path"], "/api/orders");
+    assert_eq!(
+        header_values(&resp.body, PAT_HEADER),
+        std::slice::from_ref(&ours)
+    );
+    assert!(header_values(&resp.body, "authorization").is_empty());
+
+    // The WebSocket handshake alike.
+    let (_, mut framed) = awc::Client::default()
+        .ws(format!("{}/pat/ws", app.address.replacen("http", "ws", 1)))
+        .origin(SPA_ORIGIN)
+        .set_header("cookie", browser.jar.header_for("/pat/ws").as_str())
+        .set_header(PAT_HEADER, "Bearer forged")
+        .set_header("authorization", "Bearer client-sent")
+        .connect()
+        .await
+        .expect("handshake through the proxy");
+    framed
+        .send(awc::ws::Message::Text("headers".into()))
+        .await
+        .expect("send");
+    let handshake: Value = match framed.next().await {
+        Some(Ok(awc::ws::Frame::Text(t))) => serde_json::from_slice(&t).expect("JSON"),
+        other => panic!("unexpected frame: {other:?}"),
+    };
+    assert_eq!(handshake[PAT_HEADER], json!([ours]), "{handshake}");
+    assert!(handshake.get("authorization").is_none(), "{handshake}");
+
+    // A mobile client's own bearer passes as sent (allow_bearer), but never with an x-pat-jwt
+    // of its choosing.
+    let mut mobile = app.browser();
+    mobile.origin = None;
+    let resp = mobile
+        .raw(
+            Method::GET,
+            "/pat/orders",
+            None,
+            &[(PAT_HEADER, "Bearer forged"), ("authorization", &ours)],
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert!(header_values(&resp.body, PAT_HEADER).is_empty());
+    assert_eq!(
+        header_values(&resp.body, "authorization"),
+        std::slice::from_ref(&ours)
+    );
+
+    // Other routes keep `Authorization: Bearer` and pass a client's x-pat-jwt like any header.
+    let resp = browser
+        .raw(Method::GET, "/api/orders", None, &forged[..1])
+        .await;
+    assert_eq!(resp.status, 401, "the upstream checks x-pat-jwt first");
+    let resp = browser.raw(Method::GET, "/api/orders", None, &[]).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert_eq!(header_values(&resp.body, "authorization"), [ours]);
     app.assert_alive().await;
 }

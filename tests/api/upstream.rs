@@ -12,6 +12,10 @@ use std::time::Duration;
 
 pub const API_AUDIENCE: &str = "https://api.example.test";
 
+/// The custom header some APIs take their token in (Open Source Cloud's `x-pat-jwt: Bearer …`):
+/// when present, it is the token this upstream checks, in place of `Authorization`.
+pub const PAT_HEADER: &str = "x-pat-jwt";
+
 struct Verifier {
     /// Every trusted issuer with its keys.
     issuers: Vec<(String, JwkSet)>,
@@ -23,7 +27,8 @@ impl Verifier {
     async fn check(&self, req: &HttpRequest) -> Result<Value, String> {
         let auth = req
             .headers()
-            .get(header::AUTHORIZATION)
+            .get(PAT_HEADER)
+            .or_else(|| req.headers().get(header::AUTHORIZATION))
             .and_then(|v| v.to_str().ok())
             .ok_or("no Authorization header")?;
         let token = auth.strip_prefix("Bearer ").ok_or("not a Bearer token")?;
