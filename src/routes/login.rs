@@ -197,8 +197,8 @@ fn signed_in(
     completed: Completed<'_>,
     remove: Vec<Cookie<'static>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (cookies, csrf) = session_cookies(jar, completed, remove)?;
     let now = jar.clock().now();
+    let (cookies, csrf) = session_cookies(jar, completed, remove, now)?;
     let started = SessionTimes {
         started_at: Some(now),
         active_at: Some(now),
@@ -215,12 +215,13 @@ fn signed_in(
 }
 
 /// A new session's cookies (with a fresh CSRF value, returned too) for a completed login, and
-/// the removal of its login cookie (`remove`). `login/end` and the server-side callback share
-/// it.
+/// the removal of its login cookie (`remove`), sealed as of `now` (the session's start).
+/// `login/end` and the server-side callback share it.
 pub(super) fn session_cookies(
     jar: &SessionJar,
     completed: Completed<'_>,
     remove: Vec<Cookie<'static>>,
+    now: i64,
 ) -> Result<(Vec<Cookie<'static>>, Token), ApiError> {
     let Completed {
         provider,
@@ -229,16 +230,19 @@ pub(super) fn session_cookies(
     } = completed;
     let csrf: Token = random_token();
     let sid = SessionId::new();
-    let mut cookies = jar.seal(NewSession {
-        provider: provider.id(),
-        sid: &sid,
-        tokens: &tokens,
-        previous_refresh_token: None,
-        sub,
-        csrf: Some(&csrf),
-        received: None,
-        started_at: None,
-    })?;
+    let mut cookies = jar.seal_at(
+        NewSession {
+            provider: provider.id(),
+            sid: &sid,
+            tokens: &tokens,
+            previous_refresh_token: None,
+            sub,
+            csrf: Some(&csrf),
+            received: None,
+            started_at: None,
+        },
+        now,
+    )?;
     cookies.extend(remove);
     tracing::info!(provider = %provider.id(), "login completed");
     Ok((cookies, csrf))

@@ -161,7 +161,14 @@ pub async fn callback(
         .clone();
     let outcome = finish(&state, &client, &login, query)
         .await
-        .and_then(|completed| login::session_cookies(&state.jar, completed, remove.clone()));
+        .and_then(|completed| {
+            login::session_cookies(
+                &state.jar,
+                completed,
+                remove.clone(),
+                state.jar.clock().now(),
+            )
+        });
     Ok(match outcome {
         Ok((cookies, _csrf)) => see_other(&target, cookies),
         Err(error) => {

@@ -187,7 +187,17 @@ impl SessionJar {
     /// moves); the access-token and CSRF cookies start the idle clock anew (a login or refresh
     /// answers a request of the user's).
     pub fn seal(&self, session: NewSession<'_>) -> Result<Vec<Cookie<'static>>, ApiError> {
-        let now = self.clock.now();
+        self.seal_at(session, self.clock.now())
+    }
+
+    /// [`SessionJar::seal`] as of `now` (the jar's clock, read by the caller), so an answer that
+    /// reports when the session ends (`login/end`) tells exactly the times the cookies carry,
+    /// not ones a second later.
+    pub fn seal_at(
+        &self,
+        session: NewSession<'_>,
+        now: i64,
+    ) -> Result<Vec<Cookie<'static>>, ApiError> {
         let started_at = session.started_at.unwrap_or(now);
         let until = self.lifetimes.absolute_end(started_at);
         let received = session.received.unwrap_or_else(|| Received {
