@@ -692,6 +692,13 @@ impl<'r> RequestCookies<'r> {
             .max()
     }
 
+    /// The length of [`RequestCookies::foreign_header`], without building it: pairs joined by
+    /// `; `, 0 when nothing is left.
+    pub fn foreign_len(&self) -> usize {
+        let pairs: usize = self.foreign.iter().map(|p| p.len()).sum();
+        pairs + 2 * self.foreign.len().saturating_sub(1)
+    }
+
     /// The request's cookies minus ours, as one Cookie header for the upstream, or `None` when
     /// nothing is left.
     pub fn foreign_header(&self) -> Option<HeaderValue> {
@@ -952,6 +959,8 @@ mod tests {
             .is_some_and(|c| c.name_value().is_none()));
         assert!(!view.has(CookieKind::Csrf));
         assert_eq!(view.foreign_header().expect("foreign"), "a=1; flag");
+        assert_eq!(view.foreign_len(), "a=1; flag".len());
+        assert_eq!(RequestCookies::default().foreign_len(), 0);
     }
 
     /// `len` random base64url characters: compress no better than a JWT's signature.

@@ -51,7 +51,10 @@ pub async fn handle(
         Ok(o) => o,
         Err(e) => return e.error_response(),
     };
-    let header_bytes = relayed_header_bytes(req.headers(), state.jar.policy());
+    // Read once: every question about our cookies, here and in `proxy`, is answered from this
+    // view.
+    let cookies = state.jar.read(req.headers());
+    let header_bytes = relayed_header_bytes(req.headers(), &cookies);
     let found = if header_bytes > MAX_HEADER_BYTES {
         Err(ApiError::HeadersTooLarge {
             limit: MAX_HEADER_BYTES,
@@ -60,7 +63,7 @@ pub async fn handle(
         found
     };
     let mut resp = match found {
-        Ok(found) => proxy(&req, body, &state, &client.0, found).await,
+        Ok(found) => proxy(&req, body, &state, &client.0, found, &cookies).await,
         Err(e) => e.error_response(),
     };
     origin.decorate(resp.headers_mut(), &state.config.web);
@@ -70,17 +73,17 @@ pub async fn handle(
 /// The size of the request headers as relayed: our cookies never cross (a session split over
 /// several cookies can be 20 KB or more), the rest of the Cookie header does. The bearer token
 /// that replaces our cookies is the upstream's limit to raise (docs/deployment.md).
-fn relayed_header_bytes(headers: &HeaderMap, policy: &CookiePolicy) -> usize {
+fn relayed_header_bytes(headers: &HeaderMap, cookies: &RequestCookies<'_>) -> usize {
     let others: usize = headers
         .iter()
         .filter(|(n, _)| *n != header::COOKIE)
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
-    let cookies = policy
-        .read(headers)
-        .foreign_header()
-        .map_or(0, |v| "cookie".len() + v.len() + 4);
-    others + cookies
+    let foreign = match cookies.foreign_len() {
+        0 => 0,
+        len => "cookie".len() + len + 4,
+    };
+    others + foreign
 }
 
 /// What the upstream leg of a proxied request needs besides the request, its body and the token:
@@ -99,13 +102,12 @@ async fn proxy(
     state: &AppState,
     client: &awc::Client,
     found: RouteMatch<'_>,
+    cookies: &RequestCookies<'_>,
 ) -> HttpResponse {
     let jar = &state.jar;
-    // Read once: every question below about our cookies is answered from this view.
-    let cookies = jar.read(req.headers());
     let relay = Relay {
         found: &found,
-        cookies: &cookies,
+        cookies,
         policy: jar.policy(),
         server: &state.config.server,
     };
@@ -124,7 +126,7 @@ async fn proxy(
     match session_token(
         req.method(),
         req.headers(),
-        &cookies,
+        cookies,
         &state.token_source(),
         client,
     )
