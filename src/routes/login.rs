@@ -147,22 +147,9 @@ pub async fn end(
             ));
         }
     };
-    let pending = PendingLogin {
-        provider: &login.provider,
-        nonce: &login.nonce,
-        verifier: &login.verifier,
-        step_up: &login.step_up,
-    };
-    let outcome = complete(
-        &client.0,
-        &state.providers,
-        &state.clock,
-        &pending,
-        &page,
-        &callback,
-    )
-    .await
-    .and_then(|completed| signed_in(&state.jar, completed, remove.clone()));
+    let outcome = redeem(&state, &client, &login, &page, &callback)
+        .await
+        .and_then(|completed| signed_in(&state.jar, completed, remove.clone()));
     // Whatever failed, this login is over: its state, nonce and verifier must never serve a
     // second callback, so its cookie goes with the error. Other flows' cookies stay.
     Ok(outcome.unwrap_or_else(|error| error_with_cookies(error, remove)))
@@ -189,6 +176,32 @@ fn page_load(cookies: &RequestCookies<'_>, jar: &SessionJar) -> Result<PageLoad,
         }
         None => (false, None, None, Vec::new()),
     })
+}
+
+/// The login's callback completed by its provider ([`complete`]: code, PKCE, ID token), for
+/// `login/end` and the server-side callback alike.
+pub(super) async fn redeem<'s>(
+    state: &'s AppState,
+    client: &HttpClient,
+    login: &LoginState,
+    page: &url::Url,
+    callback: &Callback,
+) -> Result<Completed<'s>, ApiError> {
+    let pending = PendingLogin {
+        provider: &login.provider,
+        nonce: &login.nonce,
+        verifier: &login.verifier,
+        step_up: &login.step_up,
+    };
+    complete(
+        &client.0,
+        &state.providers,
+        &state.clock,
+        &pending,
+        page,
+        callback,
+    )
+    .await
 }
 
 /// The session cookies of a completed login, in place of its login cookie (`remove`).

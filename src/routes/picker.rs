@@ -14,7 +14,7 @@
 
 use super::login;
 use crate::error::ApiError;
-use crate::oauth::callback::{complete, Callback, Completed, PendingLogin};
+use crate::oauth::callback::{Callback, Completed};
 use crate::oauth::Provider;
 use crate::origin::Origin;
 use crate::session::{LoginLookup, LoginState};
@@ -199,21 +199,7 @@ async fn finish<'s>(
     let mut page = provider.config.redirect_uri.clone();
     page.set_query((!query.is_empty()).then_some(query));
     let (page, callback) = Callback::parse(page.as_str())?;
-    let pending = PendingLogin {
-        provider: &login.provider,
-        nonce: &login.nonce,
-        verifier: &login.verifier,
-        step_up: &login.step_up,
-    };
-    complete(
-        &client.0,
-        &state.providers,
-        &state.clock,
-        &pending,
-        &page,
-        &callback,
-    )
-    .await
+    login::redeem(state, client, login, &page, &callback).await
 }
 
 /// Whether the provider sends the browser back to token-handler's callback.
