@@ -34,7 +34,20 @@ enum Command {
     Keygen,
     /// Validate the configuration, fetch each provider's discovery document and keys, and
     /// print the effective settings.
-    Check,
+    Check {
+        /// Print every configuration key with its value and where it came from (default, file
+        /// or environment variable), secrets redacted; the providers are not contacted.
+        #[arg(long)]
+        explain: bool,
+    },
+}
+
+/// Prints a line of `check` output; a closed pipe (`check | head`) is not an error.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
 }
 
 /// Entry point used by `main`.
@@ -66,7 +79,19 @@ pub fn main() -> ExitCode {
             }
             actix_web::rt::System::new().block_on(run(config))
         }
-        Command::Check => {
+        Command::Check { explain: true } => {
+            match crate::config::explain(cli.config.as_deref(), std::env::vars()) {
+                Ok(text) => {
+                    say!("{}", text.trim_end());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("token-handler: configuration error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Check { explain: false } => {
             let config = match load(cli.config) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -100,14 +125,6 @@ async fn run(config: Config) -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Prints a line of `check` output; a closed pipe (`check | head`) is not an error.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
 }
 
 async fn check(config: Config) -> ExitCode {

@@ -20,6 +20,7 @@
 mod cookies;
 mod de;
 mod env;
+mod explain;
 mod files;
 mod listeners;
 mod log;
@@ -33,6 +34,7 @@ mod web;
 
 pub use cookies::{CookieConfig, SameSite};
 pub use env::ENV_PREFIX;
+pub use explain::{explain, REDACTED};
 pub use files::{loose_secret_files, LooseSecretFile, SecretFile};
 pub use log::LogFormat;
 pub use provider::{

@@ -112,3 +112,63 @@ fn check_fails_naming_the_key_and_the_fix() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn check_explain_names_each_source_and_prints_no_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.toml");
+    let key = CookieKey::generate_text();
+    // The client secret sits in the file; the cookie key comes from the environment.
+    std::fs::write(
+        &path,
+        TestConfig::new("http://127.0.0.1:9").key(&key).toml(),
+    )
+    .expect("write");
+    let env_key = CookieKey::generate_text();
+    let out = bin()
+        .args(["check", "--explain", "--config"])
+        .arg(&path)
+        .env("TOKEN_HANDLER__COOKIES__KEYS", &env_key)
+        .env("TOKEN_HANDLER__COOKIES__IDLE_TIMEOUT", "2h")
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |key: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("no line for {key}:\n{stdout}"))
+    };
+    let file = format!("# file {}", path.display());
+    assert!(
+        line("providers[0].client_secret").ends_with(&format!("= <redacted>  {file}")),
+        "{stdout}"
+    );
+    assert!(
+        line("providers[0].client_id").ends_with(&format!("= \"spa-client\"  {file}")),
+        "{stdout}"
+    );
+    assert!(
+        line("cookies.keys").ends_with(
+            "= <redacted>  # environment TOKEN_HANDLER__COOKIES__KEYS (overrides the file)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        line("cookies.idle_timeout")
+            .ends_with("= \"2h\"  # environment TOKEN_HANDLER__COOKIES__IDLE_TIMEOUT"),
+        "{stdout}"
+    );
+    assert!(
+        line("cookies.absolute_lifetime").ends_with("= \"24h\"  # default"),
+        "{stdout}"
+    );
+    for secret in ["spa-secret", key.as_str(), env_key.as_str()] {
+        assert!(!stdout.contains(secret), "a secret was printed:\n{stdout}");
+    }
+}
