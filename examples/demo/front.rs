@@ -15,6 +15,7 @@ use std::time::Duration;
 
 const INDEX_HTML: &str = include_str!("../spa/index.html");
 const APP_JS: &str = include_str!("../spa/app.js");
+const CLIENT_JS: &str = include_str!("../spa/token-handler-client.js");
 const STYLE_CSS: &str = include_str!("../spa/style.css");
 
 /// The SPA page's policy: scripts and styles only from this origin, no framing, and no
@@ -49,6 +50,7 @@ pub fn server(listen: &str, token_handler: String, agent_path: &str) -> std::io:
             .route("/", web::get().to(index))
             .route("/index.html", web::get().to(index))
             .route("/app.js", web::get().to(app_js))
+            .route("/token-handler-client.js", web::get().to(client_js))
             .route("/style.css", web::get().to(style_css))
             .service(web::scope(&agent_path).default_service(web::to(relay)))
             .service(web::scope("/api").default_service(web::to(relay)))
@@ -90,6 +92,10 @@ async fn index() -> HttpResponse {
 
 async fn app_js() -> HttpResponse {
     asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn client_js() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", CLIENT_JS)
 }
 
 async fn style_css() -> HttpResponse {

@@ -1,19 +1,41 @@
 // The example SPA: plain JavaScript, no framework, no build step.
 //
-// Everything token-related happens in token-handler; this code only:
+// Everything token-related happens in token-handler; this code uses token-handler-client.js
+// (beside it, dependency-free: copy it into any SPA), which
 //   1. POSTs the page URL to /oauth-agent/login/end on every load (finishing a login when the
 //      URL is the provider's callback), then drops ?code&state from the address bar;
-//   2. keeps the CSRF value login/end returns (sessionStorage) and sends it as x-th-csrf on
-//      every POST;
-//   3. calls /oauth-agent/* and /api/* with credentials: 'include'.
+//   2. keeps the CSRF value login/end returns and sends it as x-th-csrf on every POST;
+//   3. refreshes once on 401 token_expired and retries, and tells this page when the session is
+//      over (session_expired), about to end, or signed in or out in another tab.
 // It never sees a token: they live in HttpOnly cookies.
 
+import { createClient, TokenHandlerError } from '/token-handler-client.js';
+
 const AGENT = '/oauth-agent';
-const CSRF_HEADER = 'x-th-csrf';
-const CSRF_KEY = 'th-csrf';
 const LAST_TOKEN_KEY = 'example-api-last-token';
 
 const $ = (id) => document.getElementById(id);
+
+const client = createClient({
+  base: AGENT,
+  csrfHeader: 'x-th-csrf',
+  onSessionExpired: () => {
+    sessionStorage.removeItem(LAST_TOKEN_KEY);
+    showNote('Your session has ended: sign in again.', 'expired');
+    showSignedOut();
+  },
+  onSessionWarning: ({ secondsLeft }) =>
+    showNote(`Your session ends in ${secondsLeft} s unless you use the app.`, 'warning'),
+  onSignedOut: () => {
+    sessionStorage.removeItem(LAST_TOKEN_KEY);
+    showNote('Signed out in another tab.', 'other-tab');
+    showSignedOut();
+  },
+  onSignedIn: () => {
+    showNote('Signed in in another tab.', 'other-tab');
+    showSignedIn().catch(showError);
+  },
+});
 
 /** An error answer, with token-handler's (or the API's) JSON {code, message}. */
 class CallError extends Error {
@@ -26,20 +48,15 @@ class CallError extends Error {
   }
 }
 
-/** fetch with cookies, the CSRF header on non-GET requests, and JSON errors as CallError. */
+/** client.fetch (cookies, CSRF header, one refresh and retry) with JSON errors as CallError. */
 async function call(url, { method = 'GET', body } = {}) {
   const headers = { accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';
-  if (method !== 'GET' && method !== 'HEAD') {
-    const csrf = sessionStorage.getItem(CSRF_KEY);
-    if (csrf) headers[CSRF_HEADER] = csrf;
-  }
   const request = `${method} ${url}`;
   let response;
   try {
-    response = await fetch(url, {
+    response = await client.fetch(url, {
       method,
-      credentials: 'include',
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
@@ -63,23 +80,12 @@ async function call(url, { method = 'GET', body } = {}) {
   return data;
 }
 
-/** Runs `fn`; on token_expired, asks token-handler to refresh and runs it once more. */
-async function withRefresh(fn) {
-  try {
-    return await fn();
-  } catch (e) {
-    if (!(e instanceof CallError) || e.code !== 'token_expired') throw e;
-    await call(`${AGENT}/refresh`, { method: 'POST' });
-    return fn();
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Rendering.
 
 function showError(e) {
-  if (e instanceof CallError) {
-    $('error-title').textContent = `${e.request} → ${e.status || 'no answer'}`;
+  if (e instanceof CallError || e instanceof TokenHandlerError) {
+    $('error-title').textContent = `${e.request ?? 'token-handler'} → ${e.status || 'no answer'}`;
     $('error-message').textContent = `${e.code}: ${e.message}`;
     $('error-body').textContent = e.body ? JSON.stringify(e.body, null, 2) : '';
     $('error-body').hidden = !e.body;
@@ -93,6 +99,14 @@ function showError(e) {
 
 function clearError() {
   $('error').hidden = true;
+}
+
+/** A note about the session (ended, ending soon, changed in another tab); `kind` is a data tag. */
+function showNote(text, kind) {
+  const n = $('session-note');
+  n.textContent = text;
+  n.dataset.kind = kind;
+  n.hidden = false;
 }
 
 function setStatus(text, kind) {
@@ -120,9 +134,9 @@ async function showSignedIn() {
   // The user's name from /userInfo: the provider's userinfo endpoint, or, when the provider
   // refuses an access token issued for an API, the ID token's claims (userinfo_source "auto").
   // token_expired is answered only for an expired access token, so the one refresh and retry
-  // of withRefresh() cannot loop; userinfo_refused (403) is never worth a refresh.
+  // of client.fetch() cannot loop; userinfo_refused (403) is never worth a refresh.
   try {
-    const info = await withRefresh(() => call(`${AGENT}/userInfo`));
+    const info = await call(`${AGENT}/userInfo`);
     $('user-name').textContent = info.name ?? info.preferred_username ?? info.sub;
     $('user-source').textContent = `from GET ${AGENT}/userInfo · subject ${info.sub}`;
   } catch (e) {
@@ -187,10 +201,7 @@ function action(button, fn) {
       await fn();
     } catch (e) {
       showError(e);
-      if (e instanceof CallError && e.code === 'session_expired') {
-        sessionStorage.removeItem(CSRF_KEY);
-        showSignedOut();
-      }
+      // session_expired: onSessionExpired (above) has shown the sign-in page.
     } finally {
       button.disabled = false;
     }
@@ -198,21 +209,21 @@ function action(button, fn) {
 }
 
 async function signIn() {
-  const { authorizationRequestUrl } = await call(`${AGENT}/login/start`, { method: 'POST', body: {} });
-  location.href = authorizationRequestUrl;
+  await client.login();
 }
 
 async function signOut() {
-  const { url } = await call(`${AGENT}/logout`, { method: 'POST' });
-  sessionStorage.clear();
-  location.href = url;
+  sessionStorage.removeItem(LAST_TOKEN_KEY);
+  const url = await client.logout({ redirect: false });
+  if (url) location.href = url;
+  else showSignedOut();
 }
 
 let notes = 0;
 
 async function callApi(method) {
   const body = method === 'POST' ? { text: `note ${++notes} from the SPA` } : undefined;
-  const data = await withRefresh(() => call('/api/data', { method, body }));
+  const data = await call('/api/data', { method, body });
   renderApiResult(data);
 }
 
@@ -226,22 +237,16 @@ async function start() {
   action($('api-post'), () => callApi('POST'));
   $('error-dismiss').addEventListener('click', clearError);
 
-  const url = new URL(location.href);
-  const isCallback = ['code', 'state', 'error', 'iss'].some((p) => url.searchParams.has(p));
   let end;
   try {
-    // Every page load: a callback completes the login; any other URL just reports the session.
-    end = await call(`${AGENT}/login/end`, { method: 'POST', body: { pageUrl: location.href } });
+    // Every page load: a callback completes the login (and the URL is cleaned); any other URL
+    // just reports the session.
+    end = await client.handlePageLoad();
   } catch (e) {
     showError(e);
     end = { isLoggedIn: false };
-  } finally {
-    // The authorization code must not stay in the address bar, history or bookmarks.
-    if (isCallback) history.replaceState(null, '', url.pathname);
   }
-  if (end.csrf) sessionStorage.setItem(CSRF_KEY, end.csrf);
   if (!end.isLoggedIn) {
-    sessionStorage.removeItem(CSRF_KEY);
     sessionStorage.removeItem(LAST_TOKEN_KEY);
     showSignedOut();
     return;

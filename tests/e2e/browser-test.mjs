@@ -18,6 +18,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { twoTabsSignIn } from './tabs.mjs';
+import { clientModule } from './client.mjs';
 import { userInfoDoesNotLoop } from './userinfo.mjs';
 
 const env = (name, fallback) => {
@@ -220,6 +221,8 @@ try {
   if (PROVIDER === 'oidc-provider') {
     step('two tabs sign in at the same time (tabs.mjs)');
     await twoTabsSignIn({ context, spaUrl: SPA_URL, issuer: env('ISSUER'), login: LOGIN, expectName: EXPECT_NAME, log, screenshot });
+    step('the SPA client module: refresh and retry, tabs in step, session expiry (client.mjs)');
+    await clientModule({ context, spaUrl: SPA_URL, issuer: env('ISSUER'), login: LOGIN, expectName: EXPECT_NAME, log, screenshot });
   }
   log(`PASSED in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } catch (e) {
