@@ -42,3 +42,5 @@ pub mod session;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+#[cfg(test)]
+mod troubleshooting;

@@ -101,6 +101,14 @@ pub async fn complete<'p>(
             .as_deref()
             .map(safe_description)
             .unwrap_or_else(|| format!("the identity provider answered {code}"));
+        // The provider's redirect with an error (RFC 6749 §4.1.2.1): a configuration fault
+        // (unauthorized_client, invalid_scope, a redirect URI) is logged at error with a hint.
+        super::refusal::log(
+            "authorization endpoint (redirect)",
+            302,
+            &super::error_code::OAuthErrorCode::parse(&code),
+            callback.error_description.as_deref().unwrap_or_default(),
+        );
         return Err(ApiError::ProviderFrontChannel { code, description });
     }
     let Some(code) = &callback.code else {

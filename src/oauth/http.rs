@@ -228,11 +228,10 @@ async fn exchange(
         let error = field("error")
             .map(|e| OAuthErrorCode::parse(&e))
             .unwrap_or_else(|| default_code(status));
-        // The description is the provider's explanation, never a credential: worth logging.
-        let description = field("error_description")
-            .map(|d| safe_description(&d))
-            .unwrap_or_default();
-        tracing::info!(endpoint = what, %status, error = %error, %description, "provider rejected the request");
+        // The description is the provider's explanation (scrubbed of anything secret-like by
+        // `refusal::log`): worth logging, at error with a hint when it names a configuration fault.
+        let description = field("error_description").unwrap_or_default();
+        super::refusal::log(what, status.as_u16(), &error, &description);
         return Err(CallError::Rejected {
             status: status.as_u16(),
             error,

@@ -15,6 +15,7 @@ pub mod jwks;
 pub mod metadata;
 pub mod pkce;
 pub mod provider;
+pub mod refusal;
 pub mod token;
 pub mod userinfo_claims;
 

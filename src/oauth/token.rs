@@ -136,7 +136,12 @@ async fn token_request(
                 }
                 other => other,
             };
-            tracing::info!(provider = %config.id, %error, "provider rejected the token request with a 200");
+            let description = value
+                .get("error_description")
+                .and_then(|d| d.as_str())
+                .unwrap_or_default();
+            tracing::info!(provider = %config.id, "provider rejected the token request with a 200");
+            super::refusal::log("token endpoint", 200, &error, description);
             return Err(CallError::Rejected { status: 200, error });
         }
     }
