@@ -19,20 +19,25 @@ const REFERENCE: &str = include_str!("../../docs/configuration.md");
 /// What stands for a secret in the output.
 pub const REDACTED: &str = "<redacted>";
 
-/// A documented key: its section, whether the section is a list of tables, and its default.
-struct DocKey {
-    section: String,
-    list: bool,
-    key: String,
-    default: String,
+/// A row of the reference's key tables: its section, whether the section is a list of tables,
+/// the key, its default as documented, and whether the row says the key is deprecated.
+pub(super) struct DocKey {
+    pub section: String,
+    pub list: bool,
+    pub key: String,
+    pub default: String,
+    pub deprecated: bool,
 }
 
-/// The keys of the reference's `| Key | Type | Default | … |` tables, in the docs' order.
-fn documented() -> Vec<DocKey> {
+/// The rows of the `| Key | Type | Default | … |` tables under `## [section]` headings (`## [[routes]]
+/// (API proxy)` is a list of tables; any other `##` heading ends a section), in the docs' order.
+/// The one reader of those tables: `check --explain` takes keys and defaults from it, and the
+/// `config::reference` test compares its keys with what the parser accepts.
+pub(super) fn documented_rows(doc: &str) -> Vec<DocKey> {
     let mut keys = Vec::new();
     let mut section: Option<(String, bool)> = None;
     let mut in_table = false;
-    for line in REFERENCE.lines() {
+    for line in doc.lines() {
         let line = line.trim();
         if let Some(heading) = line.strip_prefix("## ") {
             section = heading
@@ -67,10 +72,16 @@ fn documented() -> Vec<DocKey> {
                 list: *list,
                 key: key.to_string(),
                 default: cells.get(3).copied().unwrap_or("").replace('`', ""),
+                deprecated: line.contains("| Deprecated"),
             });
         }
     }
     keys
+}
+
+/// The keys of the embedded reference.
+fn documented() -> Vec<DocKey> {
+    documented_rows(REFERENCE)
 }
 
 /// Whether a key holds a secret. File paths and key ids do not; the values of the maps sent to
@@ -210,9 +221,15 @@ pub fn explain(
                     Some(p) => (show(&doc.key, &v), Source::File(p)),
                     None => (show(&doc.key, &v), Source::Default),
                 },
+                // A deprecated key left unset is not part of the configuration.
+                (None, _) if doc.deprecated => continue,
                 (None, _) => (doc.default.clone(), Source::Default),
             };
-            rows.push((name, value, source.to_string()));
+            let source = match doc.deprecated {
+                true => format!("{source} (deprecated: see docs/configuration.md)"),
+                false => source.to_string(),
+            };
+            rows.push((name, value, source));
         }
     }
 

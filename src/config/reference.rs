@@ -88,45 +88,18 @@ fn documented_keys(doc: &str) -> BTreeSet<String> {
 fn deprecated_keys(doc: &str) -> BTreeSet<String> {
     key_rows(doc)
         .into_iter()
-        .filter(|(_, row)| row.contains("| Deprecated"))
+        .filter(|(_, deprecated)| *deprecated)
         .map(|(key, _)| key)
         .collect()
 }
 
-/// Each row of the reference's key tables as (`section.key`, the row's text).
-fn key_rows(doc: &str) -> Vec<(String, &str)> {
-    let mut rows = Vec::new();
-    let mut section: Option<String> = None;
-    let mut in_key_table = false;
-    for line in doc.lines() {
-        let line = line.trim();
-        if let Some(heading) = line.strip_prefix("## ") {
-            // `## [server]`, `## [[routes]] (API proxy)`; any other `##` heading ends a section.
-            section = heading
-                .split_whitespace()
-                .next()
-                .filter(|w| w.starts_with('['))
-                .map(|w| w.trim_matches(|c| c == '[' || c == ']').to_string());
-            in_key_table = false;
-            continue;
-        }
-        if !line.starts_with('|') {
-            in_key_table = false;
-            continue;
-        }
-        let first = line.split('|').nth(1).unwrap_or("").trim();
-        if first == "Key" {
-            in_key_table = true;
-            continue;
-        }
-        let (Some(section), true) = (&section, in_key_table) else {
-            continue;
-        };
-        if let Some(key) = first.strip_prefix('`').and_then(|k| k.strip_suffix('`')) {
-            rows.push((format!("{section}.{key}"), line));
-        }
-    }
-    rows
+/// Each row of the reference's key tables as (`section.key`, deprecated), read by the one reader
+/// of those tables ([`super::explain::documented_rows`]).
+fn key_rows(doc: &str) -> Vec<(String, bool)> {
+    super::explain::documented_rows(doc)
+        .into_iter()
+        .map(|d| (format!("{}.{}", d.section, d.key), d.deprecated))
+        .collect()
 }
 
 #[test]
