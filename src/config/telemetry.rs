@@ -67,6 +67,13 @@ impl RawTelemetry {
                 format!("`{text}` must be an http:// URL: the OTLP exporter is built without TLS; send traces to a collector or agent on the node or in the cluster network"),
             ));
         }
+        // Credentials in the URL would reach the log with every export error.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ConfigError::new(
+                key,
+                "must not carry credentials: export errors are logged with the endpoint",
+            ));
+        }
         if url.query().is_some() || url.fragment().is_some() {
             return Err(ConfigError::new(
                 key,
@@ -194,6 +201,10 @@ mod tests {
             .validate(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")]))
             .expect_err("bad");
         assert_eq!(e.key, "OTEL_EXPORTER_OTLP_ENDPOINT");
+        let e = raw("http://user:pw@collector:4318")
+            .validate(&[])
+            .expect_err("credentials");
+        assert!(!e.to_string().contains("pw"), "{e}");
         let e = RawTelemetry {
             sample_ratio: Some(1.5),
             ..raw("http://c:4318")
