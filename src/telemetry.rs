@@ -273,7 +273,9 @@ pub async fn log_request(
         .request_duration
         .get_or_create(&crate::metrics::RouteLabel { route })
         .observe(start.elapsed().as_secs_f64());
-    span.record("http.response.status_code", res.status().as_u16());
+    if tracing_enabled() {
+        span.record("http.response.status_code", res.status().as_u16());
+    }
     span.in_scope(|| {
         tracing::info!(
             status = res.status().as_u16(),

@@ -4,7 +4,8 @@
 //! no trace context is made up, and a client's `traceparent` reaches the upstream unchanged.
 //! The standard variables (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT`,
 //! `OTEL_SERVICE_NAME`) are read as defaults under this section's keys, so the usual operator
-//! habits (a collector's address injected by the platform) work without a configuration file.
+//! habits (a collector's address injected by the platform) work without a configuration file,
+//! and `OTEL_SDK_DISABLED=true` turns traces off whatever is configured.
 
 use super::ConfigError;
 use serde::{de, Deserialize, Deserializer};
@@ -48,6 +49,10 @@ impl RawTelemetry {
                 .map(|(_, v)| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
+        // The SDK's own off switch (OpenTelemetry SDK environment variables, "General").
+        if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Ok(None);
+        }
         let configured = self.otlp_endpoint.trim();
         // The OTLP spec: a per-signal endpoint is used as is, a base endpoint gets the path.
         let (key, text, append) = if !configured.is_empty() {
@@ -144,6 +149,20 @@ mod tests {
     #[test]
     fn off_unless_an_endpoint_is_set() {
         assert_eq!(raw("").validate(&[]).expect("valid"), None);
+    }
+
+    #[test]
+    fn otel_sdk_disabled_turns_traces_off() {
+        let off = env(&[("OTEL_SDK_DISABLED", "TRUE")]);
+        assert_eq!(
+            raw("http://collector:4318").validate(&off).expect("valid"),
+            None
+        );
+        let on = env(&[("OTEL_SDK_DISABLED", "false")]);
+        assert!(raw("http://collector:4318")
+            .validate(&on)
+            .expect("valid")
+            .is_some());
     }
 
     #[test]
