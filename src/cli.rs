@@ -63,7 +63,7 @@ pub fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            crate::telemetry::init(config.log_format);
+            let telemetry = crate::telemetry::init(config.log_format, config.telemetry.as_ref());
             for loose in loose_secret_files(&config.secret_files) {
                 tracing::warn!(
                     key = %loose.key,
@@ -77,7 +77,10 @@ pub fn main() -> ExitCode {
                     "cookies.session_lifetime is deprecated: it is read as cookies.idle_timeout; rename it (cookies.absolute_lifetime bounds every session, default 24h)"
                 );
             }
-            actix_web::rt::System::new().block_on(run(config))
+            let code = actix_web::rt::System::new().block_on(run(config));
+            // After the server stopped: the spans of its last requests are flushed.
+            telemetry.shutdown();
+            code
         }
         Command::Check { explain: true } => {
             match crate::config::explain(cli.config.as_deref(), std::env::vars()) {

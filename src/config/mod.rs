@@ -30,6 +30,7 @@ mod rate_limit;
 #[cfg(test)]
 mod reference;
 mod server;
+mod telemetry;
 mod web;
 
 pub use cookies::{CookieConfig, SameSite};
@@ -48,6 +49,7 @@ pub use proxy::{
 };
 pub use rate_limit::LoginRate;
 pub use server::{BasePath, IpNet, ServerConfig};
+pub use telemetry::TelemetryConfig;
 pub use web::{ReturnTargets, TrustedOrigins, WebConfig, MAX_RETURN_TO};
 
 use cookies::RawCookies;
@@ -59,6 +61,7 @@ use rate_limit::RawRateLimit;
 use serde::Deserialize;
 use server::RawServer;
 use std::path::Path;
+use telemetry::RawTelemetry;
 use url::Url;
 use web::RawWeb;
 
@@ -103,6 +106,8 @@ struct RawConfig {
     forward_auth: RawListener,
     #[serde(default)]
     rate_limit: RawRateLimit,
+    #[serde(default)]
+    telemetry: RawTelemetry,
 }
 
 /// The whole validated configuration. Debug output never contains a secret.
@@ -124,6 +129,8 @@ pub struct Config {
     pub secret_files: Vec<SecretFile>,
     /// Per-client-address limits on starting and ending logins; `None`: off.
     pub login_rate: Option<LoginRate>,
+    /// Where OpenTelemetry traces are exported; `None`: tracing off.
+    pub telemetry: Option<TelemetryConfig>,
 }
 
 impl Config {
@@ -145,13 +152,17 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::new("config file", e.to_string()))?;
-        env::overlay(&mut table, env)?;
-        let raw: RawConfig =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        env::overlay(&mut table, env.iter().cloned())?;
+        let mut raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
                 let key = e.path().to_string();
                 ConfigError::new(key, e.into_inner().message().to_string())
             })?;
-        Self::try_from(raw)
+        let telemetry = std::mem::take(&mut raw.telemetry).validate(&env)?;
+        let mut config = Self::try_from(raw)?;
+        config.telemetry = telemetry;
+        Ok(config)
     }
 }
 
@@ -213,6 +224,7 @@ impl TryFrom<RawConfig> for Config {
             forward_auth_listen,
             secret_files,
             login_rate,
+            telemetry: None,
         })
     }
 }

@@ -10,6 +10,7 @@ use super::metadata::ProviderMetadata;
 use crate::config::{ProviderConfig, TokenRequestHeaders, UserInfoMethod};
 use crate::secret::Token;
 use serde::Deserialize;
+use tracing::Instrument;
 use url::Url;
 
 /// A successful token response (RFC 6749 §5.1). Debug is redacted by [`Token`].
@@ -67,11 +68,9 @@ async fn post_form_with_headers(
     form: Vec<(String, String)>,
     headers: &TokenRequestHeaders,
 ) -> Result<serde_json::Value, CallError> {
-    send_json(
-        authenticated_post(client, config, endpoint, form, headers)?,
-        what,
-    )
-    .await
+    let span = crate::telemetry::provider_span(what);
+    let request = span.in_scope(|| authenticated_post(client, config, endpoint, form, headers))?;
+    send_json(request, what).instrument(span).await
 }
 
 /// The client-authenticated form request, sent. The configured `headers` are set before client
@@ -98,6 +97,7 @@ fn authenticated_post(
     if let Some(value) = authenticated.authorization {
         request = request.insert_header((awc::http::header::AUTHORIZATION, value));
     }
+    crate::telemetry::inject(request.headers_mut());
     Ok(request.send_form(&authenticated.form))
 }
 

@@ -12,6 +12,7 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use awc::error::SendRequestError;
+use tracing::Instrument;
 
 /// `X-Forwarded-For/-Proto/-Host` for the upstream. A client's own values are believed only when
 /// the connecting peer is one of `server.trusted_proxies` (then the peer is appended to its
@@ -73,6 +74,7 @@ pub async fn forward(
     cookies: Vec<Cookie<'static>>,
 ) -> HttpResponse {
     let found = relay.found;
+    let span = crate::telemetry::upstream_span(req.method(), found.route.path.as_str());
     let mut upstream = client
         .request(req.method().clone(), found.upstream_url.as_str())
         .timeout(found.route.timeout);
@@ -106,6 +108,7 @@ pub async fn forward(
         for (name, value) in forwarded_headers(req, relay.server) {
             h.insert(name, value);
         }
+        span.in_scope(|| crate::telemetry::inject(h));
     }
 
     let declared_length = req
@@ -119,12 +122,13 @@ pub async fn forward(
     // §8.6), with no length at all for the others, as the client sent it.
     let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
     let defines_content = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
-    let sent = match (declared_length, chunked) {
-        (Some(len), _) => upstream.send_body(SizedStream::new(len, body)).await,
-        (None, true) => upstream.send_stream(body).await,
-        (None, false) if defines_content => upstream.send().await,
-        (None, false) => upstream.send_body(body::None::new()).await,
+    let sending = match (declared_length, chunked) {
+        (Some(len), _) => upstream.send_body(SizedStream::new(len, body)),
+        (None, true) => upstream.send_stream(body),
+        (None, false) if defines_content => upstream.send(),
+        (None, false) => upstream.send_body(body::None::new()),
     };
+    let sent = sending.instrument(span).await;
     let response = match sent {
         Ok(r) => r,
         Err(e) => {

@@ -120,6 +120,9 @@ pub async fn bridge(
     for (name, value) in super::forward::forwarded_headers(req, relay.server) {
         upstream = upstream.set_header(name, value);
     }
+    for (name, value) in crate::telemetry::trace_headers() {
+        upstream = upstream.set_header(name, value);
+    }
     let (handshake, framed) = match upstream.connect().await {
         Ok(ok) => ok,
         Err(e) => {

@@ -16,6 +16,7 @@ use crate::session::{
     SessionJar, SessionTimes,
 };
 use actix_web::cookie::Cookie;
+use tracing::Instrument;
 
 /// Where a request's access token comes from: its cookies (the jar), the refresh grant shared
 /// with other requests (the refresher), and the provider that issued it.
@@ -97,7 +98,8 @@ pub async fn usable_access_token(
         refresher,
         providers,
     } = *source;
-    let at: AccessTokenCookie = jar.open_required(cookies, CookieKind::AccessToken)?;
+    let at: AccessTokenCookie = crate::telemetry::unseal_span("access_token")
+        .in_scope(|| jar.open_required(cookies, CookieKind::AccessToken))?;
     if let Some(csrf) = &csrf {
         same_session(&at.sid, &csrf.sid)?;
     }
@@ -107,7 +109,8 @@ pub async fn usable_access_token(
     if !due {
         return keep(jar, cookies, at, csrf);
     }
-    let rt: Option<RefreshTokenCookie> = jar.open(cookies, CookieKind::RefreshToken)?;
+    let rt: Option<RefreshTokenCookie> = crate::telemetry::unseal_span("refresh_token")
+        .in_scope(|| jar.open(cookies, CookieKind::RefreshToken))?;
     let Some(rt) = rt else {
         return if expired {
             Err(ApiError::TokenExpired.into())
@@ -128,7 +131,10 @@ pub async fn usable_access_token(
     let mut times = session_times(&at, csrf.as_ref());
     times = times.merge(rt.times().unwrap_or_default());
     let provider = providers.for_session(&rt.provider)?;
-    let (outcome, coalesced) = refresher.refresh(client, provider, &rt).await;
+    let (outcome, coalesced) = refresher
+        .refresh(client, provider, &rt)
+        .instrument(crate::telemetry::refresh_span(provider.id()))
+        .await;
     match outcome {
         Ok(refreshed) => {
             let cookies = jar.seal(refreshed.session(

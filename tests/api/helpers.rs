@@ -160,6 +160,22 @@ pub struct TestConfig {
     providers: Vec<ProviderConfig>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     routes: Vec<RouteConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log: Option<LogConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    telemetry: Option<TelemetryConfig>,
+}
+
+/// `[log]`.
+#[derive(Clone, Serialize)]
+struct LogConfig {
+    format: String,
+}
+
+/// `[telemetry]` (traces.rs).
+#[derive(Clone, Serialize)]
+struct TelemetryConfig {
+    otlp_endpoint: String,
 }
 
 #[derive(Clone, Serialize)]
@@ -266,7 +282,25 @@ impl TestConfig {
             forward_auth: None,
             providers: providers.into_iter().collect(),
             routes: Vec::new(),
+            log: None,
+            telemetry: None,
         }
+    }
+
+    /// `[log] format = "json"`.
+    pub fn json_logs(mut self) -> Self {
+        self.log = Some(LogConfig {
+            format: "json".to_string(),
+        });
+        self
+    }
+
+    /// `[telemetry] otlp_endpoint`: traces exported to this OTLP/HTTP base URL.
+    pub fn telemetry(mut self, otlp_endpoint: &str) -> Self {
+        self.telemetry = Some(TelemetryConfig {
+            otlp_endpoint: otlp_endpoint.to_string(),
+        });
+        self
     }
 
     /// The configuration as the TOML file the app reads.

@@ -26,5 +26,6 @@ mod replicas;
 mod sessions;
 mod streaming;
 mod tabs;
+mod traces;
 mod upstream;
 mod userinfo;
