@@ -28,6 +28,7 @@ mod proxy;
 mod rate_limit;
 #[cfg(test)]
 mod reference;
+mod route_access;
 mod server;
 mod web;
 
@@ -45,6 +46,7 @@ pub use proxy::{
     INSTRUCTING_REQUEST_HEADERS,
 };
 pub use rate_limit::LoginRate;
+pub use route_access::{RouteAccess, RouteAuth};
 pub use server::{BasePath, IpNet, ServerConfig};
 pub use web::{ReturnTargets, TrustedOrigins, WebConfig, MAX_RETURN_TO};
 

@@ -688,6 +688,12 @@ pub struct RouteConfig {
     token_header: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token_format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    methods: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    identity_headers: std::collections::BTreeMap<String, String>,
 }
 
 impl RouteConfig {
@@ -702,7 +708,25 @@ impl RouteConfig {
             allow_headers: Vec::new(),
             token_header: None,
             token_format: None,
+            auth: None,
+            methods: None,
+            identity_headers: Default::default(),
         }
+    }
+
+    /// `methods`: the methods forwarded.
+    pub fn methods(mut self, names: &[&str]) -> Self {
+        self.methods = Some(names.iter().map(|n| n.to_string()).collect());
+        self
+    }
+
+    /// `identity_headers`: header → ID-token claim.
+    pub fn identity_headers(mut self, pairs: &[(&str, &str)]) -> Self {
+        self.identity_headers = pairs
+            .iter()
+            .map(|(h, c)| (h.to_string(), c.to_string()))
+            .collect();
+        self
     }
 
     optional_keys! {
@@ -711,6 +735,8 @@ impl RouteConfig {
         token_header,
         /// `token_format`: its value, around `{token}`.
         token_format,
+        /// `auth`: "required", "optional" or "none".
+        auth,
     }
 
     pub fn strip_prefix(mut self) -> Self {
