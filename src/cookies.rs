@@ -246,12 +246,13 @@ impl CookiePolicy {
             config.server.base_path.as_str(),
             api_paths.chain(forward_auth),
         );
-        // Routes with identity headers read the user's claims from the ID token on each call.
+        // Routes with identity headers or assertions read the user's claims from the ID token
+        // on each call.
         policy.id_paths.extend(
             proxy
                 .routes
                 .iter()
-                .filter(|r| !r.access.identity_headers.is_empty())
+                .filter(|r| r.access.reads_id_token())
                 .map(|r| r.path.as_str().to_string()),
         );
         policy

@@ -56,6 +56,8 @@ pub(super) struct RawRoute {
     methods: Option<Vec<String>>,
     #[serde(default)]
     identity_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    assertion_header: Option<String>,
 }
 
 /// Request headers that make a server behind the proxy act on what the client says: serve
@@ -304,6 +306,7 @@ impl TryFrom<(usize, RawRoute)> for RouteConfig {
                 auth: r.auth.as_deref(),
                 methods: r.methods.as_deref(),
                 identity_headers: &r.identity_headers,
+                assertion_header: r.assertion_header.as_deref(),
                 websocket: r.websocket,
                 token_header: &token_header,
             },
@@ -386,6 +389,14 @@ pub(super) fn validate_proxy(
         forward_auth_paths,
         routes,
     })
+}
+
+/// The index of the first route with `assertion_header` when no listener publishes the key.
+pub(super) fn assertion_without_listener(routes: &[RawRoute], listener: bool) -> Option<usize> {
+    match listener {
+        true => None,
+        false => routes.iter().position(|r| r.assertion_header.is_some()),
+    }
 }
 
 /// One `allow_headers` entry: a header name (any case) that the proxy would otherwise withhold.

@@ -49,6 +49,9 @@ pub struct RouteAccess {
     /// `identity_headers`: header → ID-token claim, in the order of the names. Whatever the
     /// client sends under these names never reaches the upstream, on every request of the route.
     pub identity_headers: Vec<(HeaderName, String)>,
+    /// `assertion_header`: the header that carries a signed assertion of the caller
+    /// ([`crate::proxy::assertion`]); like an identity header, never taken from the client.
+    pub assertion_header: Option<HeaderName>,
 }
 
 impl RouteAccess {
@@ -77,9 +80,16 @@ impl RouteAccess {
         HeaderValue::from_str(&names.join(", ")).unwrap_or(HeaderValue::from_static("OPTIONS"))
     }
 
-    /// Whether `name` is one of this route's identity headers.
+    /// Whether `name` is one of this route's identity headers or its assertion header.
     pub fn is_identity_header(&self, name: &HeaderName) -> bool {
         self.identity_headers.iter().any(|(n, _)| n == name)
+            || self.assertion_header.as_ref() == Some(name)
+    }
+
+    /// Whether calls of this route read the session's ID token (identity headers, or the
+    /// subject of an assertion): its cookie must then be sent to the route's path.
+    pub fn reads_id_token(&self) -> bool {
+        !self.identity_headers.is_empty() || self.assertion_header.is_some()
     }
 }
 
@@ -88,6 +98,7 @@ pub(super) struct RawAccess<'a> {
     pub auth: Option<&'a str>,
     pub methods: Option<&'a [String]>,
     pub identity_headers: &'a BTreeMap<String, String>,
+    pub assertion_header: Option<&'a str>,
     pub websocket: bool,
     /// The route's token header, which an identity header must not replace.
     pub token_header: &'a HeaderName,
@@ -115,20 +126,24 @@ impl RouteAccess {
             Some(list) => Some(parse_methods(&key("methods"), list)?),
             None => None,
         };
-        let mut identity_headers: Vec<(HeaderName, String)> = Vec::new();
-        for (text, claim) in raw.identity_headers {
-            let k = format!("{}.{text}", key("identity_headers"));
+        let free_name = |k: &str, text: &str| -> Result<HeaderName, ConfigError> {
             let name = HeaderName::from_bytes(text.as_bytes())
-                .map_err(|_| ConfigError::new(&k, format!("`{text}` is not a header name")))?;
+                .map_err(|_| ConfigError::new(k, format!("`{text}` is not a header name")))?;
             let n = name.as_str();
             if reserved(n) || n == "authorization" || name == *raw.token_header {
                 return Err(ConfigError::new(
-                    &k,
+                    k,
                     format!(
-                        "`{text}` cannot carry a claim: it is the route's token header, Authorization, or a header the proxy writes or withholds itself"
+                        "`{text}` cannot carry the user's identity: it is the route's token header, Authorization, or a header the proxy writes or withholds itself"
                     ),
                 ));
             }
+            Ok(name)
+        };
+        let mut identity_headers: Vec<(HeaderName, String)> = Vec::new();
+        for (text, claim) in raw.identity_headers {
+            let k = format!("{}.{text}", key("identity_headers"));
+            let name = free_name(&k, text)?;
             if identity_headers.iter().any(|(o, _)| *o == name) {
                 return Err(ConfigError::new(
                     &k,
@@ -143,10 +158,22 @@ impl RouteAccess {
             }
             identity_headers.push((name, claim.clone()));
         }
+        let assertion_header = match raw.assertion_header {
+            Some(text) => {
+                let k = key("assertion_header");
+                let name = free_name(&k, text)?;
+                if identity_headers.iter().any(|(o, _)| *o == name) {
+                    return Err(ConfigError::new(k, "is also one of identity_headers"));
+                }
+                Some(name)
+            }
+            None => None,
+        };
         Ok(Self {
             auth,
             methods,
             identity_headers,
+            assertion_header,
         })
     }
 }
@@ -288,5 +315,40 @@ mod tests {
         let e = route("token_header = \"x-pat\"\nidentity_headers = { \"X-Pat\" = \"sub\" }")
             .expect_err("token header");
         assert_eq!(e.key, "routes[0].identity_headers.X-Pat");
+    }
+
+    #[test]
+    fn assertion_header_needs_the_metrics_listener_and_a_free_name() {
+        let with_metrics = |extra: &str| {
+            Config::from_toml(
+                &crate::config::test_toml(
+                    "",
+                    &format!(
+                        "[metrics]\nlisten = \"127.0.0.1:9100\"\n{}[[routes]]\npath = \"/api\"\nupstream = \"http://127.0.0.1:9001\"\n{extra}",
+                        crate::config::TEST_PROVIDER
+                    ),
+                ),
+                Vec::new(),
+            )
+        };
+        let c = with_metrics("assertion_header = \"X-TH-Assertion\"").expect("valid");
+        let a = &c.proxy.routes[0].access;
+        assert_eq!(
+            a.assertion_header.as_ref().map(|h| h.as_str()),
+            Some("x-th-assertion")
+        );
+        assert!(a.reads_id_token());
+        let e = route("assertion_header = \"x-th-assertion\"").expect_err("no listener");
+        assert_eq!(e.key, "routes[0].assertion_header");
+        assert!(e.message.contains("metrics.listen"), "{}", e.message);
+        for bad in [
+            "assertion_header = \"authorization\"",
+            "assertion_header = \"cookie\"",
+            "assertion_header = \"x a\"",
+            "assertion_header = \"x-user\"\nidentity_headers = { \"X-User\" = \"sub\" }",
+        ] {
+            let e = with_metrics(bad).expect_err(bad);
+            assert_eq!(e.key, "routes[0].assertion_header", "{bad}");
+        }
     }
 }

@@ -8,7 +8,8 @@
 //! (OIDC Core §3.1.3.7), and only from the same session as the access token forwarded with them
 //! ([`same_session`]), so spliced cookies cannot pair one user's token with another's identity.
 
-use crate::config::RouteAccess;
+use super::AssertionSigner;
+use crate::config::{RouteAccess, RouteConfig};
 use crate::cookies::{CookieKind, RequestCookies};
 use crate::error::ApiError;
 use crate::session::{same_session, AccessTokenCookie, IdTokenCookie, SessionJar};
@@ -20,12 +21,18 @@ use serde_json::{Map, Value};
 /// from before the route had identity headers, or a cookie sealed with a key since dropped):
 /// the upstream then gets no identity header, never a stale or guessed one. A claim the token
 /// lacks, or whose value is not header text ([`claim_value`]), leaves its header out.
+///
+/// With `assertion_header`, the route also gets an assertion signed by `signer` for the ID
+/// token's `sub`, with the route's upstream as audience (left out like the rest without an ID
+/// token; `500` when the key could not be made at start).
 pub fn values(
-    access: &RouteAccess,
+    route: &RouteConfig,
     jar: &SessionJar,
     cookies: &RequestCookies<'_>,
+    signer: Option<&AssertionSigner>,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, ApiError> {
-    if access.identity_headers.is_empty() {
+    let access = &route.access;
+    if !access.reads_id_token() {
         return Ok(Vec::new());
     }
     let Some(id) = jar.readable::<IdTokenCookie>(cookies, CookieKind::IdToken) else {
@@ -50,6 +57,21 @@ pub fn values(
             None => {
                 tracing::debug!(header = %name, claim, "claim absent or not header text; header left out")
             }
+        }
+    }
+    if let Some(name) = &access.assertion_header {
+        let Some(signer) = signer else {
+            return Err(ApiError::Internal);
+        };
+        if let Some(sub) = claims.get("sub").and_then(Value::as_str) {
+            let token = signer
+                .sign(sub, route.upstream.as_str(), jar.clock().now())
+                .map_err(|e| {
+                    tracing::error!(error = %e, "an assertion could not be signed");
+                    ApiError::Internal
+                })?;
+            let value = HeaderValue::from_str(&token).map_err(|_| ApiError::Internal)?;
+            out.push((name.clone(), value));
         }
     }
     Ok(out)
@@ -77,6 +99,9 @@ fn claim_value(value: &Value) -> Option<HeaderValue> {
 /// identity names with `values`.
 pub fn apply(headers: &mut HeaderMap, access: &RouteAccess, values: &[(HeaderName, HeaderValue)]) {
     for (name, _) in &access.identity_headers {
+        headers.remove(name);
+    }
+    if let Some(name) = &access.assertion_header {
         headers.remove(name);
     }
     for (name, value) in values {

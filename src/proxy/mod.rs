@@ -7,12 +7,14 @@
 //! server-sent events of any size pass through in constant memory.
 
 mod access;
+mod assertion;
 mod forward;
 mod headers;
 mod identity;
 mod route;
 mod websocket;
 
+pub use assertion::{jwks, AssertionSigner};
 pub use route::{match_route, RouteMatch};
 
 use crate::config::ServerConfig;
@@ -145,7 +147,8 @@ async fn proxy(
         Err(denied) => return refusal(jar, denied),
     }
     // Before the token: a refresh below rewrites the cookies, which a refusal here would lose.
-    relay.identity = match identity::values(&found.route.access, jar, cookies) {
+    let signer = state.assertions.as_ref();
+    relay.identity = match identity::values(found.route, jar, cookies, signer) {
         Ok(values) => values,
         Err(e) => return refusal(jar, e.into()),
     };

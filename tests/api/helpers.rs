@@ -694,6 +694,8 @@ pub struct RouteConfig {
     methods: Option<Vec<String>>,
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     identity_headers: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    assertion_header: Option<String>,
 }
 
 impl RouteConfig {
@@ -711,6 +713,7 @@ impl RouteConfig {
             auth: None,
             methods: None,
             identity_headers: Default::default(),
+            assertion_header: None,
         }
     }
 
@@ -737,6 +740,8 @@ impl RouteConfig {
         token_format,
         /// `auth`: "required", "optional" or "none".
         auth,
+        /// `assertion_header`: the header of the signed assertion.
+        assertion_header,
     }
 
     pub fn strip_prefix(mut self) -> Self {

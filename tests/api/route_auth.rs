@@ -4,6 +4,8 @@
 use crate::helpers::*;
 use crate::upstream::{Upstream, API_AUDIENCE};
 use awc::http::Method;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{decode, decode_header, DecodingKey, Validation};
 use serde_json::{json, Value};
 
 struct Setup {
@@ -269,5 +271,75 @@ async fn identity_headers_arrive_and_the_clients_copies_never_do() {
     browser.jar.set_value("th-id", &eve_id);
     let resp = browser.raw(Method::GET, "/api/me", None, &[]).await;
     assert_eq!(resp.status, 401, "{:?}", resp.body);
+    app.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn a_signed_assertion_verifies_against_the_jwks_on_the_metrics_listener() {
+    let op = TestProvider::start_with(json!({"jwtAccessTokens": {"audience": API_AUDIENCE}})).await;
+    let upstream = Upstream::start(&op.issuer).await;
+    let config = TestConfig::new(&op.issuer)
+        .metrics()
+        .route(RouteConfig::new("/api", &upstream.address).assertion_header("X-TH-Assertion"))
+        .route(
+            RouteConfig::new("/api/other", "http://127.0.0.1:9").assertion_header("x-th-assertion"),
+        );
+    let app = TestApp::spawn_with(&config).await;
+    let mut browser = app.browser();
+    assert_eq!(browser.login("pat").await.status, 200);
+    let resp = browser
+        .raw(
+            Method::GET,
+            "/api/me",
+            None,
+            &[("x-th-assertion", "forged")],
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    let sent = values(&resp.body, "x-th-assertion");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let assertion = &sent[0];
+    assert_ne!(assertion, "forged");
+
+    // What an API does: fetch the key set from the internal listener, verify.
+    let metrics = app.metrics_address.as_deref().expect("metrics listener");
+    let jwks: JwkSet = awc::Client::default()
+        .get(format!("{metrics}/jwks"))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("jwks json");
+    let kid = decode_header(assertion).expect("header").kid.expect("kid");
+    let jwk = jwks.find(&kid).expect("the assertion's key is published");
+    let audience = format!("{}/", upstream.address);
+    let mut validation = Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&[&audience]);
+    validation.set_issuer(&[format!("{SPA_ORIGIN}{BASE}")]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    let claims: Value = decode(
+        assertion,
+        &DecodingKey::from_jwk(jwk).expect("key"),
+        &validation,
+    )
+    .expect("the assertion verifies")
+    .claims;
+    assert_eq!(claims["sub"], "pat");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        60
+    );
+    // Another route's upstream would refuse it: the audience is this route's.
+    validation.set_audience(&["http://127.0.0.1:9/"]);
+    assert!(decode::<Value>(
+        assertion,
+        &DecodingKey::from_jwk(jwk).expect("key"),
+        &validation
+    )
+    .is_err());
+    // The key set is not served on the public listener.
+    let resp = browser.raw(Method::GET, "/jwks", None, &[]).await;
+    assert_eq!(resp.status, 404);
     app.assert_alive().await;
 }
