@@ -55,6 +55,24 @@ pub fn caller(
     Ok(Caller::Anonymous)
 }
 
+/// Marks an anonymous answer of an `optional` route `Vary: Cookie` (RFC 9110 §12.5.5): the same
+/// URL answers differently with a session, so no cache may hand this answer to a signed-in
+/// browser. (Answers with a session are made private where they are forwarded.)
+pub fn anonymous_answer(auth: RouteAuth, headers: &mut HeaderMap) {
+    if auth != RouteAuth::Optional {
+        return;
+    }
+    let varies = headers
+        .get_all(header::VARY)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|v| v == "*" || v.eq_ignore_ascii_case("cookie"));
+    if !varies {
+        headers.append(header::VARY, header::HeaderValue::from_static("Cookie"));
+    }
+}
+
 /// The `405 method_not_allowed` for a method the route does not list, with `Allow` (RFC 9110
 /// §15.5.6); `None` when the method is allowed.
 pub fn method_refusal(access: &RouteAccess, method: &Method) -> Option<HttpResponse> {

@@ -141,7 +141,9 @@ async fn proxy(
     let auth = found.route.access.auth;
     match access::caller(auth, req.method(), req.headers(), cookies, jar) {
         Ok(access::Caller::Anonymous) => {
-            return forward::forward(req, body, client, &relay, None, Vec::new()).await
+            let mut resp = forward::forward(req, body, client, &relay, None, Vec::new()).await;
+            access::anonymous_answer(auth, resp.headers_mut());
+            return resp;
         }
         Ok(access::Caller::Session) => {}
         Err(denied) => return refusal(jar, denied),

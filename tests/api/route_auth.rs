@@ -121,6 +121,13 @@ async fn an_optional_route_forwards_the_session_when_there_is_one() {
     assert_eq!(resp.body["sub"], Value::Null);
     assert!(values(&resp.body, "authorization").is_empty());
     assert!(values(&resp.body, "x-user-sub").is_empty());
+    // The same URL answers differently with a session: no cache may mix the two.
+    let vary: Vec<&str> = resp
+        .headers
+        .get_all("vary")
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert!(vary.contains(&"Cookie"), "{vary:?}");
 
     // A session that is sent but cannot be used is refused, not downgraded to anonymous.
     browser.jar.set_value("th-at", "not-a-sealed-value");
