@@ -351,4 +351,23 @@ mod tests {
             assert_eq!(e.key, "routes[0].assertion_header", "{bad}");
         }
     }
+
+    #[test]
+    fn the_configuration_reference_example_parses() {
+        let doc = include_str!("../../docs/configuration.md");
+        let start = doc
+            .find("Public routes, allowed methods and identity headers together:")
+            .expect("example");
+        let block = doc[start..]
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("toml block");
+        let c = Config::from_toml(
+            &crate::config::test_toml("", &format!("{}{block}", crate::config::TEST_PROVIDER)),
+            Vec::new(),
+        )
+        .expect("the example is a valid configuration");
+        assert_eq!(c.proxy.routes.len(), 2);
+    }
 }
