@@ -241,11 +241,21 @@ impl CookiePolicy {
         let proxy = &config.proxy;
         let api_paths = proxy.routes.iter().map(|r| r.path.as_str());
         let forward_auth = proxy.forward_auth_paths.iter().map(|p| p.as_str());
-        CookiePolicy::new(
+        let mut policy = CookiePolicy::new(
             &config.cookies,
             config.server.base_path.as_str(),
             api_paths.chain(forward_auth),
-        )
+        );
+        // Routes with identity headers or assertions read the user's claims from the ID token
+        // on each call.
+        policy.id_paths.extend(
+            proxy
+                .routes
+                .iter()
+                .filter(|r| r.access.reads_id_token())
+                .map(|r| r.path.as_str().to_string()),
+        );
+        policy
     }
 
     /// The cookie's name, e.g. `__Host-th-at`, or `th-at` without name prefixes.

@@ -68,9 +68,17 @@ impl Application {
         }
         let metrics = match state.config.metrics_listen.as_deref() {
             None => None,
-            Some(addr) => Some(side_listener(addr, 1, grace, || {
-                App::new().route("/metrics", web::get().to(crate::metrics::serve))
-            })?),
+            Some(addr) => {
+                let m_state = state.clone();
+                Some(side_listener(addr, 1, grace, move || {
+                    App::new()
+                        .app_data(m_state.clone())
+                        .route("/metrics", web::get().to(crate::metrics::serve))
+                        // The assertion key (routes' `assertion_header`): for the APIs, never
+                        // on the public listener.
+                        .route("/jwks", web::get().to(crate::proxy::jwks))
+                })?)
+            }
         };
         // Forward auth answers with the access token: on its own listener, which only the
         // gateway reaches, never on the public one where same-origin JavaScript could read it.

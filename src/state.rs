@@ -24,6 +24,8 @@ pub struct AppState {
     pub refresher: Refresher,
     /// Per-client-address limits on `login/start` and `login/end`.
     pub login_limiter: LoginLimiter,
+    /// The key that signs routes' assertions (`assertion_header`); `None` when no route asks.
+    pub assertions: Option<crate::proxy::AssertionSigner>,
 }
 
 impl AppState {
@@ -83,7 +85,35 @@ impl AppState {
             refresher: Refresher::new(clock.clone(), config.proxy.refresh_ahead),
             clock,
             login_limiter: LoginLimiter::new(config.login_rate),
+            assertions: assertion_signer(&config),
             config,
+        }
+    }
+}
+
+/// The assertion key, when a route asks for assertions. Its `iss` is token-handler's public
+/// address: the first trusted web origin (token-handler is served under the SPA's origin) and
+/// the base path. A key that cannot be made is logged, and those routes answer 500.
+fn assertion_signer(config: &Config) -> Option<crate::proxy::AssertionSigner> {
+    let wanted = config
+        .proxy
+        .routes
+        .iter()
+        .any(|r| r.access.assertion_header.is_some());
+    if !wanted {
+        return None;
+    }
+    let origin = config.web.trusted_origins.as_slice().first().cloned();
+    let issuer = format!(
+        "{}{}",
+        origin.unwrap_or_default(),
+        config.server.base_path.as_str()
+    );
+    match crate::proxy::AssertionSigner::generate(issuer) {
+        Ok(signer) => Some(signer),
+        Err(e) => {
+            tracing::error!(error = %e, "no assertion key: routes with assertion_header answer 500");
+            None
         }
     }
 }

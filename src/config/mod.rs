@@ -29,6 +29,7 @@ mod proxy;
 mod rate_limit;
 #[cfg(test)]
 mod reference;
+mod route_access;
 mod server;
 mod telemetry;
 mod web;
@@ -48,6 +49,7 @@ pub use proxy::{
     INSTRUCTING_REQUEST_HEADERS,
 };
 pub use rate_limit::LoginRate;
+pub use route_access::{RouteAccess, RouteAuth};
 pub use server::{BasePath, IpNet, ServerConfig};
 pub use telemetry::TelemetryConfig;
 pub use web::{ReturnTargets, TrustedOrigins, WebConfig, MAX_RETURN_TO};
@@ -203,9 +205,15 @@ impl TryFrom<RawConfig> for Config {
             })
             .collect();
         let providers = provider::providers(raw.providers, &mut secret_files)?;
+        let metrics_listen = Option::<String>::from(raw.metrics);
+        if let Some(i) = proxy::assertion_without_listener(&raw.routes, metrics_listen.is_some()) {
+            return Err(ConfigError::new(
+                format!("routes[{i}].assertion_header"),
+                "the assertion key is published at GET /jwks on the metrics listener: set metrics.listen (an address the APIs reach, not the public one)",
+            ));
+        }
         let proxy = validate_proxy(raw.proxy, raw.routes, base_path, &cookies.path)?;
         let login_rate = Option::<LoginRate>::try_from(raw.rate_limit)?;
-        let metrics_listen = Option::<String>::from(raw.metrics);
         let forward_auth_listen = Option::<String>::from(raw.forward_auth);
         if forward_auth_listen.is_none() && !proxy.forward_auth_paths.is_empty() {
             return Err(ConfigError::new(

@@ -4,10 +4,12 @@
 //! proxy can trust that a route never shadows an agent endpoint and always receives the
 //! session cookies.
 
-use super::de::{bool_or_text, duration, duration_or_zero, list_or_text};
+use super::de::{bool_or_text, duration, duration_or_zero, list_or_text, opt_list_or_text};
+use super::route_access::{RawAccess, RouteAccess};
 use super::{parse_url, within, BasePath, ConfigError};
 use actix_web::http::header::{self, HeaderName, HeaderValue, InvalidHeaderValue};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use url::Url;
 
@@ -48,6 +50,14 @@ pub(super) struct RawRoute {
     token_header: Option<String>,
     #[serde(default)]
     token_format: Option<String>,
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default, deserialize_with = "opt_list_or_text")]
+    methods: Option<Vec<String>>,
+    #[serde(default)]
+    identity_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    assertion_header: Option<String>,
 }
 
 /// Request headers that make a server behind the proxy act on what the client says: serve
@@ -145,6 +155,8 @@ pub struct RouteConfig {
     pub token_header: HeaderName,
     /// How the token is written into [`Self::token_header`] (`token_format`).
     pub token_format: TokenFormat,
+    /// `auth`, `methods` and `identity_headers` ([`RouteAccess`]).
+    pub access: RouteAccess,
 }
 
 /// A `token_format` template such as `Bearer {token}`: the text around its one `{token}`
@@ -289,6 +301,18 @@ impl TryFrom<(usize, RawRoute)> for RouteConfig {
             }
             None => TokenFormat::default(),
         };
+        let access = RouteAccess::parse(
+            RawAccess {
+                auth: r.auth.as_deref(),
+                methods: r.methods.as_deref(),
+                identity_headers: &r.identity_headers,
+                assertion_header: r.assertion_header.as_deref(),
+                websocket: r.websocket,
+                token_header: &token_header,
+            },
+            k,
+            reserved_token_header,
+        )?;
         Ok(Self {
             path,
             upstream,
@@ -299,6 +323,7 @@ impl TryFrom<(usize, RawRoute)> for RouteConfig {
             allow_headers,
             token_header,
             token_format,
+            access,
         })
     }
 }
@@ -364,6 +389,14 @@ pub(super) fn validate_proxy(
         forward_auth_paths,
         routes,
     })
+}
+
+/// The index of the first route with `assertion_header` when no listener publishes the key.
+pub(super) fn assertion_without_listener(routes: &[RawRoute], listener: bool) -> Option<usize> {
+    match listener {
+        true => None,
+        false => routes.iter().position(|r| r.assertion_header.is_some()),
+    }
 }
 
 /// One `allow_headers` entry: a header name (any case) that the proxy would otherwise withhold.

@@ -88,12 +88,13 @@ pub async fn forward(
             req.headers(),
             relay.cookies,
             relay.policy,
-            bearer.is_none(),
+            bearer.is_none() && relay.client_authorization,
             &found.route.allow_headers,
             &found.route.token_header,
         ) {
             h.append(name, value);
         }
+        super::identity::apply(h, &found.route.access, &relay.identity);
         if let Some(token) = bearer {
             match found.route.token_format.value(token.expose()) {
                 Ok(v) => {

@@ -6,11 +6,15 @@
 //! the upstream, and bodies stream both ways without being buffered, so uploads, downloads and
 //! server-sent events of any size pass through in constant memory.
 
+mod access;
+mod assertion;
 mod forward;
 mod headers;
+mod identity;
 mod route;
 mod websocket;
 
+pub use assertion::{jwks, AssertionSigner};
 pub use route::{match_route, RouteMatch};
 
 use crate::config::ServerConfig;
@@ -63,7 +67,10 @@ pub async fn handle(
         found
     };
     let mut resp = match found {
-        Ok(found) => proxy(&req, body, &state, &client.0, found, &cookies).await,
+        Ok(found) => match access::method_refusal(&found.route.access, req.method()) {
+            Some(refused) => refused,
+            None => proxy(&req, body, &state, &client.0, found, &cookies).await,
+        },
         Err(e) => e.error_response(),
     };
     origin.decorate(resp.headers_mut(), &state.config.web);
@@ -94,6 +101,12 @@ pub(crate) struct Relay<'a> {
     pub cookies: &'a RequestCookies<'a>,
     pub policy: &'a CookiePolicy,
     pub server: &'a ServerConfig,
+    /// Whether the client's own `Authorization` goes up (a mobile client's own bearer on an
+    /// `allow_bearer` route); never alongside a token of ours.
+    pub client_authorization: bool,
+    /// The route's identity headers for this request ([`identity`]); the client's values under
+    /// those names are always dropped.
+    pub identity: Vec<(header::HeaderName, header::HeaderValue)>,
 }
 
 async fn proxy(
@@ -105,11 +118,13 @@ async fn proxy(
     cookies: &RequestCookies<'_>,
 ) -> HttpResponse {
     let jar = &state.jar;
-    let relay = Relay {
+    let mut relay = Relay {
         found: &found,
         cookies,
         policy: jar.policy(),
         server: &state.config.server,
+        client_authorization: false,
+        identity: Vec::new(),
     };
     let has_session_cookie = cookies.has(CookieKind::AccessToken);
     let own_bearer = req
@@ -120,8 +135,25 @@ async fn proxy(
 
     // A mobile client with its own token: passed through unchanged, only where allowed.
     if found.route.allow_bearer && own_bearer && !has_session_cookie {
+        relay.client_authorization = true;
         return forward::forward(req, body, client, &relay, None, Vec::new()).await;
     }
+    let auth = found.route.access.auth;
+    match access::caller(auth, req.method(), req.headers(), cookies, jar) {
+        Ok(access::Caller::Anonymous) => {
+            let mut resp = forward::forward(req, body, client, &relay, None, Vec::new()).await;
+            access::anonymous_answer(auth, resp.headers_mut());
+            return resp;
+        }
+        Ok(access::Caller::Session) => {}
+        Err(denied) => return refusal(jar, denied),
+    }
+    // Before the token: a refresh below rewrites the cookies, which a refusal here would lose.
+    let signer = state.assertions.as_ref();
+    relay.identity = match identity::values(found.route, jar, cookies, signer) {
+        Ok(values) => values,
+        Err(e) => return refusal(jar, e.into()),
+    };
 
     match session_token(
         req.method(),

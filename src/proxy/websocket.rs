@@ -109,6 +109,9 @@ pub async fn bridge(
         if n.starts_with("sec-websocket-") && n != "sec-websocket-protocol" || n == "origin" {
             continue;
         }
+        if found.route.access.is_identity_header(&name) {
+            continue;
+        }
         // A name's first value replaces awc's default (User-Agent); its further values join it.
         upstream = if previous.as_ref() == Some(&name) {
             upstream.header(name, value)
@@ -116,6 +119,9 @@ pub async fn bridge(
             previous = Some(name.clone());
             upstream.set_header(name, value)
         };
+    }
+    for (name, value) in &relay.identity {
+        upstream = upstream.header(name.clone(), value.clone());
     }
     for (name, value) in super::forward::forwarded_headers(req, relay.server) {
         upstream = upstream.set_header(name, value);

@@ -722,6 +722,14 @@ pub struct RouteConfig {
     token_header: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token_format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    methods: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    identity_headers: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    assertion_header: Option<String>,
 }
 
 impl RouteConfig {
@@ -736,7 +744,26 @@ impl RouteConfig {
             allow_headers: Vec::new(),
             token_header: None,
             token_format: None,
+            auth: None,
+            methods: None,
+            identity_headers: Default::default(),
+            assertion_header: None,
         }
+    }
+
+    /// `methods`: the methods forwarded.
+    pub fn methods(mut self, names: &[&str]) -> Self {
+        self.methods = Some(names.iter().map(|n| n.to_string()).collect());
+        self
+    }
+
+    /// `identity_headers`: header → ID-token claim.
+    pub fn identity_headers(mut self, pairs: &[(&str, &str)]) -> Self {
+        self.identity_headers = pairs
+            .iter()
+            .map(|(h, c)| (h.to_string(), c.to_string()))
+            .collect();
+        self
     }
 
     optional_keys! {
@@ -745,6 +772,10 @@ impl RouteConfig {
         token_header,
         /// `token_format`: its value, around `{token}`.
         token_format,
+        /// `auth`: "required", "optional" or "none".
+        auth,
+        /// `assertion_header`: the header of the signed assertion.
+        assertion_header,
     }
 
     pub fn strip_prefix(mut self) -> Self {

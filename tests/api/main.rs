@@ -23,6 +23,7 @@ mod proxy;
 mod pyprovider;
 mod readiness;
 mod replicas;
+mod route_auth;
 mod sessions;
 mod streaming;
 mod tabs;

@@ -116,6 +116,7 @@ impl Upstream {
                 .route("/api/ws", web::get().to(websocket))
                 .route("/api/ws-closes", web::get().to(ws_closes))
                 .route("/api/respond", web::get().to(respond))
+                .route("/open/{tail:.*}", web::to(open_echo))
                 .default_service(web::to(echo))
         })
         .workers(2)
@@ -363,5 +364,26 @@ async fn respond(req: HttpRequest, v: web::Data<Verifier>) -> HttpResponse {
     resp.json(json!({
         "path": req.path(),
         "headers": received_headers(&req),
+    }))
+}
+
+/// The echo for routes that may be called without a token (`auth = "optional"` or `"none"`):
+/// a token, when one arrives, is verified as everywhere else; without one the request is
+/// answered all the same, with `"sub": null`.
+async fn open_echo(req: HttpRequest, v: web::Data<Verifier>) -> HttpResponse {
+    let has_token =
+        req.headers().contains_key(header::AUTHORIZATION) || req.headers().contains_key(PAT_HEADER);
+    let claims = match has_token {
+        true => match v.check(&req).await {
+            Ok(c) => c,
+            Err(reason) => return denied(reason),
+        },
+        false => Value::Null,
+    };
+    HttpResponse::Ok().json(json!({
+        "method": req.method().as_str(),
+        "path": req.path(),
+        "headers": received_headers(&req),
+        "sub": claims["sub"],
     }))
 }
