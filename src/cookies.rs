@@ -62,6 +62,18 @@ pub fn login_flow_id(state: &str) -> String {
     id
 }
 
+/// Length of a route key: 16 base64url characters, 96 bits of the route path's SHA-256.
+pub const ROUTE_KEY_LEN: usize = 16;
+
+/// The key of a route in its narrowed-token cookie's name: the first [`ROUTE_KEY_LEN`]
+/// characters of base64url(SHA-256(route path)). Stable across restarts and replicas (the same
+/// configuration names the same cookie), a cookie-name token whatever the path holds.
+pub fn route_key(route_path: &str) -> String {
+    let mut key = URL_SAFE_NO_PAD.encode(Sha256::digest(route_path.as_bytes()));
+    key.truncate(ROUTE_KEY_LEN);
+    key
+}
+
 /// Whether a name's tail is a flow id we could have written (base64url, at most 64
 /// characters), so the name can be written back in a removal without surprises.
 fn is_flow_id(flow: &str) -> bool {
@@ -174,6 +186,9 @@ pub struct CookiePolicy {
     login_paths: Vec<String>,
     refresh_paths: Vec<String>,
     id_paths: Vec<String>,
+    /// The paths of the routes that get a narrowed token: each has its own `-nt-<route key>`
+    /// cookie there, cleared with the session ([`CookiePolicy::clear_all`]).
+    narrowed_paths: Vec<String>,
 }
 
 impl CookiePolicy {
@@ -232,6 +247,7 @@ impl CookiePolicy {
                 format!("{base_path}/logout"),
                 format!("{base_path}/userInfo"),
             ],
+            narrowed_paths: Vec::new(),
         }
     }
 
@@ -241,11 +257,18 @@ impl CookiePolicy {
         let proxy = &config.proxy;
         let api_paths = proxy.routes.iter().map(|r| r.path.as_str());
         let forward_auth = proxy.forward_auth_paths.iter().map(|p| p.as_str());
-        CookiePolicy::new(
+        let mut policy = CookiePolicy::new(
             &config.cookies,
             config.server.base_path.as_str(),
             api_paths.chain(forward_auth),
-        )
+        );
+        policy.narrowed_paths = proxy
+            .routes
+            .iter()
+            .filter(|r| r.narrowing.is_some())
+            .map(|r| r.path.as_str().to_string())
+            .collect();
+        policy
     }
 
     /// The cookie's name, e.g. `__Host-th-at`, or `th-at` without name prefixes.
@@ -440,10 +463,49 @@ impl CookiePolicy {
 
     /// Cookies that remove every token-handler cookie everywhere.
     pub fn clear_all(&self) -> Vec<Cookie<'static>> {
-        CookieKind::ALL
+        let mut out: Vec<Cookie<'static>> = CookieKind::ALL
             .iter()
             .flat_map(|k| self.clear(*k))
-            .collect()
+            .collect();
+        out.extend(self.clear_narrowed());
+        out
+    }
+
+    /// The name of the narrowed-token cookie of the route at `route_path`:
+    /// `__Secure-<prefix>-nt-<route key>` ([`route_key`]; no `__Secure-` without name
+    /// prefixes). Path-scoped, so never `__Host-`.
+    pub fn narrowed_name(&self, route_path: &str) -> String {
+        // The refresh-token cookie is path-scoped too: its name carries the same prefix.
+        let head = self
+            .name(CookieKind::RefreshToken)
+            .strip_suffix(CookieKind::RefreshToken.suffix())
+            .unwrap_or_default();
+        format!("{head}nt-{}", route_key(route_path))
+    }
+
+    /// A cookie with our attributes (Secure, HttpOnly, SameSite, Domain) at `path`, for the
+    /// cookies named per route ([`CookiePolicy::narrowed_name`]).
+    pub fn cookie_at(&self, name: &str, value: String, path: &str) -> Cookie<'static> {
+        self.base(name, value, path)
+    }
+
+    /// Cookies that remove every narrowed-token cookie, every chunk, at its route's path: the
+    /// browser sends them only to their routes, so they are removed by name, unseen.
+    pub fn clear_narrowed(&self) -> Vec<Cookie<'static>> {
+        let mut out = Vec::new();
+        for path in &self.narrowed_paths {
+            let name = self.narrowed_name(path);
+            for index in 0..MAX_CHUNKS {
+                let chunk = match index {
+                    0 => name.clone(),
+                    i => format!("{name}.{i}"),
+                };
+                let mut c = self.base(&chunk, String::new(), path);
+                c.make_removal();
+                out.push(c);
+            }
+        }
+        out
     }
 
     /// The cookie name of one login flow: `<login name>-<flow id>`, e.g.
@@ -711,7 +773,7 @@ impl<'r> RequestCookies<'r> {
 
 /// The number of chunks a first chunk announces, and its part of the sealed value: `<n>.<part>`
 /// for a split value (`n` from 2 to 9), else 1 and the value itself (base64url has no `.`).
-fn chunk_count(first: &str) -> (usize, &str) {
+pub fn chunk_count(first: &str) -> (usize, &str) {
     match first.as_bytes() {
         [n @ b'2'..=b'9', b'.', ..] => (usize::from(n - b'0'), &first[2..]),
         _ => (1, first),

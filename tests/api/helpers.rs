@@ -688,6 +688,14 @@ pub struct RouteConfig {
     token_header: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token_format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audience: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
 }
 
 impl RouteConfig {
@@ -702,6 +710,10 @@ impl RouteConfig {
             allow_headers: Vec::new(),
             token_header: None,
             token_format: None,
+            token: None,
+            resource: None,
+            audience: None,
+            scope: None,
         }
     }
 
@@ -711,6 +723,14 @@ impl RouteConfig {
         token_header,
         /// `token_format`: its value, around `{token}`.
         token_format,
+        /// `token`: which token ("session", "resource", "exchange").
+        token,
+        /// `resource`: the API's resource indicator (RFC 8707).
+        resource,
+        /// `audience`: the API's name for a token exchange (RFC 8693).
+        audience,
+        /// `scope`: a narrower scope for the route's token.
+        scope,
     }
 
     pub fn strip_prefix(mut self) -> Self {
