@@ -421,3 +421,31 @@ async fn logout_clears_every_narrowed_cookie() {
         assert!(browser.jar.named(&nt(path)).is_empty(), "{path}");
     }
 }
+
+/// A provider that rotates refresh tokens on every grant: the resource grant's new refresh
+/// token replaces the session's (the one it redeemed is spent), so the session's own refresh
+/// later redeems a live one and nothing is replayed.
+#[actix_web::test]
+async fn a_refresh_token_rotated_by_a_resource_grant_is_kept_by_the_session() {
+    let s = setup(json!({"rotateRefreshToken": true}), |c| c).await;
+    let mut browser = signed_in(&s.app, "ann").await;
+    let before = browser.jar.value("th-auth");
+    let resp = browser.raw(Method::GET, "/orders", None, &[]).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    assert!(
+        !resp.cookies_named("th-auth").is_empty(),
+        "the rotated refresh token was not written back"
+    );
+    assert_ne!(browser.jar.value("th-auth"), before);
+    // The session's own refresh, then another narrowing, all with live refresh tokens.
+    s.app.state.clock.advance(250);
+    let resp = browser.raw(Method::GET, "/billing", None, &[]).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    let refreshed = browser.post("/refresh", "").await;
+    assert_eq!(refreshed.status, 204, "{:?}", refreshed.body);
+    let stats = s.op.stats().await;
+    assert_eq!(
+        stats["grant_errors"], 0,
+        "a spent refresh token was replayed: {stats}"
+    );
+}
