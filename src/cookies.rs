@@ -879,6 +879,38 @@ mod tests {
     }
 
     #[test]
+    fn narrowed_cookies_are_named_per_route_ours_and_cleared_with_the_session() {
+        let key = route_key("/orders");
+        assert_eq!(key.len(), ROUTE_KEY_LEN);
+        assert_ne!(key, route_key("/billing"));
+        let (p, _) = policy_with("");
+        assert_eq!(p.narrowed_name("/orders"), format!("__Secure-th-nt-{key}"));
+        assert!(p.is_ours(&p.narrowed_name("/orders")));
+        assert!(p.is_ours(&format!("{}.3", p.narrowed_name("/orders"))));
+        let (p, _) = policy_with("secure = false");
+        assert_eq!(p.narrowed_name("/orders"), format!("th-nt-{key}"));
+        // Only narrowed routes get removals, every chunk at the route's path.
+        let text = crate::config::test_toml(
+            "",
+            &format!(
+                "{}[[routes]]\npath = \"/orders\"\nupstream = \"http://127.0.0.1:9\"\ntoken = \"resource\"\nresource = \"https://o.example\"\n[[routes]]\npath = \"/plain\"\nupstream = \"http://127.0.0.1:9\"\n",
+                crate::config::TEST_PROVIDER
+            ),
+        );
+        let c = Config::from_toml(&text, Vec::new()).expect("valid");
+        let p = CookiePolicy::for_config(&c);
+        let removals: Vec<_> = p
+            .clear_all()
+            .into_iter()
+            .filter(|c| c.name().contains("-nt-"))
+            .collect();
+        assert_eq!(removals.len(), MAX_CHUNKS);
+        assert!(removals.iter().all(|c| c.path() == Some("/orders")
+            && c.max_age() == Some(CookieDuration::ZERO)
+            && c.name().starts_with(&format!("__Secure-th-nt-{key}"))));
+    }
+
+    #[test]
     fn cookies_are_http_only_secure_same_site_and_scoped() {
         let (p, s) = policy();
         assert_eq!(p.name(CookieKind::AccessToken), "__Secure-th-at");

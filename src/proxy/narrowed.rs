@@ -336,7 +336,7 @@ async fn grant(
 /// The cookies that carry a narrowed token at the route's path, split into chunks when one
 /// cookie cannot carry it (`<n>.<part>`, as [`crate::cookies`] splits session values). No
 /// `Max-Age`: a browser-session cookie whose sealed expiry is the token's own (or, without one,
-/// the session token's usable end), so it never outlives what it was cut from.
+/// the session token's usable end).
 #[allow(clippy::too_many_arguments)]
 fn seal(
     state: &AppState,
@@ -350,11 +350,9 @@ fn seal(
 ) -> Result<Vec<Cookie<'static>>, ApiError> {
     let jar = &state.jar;
     let now = jar.clock().now();
-    let expires = result
-        .expires_at
-        .unwrap_or(session_until)
-        .min(session_until.max(now + 1))
-        .max(now + 1);
+    // The session's own lifetimes are enforced on every call by its access-token cookie (opened
+    // first), and the session id inside ties this one to it.
+    let expires = result.expires_at.unwrap_or(session_until).max(now + 1);
     let value = NarrowedCookie {
         sid: sid.clone(),
         route: key.to_string(),
