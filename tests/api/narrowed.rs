@@ -291,7 +291,42 @@ async fn a_token_exchange_route_gets_an_exchanged_token_for_its_audience() {
     assert!(!s.exchanged.seen().contains(&broad));
     let last = s.op.stats().await;
     assert_eq!(last["token_exchange_grants"], 1, "{last}");
-    // The exchange authenticated the client, and sent the session's token as its subject.
+    // The exchange sent the session's token as its subject (RFC 8693 §2.1) and authenticated
+    // the client as the provider is configured to.
+    let get = |path: &'static str| {
+        let url = format!("{}{path}", s.op.issuer);
+        async move {
+            awc::Client::default()
+                .get(url)
+                .send()
+                .await
+                .expect("test endpoint")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let request = get("/test/last-token-request").await;
+    let params = &request["params"];
+    assert_eq!(
+        request["grant_type"],
+        "urn:ietf:params:oauth:grant-type:token-exchange"
+    );
+    assert_eq!(
+        format!("Bearer {}", params["subject_token"].as_str().unwrap_or("")),
+        broad
+    );
+    assert_eq!(
+        params["subject_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    assert_eq!(params["audience"], "billing-api");
+    let auth = get("/test/last-client-auth").await;
+    assert_eq!(
+        (auth["endpoint"].as_str(), auth["method"].as_str()),
+        (Some("token"), Some("client_secret_basic")),
+        "{auth}"
+    );
     let second = browser.raw(Method::POST, "/exchanged/y", None, &[]).await;
     assert_eq!(second.status, 200, "{:?}", second.body);
     assert_eq!(second.body["jti"], first.body["jti"]);
