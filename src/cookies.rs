@@ -62,6 +62,18 @@ pub fn login_flow_id(state: &str) -> String {
     id
 }
 
+/// Length of a route key: 16 base64url characters, 96 bits of the route path's SHA-256.
+pub const ROUTE_KEY_LEN: usize = 16;
+
+/// The key of a route in its narrowed-token cookie's name: the first [`ROUTE_KEY_LEN`]
+/// characters of base64url(SHA-256(route path)). Stable across restarts and replicas (the same
+/// configuration names the same cookie), a cookie-name token whatever the path holds.
+pub fn route_key(route_path: &str) -> String {
+    let mut key = URL_SAFE_NO_PAD.encode(Sha256::digest(route_path.as_bytes()));
+    key.truncate(ROUTE_KEY_LEN);
+    key
+}
+
 /// Whether a name's tail is a flow id we could have written (base64url, at most 64
 /// characters), so the name can be written back in a removal without surprises.
 fn is_flow_id(flow: &str) -> bool {
@@ -174,6 +186,9 @@ pub struct CookiePolicy {
     login_paths: Vec<String>,
     refresh_paths: Vec<String>,
     id_paths: Vec<String>,
+    /// The paths of the routes that get a narrowed token: each has its own `-nt-<route key>`
+    /// cookie there, cleared with the session ([`CookiePolicy::clear_all`]).
+    narrowed_paths: Vec<String>,
 }
 
 impl CookiePolicy {
@@ -232,6 +247,7 @@ impl CookiePolicy {
                 format!("{base_path}/logout"),
                 format!("{base_path}/userInfo"),
             ],
+            narrowed_paths: Vec::new(),
         }
     }
 
@@ -255,6 +271,12 @@ impl CookiePolicy {
                 .filter(|r| r.access.reads_id_token())
                 .map(|r| r.path.as_str().to_string()),
         );
+        policy.narrowed_paths = proxy
+            .routes
+            .iter()
+            .filter(|r| r.narrowing.is_some())
+            .map(|r| r.path.as_str().to_string())
+            .collect();
         policy
     }
 
@@ -450,10 +472,49 @@ impl CookiePolicy {
 
     /// Cookies that remove every token-handler cookie everywhere.
     pub fn clear_all(&self) -> Vec<Cookie<'static>> {
-        CookieKind::ALL
+        let mut out: Vec<Cookie<'static>> = CookieKind::ALL
             .iter()
             .flat_map(|k| self.clear(*k))
-            .collect()
+            .collect();
+        out.extend(self.clear_narrowed());
+        out
+    }
+
+    /// The name of the narrowed-token cookie of the route at `route_path`:
+    /// `__Secure-<prefix>-nt-<route key>` ([`route_key`]; no `__Secure-` without name
+    /// prefixes). Path-scoped, so never `__Host-`.
+    pub fn narrowed_name(&self, route_path: &str) -> String {
+        // The refresh-token cookie is path-scoped too: its name carries the same prefix.
+        let head = self
+            .name(CookieKind::RefreshToken)
+            .strip_suffix(CookieKind::RefreshToken.suffix())
+            .unwrap_or_default();
+        format!("{head}nt-{}", route_key(route_path))
+    }
+
+    /// A cookie with our attributes (Secure, HttpOnly, SameSite, Domain) at `path`, for the
+    /// cookies named per route ([`CookiePolicy::narrowed_name`]).
+    pub fn cookie_at(&self, name: &str, value: String, path: &str) -> Cookie<'static> {
+        self.base(name, value, path)
+    }
+
+    /// Cookies that remove every narrowed-token cookie, every chunk, at its route's path: the
+    /// browser sends them only to their routes, so they are removed by name, unseen.
+    pub fn clear_narrowed(&self) -> Vec<Cookie<'static>> {
+        let mut out = Vec::new();
+        for path in &self.narrowed_paths {
+            let name = self.narrowed_name(path);
+            for index in 0..MAX_CHUNKS {
+                let chunk = match index {
+                    0 => name.clone(),
+                    i => format!("{name}.{i}"),
+                };
+                let mut c = self.base(&chunk, String::new(), path);
+                c.make_removal();
+                out.push(c);
+            }
+        }
+        out
     }
 
     /// The cookie name of one login flow: `<login name>-<flow id>`, e.g.
@@ -721,7 +782,7 @@ impl<'r> RequestCookies<'r> {
 
 /// The number of chunks a first chunk announces, and its part of the sealed value: `<n>.<part>`
 /// for a split value (`n` from 2 to 9), else 1 and the value itself (base64url has no `.`).
-fn chunk_count(first: &str) -> (usize, &str) {
+pub fn chunk_count(first: &str) -> (usize, &str) {
     match first.as_bytes() {
         [n @ b'2'..=b'9', b'.', ..] => (usize::from(n - b'0'), &first[2..]),
         _ => (1, first),
@@ -824,6 +885,38 @@ mod tests {
         let text = crate::config::test_toml(cookies, crate::config::TEST_PROVIDER);
         let c = Config::from_toml(&text, Vec::new()).expect("valid");
         (CookiePolicy::for_config(&c), Sealer::new(c.cookies.keys))
+    }
+
+    #[test]
+    fn narrowed_cookies_are_named_per_route_ours_and_cleared_with_the_session() {
+        let key = route_key("/orders");
+        assert_eq!(key.len(), ROUTE_KEY_LEN);
+        assert_ne!(key, route_key("/billing"));
+        let (p, _) = policy_with("");
+        assert_eq!(p.narrowed_name("/orders"), format!("__Secure-th-nt-{key}"));
+        assert!(p.is_ours(&p.narrowed_name("/orders")));
+        assert!(p.is_ours(&format!("{}.3", p.narrowed_name("/orders"))));
+        let (p, _) = policy_with("secure = false");
+        assert_eq!(p.narrowed_name("/orders"), format!("th-nt-{key}"));
+        // Only narrowed routes get removals, every chunk at the route's path.
+        let text = crate::config::test_toml(
+            "",
+            &format!(
+                "{}[[routes]]\npath = \"/orders\"\nupstream = \"http://127.0.0.1:9\"\ntoken = \"resource\"\nresource = \"https://o.example\"\n[[routes]]\npath = \"/plain\"\nupstream = \"http://127.0.0.1:9\"\n",
+                crate::config::TEST_PROVIDER
+            ),
+        );
+        let c = Config::from_toml(&text, Vec::new()).expect("valid");
+        let p = CookiePolicy::for_config(&c);
+        let removals: Vec<_> = p
+            .clear_all()
+            .into_iter()
+            .filter(|c| c.name().contains("-nt-"))
+            .collect();
+        assert_eq!(removals.len(), MAX_CHUNKS);
+        assert!(removals.iter().all(|c| c.path() == Some("/orders")
+            && c.max_age() == Some(CookieDuration::ZERO)
+            && c.name().starts_with(&format!("__Secure-th-nt-{key}"))));
     }
 
     #[test]

@@ -74,6 +74,12 @@ pub enum ApiError {
     /// The proxied API did not answer within the route's timeout.
     #[error("the API upstream did not answer in time")]
     UpstreamTimeout,
+    /// The provider refused to narrow the session's token for a route's API (RFC 8707
+    /// `invalid_target`, RFC 6749 `invalid_scope`, `unauthorized_client`, …): the user may not
+    /// call this API with this session. Never answered by forwarding the broader token instead.
+    /// 403 with the code RFC 6750 §3.1 gives a token lacking the privileges a resource needs.
+    #[error("{0}")]
+    InsufficientScope(String),
     /// Our own fault. The message is generic; details are logged where it happened.
     #[error("internal error; see the token-handler log")]
     Internal,
@@ -104,6 +110,7 @@ impl ApiError {
             ApiError::ProviderNotReady(_) => "provider_unavailable",
             ApiError::NoIdToken => "no_id_token",
             ApiError::UpstreamTimeout => "upstream_timeout",
+            ApiError::InsufficientScope(_) => "insufficient_scope",
             ApiError::Internal => "server_error",
             ApiError::TooManyRequests { .. } => "too_many_requests",
         }
@@ -142,7 +149,7 @@ impl ResponseError for ApiError {
             ApiError::ProviderNotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NoIdToken => StatusCode::NOT_FOUND,
             // Not 401: SPAs written for the OAuth Agent refresh on any 401 from userInfo.
-            ApiError::UserInfoRefused => StatusCode::FORBIDDEN,
+            ApiError::UserInfoRefused | ApiError::InsufficientScope(_) => StatusCode::FORBIDDEN,
             ApiError::SessionTooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,

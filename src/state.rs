@@ -22,6 +22,8 @@ pub struct AppState {
     /// The application's clock (the jar and the refresher hold clones: one shared offset).
     pub clock: Clock,
     pub refresher: Refresher,
+    /// Grants of narrowed route tokens, coordinated like the refresher's.
+    pub narrower: crate::proxy::Narrower,
     /// Per-client-address limits on `login/start` and `login/end`.
     pub login_limiter: LoginLimiter,
     /// The key that signs routes' assertions (`assertion_header`); `None` when no route asks.
@@ -83,6 +85,7 @@ impl AppState {
             ),
             providers: Providers::new(&config.providers, &clock),
             refresher: Refresher::new(clock.clone(), config.proxy.refresh_ahead),
+            narrower: crate::proxy::Narrower::default(),
             clock,
             login_limiter: LoginLimiter::new(config.login_rate),
             assertions: assertion_signer(&config),

@@ -45,8 +45,8 @@ pub use provider::{
     RESERVED_PARAMS, RESERVED_TOKEN_HEADERS,
 };
 pub use proxy::{
-    is_instructing_response_header, ProxyConfig, RouteConfig, RoutePath, TokenFormat,
-    INSTRUCTING_REQUEST_HEADERS,
+    is_instructing_response_header, NarrowKind, Narrowing, ProxyConfig, RouteConfig, RoutePath,
+    TokenFormat, INSTRUCTING_REQUEST_HEADERS,
 };
 pub use rate_limit::LoginRate;
 pub use route_access::{RouteAccess, RouteAuth};

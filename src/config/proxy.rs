@@ -58,6 +58,15 @@ pub(super) struct RawRoute {
     identity_headers: BTreeMap<String, String>,
     #[serde(default)]
     assertion_header: Option<String>,
+    // Which token the route gets (see [`Narrowing`]).
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    audience: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 /// Request headers that make a server behind the proxy act on what the client says: serve
@@ -157,6 +166,9 @@ pub struct RouteConfig {
     pub token_format: TokenFormat,
     /// `auth`, `methods` and `identity_headers` ([`RouteAccess`]).
     pub access: RouteAccess,
+    /// A token narrowed for this API instead of the session's (`token = "resource"` or
+    /// `"exchange"`); `None` forwards the session's access token (`token = "session"`).
+    pub narrowing: Option<Narrowing>,
 }
 
 /// A `token_format` template such as `Bearer {token}`: the text around its one `{token}`
@@ -313,7 +325,9 @@ impl TryFrom<(usize, RawRoute)> for RouteConfig {
             k,
             reserved_token_header,
         )?;
+        let narrowing = parse_narrowing(&k, &r)?;
         Ok(Self {
+            narrowing,
             path,
             upstream,
             strip_prefix: r.strip_prefix,
@@ -326,6 +340,140 @@ impl TryFrom<(usize, RawRoute)> for RouteConfig {
             access,
         })
     }
+}
+
+/// How a route's token is narrowed for its API (`token`, `resource`, `audience`, `scope`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Narrowing {
+    pub kind: NarrowKind,
+    /// RFC 8707 §2: the API's resource indicator, an absolute URI without a fragment, kept as
+    /// written (a parser's normalisation, such as a trailing `/`, would name another resource).
+    pub resource: Option<String>,
+    /// RFC 8693 §2.1: the logical name of the API (exchange only).
+    pub audience: Option<String>,
+    /// A narrower scope (RFC 6749 §3.3 syntax), sent as `scope`.
+    pub scope: Option<String>,
+}
+
+/// The grant that narrows a route's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NarrowKind {
+    /// A refresh-token grant with `resource` (RFC 8707 §2.2).
+    Resource,
+    /// A token exchange with the session's access token as subject (RFC 8693 §2.1).
+    Exchange,
+}
+
+/// `token`, `resource`, `audience` and `scope` of a route: `None` for the session's token. Keys
+/// that only mean something to a narrowed token are refused on a `"session"` route, and
+/// `audience` (a token-exchange parameter) on a `"resource"` route, so a misread configuration
+/// never forwards a broader token than the operator meant.
+fn parse_narrowing(
+    k: &dyn Fn(&str) -> String,
+    r: &RawRoute,
+) -> Result<Option<Narrowing>, ConfigError> {
+    let kind = match r.token.as_deref().map(str::trim) {
+        None | Some("session") => None,
+        Some("resource") => Some(NarrowKind::Resource),
+        Some("exchange") => Some(NarrowKind::Exchange),
+        Some(other) => {
+            return Err(ConfigError::new(
+                k("token"),
+                format!("`{other}` is not one of \"session\", \"resource\", \"exchange\""),
+            ))
+        }
+    };
+    let resource = match r.resource.as_deref().map(str::trim) {
+        Some(text) => {
+            // RFC 8707 §2: an absolute URI, without a fragment.
+            let url = Url::parse(text).map_err(|_| {
+                ConfigError::new(k("resource"), "must be an absolute URI (RFC 8707 §2)")
+            })?;
+            if url.fragment().is_some() || text.contains('#') {
+                return Err(ConfigError::new(
+                    k("resource"),
+                    "must not have a fragment (RFC 8707 §2)",
+                ));
+            }
+            if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ConfigError::new(
+                    k("resource"),
+                    "must not hold spaces or control characters",
+                ));
+            }
+            Some(text.to_string())
+        }
+        None => None,
+    };
+    let audience = match r.audience.as_deref().map(str::trim) {
+        Some("") => return Err(ConfigError::new(k("audience"), "must not be empty")),
+        Some(a) if a.chars().any(char::is_control) => {
+            return Err(ConfigError::new(
+                k("audience"),
+                "must not hold control characters",
+            ))
+        }
+        other => other.map(String::from),
+    };
+    let scope = match r.scope.as_deref() {
+        Some(text) => Some(parse_scope(text).map_err(|m| ConfigError::new(k("scope"), m))?),
+        None => None,
+    };
+    let Some(kind) = kind else {
+        for (name, set) in [
+            ("resource", resource.is_some()),
+            ("audience", audience.is_some()),
+            ("scope", scope.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError::new(
+                    k(name),
+                    "only applies to a narrowed token: set token = \"resource\" or \"exchange\"",
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    match kind {
+        NarrowKind::Resource if resource.is_none() => Err(ConfigError::new(
+            k("resource"),
+            "token = \"resource\" needs the API's resource indicator (RFC 8707 §2.2)",
+        )),
+        NarrowKind::Resource if audience.is_some() => Err(ConfigError::new(
+            k("audience"),
+            "is a token-exchange parameter (RFC 8693): use token = \"exchange\", or resource",
+        )),
+        NarrowKind::Exchange if resource.is_none() && audience.is_none() => Err(ConfigError::new(
+            k("audience"),
+            "token = \"exchange\" needs audience or resource (RFC 8693 §2.1)",
+        )),
+        _ => Ok(Some(Narrowing {
+            kind,
+            resource,
+            audience,
+            scope,
+        })),
+    }
+}
+
+/// A `scope` value: space-separated scope tokens (RFC 6749 §3.3: `%x21 / %x23-5B / %x5D-7E`),
+/// at least one, written back with single spaces.
+fn parse_scope(text: &str) -> Result<String, String> {
+    let tokens: Vec<&str> = text.split(' ').filter(|t| !t.is_empty()).collect();
+    if tokens.is_empty() {
+        return Err("must name at least one scope".into());
+    }
+    let valid = |t: &&str| {
+        t.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+    };
+    if !tokens.iter().all(valid) {
+        return Err(
+            "scopes are separated by spaces and hold only visible ASCII other than \" and \\ (RFC 6749 §3.3)"
+                .into(),
+        );
+    }
+    Ok(tokens.join(" "))
 }
 
 /// `[proxy]` and the routes, with the rules between sections: no route or forward-auth path
@@ -543,6 +691,61 @@ mod tests {
             let e = Config::from_toml(&with_route(&format!("token_header = {bad:?}")), Vec::new())
                 .expect_err(bad);
             assert_eq!(e.key, "routes[0].token_header", "{bad}");
+        }
+    }
+
+    #[test]
+    fn narrowed_tokens_need_what_their_grant_sends() {
+        use crate::config::NarrowKind;
+        let c = Config::from_toml(&with_route(""), Vec::new()).expect("valid");
+        assert!(c.proxy.routes[0].narrowing.is_none());
+        let c = Config::from_toml(
+            &with_route("token = \"resource\"\nresource = \"https://orders.example\"\nscope = \" orders:read  orders:list \""),
+            Vec::new(),
+        )
+        .expect("valid");
+        let n = c.proxy.routes[0].narrowing.as_ref().expect("narrowed");
+        assert_eq!(n.kind, NarrowKind::Resource);
+        assert_eq!(n.resource.as_deref(), Some("https://orders.example"));
+        assert_eq!(n.scope.as_deref(), Some("orders:read orders:list"));
+        let c = Config::from_toml(
+            &with_route("token = \"exchange\"\naudience = \"billing\""),
+            Vec::new(),
+        )
+        .expect("valid");
+        let n = c.proxy.routes[0].narrowing.as_ref().expect("narrowed");
+        assert_eq!(
+            (n.kind, n.audience.as_deref()),
+            (NarrowKind::Exchange, Some("billing"))
+        );
+        for (bad, key) in [
+            ("token = \"narrow\"", "token"),
+            ("token = \"resource\"", "resource"),
+            ("token = \"resource\"\nresource = \"orders\"", "resource"),
+            (
+                "token = \"resource\"\nresource = \"https://o.example/#x\"",
+                "resource",
+            ),
+            (
+                "token = \"resource\"\nresource = \"https://o.example\"\naudience = \"o\"",
+                "audience",
+            ),
+            ("token = \"exchange\"", "audience"),
+            ("token = \"exchange\"\naudience = \"\"", "audience"),
+            (
+                "token = \"exchange\"\naudience = \"a\"\nscope = \"\"",
+                "scope",
+            ),
+            (
+                "token = \"exchange\"\naudience = \"a\"\nscope = \"a\\\"b\"",
+                "scope",
+            ),
+            ("resource = \"https://o.example\"", "resource"),
+            ("token = \"session\"\nscope = \"read\"", "scope"),
+            ("audience = \"a\"", "audience"),
+        ] {
+            let e = Config::from_toml(&with_route(bad), Vec::new()).expect_err(bad);
+            assert_eq!(e.key, format!("routes[0].{key}"), "{bad}: {}", e.message);
         }
     }
 }

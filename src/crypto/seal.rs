@@ -66,6 +66,8 @@ pub enum Purpose {
     RefreshToken,
     IdToken,
     Csrf,
+    /// A token narrowed for one route's API (`-nt-<route key>`).
+    NarrowedToken,
 }
 
 impl Purpose {
@@ -76,6 +78,7 @@ impl Purpose {
             Purpose::RefreshToken => b"auth",
             Purpose::IdToken => b"id",
             Purpose::Csrf => b"csrf",
+            Purpose::NarrowedToken => b"nt",
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod id_token;
 pub mod jwks;
 pub mod metadata;
+pub mod narrow;
 pub mod pkce;
 pub mod provider;
 pub mod refusal;

@@ -22,6 +22,9 @@ pub struct TokenResponse {
     pub expires_in: Option<i64>,
     pub refresh_token: Option<Token>,
     pub id_token: Option<Token>,
+    /// RFC 8693 §2.2.1: what a token exchange issued; absent from other grants' answers.
+    #[serde(default)]
+    pub issued_token_type: Option<String>,
 }
 
 /// Some providers send `expires_in` as a string.
@@ -101,7 +104,7 @@ fn authenticated_post(
     Ok(request.send_form(&authenticated.form))
 }
 
-fn pairs(items: &[(&str, &str)], extra: &[(String, String)]) -> Vec<(String, String)> {
+pub(crate) fn pairs(items: &[(&str, &str)], extra: &[(String, String)]) -> Vec<(String, String)> {
     items
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -109,7 +112,7 @@ fn pairs(items: &[(&str, &str)], extra: &[(String, String)]) -> Vec<(String, Str
         .collect()
 }
 
-async fn token_request(
+pub(crate) async fn token_request(
     client: &awc::Client,
     config: &ProviderConfig,
     metadata: &ProviderMetadata,

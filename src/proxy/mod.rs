@@ -11,10 +11,12 @@ mod assertion;
 mod forward;
 mod headers;
 mod identity;
+mod narrowed;
 mod route;
 mod websocket;
 
 pub use assertion::{jwks, AssertionSigner};
+pub use narrowed::Narrower;
 pub use route::{match_route, RouteMatch};
 
 use crate::config::ServerConfig;
@@ -165,6 +167,14 @@ async fn proxy(
     .await
     {
         Ok(usable) => {
+            // A route with its own, narrowed token gets that one, never the session's.
+            let usable =
+                match narrowed::narrow(req.headers(), cookies, found.route, usable, state, client)
+                    .await
+                {
+                    Ok(u) => u,
+                    Err(refused) => return refused,
+                };
             if found.route.websocket && websocket::is_upgrade(req) {
                 return websocket::bridge(req, body, client, &relay, usable, jar.clock()).await;
             }

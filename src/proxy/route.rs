@@ -151,6 +151,7 @@ mod tests {
             token_header: actix_web::http::header::AUTHORIZATION,
             token_format: crate::config::TokenFormat::default(),
             access: crate::config::RouteAccess::default(),
+            narrowing: None,
         }
     }
 

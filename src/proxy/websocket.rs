@@ -82,6 +82,7 @@ pub async fn bridge(
         access_token: bearer,
         cookies,
         until,
+        ..
     } = usable;
     if req.headers().get(header::ORIGIN).is_none() {
         return ApiError::Unauthorized("a WebSocket upgrade must carry a trusted Origin header")

@@ -13,7 +13,7 @@ use crate::oauth::Providers;
 use crate::secret::Token;
 use crate::session::{
     same_session, usable_until, AccessTokenCookie, CsrfCookie, RefreshTokenCookie, Sealed,
-    SessionJar, SessionTimes,
+    SessionId, SessionJar, SessionTimes,
 };
 use actix_web::cookie::Cookie;
 use tracing::Instrument;
@@ -78,6 +78,13 @@ pub struct Usable {
     /// When this token stops being usable (Unix seconds, our clock; [`usable_until`]): what a
     /// long-lived connection opened with it must not outlive.
     pub until: i64,
+    /// The session's id: what a route's narrowed-token cookie is bound to.
+    pub sid: SessionId,
+    /// The provider that issued the token (the one a narrowed token is asked from).
+    pub provider: String,
+    /// The refresh token this request's refresh left the session with (`None` when no refresh
+    /// happened): a later grant in the same request must not redeem the one it replaced.
+    pub refreshed_token: Option<Token>,
 }
 
 /// The request's access token, refreshed first when it is expired or within
@@ -158,6 +165,9 @@ pub async fn usable_access_token(
                     refreshed.expires_at,
                     jar.lifetimes().end(renewed, now).expires_at,
                 ),
+                sid: rt.sid.clone(),
+                provider: provider.id().to_string(),
+                refreshed_token: Some(refreshed.refresh_token.clone()),
             })
         }
         Err(failure) if !expired => {
@@ -211,6 +221,9 @@ fn keep(
         until: usable_until(at.expires_at, jar.lifetimes().end(times, now).expires_at),
         access_token: at.token,
         cookies: written,
+        sid: at.sid,
+        provider: at.provider,
+        refreshed_token: None,
     })
 }
 

@@ -267,6 +267,30 @@ impl SessionJar {
         Ok(out)
     }
 
+    /// The refresh-token cookie re-sealed with `token`, everything else as it was: for a grant
+    /// other than the session's own refresh that rotated the refresh token (a resource-indicator
+    /// grant for a narrowed route token, RFC 8707 §2.2), so the session keeps the live one.
+    pub fn reseal_refresh_token(
+        &self,
+        rt: &RefreshTokenCookie,
+        token: crate::secret::Token,
+    ) -> Result<Vec<Cookie<'static>>, ApiError> {
+        let now = self.clock.now();
+        let started_at = self.lifetimes.started(rt.times().unwrap_or_default(), now);
+        let mut out = self.policy.seal(
+            &self.sealer,
+            CookieKind::RefreshToken,
+            self.lifetimes.absolute_end(started_at),
+            &RefreshTokenCookie {
+                token,
+                started_at: Some(started_at),
+                ..rt.clone()
+            },
+        )?;
+        self.persist(&mut out, started_at, now)?;
+        Ok(out)
+    }
+
     /// Whether a request at the jar's now should renew the idle clock of the session whose
     /// cookies tell these times ([`Lifetimes::renewal_due`]).
     pub fn renewal_due(&self, times: SessionTimes) -> bool {

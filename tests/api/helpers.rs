@@ -730,6 +730,14 @@ pub struct RouteConfig {
     identity_headers: std::collections::BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     assertion_header: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audience: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
 }
 
 impl RouteConfig {
@@ -748,6 +756,10 @@ impl RouteConfig {
             methods: None,
             identity_headers: Default::default(),
             assertion_header: None,
+            token: None,
+            resource: None,
+            audience: None,
+            scope: None,
         }
     }
 
@@ -776,6 +788,14 @@ impl RouteConfig {
         auth,
         /// `assertion_header`: the header of the signed assertion.
         assertion_header,
+        /// `token`: which token ("session", "resource", "exchange").
+        token,
+        /// `resource`: the API's resource indicator (RFC 8707).
+        resource,
+        /// `audience`: the API's name for a token exchange (RFC 8693).
+        audience,
+        /// `scope`: a narrower scope for the route's token.
+        scope,
     }
 
     pub fn strip_prefix(mut self) -> Self {

@@ -30,6 +30,7 @@ for (const method of ['log', 'info', 'debug', 'trace']) {
 }
 
 const { default: Provider, errors: oidcErrors } = await import('oidc-provider');
+const { narrowingSetup } = await import('./narrowing.mjs');
 
 const log = (...args) => console.error('[test-oidc-provider]', ...args);
 
@@ -98,6 +99,8 @@ const DEFAULTS = {
   // and ID tokens padded to at least n characters with a random `pad` claim (profile scope,
   // also in userinfo), like Entra ID tokens with group claims. See "big tokens" below.
   bigTokens: null,
+  // null: no narrowed per-API tokens. See narrowing.mjs (resource indicators, token exchange).
+  narrowing: null,
 };
 
 // The scopes the provider knows; with jwtAccessTokens they are also the resource server's
@@ -447,6 +450,10 @@ function jwtResourceIndicators({ audience, resourceIndicator }) {
   };
 }
 
+const narrowing = narrowingSetup(cfg, {
+  fail, scopes: SCOPES, signingKid: signingJwk.kid, errors: oidcErrors, getStats: () => stats,
+});
+
 let provider;
 try {
   provider = new Provider(issuer, {
@@ -521,6 +528,7 @@ try {
       // Without jwtAccessTokens: oidc-provider's defaults (enabled, but no resource server is
       // known, so a `resource` parameter is refused with invalid_target; opaque tokens).
       ...(jwtResource ? { resourceIndicators: jwtResourceIndicators(jwtResource) } : {}),
+      ...(narrowing ? narrowing.features : {}),
       rpInitiatedLogout: {
         enabled: true,
         async logoutSource(ctx, form) {
@@ -548,6 +556,7 @@ ${form}
 }
 
 provider.proxy = false;
+narrowing?.install(provider);
 
 // bigTokens: opaque access and refresh tokens of the configured length (the token value is its
 // id, the key under which the provider stores it, so userinfo, introspection and revocation all
