@@ -103,7 +103,7 @@ impl Metrics {
         let refreshes = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "refreshes",
-            "Refresh attempts by outcome: ok, coalesced, invalid_grant, rejected, provider_error",
+            "Refresh attempts by outcome: ok, coalesced, shared (another replica's grant, through the store), invalid_grant, rejected, provider_error",
             refreshes.clone(),
         );
         let sessions_expired = Family::<ReasonLabel, Counter>::default();

@@ -95,7 +95,9 @@ impl AppState {
     /// when it answers). Needs a tokio runtime, so it runs in startup rather than in `new`.
     pub fn with_store(mut self) -> Result<Self, StoreError> {
         if let Some(config) = &self.config.store {
-            self.store = Some(Store::connect(config)?);
+            let store = Store::connect(config)?;
+            self.refresher.set_store(store.clone());
+            self.store = Some(store);
         }
         Ok(self)
     }

@@ -66,6 +66,9 @@ pub enum Purpose {
     RefreshToken,
     IdToken,
     Csrf,
+    /// A refresh result shared between replicas through the store (`src/store/refresh.rs`):
+    /// never a cookie, and no cookie value opens as one.
+    SharedRefresh,
 }
 
 impl Purpose {
@@ -76,6 +79,7 @@ impl Purpose {
             Purpose::RefreshToken => b"auth",
             Purpose::IdToken => b"id",
             Purpose::Csrf => b"csrf",
+            Purpose::SharedRefresh => b"store-refresh",
         }
     }
 }
@@ -515,6 +519,7 @@ mod tests {
             Purpose::AccessToken,
             Purpose::IdToken,
             Purpose::Csrf,
+            Purpose::SharedRefresh,
         ] {
             let res: Result<String, _> = s.unseal(other, NOW, &sealed);
             assert_eq!(res, Err(SealError::Invalid), "{other:?}");

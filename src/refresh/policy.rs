@@ -128,7 +128,7 @@ pub async fn usable_access_token(
     let mut times = session_times(&at, csrf.as_ref());
     times = times.merge(rt.times().unwrap_or_default());
     let provider = providers.for_session(&rt.provider)?;
-    let (outcome, coalesced) = refresher.refresh(client, provider, &rt).await;
+    let (outcome, coalesced) = refresher.refresh(client, provider, &rt, jar.sealer()).await;
     match outcome {
         Ok(refreshed) => {
             let cookies = jar.seal(refreshed.session(

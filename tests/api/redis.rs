@@ -102,6 +102,16 @@ impl RedisServer {
             .collect()
     }
 
+    /// The value at `key` (`GET`), as text.
+    pub async fn get(&self, key: &str) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--raw", "GET", key])
+            .output()
+            .await
+            .expect("redis-cli");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
