@@ -113,6 +113,14 @@ impl RawStore {
                 "must have no query or fragment: redis://host:port/db",
             ));
         }
+        // What the client itself refuses (a database that is not a number, say), refused here,
+        // where the key can be named, rather than at startup.
+        if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+            return Err(ConfigError::new(
+                "store.url",
+                format!("not usable as a Redis URL: {e}"),
+            ));
+        }
         let password = match self.password_file {
             None => None,
             Some(path) => {
@@ -180,6 +188,7 @@ mod tests {
             ("url = \"redis://user:hunter2@cache:6379\"", "password_file"),
             ("url = \"not a url\"", "redis://"),
             ("url = \"redis://cache:6379/0?x=1\"", "query"),
+            ("url = \"redis://cache:6379/notadb\"", "Redis URL"),
             ("password_file = \"/nonexistent\"", "store.url"),
         ] {
             let e = parse(text).expect_err(text);
