@@ -41,6 +41,7 @@ pub mod secret;
 pub mod session;
 pub mod startup;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 #[cfg(test)]
 mod troubleshooting;

@@ -11,6 +11,7 @@ use crate::oauth::Providers;
 use crate::rate_limit::LoginLimiter;
 use crate::refresh::{Refresher, TokenSource};
 use crate::session::SessionJar;
+use crate::store::{Store, StoreError};
 
 /// Shared by all workers (behind `web::Data`, an `Arc`).
 #[derive(Debug)]
@@ -28,6 +29,8 @@ pub struct AppState {
     pub login_limiter: LoginLimiter,
     /// The key that signs routes' assertions (`assertion_header`); `None` when no route asks.
     pub assertions: Option<crate::proxy::AssertionSigner>,
+    /// The store shared by the replicas (`[store]`), once connected ([`AppState::with_store`]).
+    pub store: Option<Store>,
 }
 
 impl AppState {
@@ -89,8 +92,20 @@ impl AppState {
             clock,
             login_limiter: LoginLimiter::new(config.login_rate),
             assertions: assertion_signer(&config),
+            store: None,
             config,
         }
+    }
+
+    /// Connects the configured store, if any (lazily: a store that is down now is picked up
+    /// when it answers). Needs a tokio runtime, so it runs in startup rather than in `new`.
+    pub fn with_store(mut self) -> Result<Self, StoreError> {
+        if let Some(config) = &self.config.store {
+            let store = Store::connect(config)?;
+            self.refresher.set_store(store.clone());
+            self.store = Some(store);
+        }
+        Ok(self)
     }
 }
 

@@ -32,6 +32,7 @@ mod reference;
 mod route_access;
 mod server;
 mod telemetry;
+mod store;
 mod web;
 
 pub use cookies::{CookieConfig, SameSite};
@@ -52,6 +53,7 @@ pub use rate_limit::LoginRate;
 pub use route_access::{RouteAccess, RouteAuth};
 pub use server::{BasePath, IpNet, ServerConfig};
 pub use telemetry::TelemetryConfig;
+pub use store::StoreConfig;
 pub use web::{ReturnTargets, TrustedOrigins, WebConfig, MAX_RETURN_TO};
 
 use cookies::RawCookies;
@@ -64,6 +66,7 @@ use serde::Deserialize;
 use server::RawServer;
 use std::path::Path;
 use telemetry::RawTelemetry;
+use store::RawStore;
 use url::Url;
 use web::RawWeb;
 
@@ -110,6 +113,7 @@ struct RawConfig {
     rate_limit: RawRateLimit,
     #[serde(default)]
     telemetry: RawTelemetry,
+    store: RawStore,
 }
 
 /// The whole validated configuration. Debug output never contains a secret.
@@ -133,6 +137,8 @@ pub struct Config {
     pub login_rate: Option<LoginRate>,
     /// Where OpenTelemetry traces are exported; `None`: tracing off.
     pub telemetry: Option<TelemetryConfig>,
+    /// The store shared by the replicas (`[store]`); `None`: off, each replica on its own.
+    pub store: Option<StoreConfig>,
 }
 
 impl Config {
@@ -214,6 +220,7 @@ impl TryFrom<RawConfig> for Config {
         }
         let proxy = validate_proxy(raw.proxy, raw.routes, base_path, &cookies.path)?;
         let login_rate = Option::<LoginRate>::try_from(raw.rate_limit)?;
+        let store = raw.store.validate(&mut secret_files)?;
         let forward_auth_listen = Option::<String>::from(raw.forward_auth);
         if forward_auth_listen.is_none() && !proxy.forward_auth_paths.is_empty() {
             return Err(ConfigError::new(
@@ -233,6 +240,7 @@ impl TryFrom<RawConfig> for Config {
             secret_files,
             login_rate,
             telemetry: None,
+            store,
         })
     }
 }

@@ -68,6 +68,9 @@ pub enum Purpose {
     Csrf,
     /// A token narrowed for one route's API (`-nt-<route key>`).
     NarrowedToken,
+    /// A refresh result shared between replicas through the store (`src/store/refresh.rs`):
+    /// never a cookie, and no cookie value opens as one.
+    SharedRefresh,
 }
 
 impl Purpose {
@@ -79,6 +82,7 @@ impl Purpose {
             Purpose::IdToken => b"id",
             Purpose::Csrf => b"csrf",
             Purpose::NarrowedToken => b"nt",
+            Purpose::SharedRefresh => b"store-refresh",
         }
     }
 }
@@ -518,6 +522,7 @@ mod tests {
             Purpose::AccessToken,
             Purpose::IdToken,
             Purpose::Csrf,
+            Purpose::SharedRefresh,
         ] {
             let res: Result<String, _> = s.unseal(other, NOW, &sealed);
             assert_eq!(res, Err(SealError::Invalid), "{other:?}");

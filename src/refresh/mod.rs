@@ -9,6 +9,11 @@
 //! redeemed, rotated refresh token again, not even when the shared result has itself come due:
 //! it then continues from the refresh token that result produced ([`MAX_CHAIN`] steps at most).
 //!
+//! Across replicas, with a store (`[store]`), the grant itself is coordinated once more
+//! ([`crate::store::refresh`]): after this replica's single flight, the replicas take turns on
+//! the refresh token in the store and share the result; without a store, or when it fails, each
+//! replica stands alone.
+//!
 //! Three layers: [`SingleFlight`] shares grants and keeps results, knowing nothing of tokens;
 //! [`Refresher`] (here) keys it by refresh token and performs the grant; [`usable_access_token`]
 //! decides when a request's access token needs one, and what a failure costs the session.
@@ -20,6 +25,7 @@ pub use policy::{usable_access_token, Denied, TokenSource, Usable};
 pub use single_flight::{Flown, Freshness, SingleFlight};
 
 use crate::clock::Clock;
+use crate::crypto::Sealer;
 use crate::oauth::error_code::OAuthErrorCode;
 use crate::oauth::http::CallError;
 use crate::oauth::token::{self, TokenResponse};
@@ -28,6 +34,8 @@ use crate::secret::Token;
 use crate::session::{
     access_token_expiry, refresh_due, NewSession, Received, RefreshTokenCookie, SessionId,
 };
+use crate::store::refresh::{hash_hex, Coordinated, Coordination};
+use crate::store::Store;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,6 +134,8 @@ pub struct Refresher {
     clock: Clock,
     /// `proxy.refresh_ahead` in seconds: how early before expiry a token is refreshed.
     ahead: i64,
+    /// The store the replicas coordinate grants through (`[store]`); `None`: this replica alone.
+    store: Option<Store>,
 }
 
 /// The table key: a hash, so the table holds no refresh token in the clear.
@@ -144,7 +154,13 @@ impl Refresher {
             flights: SingleFlight::new(RESULT_TTL, MAX_CHAIN),
             clock,
             ahead: refresh_ahead.as_secs() as i64,
+            store: None,
         }
+    }
+
+    /// Coordinates grants with the other replicas through `store` from now on.
+    pub fn set_store(&mut self, store: Store) {
+        self.store = Some(store);
     }
 
     /// Whether a token received at `received_at` and expiring at `expires_at` is due at `now`
@@ -156,16 +172,31 @@ impl Refresher {
     /// Drops any shared result for this refresh token, so a copy of the old cookies cannot pick
     /// up tokens after the session ended (logout).
     pub fn forget(&self, provider: &str, refresh_token: &Token) {
-        self.flights.forget(&flight_key(provider, refresh_token));
+        let key = flight_key(provider, refresh_token);
+        self.flights.forget(&key);
+        if let Some(store) = self.store.clone() {
+            // In the background: logout does not wait for the store, and a failure only leaves
+            // the shared result to expire by itself (RESULT_TTL).
+            actix_web::rt::spawn(async move {
+                let del = redis::cmd("DEL")
+                    .arg(store.key("refresh-result", &hash_hex(&key)))
+                    .clone();
+                if let Err(e) = store.query::<i64>("refresh_result_del", del).await {
+                    tracing::warn!(error = %e, "shared refresh result not deleted at logout; it expires by itself");
+                }
+            });
+        }
     }
 
     /// Refreshes with `rt`, joining a grant already in flight (or just finished) for the same
-    /// token. Returns the outcome and whether this call used another request's grant.
+    /// token. Returns the outcome and whether this call used another request's grant. `sealer`
+    /// seals and opens results shared through the store (the cookie key ring, live).
     pub async fn refresh(
         &self,
         client: &awc::Client,
         provider: &Provider,
         rt: &RefreshTokenCookie,
+        sealer: &Sealer,
     ) -> (Outcome, bool) {
         let flown = self
             .flights
@@ -173,7 +204,7 @@ impl Refresher {
                 rt.clone(),
                 |rt| flight_key(provider.id(), &rt.token),
                 |rt, r| self.freshness(rt, r),
-                |rt| self.grant(client, provider, rt),
+                |rt| self.grant_across_replicas(client, provider, rt, sealer),
             )
             .await;
         if flown.joined > 0 {
@@ -200,6 +231,65 @@ impl Refresher {
             })
         } else {
             Freshness::Stale
+        }
+    }
+
+    /// The grant, coordinated with the other replicas when there is a store: the result of
+    /// another replica's grant for the same token when there is one (followed, as the single
+    /// flight does, to the refresh token it produced once it has come due), else a grant here.
+    /// Any store error: a grant here, alone, as without a store.
+    async fn grant_across_replicas(
+        &self,
+        client: &awc::Client,
+        provider: &Provider,
+        rt: RefreshTokenCookie,
+        sealer: &Sealer,
+    ) -> Outcome {
+        let Some(store) = &self.store else {
+            return self.grant(client, provider, rt).await;
+        };
+        // The lock outlives a grant that uses its whole time (the token call and a JWKS fetch,
+        // each bounded by the provider's timeout), so no second replica redeems meanwhile.
+        let lock_for = provider.config.timeout * 2 + Duration::from_secs(1);
+        let mut rt = rt;
+        let mut step = 1;
+        loop {
+            let hash = hash_hex(&flight_key(provider.id(), &rt.token));
+            let coordination = Coordination {
+                store,
+                sealer,
+                hash: &hash,
+                lock_for,
+                now: self.clock.now(),
+            };
+            let shared = match coordination
+                .run(
+                    || self.grant(client, provider, rt.clone()),
+                    |outcome: &Outcome| outcome.as_ref().ok().map(|r| r.as_ref()),
+                )
+                .await
+            {
+                Ok(Coordinated::Granted(outcome)) => return outcome,
+                Ok(Coordinated::Shared(r)) => r,
+                Err(e) => {
+                    tracing::warn!(provider = %provider.id(), error = %e, "store unavailable: refreshing without cross-replica coordination");
+                    return self.grant(client, provider, rt).await;
+                }
+            };
+            crate::metrics::METRICS
+                .refreshes
+                .get_or_create(&crate::metrics::OutcomeLabel { outcome: "shared" })
+                .inc();
+            match self.freshness(&rt, &shared) {
+                Freshness::Spent(next) if step < MAX_CHAIN => {
+                    rt = next;
+                    step += 1;
+                }
+                // Come due, and the provider does not rotate: the same token may be redeemed
+                // again, here, without any reuse to detect.
+                Freshness::Stale => return self.grant(client, provider, rt).await,
+                _ => return Ok(Arc::new(shared)),
+            }
         }
     }
 

@@ -139,7 +139,7 @@ pub async fn usable_access_token(
     times = times.merge(rt.times().unwrap_or_default());
     let provider = providers.for_session(&rt.provider)?;
     let (outcome, coalesced) = refresher
-        .refresh(client, provider, &rt)
+        .refresh(client, provider, &rt, jar.sealer())
         .instrument(crate::telemetry::refresh_span(provider.id()))
         .await;
     match outcome {

@@ -24,7 +24,10 @@ pub async fn refresh(
     let rt: RefreshTokenCookie = jar.open_required(&cookies, CookieKind::RefreshToken)?;
     same_session(&csrf.sid, &rt.sid)?;
     let provider = state.providers.for_session(&rt.provider)?;
-    let (outcome, _) = state.refresher.refresh(&client.0, provider, &rt).await;
+    let (outcome, _) = state
+        .refresher
+        .refresh(&client.0, provider, &rt, jar.sealer())
+        .await;
     let refreshed = match outcome {
         Ok(r) => r,
         Err(failure) => {

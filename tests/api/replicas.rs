@@ -3,6 +3,7 @@
 //! refresh races across replicas are measured, and no secret reaches a log line.
 
 use crate::helpers::*;
+use crate::redis::RedisServer;
 use crate::upstream::{Upstream, API_AUDIENCE};
 use awc::http::Method;
 use serde_json::json;
@@ -13,17 +14,25 @@ use std::sync::Arc;
 use std::time::Duration;
 use token_handler::crypto::CookieKey;
 
-/// A round-robin load balancer naming the replica that served each answer.
-fn lb_conf(dir: &str, port: u16, replicas: &[String]) -> String {
+/// A round-robin load balancer naming the replica that served each answer; with `sticky`,
+/// consistent hashing on the session's cookies instead (docs/deployment.md, "One replica per
+/// session").
+fn lb_conf(dir: &str, port: u16, replicas: &[String], sticky: bool) -> String {
     let servers: String = replicas
         .iter()
         .map(|r| format!("    server {};\n", r.trim_start_matches("http://")))
         .collect();
     let preamble = nginx_preamble(dir);
+    let (affinity, hash) = if sticky {
+        (STICKY_MAP, "    hash $th_affinity consistent;\n")
+    } else {
+        ("", "")
+    };
     format!(
         r#"{preamble}
+{affinity}
   upstream token_handler {{
-{servers}    keepalive 32;
+{hash}{servers}    keepalive 32;
   }}
   server {{
     listen 127.0.0.1:{port};
@@ -42,6 +51,23 @@ fn lb_conf(dir: &str, port: u16, replicas: &[String]) -> String {
     )
 }
 
+/// docs/deployment.md's map, as written there: the refresh-token cookie (sent with every call
+/// that may refresh), else the access-token cookie. nginx's `$cookie_<name>` cannot name our
+/// cookies (their names contain `-`), hence the match on the Cookie header.
+const STICKY_MAP: &str = r#"  map $http_cookie $th_affinity {
+    "~(?:^|;)\s*__Secure-th-auth=(?<th_rt>[^;]+)" $th_rt;
+    "~(?:^|;)\s*__Host-th-at=(?<th_at>[^;]+)" $th_at;
+    default "";
+  }"#;
+
+/// How the replicas avoid redeeming one refresh token twice: not at all (round robin), through
+/// a shared store, or by keeping a session's calls on one replica (consistent hashing).
+#[derive(Clone, Copy, Default)]
+struct Setup<'a> {
+    store: Option<&'a str>,
+    sticky: bool,
+}
+
 struct Cluster {
     replicas: Vec<ProcessApp>,
     nginx: Nginx,
@@ -57,6 +83,25 @@ impl Cluster {
         refresh_ahead: Option<&str>,
         log_level: &str,
     ) -> Self {
+        Self::start_with(
+            issuer,
+            upstream,
+            first_key,
+            refresh_ahead,
+            log_level,
+            Setup::default(),
+        )
+        .await
+    }
+
+    async fn start_with(
+        issuer: &str,
+        upstream: &str,
+        first_key: &str,
+        refresh_ahead: Option<&str>,
+        log_level: &str,
+        setup: Setup<'_>,
+    ) -> Self {
         let keys_dir = tempfile::tempdir().expect("tempdir");
         let keys = keys_dir.path().join("keys");
         std::fs::write(&keys, format!("{first_key}\n")).expect("write keys");
@@ -66,13 +111,16 @@ impl Cluster {
         if let Some(window) = refresh_ahead {
             config = config.refresh_ahead(window);
         }
+        if let Some(url) = setup.store {
+            config = config.store(url);
+        }
         let mut replicas = Vec::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().expect("tempdir");
             replicas.push(ProcessApp::start_in(&config, dir, log_level).await);
         }
         let addresses: Vec<String> = replicas.iter().map(|r| r.address.clone()).collect();
-        let nginx = Nginx::start(|dir, port| lb_conf(dir, port, &addresses)).await;
+        let nginx = Nginx::start(|dir, port| lb_conf(dir, port, &addresses, setup.sticky)).await;
         Self {
             replicas,
             nginx,
@@ -237,6 +285,25 @@ async fn sessions_move_between_replicas_and_keys_rotate_under_load() {
 
 /// Sessions lost when bursts of parallel calls hit three replicas as access tokens come due.
 async fn sessions_lost(rotate: bool) -> (usize, usize) {
+    let race = race(rotate, Setup::default()).await;
+    (race.lost, race.burst_failures)
+}
+
+/// What a refresh race cost.
+struct Race {
+    /// Sessions that could no longer call the API after the race.
+    lost: usize,
+    /// Burst calls that did not answer 200.
+    burst_failures: usize,
+    /// Refresh grants the provider counted right after the burst (one expiry) and at the end
+    /// (the last call of each session is past a second expiry).
+    grants_after_burst: u64,
+    grants: u64,
+}
+
+/// Five sessions; a burst of 6 parallel calls each (2 per replica) as their access tokens come
+/// due, then one more call each past the next expiry.
+async fn race(rotate: bool, setup: Setup<'_>) -> Race {
     let op = TestProvider::start_with(json!({
         "jwtAccessTokens": {"audience": API_AUDIENCE},
         "accessTokenTtl": 4,
@@ -245,7 +312,15 @@ async fn sessions_lost(rotate: bool) -> (usize, usize) {
     .await;
     let upstream = Upstream::start(&op.issuer).await;
     let key = CookieKey::generate_text();
-    let cluster = Cluster::start(&op.issuer, &upstream.address, &key, Some("2s"), "info").await;
+    let cluster = Cluster::start_with(
+        &op.issuer,
+        &upstream.address,
+        &key,
+        Some("2s"),
+        "info",
+        setup,
+    )
+    .await;
     let lb = cluster.nginx.address.clone();
     let mut sessions = Vec::new();
     for i in 0..5 {
@@ -263,6 +338,7 @@ async fn sessions_lost(rotate: bool) -> (usize, usize) {
     }
     let results = futures_util::future::join_all(bursts).await;
     let burst_failures = results.iter().filter(|r| r.status != 200).count();
+    let grants_after_burst = op.stats().await["refresh_grants"].as_u64().unwrap_or(0);
     // Each browser keeps the cookies of its last answer, as a browser would.
     for (i, session) in sessions.iter_mut().enumerate() {
         for r in &results[i * 6..(i + 1) * 6] {
@@ -282,13 +358,23 @@ async fn sessions_lost(rotate: bool) -> (usize, usize) {
         }
     }
     let stats = op.stats().await;
+    let how = match setup {
+        Setup { store: Some(_), .. } => "shared store",
+        Setup { sticky: true, .. } => "consistent hashing",
+        _ => "round robin",
+    };
     eprintln!(
-        "refresh races, rotation {}: {lost}/5 sessions lost, {burst_failures}/30 burst calls failed, provider: {} refresh grants, {} refused",
+        "refresh races ({how}), rotation {}: {lost}/5 sessions lost, {burst_failures}/30 burst calls failed, provider: {grants_after_burst} refresh grants after the burst, {} in all, {} refused",
         if rotate { "on" } else { "off" },
         stats["refresh_grants"],
         stats["grant_errors"]
     );
-    (lost, burst_failures)
+    Race {
+        lost,
+        burst_failures,
+        grants_after_burst,
+        grants: stats["refresh_grants"].as_u64().unwrap_or(0),
+    }
 }
 
 #[actix_web::test]
@@ -303,6 +389,155 @@ async fn refresh_races_across_replicas() {
     // how the replicas' refreshes interleave at the provider.
     let (lost_with_rotation, _) = sessions_lost(true).await;
     assert!(lost_with_rotation <= 5);
+}
+
+/// With the store, the replicas take turns on each refresh token: rotation and reuse detection
+/// on, no session lost, and the provider sees exactly one grant per session per expiry.
+#[actix_web::test]
+async fn refresh_races_across_replicas_with_a_shared_store() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let setup = Setup {
+        store: Some(&url),
+        sticky: false,
+    };
+    let race = race(true, setup).await;
+    assert_eq!(race.lost, 0, "sessions lost with a shared store");
+    assert_eq!(race.burst_failures, 0);
+    assert_eq!(race.grants_after_burst, 5, "one grant per session");
+    assert_eq!(race.grants, 10, "one grant per session per expiry");
+    // The store holds hashes and sealed values: no token, no JSON.
+    let keys = redis.keys().await;
+    assert!(!keys.is_empty(), "nothing was shared through the store");
+    for key in &keys {
+        let hash = key
+            .strip_prefix("th:refresh-result:")
+            .unwrap_or_else(|| panic!("unexpected key {key}"));
+        assert!(
+            hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{key}"
+        );
+        let value = redis.get(key).await;
+        assert!(
+            !value.is_empty()
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "not a sealed value: {value}"
+        );
+    }
+}
+
+/// The other way out, without a store: nginx keeps each session's calls on one replica
+/// (consistent hashing on its cookies), whose own single flight then shares the grant.
+#[actix_web::test]
+async fn consistent_hashing_keeps_a_sessions_refresh_on_one_replica() {
+    let setup = Setup {
+        store: None,
+        sticky: true,
+    };
+    let race = race(true, setup).await;
+    assert_eq!(race.lost, 0, "sessions lost with consistent hashing");
+    assert_eq!(race.burst_failures, 0);
+    assert_eq!(race.grants_after_burst, 5, "one grant per session");
+}
+
+/// The store stops in the middle of a run and comes back: refreshes go on per replica while it
+/// is down (no 5xx, nobody logged out: each session calls one call at a time), and the replicas
+/// use it again once it is back, without a restart.
+#[actix_web::test]
+async fn refresh_goes_on_without_the_store_and_uses_it_again_when_it_returns() {
+    let op = TestProvider::start_with(json!({
+        "jwtAccessTokens": {"audience": API_AUDIENCE},
+        "accessTokenTtl": 3,
+        "rotateRefreshToken": true,
+    }))
+    .await;
+    let upstream = Upstream::start(&op.issuer).await;
+    let mut redis = RedisServer::start().await;
+    let key = CookieKey::generate_text();
+    let setup = Setup {
+        store: Some(&redis.url()),
+        sticky: false,
+    };
+    let cluster = Cluster::start_with(
+        &op.issuer,
+        &upstream.address,
+        &key,
+        Some("1s"),
+        "info",
+        setup,
+    )
+    .await;
+    let lb = cluster.nginx.address.clone();
+    let mut sessions = Vec::new();
+    for i in 0..3 {
+        sessions.push(login(&lb, &format!("outage-{i}")).await.0);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut loops = Vec::new();
+    for session in &sessions {
+        let (mut b, stop, calls, failures) = (
+            session.clone(),
+            stop.clone(),
+            calls.clone(),
+            failures.clone(),
+        );
+        loops.push(actix_web::rt::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let resp = b.raw(Method::GET, "/api/orders", None, &[]).await;
+                calls.fetch_add(1, Ordering::Relaxed);
+                for sc in &resp.set_cookies {
+                    b.jar.store(sc, "/api/orders");
+                }
+                if resp.status != 200 {
+                    if let Ok(mut f) = failures.lock() {
+                        f.push(format!("{} {:?}", resp.status, resp.body));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+    // Up: at least one expiry with the store.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let shared_before = redis.keys().await.len();
+    // Down: two expiries without it.
+    redis.stop().await;
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    let down_logs = cluster.logs();
+    // Back (empty): two more expiries.
+    redis.start_again().await;
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.expect("loop");
+    }
+    let failures = failures.lock().map(|f| f.clone()).unwrap_or_default();
+    let total = calls.load(Ordering::Relaxed);
+    let stats = op.stats().await;
+    eprintln!(
+        "store outage: {total} proxied calls, {} failed, {} refresh grants, {} refused",
+        failures.len(),
+        stats["refresh_grants"],
+        stats["grant_errors"]
+    );
+    assert!(total > 100, "too few calls to mean anything: {total}");
+    assert!(
+        failures.is_empty(),
+        "failed around the outage: {failures:?}"
+    );
+    assert!(shared_before > 0, "the store was not used while it was up");
+    assert!(
+        down_logs.contains("store unavailable: refreshing without cross-replica coordination"),
+        "no replica noticed the outage"
+    );
+    assert!(
+        !redis.keys().await.is_empty(),
+        "the replicas did not use the store again after it came back"
+    );
 }
 
 /// The soak: `scripts/soak.sh` runs it (release build, `--ignored`). SOAK_SECONDS (default 60)
