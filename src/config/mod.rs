@@ -191,6 +191,7 @@ impl TryFrom<RawConfig> for Config {
             .collect();
         let providers = provider::providers(raw.providers, &mut secret_files)?;
         let proxy = validate_proxy(raw.proxy, raw.routes, base_path, &cookies.path)?;
+        proxy::check_route_providers(&proxy.routes, &providers)?;
         let login_rate = Option::<LoginRate>::try_from(raw.rate_limit)?;
         let metrics_listen = Option::<String>::from(raw.metrics);
         let forward_auth_listen = Option::<String>::from(raw.forward_auth);

@@ -48,6 +48,8 @@ pub(super) struct RawRoute {
     token_header: Option<String>,
     #[serde(default)]
     token_format: Option<String>,
+    #[serde(default)]
+    provider: Option<String>,
 }
 
 /// Request headers that make a server behind the proxy act on what the client says: serve
@@ -145,6 +147,29 @@ pub struct RouteConfig {
     pub token_header: HeaderName,
     /// How the token is written into [`Self::token_header`] (`token_format`).
     pub token_format: TokenFormat,
+    /// The provider whose session's token this route forwards (`provider`, a configured id,
+    /// checked by [`check_route_providers`]); `None`: the default provider's session, or the
+    /// one the browser holds ([`crate::session::SessionJar::default_for`]).
+    pub provider: Option<String>,
+}
+
+/// `[[routes]] provider` names a configured provider: a typo would otherwise make every call to
+/// the route a 401 no login could cure.
+pub(super) fn check_route_providers(
+    routes: &[RouteConfig],
+    providers: &[super::ProviderConfig],
+) -> Result<(), ConfigError> {
+    for (i, route) in routes.iter().enumerate() {
+        if let Some(id) = &route.provider {
+            if !providers.iter().any(|p| &p.id == id) {
+                return Err(ConfigError::new(
+                    format!("routes[{i}].provider"),
+                    format!("`{id}` is not the id of a configured [[providers]] entry"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A `token_format` template such as `Bearer {token}`: the text around its one `{token}`
@@ -299,6 +324,7 @@ impl TryFrom<(usize, RawRoute)> for RouteConfig {
             allow_headers,
             token_header,
             token_format,
+            provider: r.provider,
         })
     }
 }
@@ -463,6 +489,19 @@ mod tests {
             c.proxy.routes[0].token_format.value("abc").expect("value"),
             "abc"
         );
+    }
+
+    #[test]
+    fn a_route_names_a_configured_provider_or_none() {
+        let c = Config::from_toml(&with_route(""), Vec::new()).expect("valid");
+        assert_eq!(c.proxy.routes[0].provider, None);
+        let c =
+            Config::from_toml(&with_route("provider = \"default\""), Vec::new()).expect("valid");
+        assert_eq!(c.proxy.routes[0].provider.as_deref(), Some("default"));
+        let e = Config::from_toml(&with_route("provider = \"drive\""), Vec::new())
+            .expect_err("unknown provider");
+        assert_eq!(e.key, "routes[0].provider");
+        assert!(e.to_string().contains("drive"), "{e}");
     }
 
     #[test]

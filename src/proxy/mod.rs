@@ -51,9 +51,22 @@ pub async fn handle(
         Ok(o) => o,
         Err(e) => return e.error_response(),
     };
-    // Read once: every question about our cookies, here and in `proxy`, is answered from this
-    // view.
-    let cookies = state.jar.read(req.headers());
+    // The session of the route's provider (`[[routes]] provider`; by default, the default
+    // provider's), whose cookies are read once: every question about our cookies, here and in
+    // `proxy`, is answered from this view.
+    let route_provider = found
+        .as_ref()
+        .ok()
+        .and_then(|f| f.route.provider.as_deref());
+    let jar = match state.jar.requested(route_provider, req.headers()) {
+        Ok(jar) => jar,
+        Err(e) => {
+            // Configuration validation names only configured providers.
+            tracing::error!(error = %e, "a route names no configured provider");
+            return ApiError::Internal.error_response();
+        }
+    };
+    let cookies = jar.read(req.headers());
     let header_bytes = relayed_header_bytes(req.headers(), &cookies);
     let found = if header_bytes > MAX_HEADER_BYTES {
         Err(ApiError::HeadersTooLarge {
@@ -63,7 +76,7 @@ pub async fn handle(
         found
     };
     let mut resp = match found {
-        Ok(found) => proxy(&req, body, &state, &client.0, found, &cookies).await,
+        Ok(found) => proxy(&req, body, &state, jar, &client.0, found, &cookies).await,
         Err(e) => e.error_response(),
     };
     origin.decorate(resp.headers_mut(), &state.config.web);
@@ -100,11 +113,11 @@ async fn proxy(
     req: &HttpRequest,
     body: web::Payload,
     state: &AppState,
+    jar: &SessionJar,
     client: &awc::Client,
     found: RouteMatch<'_>,
     cookies: &RequestCookies<'_>,
 ) -> HttpResponse {
-    let jar = &state.jar;
     let relay = Relay {
         found: &found,
         cookies,
@@ -127,7 +140,10 @@ async fn proxy(
         req.method(),
         req.headers(),
         cookies,
-        &state.token_source(),
+        &TokenSource {
+            jar,
+            ..state.token_source()
+        },
         client,
     )
     .await
@@ -144,7 +160,7 @@ async fn proxy(
             let bearer: Token = access_token;
             forward::forward(req, body, client, &relay, Some(&bearer), written).await
         }
-        Err(denied) => refusal(jar, denied),
+        Err(denied) => refusal(&state.jar, denied),
     }
 }
 

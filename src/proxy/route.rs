@@ -150,6 +150,7 @@ mod tests {
             allow_headers: Vec::new(),
             token_header: actix_web::http::header::AUTHORIZATION,
             token_format: crate::config::TokenFormat::default(),
+            provider: None,
         }
     }
 

@@ -688,6 +688,8 @@ pub struct RouteConfig {
     token_header: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token_format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<String>,
 }
 
 impl RouteConfig {
@@ -702,6 +704,7 @@ impl RouteConfig {
             allow_headers: Vec::new(),
             token_header: None,
             token_format: None,
+            provider: None,
         }
     }
 
@@ -711,6 +714,8 @@ impl RouteConfig {
         token_header,
         /// `token_format`: its value, around `{token}`.
         token_format,
+        /// `provider`: whose session's token the route forwards.
+        provider,
     }
 
     pub fn strip_prefix(mut self) -> Self {
