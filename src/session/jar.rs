@@ -653,6 +653,7 @@ mod tests {
     use super::*;
     use crate::oauth::id_token::StepUp;
     use crate::secret::{random_token, Token};
+    use crate::session::SessionId;
     use actix_web::http::header::{self, HeaderValue};
 
     fn jar() -> SessionJar {
@@ -788,6 +789,83 @@ mod tests {
             jar.find_login(&cookies, "state-new"),
             LoginLookup::OtherLogins
         ));
+    }
+
+    #[test]
+    fn a_providers_session_opens_only_in_its_own_jar_and_stays_alive_with_the_browsers() {
+        let jar = jar().with_providers("default", ["default", "drive"]);
+        let drive = jar.for_provider("drive").expect("drive jar");
+        assert_eq!(drive.provider_id(), Some("drive"));
+        assert_eq!(
+            drive.policy().name(CookieKind::AccessToken),
+            "__Host-th-at_drive"
+        );
+        assert!(jar.for_provider("nope").is_none());
+        let now = jar.clock().now();
+        let old = now - jar.lifetimes().idle - 10;
+        let tokens: crate::oauth::token::TokenResponse =
+            serde_json::from_value(serde_json::json!({"access_token": "at", "expires_in": 300}))
+                .expect("tokens");
+        let seal = |j: &SessionJar, provider, sid: &SessionId, csrf: Option<&Token>, at: i64| {
+            j.seal_at(
+                NewSession {
+                    provider,
+                    sid,
+                    tokens: &tokens,
+                    previous_refresh_token: None,
+                    sub: None,
+                    csrf,
+                    received: None,
+                    started_at: Some(old),
+                },
+                at,
+            )
+            .expect("seal")
+        };
+        let open_drive = |cookies: &[Cookie<'static>]| -> Result<AccessTokenCookie, ApiError> {
+            let headers = header_of(cookies);
+            drive.open_required(&drive.read(&headers), CookieKind::AccessToken)
+        };
+        let sid = SessionId::new();
+        let csrf = random_token();
+        // Drive's access-token cookie last renewed past the idle timeout; the browser's CSRF
+        // cookie renewed now by calls to the default provider's routes.
+        let drive_idle = seal(drive, "drive", &sid, None, old);
+        let default_now = seal(&jar, "default", &sid, Some(&csrf), now);
+        let both: Vec<Cookie<'static>> = drive_idle.iter().chain(&default_now).cloned().collect();
+        assert_eq!(open_drive(&both).expect("kept alive").provider, "drive");
+        // Alone, or with another session's CSRF cookie: idle is idle.
+        let alone = open_drive(&drive_idle);
+        assert!(matches!(alone, Err(ApiError::SessionExpired)), "{alone:?}");
+        let other = seal(&jar, "default", &SessionId::new(), Some(&csrf), now);
+        let spliced: Vec<Cookie<'static>> = drive_idle.iter().chain(&other).cloned().collect();
+        let spliced = open_drive(&spliced);
+        assert!(
+            matches!(spliced, Err(ApiError::SessionExpired)),
+            "{spliced:?}"
+        );
+        // The default provider's session renamed to drive's names: refused, never opened.
+        let renamed: Vec<Cookie<'static>> = default_now
+            .iter()
+            .cloned()
+            .map(|mut c| {
+                if c.name() == "__Host-th-at" {
+                    c.set_name("__Host-th-at_drive");
+                }
+                c
+            })
+            .collect();
+        let renamed = open_drive(&renamed);
+        assert!(
+            matches!(renamed, Err(ApiError::Unauthorized(_))),
+            "{renamed:?}"
+        );
+        // None sent: the error names the provider.
+        let none = open_drive(&[]);
+        assert!(
+            matches!(&none, Err(ApiError::NoSession { provider }) if provider == "drive"),
+            "{none:?}"
+        );
     }
 
     #[test]
