@@ -76,8 +76,10 @@ struct SessionInfo<'a> {
     is_logged_in: bool,
     #[serde(flatten)]
     end: Option<SessionEnd>,
-    /// The providers the browser holds a live session with, default first.
-    providers: Vec<&'a str>,
+    /// The providers the browser holds a live session with, default first; only when several
+    /// providers are configured (the OAuth Agent's answer is otherwise unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    providers: Option<Vec<&'a str>>,
 }
 
 /// `GET /session[?provider=…]`: whether the request carries a session with the provider (by
@@ -99,12 +101,14 @@ pub async fn session_info(
         ),
         None => (false, None),
     };
-    let providers = state
-        .jar
-        .provider_jars()
-        .filter(|j| matches!(Current::open(&j.read(req.headers()), j), Ok(Some(_))))
-        .filter_map(SessionJar::provider_id)
-        .collect();
+    let providers = (state.providers.iter().count() > 1).then(|| {
+        state
+            .jar
+            .provider_jars()
+            .filter(|j| matches!(Current::open(&j.read(req.headers()), j), Ok(Some(_))))
+            .filter_map(SessionJar::provider_id)
+            .collect()
+    });
     Ok(HttpResponse::Ok().json(SessionInfo {
         is_logged_in,
         end,

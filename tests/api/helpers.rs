@@ -933,6 +933,21 @@ impl Jar {
             .to_string()
     }
 
+    /// The value of a session cookie of one provider, whichever it is: `th-at` for the default
+    /// provider, `th-at_<id>` for another (a browser signed in with one provider).
+    pub fn session_value(&self, name: &str) -> String {
+        let prefix = format!("{name}_");
+        self.cookies
+            .iter()
+            .find(|c| {
+                let base = base_name(c.name());
+                base == name || (base.starts_with(&prefix) && !base.contains('.'))
+            })
+            .unwrap_or_else(|| panic!("no {name} cookie of any provider"))
+            .value()
+            .to_string()
+    }
+
     /// Renames every cookie of this exact name (cookies written by another version).
     pub fn rename(&mut self, from: &str, to: &str) {
         for c in self.cookies.iter_mut().filter(|c| c.name() == from) {
