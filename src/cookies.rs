@@ -129,6 +129,14 @@ impl CookieKind {
         CookieKind::Csrf,
     ];
 
+    /// The kinds that hold one provider's session (named per provider,
+    /// [`CookiePolicy::for_provider`]); the login and CSRF cookies are the browser's.
+    pub const SESSION: [CookieKind; 3] = [
+        CookieKind::AccessToken,
+        CookieKind::RefreshToken,
+        CookieKind::IdToken,
+    ];
+
     /// Position in [`CookieKind::ALL`].
     fn index(self) -> usize {
         match self {
@@ -278,6 +286,30 @@ impl CookiePolicy {
             .map(|r| r.path.as_str().to_string())
             .collect();
         policy
+    }
+
+    /// The policy of a non-default provider's session: the same paths and attributes, with the
+    /// names of its session cookies (access, refresh and ID token) suffixed with `_<provider>`
+    /// (`__Host-th-at_drive`, chunks `__Host-th-at_drive.1`), so one browser holds a session
+    /// with each provider side by side. Login flows and the CSRF value keep their names: a login
+    /// cookie names its provider inside, and one CSRF value serves the browser's sessions with
+    /// every provider (docs/security.md). Provider ids are tokens (letters, digits, `-`, `_`),
+    /// never `.`, so a suffixed name cannot be read as another name's chunk.
+    pub fn for_provider(&self, provider: &str) -> CookiePolicy {
+        let mut policy = self.clone();
+        for kind in CookieKind::SESSION {
+            policy.names[kind.index()] = format!("{}_{provider}", self.name(kind));
+        }
+        policy
+    }
+
+    /// Cookies that remove this policy's session cookies (access, refresh and ID token, at
+    /// every path each is written at), and nothing shared with other providers' sessions.
+    pub fn clear_session(&self) -> Vec<Cookie<'static>> {
+        CookieKind::SESSION
+            .iter()
+            .flat_map(|k| self.clear(*k))
+            .collect()
     }
 
     /// The cookie's name, e.g. `__Host-th-at`, or `th-at` without name prefixes.
@@ -1287,6 +1319,70 @@ mod tests {
         }
         let h = cookie_header(&many);
         assert!(p.read(&h).sealed_values(CookieKind::AccessToken).len() <= MAX_ASSEMBLIES);
+    }
+
+    #[test]
+    fn another_providers_session_has_names_of_its_own_and_shares_login_and_csrf() {
+        let (p, s) = policy_with("");
+        let drive = p.for_provider("drive");
+        let names: Vec<&str> = CookieKind::ALL.iter().map(|k| drive.name(*k)).collect();
+        assert_eq!(
+            names,
+            [
+                "__Secure-th-login",
+                "__Host-th-at_drive",
+                "__Secure-th-auth_drive",
+                "__Secure-th-id_drive",
+                "__Host-th-csrf"
+            ]
+        );
+        assert_eq!(
+            drive.paths(CookieKind::RefreshToken),
+            p.paths(CookieKind::RefreshToken)
+        );
+        // A split value's chunks carry the provider too.
+        let big = drive
+            .seal(
+                &s,
+                CookieKind::AccessToken,
+                i64::MAX,
+                &random_token(8 * 1024),
+            )
+            .expect("seal");
+        assert_eq!(big[1].name(), "__Host-th-at_drive.1");
+        // Each policy reads its own names only; both keep all of ours from the upstream.
+        let all: Vec<&Cookie> = big.iter().collect();
+        let mut h = cookie_header(&all);
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-th-at=x; app=1"),
+        );
+        assert_eq!(p.read(&h).sealed_values(CookieKind::AccessToken), ["x"]);
+        assert_eq!(
+            drive.read(&h).sealed_values(CookieKind::AccessToken).len(),
+            1
+        );
+        assert_ne!(drive.read(&h).sealed_values(CookieKind::AccessToken), ["x"]);
+        for policy in [&p, &drive] {
+            assert_eq!(policy.read(&h).foreign_header().expect("foreign"), "app=1");
+        }
+        // Logging out of one provider clears its session cookies only, where they were set.
+        let cleared: Vec<(String, String)> = drive
+            .clear_session()
+            .iter()
+            .map(|c| (c.name().to_string(), c.path().unwrap_or("").to_string()))
+            .collect();
+        assert!(
+            cleared.iter().all(|(n, _)| n.ends_with("_drive")),
+            "{cleared:?}"
+        );
+        assert_eq!(
+            cleared.len(),
+            CookieKind::SESSION
+                .iter()
+                .map(|k| drive.paths(*k).len())
+                .sum::<usize>()
+        );
     }
 
     #[test]

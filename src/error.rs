@@ -17,6 +17,12 @@ pub enum ApiError {
     /// the code is the same whatever failed, so probing learns nothing.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// No session with this provider: the request carries none of its session cookies. The
+    /// same code as [`ApiError::Unauthorized`] (OAuth Agent SPAs branch on it), with the
+    /// provider named in the body (`provider`), so an SPA that holds sessions with several
+    /// providers knows which login to start.
+    #[error("no session cookie was sent for the identity provider `{provider}`; sign in with it first (and send requests with credentials included)")]
+    NoSession { provider: String },
     /// The request itself is malformed.
     #[error("{0}")]
     InvalidRequest(String),
@@ -93,7 +99,7 @@ impl ApiError {
     /// The stable, documented error code carried in the JSON body.
     pub fn code(&self) -> &str {
         match self {
-            ApiError::Unauthorized(_) => "unauthorized_request",
+            ApiError::Unauthorized(_) | ApiError::NoSession { .. } => "unauthorized_request",
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::PayloadTooLarge { .. } => "request_too_large",
             ApiError::HeadersTooLarge { .. } => "request_header_too_large",
@@ -121,14 +127,19 @@ impl ApiError {
 struct ErrorBody<'a> {
     code: &'a str,
     message: String,
+    /// The provider whose session is missing ([`ApiError::NoSession`]); a configured id, never
+    /// request data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<&'a str>,
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized(_) | ApiError::TokenExpired | ApiError::SessionExpired => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::Unauthorized(_)
+            | ApiError::NoSession { .. }
+            | ApiError::TokenExpired
+            | ApiError::SessionExpired => StatusCode::UNAUTHORIZED,
             ApiError::InvalidRequest(_) | ApiError::AuthorizationError(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -165,6 +176,10 @@ impl ResponseError for ApiError {
         builder.json(ErrorBody {
             code: self.code(),
             message: self.to_string(),
+            provider: match self {
+                ApiError::NoSession { provider } => Some(provider),
+                _ => None,
+            },
         })
     }
 }
@@ -212,6 +227,26 @@ mod tests {
                 .and_then(|v| v.to_str().ok()),
             Some("7")
         );
+    }
+
+    #[actix_web::test]
+    async fn a_missing_session_names_its_provider_under_the_usual_code() {
+        let e = ApiError::NoSession {
+            provider: "drive".into(),
+        };
+        assert_eq!(e.status_code(), StatusCode::UNAUTHORIZED);
+        let body = actix_web::body::to_bytes(e.error_response().into_body())
+            .await
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["code"], "unauthorized_request");
+        assert_eq!(json["provider"], "drive");
+        let other = ApiError::Unauthorized("x").error_response();
+        let body = actix_web::body::to_bytes(other.into_body())
+            .await
+            .expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert!(json.get("provider").is_none());
     }
 
     #[test]

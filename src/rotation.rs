@@ -9,6 +9,7 @@
 
 use crate::cookies::CookieKind;
 use crate::crypto::KeyRing;
+use crate::session::SessionJar;
 use crate::state::AppState;
 use actix_web::body::MessageBody;
 use actix_web::cookie::Cookie;
@@ -34,31 +35,36 @@ pub async fn reseal_cookies(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return next.call(req).await;
     };
-    let jar = &state.jar;
-    let now = jar.clock().now();
+    let now = state.jar.clock().now();
     // The request's headers are needed after the call (stale chunks): a copy of the Cookie
-    // headers only, and only when it carries a chunk past the first (rare).
+    // headers only, and only when it carries a chunk past the first (rare). Every provider's
+    // session cookies are looked at (the login and CSRF cookies, shared, with the first jar's).
     let (fresh, cookie_headers) = {
-        let cookies = jar.read(req.headers());
-        let mut fresh: Vec<(CookieKind, String)> = Vec::new();
+        let mut fresh: Vec<(&SessionJar, CookieKind, String)> = Vec::new();
         let mut chunked = false;
-        for kind in CookieKind::ALL {
-            chunked |= cookies.chunk_indexes(kind).next().is_some();
-            // Most requests: every value names the current key; a split one is then not
-            // reassembled here.
-            if kind == CookieKind::Login
-                || cookies
-                    .heads(kind)
-                    .all(|head| jar.sealer().names_current_key(head))
-            {
-                continue;
-            }
-            let resealed = cookies
-                .sealed_values(kind)
-                .iter()
-                .find_map(|value| jar.sealer().reseal(kind.purpose(), now, value));
-            if let Some(value) = resealed {
-                fresh.push((kind, value));
+        for (n, jar) in state.jar.provider_jars().enumerate() {
+            let cookies = jar.read(req.headers());
+            for kind in CookieKind::ALL {
+                if n > 0 && !CookieKind::SESSION.contains(&kind) {
+                    continue;
+                }
+                chunked |= cookies.chunk_indexes(kind).next().is_some();
+                // Most requests: every value names the current key; a split one is then not
+                // reassembled here.
+                if kind == CookieKind::Login
+                    || cookies
+                        .heads(kind)
+                        .all(|head| jar.sealer().names_current_key(head))
+                {
+                    continue;
+                }
+                let resealed = cookies
+                    .sealed_values(kind)
+                    .iter()
+                    .find_map(|value| jar.sealer().reseal(kind.purpose(), now, value));
+                if let Some(value) = resealed {
+                    fresh.push((jar, kind, value));
+                }
             }
         }
         let cookie_headers = chunked.then(|| {
@@ -80,7 +86,7 @@ pub async fn reseal_cookies(
         .filter_map(|v| v.to_str().ok())
         .filter_map(|v| Cookie::parse(v.to_string()).ok())
         .collect();
-    let writes = |written: &[Cookie<'_>], kind: CookieKind| {
+    let writes = |written: &[Cookie<'_>], jar: &SessionJar, kind: CookieKind| {
         written.iter().any(|c| {
             c.name()
                 .strip_prefix(jar.policy().name(kind))
@@ -88,8 +94,8 @@ pub async fn reseal_cookies(
         })
     };
     let mut added = Vec::new();
-    for (kind, value) in fresh {
-        if writes(&written, kind) {
+    for (jar, kind, value) in fresh {
+        if writes(&written, jar, kind) {
             continue;
         }
         match jar.policy().with_value(kind, &value) {
@@ -103,12 +109,14 @@ pub async fn reseal_cookies(
     }
     written.extend(added.iter().cloned());
     if let Some(headers) = &cookie_headers {
-        let cookies = jar.read(headers);
-        let stale = crate::cookies::stale_chunk_removals(jar.policy(), &cookies, &written);
-        if !stale.is_empty() {
-            tracing::debug!(count = stale.len(), "removing left-over cookie chunks");
+        for jar in state.jar.provider_jars() {
+            let cookies = jar.read(headers);
+            let stale = crate::cookies::stale_chunk_removals(jar.policy(), &cookies, &written);
+            if !stale.is_empty() {
+                tracing::debug!(count = stale.len(), "removing left-over cookie chunks");
+            }
+            added.extend(stale);
         }
-        added.extend(stale);
     }
     for cookie in added {
         if let Ok(v) = HeaderValue::from_str(&cookie.to_string()) {

@@ -85,6 +85,10 @@ impl AppState {
                 clock.clone(),
                 crate::session::Lifetimes::new(&config.cookies),
                 config.cookies.login_timeout,
+            )
+            .with_providers(
+                default_provider(&config),
+                config.providers.iter().map(|p| p.id.as_str()),
             ),
             providers: Providers::new(&config.providers, &clock),
             refresher: Refresher::new(clock.clone(), config.proxy.refresh_ahead),
@@ -134,6 +138,16 @@ fn assertion_signer(config: &Config) -> Option<crate::proxy::AssertionSigner> {
             None
         }
     }
+}
+
+/// The default provider's id: the exclusive one, else the first ([`Providers::default_provider`]).
+fn default_provider(config: &Config) -> &str {
+    config
+        .providers
+        .iter()
+        .find(|p| p.exclusive)
+        .or(config.providers.first())
+        .map_or("", |p| p.id.as_str())
 }
 
 /// The outbound HTTP client of one worker (awc clients are not `Send`, so each worker has its

@@ -31,8 +31,8 @@ mod rate_limit;
 mod reference;
 mod route_access;
 mod server;
-mod telemetry;
 mod store;
+mod telemetry;
 mod web;
 
 pub use cookies::{CookieConfig, SameSite};
@@ -52,8 +52,8 @@ pub use proxy::{
 pub use rate_limit::LoginRate;
 pub use route_access::{RouteAccess, RouteAuth};
 pub use server::{BasePath, IpNet, ServerConfig};
-pub use telemetry::TelemetryConfig;
 pub use store::StoreConfig;
+pub use telemetry::TelemetryConfig;
 pub use web::{ReturnTargets, TrustedOrigins, WebConfig, MAX_RETURN_TO};
 
 use cookies::RawCookies;
@@ -65,8 +65,8 @@ use rate_limit::RawRateLimit;
 use serde::Deserialize;
 use server::RawServer;
 use std::path::Path;
-use telemetry::RawTelemetry;
 use store::RawStore;
+use telemetry::RawTelemetry;
 use url::Url;
 use web::RawWeb;
 
@@ -219,6 +219,7 @@ impl TryFrom<RawConfig> for Config {
             ));
         }
         let proxy = validate_proxy(raw.proxy, raw.routes, base_path, &cookies.path)?;
+        proxy::check_route_providers(&proxy.routes, &providers)?;
         let login_rate = Option::<LoginRate>::try_from(raw.rate_limit)?;
         let store = raw.store.validate(&mut secret_files)?;
         let forward_auth_listen = Option::<String>::from(raw.forward_auth);

@@ -67,6 +67,7 @@ pub(super) struct RawRoute {
     audience: Option<String>,
     #[serde(default)]
     scope: Option<String>,
+    provider: Option<String>,
 }
 
 /// Request headers that make a server behind the proxy act on what the client says: serve
@@ -169,6 +170,29 @@ pub struct RouteConfig {
     /// A token narrowed for this API instead of the session's (`token = "resource"` or
     /// `"exchange"`); `None` forwards the session's access token (`token = "session"`).
     pub narrowing: Option<Narrowing>,
+    /// The provider whose session's token this route forwards (`provider`, a configured id,
+    /// checked by [`check_route_providers`]); `None`: the default provider's session, or the
+    /// one the browser holds ([`crate::session::SessionJar::default_for`]).
+    pub provider: Option<String>,
+}
+
+/// `[[routes]] provider` names a configured provider: a typo would otherwise make every call to
+/// the route a 401 no login could cure.
+pub(super) fn check_route_providers(
+    routes: &[RouteConfig],
+    providers: &[super::ProviderConfig],
+) -> Result<(), ConfigError> {
+    for (i, route) in routes.iter().enumerate() {
+        if let Some(id) = &route.provider {
+            if !providers.iter().any(|p| &p.id == id) {
+                return Err(ConfigError::new(
+                    format!("routes[{i}].provider"),
+                    format!("`{id}` is not the id of a configured [[providers]] entry"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A `token_format` template such as `Bearer {token}`: the text around its one `{token}`
@@ -338,6 +362,7 @@ impl TryFrom<(usize, RawRoute)> for RouteConfig {
             token_header,
             token_format,
             access,
+            provider: r.provider,
         })
     }
 }
@@ -644,6 +669,19 @@ mod tests {
             c.proxy.routes[0].token_format.value("abc").expect("value"),
             "abc"
         );
+    }
+
+    #[test]
+    fn a_route_names_a_configured_provider_or_none() {
+        let c = Config::from_toml(&with_route(""), Vec::new()).expect("valid");
+        assert_eq!(c.proxy.routes[0].provider, None);
+        let c =
+            Config::from_toml(&with_route("provider = \"default\""), Vec::new()).expect("valid");
+        assert_eq!(c.proxy.routes[0].provider.as_deref(), Some("default"));
+        let e = Config::from_toml(&with_route("provider = \"drive\""), Vec::new())
+            .expect_err("unknown provider");
+        assert_eq!(e.key, "routes[0].provider");
+        assert!(e.to_string().contains("drive"), "{e}");
     }
 
     #[test]

@@ -57,9 +57,22 @@ pub async fn handle(
         Ok(o) => o,
         Err(e) => return e.error_response(),
     };
-    // Read once: every question about our cookies, here and in `proxy`, is answered from this
-    // view.
-    let cookies = state.jar.read(req.headers());
+    // The session of the route's provider (`[[routes]] provider`; by default, the default
+    // provider's), whose cookies are read once: every question about our cookies, here and in
+    // `proxy`, is answered from this view.
+    let route_provider = found
+        .as_ref()
+        .ok()
+        .and_then(|f| f.route.provider.as_deref());
+    let jar = match state.jar.requested(route_provider, req.headers()) {
+        Ok(jar) => jar,
+        Err(e) => {
+            // Configuration validation names only configured providers.
+            tracing::error!(error = %e, "a route names no configured provider");
+            return ApiError::Internal.error_response();
+        }
+    };
+    let cookies = jar.read(req.headers());
     let header_bytes = relayed_header_bytes(req.headers(), &cookies);
     let found = if header_bytes > MAX_HEADER_BYTES {
         Err(ApiError::HeadersTooLarge {
@@ -71,7 +84,7 @@ pub async fn handle(
     let mut resp = match found {
         Ok(found) => match access::method_refusal(&found.route.access, req.method()) {
             Some(refused) => refused,
-            None => proxy(&req, body, &state, &client.0, found, &cookies).await,
+            None => proxy(&req, body, &state, jar, &client.0, found, &cookies).await,
         },
         Err(e) => e.error_response(),
     };
@@ -115,11 +128,11 @@ async fn proxy(
     req: &HttpRequest,
     body: web::Payload,
     state: &AppState,
+    jar: &SessionJar,
     client: &awc::Client,
     found: RouteMatch<'_>,
     cookies: &RequestCookies<'_>,
 ) -> HttpResponse {
-    let jar = &state.jar;
     let mut relay = Relay {
         found: &found,
         cookies,
@@ -161,20 +174,30 @@ async fn proxy(
         req.method(),
         req.headers(),
         cookies,
-        &state.token_source(),
+        &TokenSource {
+            jar,
+            ..state.token_source()
+        },
         client,
     )
     .await
     {
         Ok(usable) => {
             // A route with its own, narrowed token gets that one, never the session's.
-            let usable =
-                match narrowed::narrow(req.headers(), cookies, found.route, usable, state, client)
-                    .await
-                {
-                    Ok(u) => u,
-                    Err(refused) => return refused,
-                };
+            let usable = match narrowed::narrow(
+                req.headers(),
+                cookies,
+                found.route,
+                usable,
+                jar,
+                state,
+                client,
+            )
+            .await
+            {
+                Ok(u) => u,
+                Err(refused) => return refused,
+            };
             if found.route.websocket && websocket::is_upgrade(req) {
                 return websocket::bridge(req, body, client, &relay, usable, jar.clock()).await;
             }
@@ -186,7 +209,7 @@ async fn proxy(
             let bearer: Token = access_token;
             forward::forward(req, body, client, &relay, Some(&bearer), written).await
         }
-        Err(denied) => refusal(jar, denied),
+        Err(denied) => refusal(&state.jar, denied),
     }
 }
 

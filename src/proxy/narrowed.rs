@@ -27,7 +27,9 @@ use crate::error::{error_with_cookies, ApiError};
 use crate::oauth::narrow::{self, NarrowFailure, Subject};
 use crate::refresh::{Freshness, SingleFlight, Usable, RESULT_TTL};
 use crate::secret::Token;
-use crate::session::{access_token_expiry, same_session, RefreshTokenCookie, SessionId};
+use crate::session::{
+    access_token_expiry, same_session, RefreshTokenCookie, SessionId, SessionJar,
+};
 use crate::state::AppState;
 use actix_web::cookie::Cookie;
 use actix_web::http::header::HeaderMap;
@@ -137,18 +139,23 @@ pub async fn narrow(
     cookies: &RequestCookies<'_>,
     route: &RouteConfig,
     usable: Usable,
+    jar: &SessionJar,
     state: &AppState,
     client: &awc::Client,
 ) -> Result<Usable, HttpResponse> {
     let Some(narrowing) = &route.narrowing else {
         return Ok(usable);
     };
-    match narrowed(headers, cookies, route, narrowing, &usable, state, client).await {
+    match narrowed(
+        headers, cookies, route, narrowing, &usable, jar, state, client,
+    )
+    .await
+    {
         Ok((token, expires_at, written)) => {
             let mut out = usable;
-            if written.iter().any(|c| is_refresh_cookie(state, c.name())) {
+            if written.iter().any(|c| is_refresh_cookie(jar, c.name())) {
                 // The narrowing rotated the refresh token: its cookies replace the refresh's.
-                out.cookies.retain(|c| !is_refresh_cookie(state, c.name()));
+                out.cookies.retain(|c| !is_refresh_cookie(jar, c.name()));
             }
             out.cookies.extend(written);
             out.access_token = token;
@@ -157,15 +164,16 @@ pub async fn narrow(
         }
         Err(Refusal::SessionOver) => {
             let mut all = usable.cookies;
-            all.extend(state.jar.clear_all());
+            all.extend(jar.clear_all());
             Err(error_with_cookies(ApiError::SessionExpired, all))
         }
         Err(Refusal::Error(e)) => Err(error_with_cookies(e, usable.cookies)),
     }
 }
 
-fn is_refresh_cookie(state: &AppState, name: &str) -> bool {
-    let rt = state.jar.policy().name(CookieKind::RefreshToken);
+/// Whether `name` is (a chunk of) the refresh-token cookie of `jar`'s provider.
+fn is_refresh_cookie(jar: &SessionJar, name: &str) -> bool {
+    let rt = jar.policy().name(CookieKind::RefreshToken);
     name.strip_prefix(rt)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
@@ -185,16 +193,17 @@ impl From<ApiError> for Refusal {
 }
 
 /// The narrowed token, its expiry, and the cookies to write.
+#[allow(clippy::too_many_arguments)]
 async fn narrowed(
     headers: &HeaderMap,
     cookies: &RequestCookies<'_>,
     route: &RouteConfig,
     narrowing: &Narrowing,
     usable: &Usable,
+    jar: &SessionJar,
     state: &AppState,
     client: &awc::Client,
 ) -> Result<(Token, Option<i64>, Vec<Cookie<'static>>), Refusal> {
-    let jar = &state.jar;
     let now = jar.clock().now();
     let path = route.path.as_str();
     let name = jar.policy().narrowed_name(path);

@@ -152,6 +152,7 @@ mod tests {
             token_format: crate::config::TokenFormat::default(),
             access: crate::config::RouteAccess::default(),
             narrowing: None,
+            provider: None,
         }
     }
 

@@ -270,7 +270,7 @@ impl Refresher {
                 .await
             {
                 Ok(Coordinated::Granted(outcome)) => return outcome,
-                Ok(Coordinated::Shared(r)) => r,
+                Ok(Coordinated::Shared(r)) => *r,
                 Err(e) => {
                     tracing::warn!(provider = %provider.id(), error = %e, "store unavailable: refreshing without cross-replica coordination");
                     return self.grant(client, provider, rt).await;

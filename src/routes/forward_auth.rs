@@ -19,6 +19,7 @@
 use crate::error::ApiError;
 use crate::origin::Origin;
 use crate::proxy::{refusal, session_token};
+use crate::refresh::TokenSource;
 use crate::state::{AppState, HttpClient};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
@@ -63,8 +64,14 @@ pub async fn forward_auth(
     if let Err(e) = Origin::check(&method, req.headers(), &state.config.web, false) {
         return e.error_response();
     }
-    let cookies = state.jar.read(req.headers());
-    let source = state.token_source();
+    // Forward-auth paths name no provider: the default provider's session (or the one the
+    // browser holds, [`crate::session::SessionJar::default_for`]).
+    let jar = state.jar.default_for(req.headers());
+    let cookies = jar.read(req.headers());
+    let source = TokenSource {
+        jar,
+        ..state.token_source()
+    };
     match session_token(&method, req.headers(), &cookies, &source, &client.0).await {
         Ok(usable) => {
             let Ok(value) =

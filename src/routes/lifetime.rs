@@ -71,32 +71,56 @@ impl Current {
 }
 
 #[derive(Serialize)]
-struct SessionInfo {
+struct SessionInfo<'a> {
     #[serde(rename = "isLoggedIn")]
     is_logged_in: bool,
     #[serde(flatten)]
     end: Option<SessionEnd>,
+    /// The providers the browser holds a live session with, default first; only when several
+    /// providers are configured (the OAuth Agent's answer is otherwise unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    providers: Option<Vec<&'a str>>,
 }
 
-/// `GET /session`: whether the request carries a session, and when it ends (Unix seconds):
-/// `expiresAt` (the earlier of the two), `idleExpiresAt`, `absoluteExpiresAt`. Never renews.
+/// `GET /session[?provider=…]`: whether the request carries a session with the provider (by
+/// default, the session a request naming none uses: [`SessionJar::default_for`]), when it ends
+/// (Unix seconds): `expiresAt` (the earlier of the two), `idleExpiresAt`, `absoluteExpiresAt`;
+/// and which providers the browser holds a live session with. Never renews.
 pub async fn session_info(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let jar = &state.jar;
+    let jar = state
+        .jar
+        .requested(provider_param(&req)?.as_deref(), req.headers())?;
     let cookies = jar.read(req.headers());
-    let info = match Current::open(&cookies, jar)? {
-        Some(current) => SessionInfo {
-            is_logged_in: true,
-            end: Some(jar.lifetimes().end(current.times(), jar.clock().now())),
-        },
-        None => SessionInfo {
-            is_logged_in: false,
-            end: None,
-        },
+    let (is_logged_in, end) = match Current::open(&cookies, jar)? {
+        Some(current) => (
+            true,
+            Some(jar.lifetimes().end(current.times(), jar.clock().now())),
+        ),
+        None => (false, None),
     };
-    Ok(HttpResponse::Ok().json(info))
+    let providers = (state.providers.iter().count() > 1).then(|| {
+        state
+            .jar
+            .provider_jars()
+            .filter(|j| matches!(Current::open(&j.read(req.headers()), j), Ok(Some(_))))
+            .filter_map(SessionJar::provider_id)
+            .collect()
+    });
+    Ok(HttpResponse::Ok().json(SessionInfo {
+        is_logged_in,
+        end,
+        providers,
+    }))
+}
+
+/// The `provider` query parameter of an agent endpoint that serves one provider's session
+/// (`/userInfo`, `/claims`, `/session`, `/refresh`), at most once; `None` when absent.
+pub(super) fn provider_param(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let [provider] = super::picker::query_params(req.query_string(), ["provider"])?;
+    Ok(provider)
 }
 
 /// The session clocks at an endpoint that counts as the user's activity (`/userInfo`,
@@ -112,8 +136,15 @@ pub async fn renew_idle(
         return Ok(next.call(req).await?.map_into_left_body());
     };
     let opened = {
-        let cookies = state.jar.read(req.headers());
-        Current::open(&cookies, &state.jar)
+        let requested = match provider_param(req.request()) {
+            Ok(id) => state.jar.requested(id.as_deref(), req.headers()),
+            Err(e) => Err(e),
+        };
+        match requested {
+            // The handler answers a bad or unknown provider.
+            Err(_) => Ok(None),
+            Ok(jar) => Current::open(&jar.read(req.headers()), jar).map(|c| c.map(|c| (jar, c))),
+        }
     };
     let current = match opened {
         Err(ApiError::SessionExpired) => {
@@ -123,12 +154,13 @@ pub async fn renew_idle(
                 .error_response(ApiError::SessionExpired)
                 .map_into_right_body());
         }
-        Ok(current) => current.filter(|c| state.jar.renewal_due(c.times())),
+        Ok(current) => current.filter(|(jar, c)| jar.renewal_due(c.times())),
         Err(_) => None,
     };
     let mut res = next.call(req).await?;
-    if let (Some(current), true) = (current, res.status().is_success()) {
-        match current.renewal(&state.jar) {
+    // The requested provider's jar: its cookies are re-sealed, and the (shared) CSRF cookie.
+    if let (Some((jar, current)), true) = (current, res.status().is_success()) {
+        match current.renewal(jar) {
             Ok((_, cookies)) => {
                 for c in &cookies {
                     if let Err(e) = res.response_mut().add_cookie(c) {

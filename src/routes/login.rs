@@ -4,7 +4,7 @@
 
 use super::lifetime::Current;
 use super::{json_with_cookies, JsonBody};
-use crate::cookies::RequestCookies;
+use crate::cookies::{CookieKind, RequestCookies};
 use crate::error::{error_with_cookies, ApiError};
 use crate::oauth::authorize::{authorization_request_url, ExtraParam, LoginSecrets};
 use crate::oauth::callback::{complete, Callback, Completed, PendingLogin};
@@ -12,10 +12,12 @@ use crate::oauth::pkce;
 use crate::oauth::Provider;
 use crate::secret::{random_token, Token};
 use crate::session::{
-    LoginLookup, LoginState, NewSession, SessionEnd, SessionId, SessionJar, SessionTimes,
+    CsrfCookie, LoginLookup, LoginState, NewSession, SessionEnd, SessionId, SessionJar,
+    SessionTimes,
 };
 use crate::state::{AppState, HttpClient};
 use actix_web::cookie::Cookie;
+use actix_web::http::header::HeaderMap;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
@@ -130,7 +132,8 @@ pub async fn end(
         LoginLookup::NoLogin => {
             // A plain page load, or a callback whose login cookie is gone: reloading the
             // callback URL after a successful login lands here and is not an error.
-            let (is_logged_in, csrf, session, renewed) = page_load(&cookies, &state.jar)?;
+            let jar = state.jar.default_for(req.headers());
+            let (is_logged_in, csrf, session, renewed) = page_load(&jar.read(req.headers()), jar)?;
             if !is_logged_in && callback.is_response() {
                 return Err(ApiError::Unauthorized(
                     "no login is in progress for this callback: the login cookie is missing or expired (start a new login; check that cookies reach the agent's base path)",
@@ -149,7 +152,7 @@ pub async fn end(
     };
     let outcome = redeem(&state, &client, &login, &page, &callback)
         .await
-        .and_then(|completed| signed_in(&state.jar, completed, remove.clone()));
+        .and_then(|completed| signed_in(&state.jar, req.headers(), completed, remove.clone()));
     // Whatever failed, this login is over: its state, nonce and verifier must never serve a
     // second callback, so its cookie goes with the error. Other flows' cookies stay.
     Ok(outcome.unwrap_or_else(|error| error_with_cookies(error, remove)))
@@ -207,13 +210,15 @@ pub(super) async fn redeem<'s>(
 /// The session cookies of a completed login, in place of its login cookie (`remove`).
 fn signed_in(
     jar: &SessionJar,
+    headers: &HeaderMap,
     completed: Completed<'_>,
     remove: Vec<Cookie<'static>>,
 ) -> Result<HttpResponse, ApiError> {
     let now = jar.clock().now();
-    let (cookies, csrf) = session_cookies(jar, completed, remove, now)?;
+    let signed = session_cookies(jar, headers, completed, remove, now)?;
+    let (cookies, csrf) = (signed.cookies, signed.csrf);
     let started = SessionTimes {
-        started_at: Some(now),
+        started_at: Some(signed.started_at),
         active_at: Some(now),
     };
     Ok(json_with_cookies(
@@ -227,23 +232,48 @@ fn signed_in(
     ))
 }
 
-/// A new session's cookies (with a fresh CSRF value, returned too) for a completed login, and
-/// the removal of its login cookie (`remove`), sealed as of `now` (the session's start).
-/// `login/end` and the server-side callback share it.
+/// What a completed login writes: the session cookies, the CSRF value the SPA echoes, and when
+/// the browser's session started.
+pub(super) struct SignedIn {
+    pub cookies: Vec<Cookie<'static>>,
+    pub csrf: Token,
+    pub started_at: i64,
+}
+
+/// A completed login's session cookies, under its provider's names
+/// ([`SessionJar::for_provider`]), and the removal of its login cookie (`remove`), sealed as of
+/// `now`. `login/end` and the server-side callback share it.
+///
+/// A browser may hold sessions with several providers. When the request carries a live session
+/// (its CSRF cookie opens), the login joins it: the same session id, CSRF value and start, so
+/// one CSRF header serves every provider's routes and a login adds a provider without moving
+/// the session's absolute end. Otherwise the session is new (fresh id and CSRF value, starting
+/// now), and other providers' session cookies the request carries, of a session that is over or
+/// unreadable, are removed. Either way, a refresh or ID token this provider's earlier login left
+/// and this one did not renew is removed, so it cannot pass for the new login's.
 pub(super) fn session_cookies(
     jar: &SessionJar,
+    headers: &HeaderMap,
     completed: Completed<'_>,
     remove: Vec<Cookie<'static>>,
     now: i64,
-) -> Result<(Vec<Cookie<'static>>, Token), ApiError> {
+) -> Result<SignedIn, ApiError> {
     let Completed {
         provider,
         tokens,
         sub,
     } = completed;
-    let csrf: Token = random_token();
-    let sid = SessionId::new();
-    let mut cookies = jar.seal_at(
+    let Some(provider_jar) = jar.for_provider(provider.id()) else {
+        tracing::error!(provider = %provider.id(), "no cookie names for a configured provider");
+        return Err(ApiError::Internal);
+    };
+    let joined: Option<CsrfCookie> = jar.readable(&jar.read(headers), CookieKind::Csrf);
+    let joins = joined.is_some();
+    let (sid, csrf, started_at) = match joined {
+        Some(c) => (c.sid, c.token, c.started_at),
+        None => (SessionId::new(), random_token(), None),
+    };
+    let mut cookies = provider_jar.seal_at(
         NewSession {
             provider: provider.id(),
             sid: &sid,
@@ -252,11 +282,34 @@ pub(super) fn session_cookies(
             sub,
             csrf: Some(&csrf),
             received: None,
-            started_at: None,
+            started_at,
         },
         now,
     )?;
+    if tokens.refresh_token.is_none() {
+        cookies.extend(provider_jar.clear(CookieKind::RefreshToken));
+    }
+    if tokens.id_token.is_none() {
+        cookies.extend(provider_jar.clear(CookieKind::IdToken));
+    }
+    if !joins {
+        for other in jar.provider_jars() {
+            if other.provider_id() != provider_jar.provider_id()
+                && other.read(headers).has(CookieKind::AccessToken)
+            {
+                cookies.extend(other.clear_session());
+            }
+        }
+    }
     cookies.extend(remove);
-    tracing::info!(provider = %provider.id(), "login completed");
-    Ok((cookies, csrf))
+    tracing::info!(
+        provider = %provider.id(),
+        joined = joins,
+        "login completed"
+    );
+    Ok(SignedIn {
+        cookies,
+        csrf,
+        started_at: started_at.unwrap_or(now),
+    })
 }

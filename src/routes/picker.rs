@@ -164,13 +164,14 @@ pub async fn callback(
         .and_then(|completed| {
             login::session_cookies(
                 &state.jar,
+                req.headers(),
                 completed,
                 remove.clone(),
                 state.jar.clock().now(),
             )
         });
     Ok(match outcome {
-        Ok((cookies, _csrf)) => see_other(&target, cookies),
+        Ok(signed) => see_other(&target, signed.cookies),
         Err(error) => {
             tracing::info!(code = %error.code(), reason = %error, "server-side login failed");
             let mut failed = target;
@@ -220,7 +221,7 @@ fn see_other(target: &Url, cookies: Vec<Cookie<'static>>) -> HttpResponse {
 }
 
 /// These query parameters, each at most once (RFC 6749 §3.1: parameters must not repeat).
-fn query_params<const N: usize>(
+pub(super) fn query_params<const N: usize>(
     query: &str,
     names: [&str; N],
 ) -> Result<[Option<String>; N], ApiError> {

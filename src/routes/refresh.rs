@@ -5,6 +5,7 @@
 //! idle clock, and the jar refuses it (`session_expired`, cookies cleared) once the session is
 //! idle or past its absolute lifetime, before any grant: an idle session cannot be revived here.
 
+use super::lifetime::provider_param;
 use crate::cookies::CookieKind;
 use crate::csrf::require_csrf;
 use crate::error::{error_with_cookies, ApiError};
@@ -18,7 +19,10 @@ pub async fn refresh(
     state: web::Data<AppState>,
     client: web::Data<HttpClient>,
 ) -> Result<HttpResponse, ApiError> {
-    let jar = &state.jar;
+    // `?provider=`: which of the browser's sessions (by default, the default provider's).
+    let jar = state
+        .jar
+        .requested(provider_param(&req)?.as_deref(), req.headers())?;
     let cookies = jar.read(req.headers());
     let csrf = require_csrf(req.headers(), &cookies, jar)?;
     let rt: RefreshTokenCookie = jar.open_required(&cookies, CookieKind::RefreshToken)?;
@@ -36,7 +40,7 @@ pub async fn refresh(
                 return Err(denied.error);
             }
             tracing::info!(provider = %provider.id(), "refresh token rejected; session ended");
-            return Ok(error_with_cookies(denied.error, jar.clear_all()));
+            return Ok(error_with_cookies(denied.error, state.jar.clear_all()));
         }
     };
     // The session's start as its cookies tell it: a refresh never moves the absolute end.

@@ -8,6 +8,7 @@
 //! `userinfo_source = "auto"` (the default), the ID token's claims: an access token issued for
 //! an API is refused by most userinfo endpoints however often it is refreshed.
 
+use super::lifetime::provider_param;
 use crate::config::UserInfoSource;
 use crate::cookies::{CookieKind, RequestCookies};
 use crate::error::ApiError;
@@ -26,7 +27,10 @@ pub async fn user_info(
     state: web::Data<AppState>,
     client: web::Data<HttpClient>,
 ) -> Result<HttpResponse, ApiError> {
-    let jar = &state.jar;
+    // `?provider=`: which of the browser's sessions (by default, the default provider's).
+    let jar = state
+        .jar
+        .requested(provider_param(&req)?.as_deref(), req.headers())?;
     let cookies = jar.read(req.headers());
     let at: AccessTokenCookie = jar.open_required(&cookies, CookieKind::AccessToken)?;
     let provider = state.providers.for_session(&at.provider)?;
@@ -210,7 +214,9 @@ pub async fn claims(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let jar = &state.jar;
+    let jar = state
+        .jar
+        .requested(provider_param(&req)?.as_deref(), req.headers())?;
     let cookies = jar.read(req.headers());
     let Some(claims) = sealed_id_token_claims(jar, &cookies, None, Strictness::Refuse)? else {
         // No ID-token cookie at all: a session with a provider that issued no ID token (404

@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use actix_web::cookie::Cookie;
 use actix_web::http::header::HeaderMap;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a session cookie did not open: the seal refused it, or its session is over.
@@ -30,15 +31,27 @@ enum Closed {
 }
 
 /// Cookie policy, sealer and clock: everything needed to open and write session cookies.
+///
+/// A browser may hold a session with several providers at once: the application's jar holds
+/// the default provider's session under today's names, and one jar per other provider
+/// ([`SessionJar::for_provider`]) holds that provider's under its own names
+/// ([`CookiePolicy::for_provider`]). All share the sealer, the clock and the lifetimes.
 #[derive(Debug)]
 pub struct SessionJar {
     policy: CookiePolicy,
-    sealer: Sealer,
+    sealer: Arc<Sealer>,
     clock: Clock,
     /// The idle and absolute lifetimes of sessions, and whether their cookies persist.
     lifetimes: Lifetimes,
     /// How long a login in progress may take (`cookies.login_timeout`).
     login_timeout: i64,
+    /// The provider whose session this jar's names hold: a session cookie sealed for another
+    /// provider does not open here (a cookie renamed to another provider's name would otherwise
+    /// hand that provider's token to this one's routes). `None`: a jar built without providers
+    /// (unit tests), which opens any.
+    provider: Option<String>,
+    /// The jars of the other providers, in configuration order (only in the application's jar).
+    others: Vec<SessionJar>,
 }
 
 impl SessionJar {
@@ -51,10 +64,92 @@ impl SessionJar {
     ) -> Self {
         Self {
             policy,
-            sealer,
+            sealer: Arc::new(sealer),
             clock,
             lifetimes,
             login_timeout: login_timeout.as_secs() as i64,
+            provider: None,
+            others: Vec::new(),
+        }
+    }
+
+    /// This jar for the default provider `default`, with a jar for each of the `others` (their
+    /// session cookies named with `_<id>`).
+    pub fn with_providers<'p>(
+        mut self,
+        default: &str,
+        others: impl IntoIterator<Item = &'p str>,
+    ) -> Self {
+        self.provider = Some(default.to_string());
+        self.others = others
+            .into_iter()
+            .filter(|id| *id != default)
+            .map(|id| SessionJar {
+                policy: self.policy.for_provider(id),
+                sealer: Arc::clone(&self.sealer),
+                clock: self.clock.clone(),
+                lifetimes: self.lifetimes,
+                login_timeout: self.login_timeout,
+                provider: Some(id.to_string()),
+                others: Vec::new(),
+            })
+            .collect();
+        self
+    }
+
+    /// The jar that holds this provider's session: this one for the default provider (or when
+    /// the jar was built without providers), `None` for an id that is not configured.
+    pub fn for_provider(&self, id: &str) -> Option<&SessionJar> {
+        match &self.provider {
+            None => Some(self),
+            Some(own) if own == id => Some(self),
+            Some(_) => self
+                .others
+                .iter()
+                .find(|j| j.provider.as_deref() == Some(id)),
+        }
+    }
+
+    /// Every provider's jar: this one (the default provider's) first, then the others in
+    /// configuration order.
+    pub fn provider_jars(&self) -> impl Iterator<Item = &SessionJar> {
+        std::iter::once(self).chain(self.others.iter())
+    }
+
+    /// The provider whose session this jar holds (`None` for a jar built without providers).
+    pub fn provider_id(&self) -> Option<&str> {
+        self.provider.as_deref()
+    }
+
+    /// The jar of the session a request that names no provider uses: the default provider's
+    /// when the request carries its access-token cookie; else the first other provider's whose
+    /// access-token cookie it carries (a browser signed in with one non-default provider only,
+    /// as every browser was before sessions with several providers); else the default's.
+    pub fn default_for(&self, headers: &HeaderMap) -> &SessionJar {
+        if self.others.is_empty() || self.read(headers).has(CookieKind::AccessToken) {
+            return self;
+        }
+        self.others
+            .iter()
+            .find(|j| j.read(headers).has(CookieKind::AccessToken))
+            .unwrap_or(self)
+    }
+
+    /// The jar of the session a request asks for: the named provider's (an unknown id is the
+    /// SPA's mistake: 400), or [`SessionJar::default_for`] when it names none.
+    pub fn requested(
+        &self,
+        id: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<&SessionJar, ApiError> {
+        match id {
+            None => Ok(self.default_for(headers)),
+            Some(id) => self.for_provider(id).ok_or_else(|| {
+                ApiError::InvalidRequest(format!(
+                    "no identity provider is configured with the id `{}`",
+                    crate::oauth::http::safe_code(id)
+                ))
+            }),
         }
     }
 
@@ -118,11 +213,43 @@ impl SessionJar {
         let Some(value) = self.unseal::<T>(cookies, kind).map_err(Closed::Seal)? else {
             return Ok(None);
         };
+        if let (Some(own), Some(sealed)) = (&self.provider, value.provider()) {
+            if own != sealed {
+                // Authentic, but another provider's session under this one's names (renamed,
+                // or written before sessions were named per provider): refused like any
+                // value that is not this cookie's.
+                tracing::warn!(
+                    cookie = %self.policy.name(kind),
+                    "a session cookie holds another provider's session than its name says; refused"
+                );
+                return Err(Closed::Seal(SealError::Invalid));
+            }
+        }
         let times = value.times().unwrap_or_default();
         match self.lifetimes.ended(times, self.clock.now()) {
             None => Ok(Some(value)),
+            Some(Ended::Idle) if self.kept_alive_by_csrf(cookies, &value) => Ok(Some(value)),
             Some(ended) => Err(Closed::Ended(ended)),
         }
+    }
+
+    /// Whether an access-token cookie past its idle time belongs to a browser session that is
+    /// still active: its CSRF cookie (one per browser, renewed by calls to any provider's routes)
+    /// opens, is of the same session, and is not idle. Without it, a user busy with one
+    /// provider's APIs would find the session with another provider ended for idleness. Only
+    /// read on this rare path; the next renewal re-seals the access-token cookie.
+    fn kept_alive_by_csrf<T: Sealed>(&self, cookies: &RequestCookies<'_>, value: &T) -> bool {
+        let Some(sid) = value.sid() else {
+            return false;
+        };
+        let Ok(Some(csrf)) = self.unseal::<CsrfCookie>(cookies, CookieKind::Csrf) else {
+            return false;
+        };
+        csrf.sid == *sid
+            && self
+                .lifetimes
+                .ended(csrf.times().unwrap_or_default(), self.clock.now())
+                .is_none()
     }
 
     /// Opens a session cookie the request may lack: `Ok(None)` when none was sent. A cookie
@@ -170,9 +297,14 @@ impl SessionJar {
         cookies: &RequestCookies<'_>,
         kind: CookieKind,
     ) -> Result<T, ApiError> {
-        self.open(cookies, kind)?.ok_or(ApiError::Unauthorized(
-            "no session cookie was sent; sign in first (and send requests with credentials included)",
-        ))
+        self.open(cookies, kind)?.ok_or_else(|| match &self.provider {
+            Some(provider) => ApiError::NoSession {
+                provider: provider.clone(),
+            },
+            None => ApiError::Unauthorized(
+                "no session cookie was sent; sign in first (and send requests with credentials included)",
+            ),
+        })
     }
 
     /// The cookie when it opens, `None` when it was not sent or cannot be opened: only for
@@ -501,16 +633,25 @@ impl SessionJar {
         self.policy.clear(kind)
     }
 
-    /// Cookies that remove every token-handler cookie everywhere.
+    /// Cookies that remove every token-handler cookie everywhere: every provider's session
+    /// (when called on the application's jar), the CSRF and login cookies.
     pub fn clear_all(&self) -> Vec<Cookie<'static>> {
-        self.policy.clear_all()
+        let mut out = self.policy.clear_all();
+        out.extend(self.others.iter().flat_map(|j| j.policy.clear_session()));
+        out
+    }
+
+    /// Cookies that remove this jar's provider's session cookies only (access, refresh and ID
+    /// token at every path they are written at): a logout from one provider.
+    pub fn clear_session(&self) -> Vec<Cookie<'static>> {
+        self.policy.clear_session()
     }
 
     /// As [`SessionJar::clear_all`], plus the cookie of every login flow this request carried
     /// (their names are only known from the request; browsers send them to the login path only,
     /// elsewhere they expire with their short Max-Age).
     pub fn clear_all_sent(&self, cookies: &RequestCookies<'_>) -> Vec<Cookie<'static>> {
-        let mut out = self.policy.clear_all();
+        let mut out = self.clear_all();
         out.extend(self.policy.clear_login_flows(cookies));
         out
     }
@@ -536,6 +677,7 @@ mod tests {
     use super::*;
     use crate::oauth::id_token::StepUp;
     use crate::secret::{random_token, Token};
+    use crate::session::SessionId;
     use actix_web::http::header::{self, HeaderValue};
 
     fn jar() -> SessionJar {
@@ -671,6 +813,83 @@ mod tests {
             jar.find_login(&cookies, "state-new"),
             LoginLookup::OtherLogins
         ));
+    }
+
+    #[test]
+    fn a_providers_session_opens_only_in_its_own_jar_and_stays_alive_with_the_browsers() {
+        let jar = jar().with_providers("default", ["default", "drive"]);
+        let drive = jar.for_provider("drive").expect("drive jar");
+        assert_eq!(drive.provider_id(), Some("drive"));
+        assert_eq!(
+            drive.policy().name(CookieKind::AccessToken),
+            "__Host-th-at_drive"
+        );
+        assert!(jar.for_provider("nope").is_none());
+        let now = jar.clock().now();
+        let old = now - jar.lifetimes().idle - 10;
+        let tokens: crate::oauth::token::TokenResponse =
+            serde_json::from_value(serde_json::json!({"access_token": "at", "expires_in": 300}))
+                .expect("tokens");
+        let seal = |j: &SessionJar, provider, sid: &SessionId, csrf: Option<&Token>, at: i64| {
+            j.seal_at(
+                NewSession {
+                    provider,
+                    sid,
+                    tokens: &tokens,
+                    previous_refresh_token: None,
+                    sub: None,
+                    csrf,
+                    received: None,
+                    started_at: Some(old),
+                },
+                at,
+            )
+            .expect("seal")
+        };
+        let open_drive = |cookies: &[Cookie<'static>]| -> Result<AccessTokenCookie, ApiError> {
+            let headers = header_of(cookies);
+            drive.open_required(&drive.read(&headers), CookieKind::AccessToken)
+        };
+        let sid = SessionId::new();
+        let csrf = random_token();
+        // Drive's access-token cookie last renewed past the idle timeout; the browser's CSRF
+        // cookie renewed now by calls to the default provider's routes.
+        let drive_idle = seal(drive, "drive", &sid, None, old);
+        let default_now = seal(&jar, "default", &sid, Some(&csrf), now);
+        let both: Vec<Cookie<'static>> = drive_idle.iter().chain(&default_now).cloned().collect();
+        assert_eq!(open_drive(&both).expect("kept alive").provider, "drive");
+        // Alone, or with another session's CSRF cookie: idle is idle.
+        let alone = open_drive(&drive_idle);
+        assert!(matches!(alone, Err(ApiError::SessionExpired)), "{alone:?}");
+        let other = seal(&jar, "default", &SessionId::new(), Some(&csrf), now);
+        let spliced: Vec<Cookie<'static>> = drive_idle.iter().chain(&other).cloned().collect();
+        let spliced = open_drive(&spliced);
+        assert!(
+            matches!(spliced, Err(ApiError::SessionExpired)),
+            "{spliced:?}"
+        );
+        // The default provider's session renamed to drive's names: refused, never opened.
+        let renamed: Vec<Cookie<'static>> = default_now
+            .iter()
+            .cloned()
+            .map(|mut c| {
+                if c.name() == "__Host-th-at" {
+                    c.set_name("__Host-th-at_drive");
+                }
+                c
+            })
+            .collect();
+        let renamed = open_drive(&renamed);
+        assert!(
+            matches!(renamed, Err(ApiError::Unauthorized(_))),
+            "{renamed:?}"
+        );
+        // None sent: the error names the provider.
+        let none = open_drive(&[]);
+        assert!(
+            matches!(&none, Err(ApiError::NoSession { provider }) if provider == "drive"),
+            "{none:?}"
+        );
     }
 
     #[test]

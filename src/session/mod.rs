@@ -29,6 +29,17 @@ pub trait Sealed: DeserializeOwned {
     fn times(&self) -> Option<SessionTimes> {
         None
     }
+
+    /// The provider whose session this cookie holds, checked against the name it came under
+    /// (a jar per provider); `None` for cookies every provider's session shares (CSRF).
+    fn provider(&self) -> Option<&str> {
+        None
+    }
+
+    /// The session this cookie belongs to; `None` for a login in progress.
+    fn sid(&self) -> Option<&SessionId> {
+        None
+    }
 }
 
 impl Sealed for LoginState {}
@@ -76,6 +87,14 @@ pub struct AccessTokenCookie {
 }
 
 impl Sealed for AccessTokenCookie {
+    fn provider(&self) -> Option<&str> {
+        Some(&self.provider)
+    }
+
+    fn sid(&self) -> Option<&SessionId> {
+        Some(&self.sid)
+    }
+
     fn times(&self) -> Option<SessionTimes> {
         Some(SessionTimes {
             started_at: self.started_at,
@@ -121,6 +140,14 @@ pub struct RefreshTokenCookie {
 }
 
 impl Sealed for RefreshTokenCookie {
+    fn provider(&self) -> Option<&str> {
+        Some(&self.provider)
+    }
+
+    fn sid(&self) -> Option<&SessionId> {
+        Some(&self.sid)
+    }
+
     fn times(&self) -> Option<SessionTimes> {
         Some(SessionTimes {
             started_at: self.started_at,
@@ -142,6 +169,14 @@ pub struct IdTokenCookie {
 }
 
 impl Sealed for IdTokenCookie {
+    fn provider(&self) -> Option<&str> {
+        Some(&self.provider)
+    }
+
+    fn sid(&self) -> Option<&SessionId> {
+        Some(&self.sid)
+    }
+
     fn times(&self) -> Option<SessionTimes> {
         Some(SessionTimes {
             started_at: self.started_at,
@@ -166,6 +201,10 @@ pub struct CsrfCookie {
 }
 
 impl Sealed for CsrfCookie {
+    fn sid(&self) -> Option<&SessionId> {
+        Some(&self.sid)
+    }
+
     fn times(&self) -> Option<SessionTimes> {
         Some(SessionTimes {
             started_at: self.started_at,

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 /// What the coordination produced for one refresh token.
 pub enum Coordinated<T> {
     /// Another replica's grant, shared through the store.
-    Shared(Refreshed),
+    Shared(Box<Refreshed>),
     /// This replica performed the grant (it held the lock).
     Granted(T),
 }
@@ -75,6 +75,8 @@ impl SharedResult {
                 expires_in: self.expires_in,
                 refresh_token: self.refresh_token,
                 id_token: self.id_token,
+                // Only a token exchange answers with one; a refresh grant's is not kept.
+                issued_token_type: None,
             },
             sub: self.sub,
             expires_at: self.expires_at,
@@ -203,14 +205,14 @@ impl Coordination<'_> {
         let mut poll = POLL_FIRST;
         loop {
             if let Some(r) = self.stored().await? {
-                return Ok(Coordinated::Shared(r));
+                return Ok(Coordinated::Shared(Box::new(r)));
             }
             if let Some(value) = self.lock().await? {
                 // The winner may have stored its result and released the lock between our look
                 // and our lock: look once more before redeeming.
                 if let Some(r) = self.stored().await? {
                     let _ = self.release(&value).await;
-                    return Ok(Coordinated::Shared(r));
+                    return Ok(Coordinated::Shared(Box::new(r)));
                 }
                 let outcome = grant().await;
                 if let Some(r) = shareable(&outcome) {

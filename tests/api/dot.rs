@@ -115,16 +115,18 @@ async fn each_client_authentication_method_through_a_whole_session() {
 
         // Refresh: django-oauth-toolkit rotates the refresh token and revokes the old one.
         let rt1: RefreshTokenCookie =
-            app.unseal(Purpose::RefreshToken, &browser.jar.value("th-auth"));
-        let at1: AccessTokenCookie = app.unseal(Purpose::AccessToken, &browser.jar.value("th-at"));
+            app.unseal(Purpose::RefreshToken, &browser.jar.session_value("th-auth"));
+        let at1: AccessTokenCookie =
+            app.unseal(Purpose::AccessToken, &browser.jar.session_value("th-at"));
         let refreshed = browser.post("/refresh", "").await;
         assert_eq!(refreshed.status, 204, "{id}: {:?}", refreshed.body);
         let last = op.last_client_auth().await;
         assert_eq!(last["grant_type"], "refresh_token", "{id}: {last}");
         assert_eq!(last["method"], method, "{id}: {last}");
         let rt2: RefreshTokenCookie =
-            app.unseal(Purpose::RefreshToken, &browser.jar.value("th-auth"));
-        let at2: AccessTokenCookie = app.unseal(Purpose::AccessToken, &browser.jar.value("th-at"));
+            app.unseal(Purpose::RefreshToken, &browser.jar.session_value("th-auth"));
+        let at2: AccessTokenCookie =
+            app.unseal(Purpose::AccessToken, &browser.jar.session_value("th-at"));
         assert_ne!(
             rt1.token, rt2.token,
             "{id}: the refresh token was not rotated"

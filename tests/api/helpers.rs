@@ -755,6 +755,8 @@ pub struct RouteConfig {
     audience: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<String>,
 }
 
 impl RouteConfig {
@@ -777,6 +779,7 @@ impl RouteConfig {
             resource: None,
             audience: None,
             scope: None,
+            provider: None,
         }
     }
 
@@ -813,6 +816,8 @@ impl RouteConfig {
         audience,
         /// `scope`: a narrower scope for the route's token.
         scope,
+        /// `provider`: whose session's token the route forwards.
+        provider,
     }
 
     pub fn strip_prefix(mut self) -> Self {
@@ -1026,6 +1031,21 @@ impl Jar {
         self.named(name)
             .first()
             .unwrap_or_else(|| panic!("no {name} cookie"))
+            .value()
+            .to_string()
+    }
+
+    /// The value of a session cookie of one provider, whichever it is: `th-at` for the default
+    /// provider, `th-at_<id>` for another (a browser signed in with one provider).
+    pub fn session_value(&self, name: &str) -> String {
+        let prefix = format!("{name}_");
+        self.cookies
+            .iter()
+            .find(|c| {
+                let base = base_name(c.name());
+                base == name || (base.starts_with(&prefix) && !base.contains('.'))
+            })
+            .unwrap_or_else(|| panic!("no {name} cookie of any provider"))
             .value()
             .to_string()
     }

@@ -14,6 +14,7 @@ mod chunking {
     use crate::upstream::Upstream;
     use awc::http::Method;
     use serde_json::{json, Value};
+    use token_handler::crypto::CookieKey;
 
     /// A provider whose access and ID tokens have at least `bytes` characters (refresh tokens
     /// `refresh` characters).
@@ -147,24 +148,31 @@ mod chunking {
         let small = TestProvider::start().await;
         let upstream = Upstream::start_many(&[&big.issuer, &small.issuer]).await;
         let scope = "openid profile email offline_access";
-        let app = TestApp::spawn_with(
-            &TestConfig::with_providers([
-                ProviderConfig::spa_client("big", &big.issuer)
-                    .scope(scope)
-                    .require_iss(),
-                ProviderConfig::spa_client("small", &small.issuer)
-                    .scope(scope)
-                    .require_iss(),
-            ])
-            .route(RouteConfig::new("/api", &upstream.address)),
-        )
-        .await;
+        // One provider, `p`, whose tokens shrink between two logins: two replicas sharing the
+        // cookie key, the second configured with a provider that issues small tokens. (A login
+        // with another provider would add a session of its own, under other names.)
+        let key = CookieKey::generate_text();
+        let config = |issuer: &str| {
+            TestConfig::with_providers([ProviderConfig::spa_client("p", issuer)
+                .scope(scope)
+                .require_iss()])
+            .route(RouteConfig::new("/api", &upstream.address))
+            .key(&key)
+        };
+        let app = TestApp::spawn_with(&config(&big.issuer)).await;
         let mut browser = app.browser();
         assert_eq!(browser.login("alice").await.status, 200);
         assert!(chunks(&browser).len() > 10, "{:?}", our_cookies(&browser));
 
         // Signing in again, with small tokens this time.
-        let url = browser.start_login(r#"{"provider":"small"}"#).await;
+        let app = TestApp::spawn_with(&config(&small.issuer)).await;
+        let mut browser = {
+            let mut next = app.browser();
+            next.jar = browser.jar.clone();
+            next.csrf = browser.csrf.clone();
+            next
+        };
+        let url = browser.start_login("").await;
         let callback = provider_login(&url, "bob").await;
         let resp = browser.end_login(&callback).await;
         assert_eq!(resp.status, 200, "{:?}", resp.body);

@@ -16,6 +16,7 @@ mod github;
 mod helpers;
 mod hostile;
 mod large_tokens;
+mod multi_provider;
 mod narrowed;
 mod operations;
 mod picker;
