@@ -113,6 +113,7 @@ struct RawConfig {
     rate_limit: RawRateLimit,
     #[serde(default)]
     telemetry: RawTelemetry,
+    #[serde(default)]
     store: RawStore,
 }
 
