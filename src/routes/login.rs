@@ -240,6 +240,7 @@ pub(super) fn session_cookies(
         provider,
         tokens,
         sub,
+        op_sid,
     } = completed;
     let csrf: Token = random_token();
     let sid = SessionId::new();
@@ -250,6 +251,7 @@ pub(super) fn session_cookies(
             tokens: &tokens,
             previous_refresh_token: None,
             sub,
+            op_sid,
             csrf: Some(&csrf),
             received: None,
             started_at: None,

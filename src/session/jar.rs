@@ -216,6 +216,8 @@ impl SessionJar {
                 sid: session.sid.clone(),
                 started_at: Some(started_at),
                 active_at: Some(now),
+                sub: session.sub.clone(),
+                op_sid: session.op_sid.clone(),
             },
         )?;
         let refresh = session
@@ -234,6 +236,7 @@ impl SessionJar {
                     sub: session.sub.clone(),
                     sid: session.sid.clone(),
                     started_at: Some(started_at),
+                    op_sid: session.op_sid.clone(),
                 },
             )?);
         }
@@ -302,6 +305,8 @@ impl SessionJar {
                 sid: at.sid.clone(),
                 started_at: Some(started_at),
                 active_at: Some(now),
+                sub: at.sub.clone(),
+                op_sid: at.op_sid.clone(),
             },
         )?;
         if let Some(csrf) = csrf {
