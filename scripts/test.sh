@@ -21,6 +21,14 @@ if ! command -v nginx >/dev/null; then
 fi
 nginx -v
 
+step "redis-server (Debian's package; the shared-store tests run it on loopback)"
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+fi
+redis-server --version
+
 step "format"
 cargo fmt --all -- --check
 

@@ -272,11 +272,44 @@ async fn check(config: Config) -> ExitCode {
             }
         }
     }
+    if !check_store(config).await {
+        failed = true;
+    }
     if failed {
         say!("check failed");
         ExitCode::from(1)
     } else {
         say!("check passed");
         ExitCode::SUCCESS
+    }
+}
+
+/// `check`'s line about `[store]`: off, or whether it answers `PING` (with the URL's host, never
+/// the password). Returns false when a configured store does not answer.
+async fn check_store(config: &Config) -> bool {
+    let Some(store) = &config.store else {
+        say!("store:       off (each replica coordinates refreshes on its own)");
+        return true;
+    };
+    let place = format!(
+        "{}://{}:{}",
+        store.url.scheme(),
+        store.url.host_str().unwrap_or(""),
+        store.url.port().unwrap_or(6379)
+    );
+    let answer = match crate::store::Store::connect(store) {
+        Ok(handle) => handle.ping().await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(()) => {
+            say!("store:       {place} answers (PING)");
+            true
+        }
+        Err(e) => {
+            say!("store:       {place}");
+            say!("  error: store.url: the store does not answer: {e}");
+            false
+        }
     }
 }

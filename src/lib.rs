@@ -41,4 +41,5 @@ pub mod secret;
 pub mod session;
 pub mod startup;
 pub mod state;
+pub mod store;
 pub mod telemetry;

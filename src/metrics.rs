@@ -54,6 +54,12 @@ pub struct ProviderLabel {
     pub provider: String,
 }
 
+/// A shared-store operation (a fixed word from src/store/, e.g. `refresh_lock`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub op: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CookieLabel {
     pub cookie: String,
@@ -71,6 +77,7 @@ pub struct Metrics {
     pub cookie_bytes: Family<CookieLabel, Histogram>,
     pub cookie_chunks: Family<CookieLabel, Histogram>,
     pub provider_ready: Family<ProviderLabel, Gauge>,
+    pub store_errors: Family<OpLabel, Counter>,
 }
 
 fn latency() -> Histogram {
@@ -140,6 +147,12 @@ impl Metrics {
             "1 while a provider's metadata is loaded (logins with it can start), else 0, by provider id",
             provider_ready.clone(),
         );
+        let store_errors = Family::<OpLabel, Counter>::default();
+        registry.register(
+            "store_errors",
+            "Shared-store commands that failed or timed out, by operation (the request went on without the store)",
+            store_errors.clone(),
+        );
         Self {
             registry,
             requests,
@@ -151,6 +164,7 @@ impl Metrics {
             cookie_bytes,
             cookie_chunks,
             provider_ready,
+            store_errors,
         }
     }
 

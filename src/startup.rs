@@ -35,7 +35,10 @@ impl Application {
         let workers = config.server.workers;
         let grace = config.server.shutdown_grace;
         let connect_timeout = config.server.connect_timeout;
-        let state = web::Data::new(AppState::new(config, clock));
+        let state = AppState::new(config, clock)
+            .with_store()
+            .map_err(|e| std::io::Error::other(format!("store: {e}")))?;
+        let state = web::Data::new(state);
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             let base_path = app_state.config.server.base_path.as_str().to_string();

@@ -11,6 +11,7 @@ use crate::oauth::Providers;
 use crate::rate_limit::LoginLimiter;
 use crate::refresh::{Refresher, TokenSource};
 use crate::session::SessionJar;
+use crate::store::{Store, StoreError};
 
 /// Shared by all workers (behind `web::Data`, an `Arc`).
 #[derive(Debug)]
@@ -24,6 +25,8 @@ pub struct AppState {
     pub refresher: Refresher,
     /// Per-client-address limits on `login/start` and `login/end`.
     pub login_limiter: LoginLimiter,
+    /// The store shared by the replicas (`[store]`), once connected ([`AppState::with_store`]).
+    pub store: Option<Store>,
 }
 
 impl AppState {
@@ -83,8 +86,18 @@ impl AppState {
             refresher: Refresher::new(clock.clone(), config.proxy.refresh_ahead),
             clock,
             login_limiter: LoginLimiter::new(config.login_rate),
+            store: None,
             config,
         }
+    }
+
+    /// Connects the configured store, if any (lazily: a store that is down now is picked up
+    /// when it answers). Needs a tokio runtime, so it runs in startup rather than in `new`.
+    pub fn with_store(mut self) -> Result<Self, StoreError> {
+        if let Some(config) = &self.config.store {
+            self.store = Some(Store::connect(config)?);
+        }
+        Ok(self)
     }
 }
 

@@ -29,6 +29,7 @@ mod rate_limit;
 #[cfg(test)]
 mod reference;
 mod server;
+mod store;
 mod web;
 
 pub use cookies::{CookieConfig, SameSite};
@@ -46,6 +47,7 @@ pub use proxy::{
 };
 pub use rate_limit::LoginRate;
 pub use server::{BasePath, IpNet, ServerConfig};
+pub use store::StoreConfig;
 pub use web::{ReturnTargets, TrustedOrigins, WebConfig, MAX_RETURN_TO};
 
 use cookies::RawCookies;
@@ -57,6 +59,7 @@ use rate_limit::RawRateLimit;
 use serde::Deserialize;
 use server::RawServer;
 use std::path::Path;
+use store::RawStore;
 use url::Url;
 use web::RawWeb;
 
@@ -101,6 +104,8 @@ struct RawConfig {
     forward_auth: RawListener,
     #[serde(default)]
     rate_limit: RawRateLimit,
+    #[serde(default)]
+    store: RawStore,
 }
 
 /// The whole validated configuration. Debug output never contains a secret.
@@ -122,6 +127,8 @@ pub struct Config {
     pub secret_files: Vec<SecretFile>,
     /// Per-client-address limits on starting and ending logins; `None`: off.
     pub login_rate: Option<LoginRate>,
+    /// The store shared by the replicas (`[store]`); `None`: off, each replica on its own.
+    pub store: Option<StoreConfig>,
 }
 
 impl Config {
@@ -192,6 +199,7 @@ impl TryFrom<RawConfig> for Config {
         let providers = provider::providers(raw.providers, &mut secret_files)?;
         let proxy = validate_proxy(raw.proxy, raw.routes, base_path, &cookies.path)?;
         let login_rate = Option::<LoginRate>::try_from(raw.rate_limit)?;
+        let store = raw.store.validate(&mut secret_files)?;
         let metrics_listen = Option::<String>::from(raw.metrics);
         let forward_auth_listen = Option::<String>::from(raw.forward_auth);
         if forward_auth_listen.is_none() && !proxy.forward_auth_paths.is_empty() {
@@ -211,6 +219,7 @@ impl TryFrom<RawConfig> for Config {
             forward_auth_listen,
             secret_files,
             login_rate,
+            store,
         })
     }
 }

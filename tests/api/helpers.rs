@@ -157,6 +157,8 @@ pub struct TestConfig {
     proxy: Option<ProxyConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     forward_auth: Option<ListenerConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<StoreSection>,
     providers: Vec<ProviderConfig>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     routes: Vec<RouteConfig>,
@@ -220,6 +222,12 @@ impl ListenerConfig {
     }
 }
 
+/// `[store]`: the shared Redis (tests/api/redis.rs starts one).
+#[derive(Clone, Serialize)]
+struct StoreSection {
+    url: String,
+}
+
 #[derive(Clone, Default, Serialize)]
 struct ProxyConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -264,6 +272,7 @@ impl TestConfig {
             metrics: None,
             proxy: None,
             forward_auth: None,
+            store: None,
             providers: providers.into_iter().collect(),
             routes: Vec::new(),
         }
@@ -359,6 +368,14 @@ impl TestConfig {
             .get_or_insert_with(ProxyConfig::default)
             .forward_auth_paths = paths.iter().map(|p| p.to_string()).collect();
         self.forward_auth = Some(ListenerConfig::any_port());
+        self
+    }
+
+    /// `[store] url` (e.g. a [`crate::redis::RedisServer`]'s).
+    pub fn store(mut self, url: &str) -> Self {
+        self.store = Some(StoreSection {
+            url: url.to_string(),
+        });
         self
     }
 
