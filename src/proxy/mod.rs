@@ -122,6 +122,10 @@ async fn proxy(
     if found.route.allow_bearer && own_bearer && !has_session_cookie {
         return forward::forward(req, body, client, &relay, None, Vec::new()).await;
     }
+    // A session ended by a back-channel logout or `sessions revoke` (issue 16).
+    if let Err(e) = crate::store::ended::check_request(state, cookies).await {
+        return refusal(jar, e.into());
+    }
 
     match session_token(
         req.method(),

@@ -64,6 +64,10 @@ pub async fn forward_auth(
         return e.error_response();
     }
     let cookies = state.jar.read(req.headers());
+    // A session ended by a back-channel logout or `sessions revoke` (issue 16).
+    if let Err(e) = crate::store::ended::check_request(&state, &cookies).await {
+        return refusal(&state.jar, e.into());
+    }
     let source = state.token_source();
     match session_token(&method, req.headers(), &cookies, &source, &client.0).await {
         Ok(usable) => {

@@ -7,6 +7,7 @@
 //! [`lifetime`]) and `GET /providers` (which providers a user may choose, see [`picker`]). Forward auth (`GET /auth`) is an agent endpoint too, but
 //! mounted on its own listener by [`crate::startup`], never under the public base path.
 
+pub mod backchannel;
 mod body;
 mod forward_auth;
 mod lifetime;
@@ -31,6 +32,7 @@ pub fn configure(base_path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
     move |cfg| {
         cfg.service(
             web::scope(base_path)
+                .wrap(middleware::from_fn(crate::store::ended::agent_check))
                 .wrap(middleware::from_fn(lifetime::clear_ended))
                 .wrap(middleware::from_fn(origin_policy))
                 .service(

@@ -12,6 +12,8 @@
 //! is made lazily and re-made after a failure, so a store that starts later, or comes back
 //! after a restart, is picked up without restarting token-handler.
 
+pub mod ended;
+
 use crate::config::StoreConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, IntoConnectionInfo};

@@ -98,6 +98,11 @@ const DEFAULTS = {
   // and ID tokens padded to at least n characters with a random `pad` claim (profile scope,
   // also in userinfo), like Entra ID tokens with group claims. See "big tokens" below.
   bigTokens: null,
+  // --- back-channel logout (tests/api/backchannel.rs) ---
+  // true: OIDC Back-Channel Logout 1.0 (features.backchannelLogout). A client registered with
+  // backchannel_logout_uri (and backchannel_logout_session_required: true for `sid` in its ID
+  // tokens) is sent a Logout Token there when the user signs out at the end-session endpoint.
+  backchannelLogout: false,
 };
 
 // The scopes the provider knows; with jwtAccessTokens they are also the resource server's
@@ -125,7 +130,7 @@ const cfg = { ...DEFAULTS, ...userConfig };
 for (const key of ['accessTokenTtl', 'idTokenTtl', 'refreshTokenTtl', 'authorizationCodeTtl', 'sessionTtl']) {
   if (!Number.isInteger(cfg[key]) || cfg[key] <= 0) fail(`OIDC_CONFIG.${key} must be a positive integer (seconds)`);
 }
-for (const key of ['rotateRefreshToken', 'issueRefreshToken', 'expiresWithSession', 'conformIdTokenClaims', 'omitIss']) {
+for (const key of ['rotateRefreshToken', 'issueRefreshToken', 'expiresWithSession', 'conformIdTokenClaims', 'omitIss', 'backchannelLogout']) {
   if (typeof cfg[key] !== 'boolean') fail(`OIDC_CONFIG.${key} must be a boolean`);
 }
 if (!Array.isArray(cfg.clients) || cfg.clients.length === 0) fail('OIDC_CONFIG.clients must be a non-empty array');
@@ -521,6 +526,7 @@ try {
       // Without jwtAccessTokens: oidc-provider's defaults (enabled, but no resource server is
       // known, so a `resource` parameter is refused with invalid_target; opaque tokens).
       ...(jwtResource ? { resourceIndicators: jwtResourceIndicators(jwtResource) } : {}),
+      ...(cfg.backchannelLogout ? { backchannelLogout: { enabled: true } } : {}),
       rpInitiatedLogout: {
         enabled: true,
         async logoutSource(ctx, form) {
