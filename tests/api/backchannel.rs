@@ -238,6 +238,7 @@ async fn sessions_revoke_ends_every_session_of_the_user() {
     let op = TestProvider::start().await;
     let config = TestConfig::new(&op.issuer)
         .store(&redis.url())
+        .forward_auth(&["/gw"])
         .store_key("revocation_cache", "200ms")
         .store_key("admin_listen", "127.0.0.1:0");
     let a = TestApp::spawn_with(&config).await;
@@ -251,6 +252,22 @@ async fn sessions_revoke_ends_every_session_of_the_user() {
     for br in [&mut alice1, &mut alice2, &mut bob] {
         assert_eq!(br.get("/userInfo").await.status, 200);
     }
+    // Forward auth, as a gateway asks it for alice's API call.
+    let gateway_auth = |cookies: String| {
+        let mut gateway = Browser::new(&a.forward_auth_address.clone().expect("listener"));
+        async move {
+            gateway
+                .raw(
+                    awc::http::Method::GET,
+                    "/auth",
+                    None,
+                    &[("cookie", &cookies), ("x-original-method", "GET")],
+                )
+                .await
+        }
+    };
+    let alice_cookies = alice1.jar.header_for("/gw/orders");
+    assert_eq!(gateway_auth(alice_cookies.clone()).await.status, 200);
 
     // The admin listener.
     let admin = a.admin_address.clone().expect("admin listener");
@@ -262,6 +279,7 @@ async fn sessions_revoke_ends_every_session_of_the_user() {
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(resp.json::<Value>().await.expect("json")["revoked"], true);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_ended(&gateway_auth(alice_cookies).await, "forward auth for alice");
     assert_ended(&alice1.get("/userInfo").await, "alice on A");
     assert_ended(&alice2.get("/session").await, "alice on B");
     assert_eq!(bob.get("/userInfo").await.status, 200, "another user");
