@@ -31,6 +31,9 @@ fn main() -> std::process::ExitCode {
         sid: SessionId::new(),
         started_at: Some(now),
         active_at: Some(now),
+        // As a login with an OpenID provider seals them (back-channel logout).
+        sub: Some("bench-user".into()),
+        op_sid: Some("bench-provider-session".into()),
     };
     match Sealer::new(ring).seal(Purpose::AccessToken, i64::MAX / 2, &value) {
         Ok(sealed) => {

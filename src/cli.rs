@@ -40,6 +40,23 @@ enum Command {
         #[arg(long)]
         explain: bool,
     },
+    /// Sessions kept track of in the shared store (`[store]`).
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// End every session of a user at a provider, on every replica, through the list of ended
+    /// sessions in the store (needs `[store]`). Sessions that start later are not affected.
+    Revoke {
+        /// The provider's `id` in the configuration.
+        #[arg(long)]
+        provider: String,
+        /// The user's `sub` (the ID token's subject) at that provider.
+        #[arg(long)]
+        sub: String,
+    },
 }
 
 /// Prints a line of `check` output; a closed pipe (`check | head`) is not an error.
@@ -101,6 +118,13 @@ pub fn main() -> ExitCode {
             };
             actix_web::rt::System::new().block_on(check(config))
         }
+        Command::Sessions(SessionsCommand::Revoke { provider, sub }) => {
+            let config = match load(cli.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            actix_web::rt::System::new().block_on(revoke_sessions(config, provider, sub))
+        }
     }
 }
 
@@ -125,6 +149,31 @@ async fn run(config: Config) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("token-handler: server error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `sessions revoke`: marks every session of `sub` at `provider` as ended in the store.
+async fn revoke_sessions(config: Config, provider: String, sub: String) -> ExitCode {
+    if !config.providers.iter().any(|p| p.id == provider) {
+        eprintln!("token-handler: no provider `{provider}` is configured");
+        return ExitCode::from(2);
+    }
+    if sub.is_empty() {
+        eprintln!("token-handler: --sub must not be empty");
+        return ExitCode::from(2);
+    }
+    match crate::store::ended::revoke_from_cli(&config, &provider, &sub).await {
+        Ok(cache) => {
+            println!(
+                "ended every session of that user at `{provider}`: refused on every replica within {} (store.revocation_cache)",
+                humantime::format_duration(cache)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("token-handler: sessions revoke failed: {e}");
             ExitCode::from(1)
         }
     }

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub cookie_chunks: Family<CookieLabel, Histogram>,
     pub provider_ready: Family<ProviderLabel, Gauge>,
     pub store_errors: Family<OpLabel, Counter>,
+    /// Logout checks the store did not answer (`[store] on_error` decided the request).
+    pub logout_check_failures: Counter,
 }
 
 fn latency() -> Histogram {
@@ -153,7 +155,14 @@ impl Metrics {
             "Shared-store commands that failed or timed out, by operation (the request went on without the store)",
             store_errors.clone(),
         );
+        let logout_check_failures = Counter::default();
+        registry.register(
+            "logout_check_failures",
+            "Checks of a session against the list of ended sessions that the store did not answer ([store] on_error decided)",
+            logout_check_failures.clone(),
+        );
         Self {
+            logout_check_failures,
             registry,
             requests,
             request_duration,

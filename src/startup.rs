@@ -18,6 +18,8 @@ pub struct Application {
     server: Server,
     metrics: Option<(Server, u16)>,
     forward_auth: Option<(Server, u16)>,
+    /// The admin listener (`[store] admin_listen`): `POST /sessions/revoke`.
+    admin: Option<(Server, u16)>,
     port: u16,
     state: web::Data<AppState>,
 }
@@ -61,6 +63,7 @@ impl Application {
                     &base_path,
                     callback_path.as_deref(),
                 ))
+                .configure(routes::backchannel::configure(&base_path))
                 .configure(routes::configure(&base_path))
                 .default_service(web::to(crate::proxy::handle))
         })
@@ -107,10 +110,12 @@ impl Application {
                 })?)
             }
         };
+        let admin = admin_listener(&state, grace, connect_timeout)?;
         Ok(Self {
             server: server.run(),
             metrics,
             forward_auth,
+            admin,
             port,
             state,
         })
@@ -131,6 +136,11 @@ impl Application {
         self.forward_auth.as_ref().map(|(_, p)| *p)
     }
 
+    /// The admin listener's port, when `[store] admin_listen` is set.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|(_, p)| *p)
+    }
+
     /// The shared state (tests read the clock and keys through it).
     pub fn state(&self) -> web::Data<AppState> {
         self.state.clone()
@@ -147,7 +157,7 @@ impl Application {
         });
         let keys = actix_web::rt::spawn(crate::rotation::watch_keys_file(self.state.clone()));
         let sweep = actix_web::rt::spawn(crate::rate_limit::sweep(self.state.clone()));
-        let side: Vec<_> = [self.metrics, self.forward_auth]
+        let side: Vec<_> = [self.metrics, self.forward_auth, self.admin]
             .into_iter()
             .flatten()
             .map(|(server, _)| {
@@ -165,6 +175,39 @@ impl Application {
         sweep.abort();
         result
     }
+}
+
+/// The admin listener (`[store] admin_listen`), when configured: `POST /sessions/revoke` ends
+/// every session of a user ([`routes::backchannel::revoke`]). It has no authentication of its
+/// own: like the metrics listener, it must be reachable only from the operator's network.
+fn admin_listener(
+    state: &web::Data<AppState>,
+    grace: std::time::Duration,
+    connect_timeout: std::time::Duration,
+) -> std::io::Result<Option<(Server, u16)>> {
+    let Some(addr) = state
+        .config
+        .store
+        .as_ref()
+        .and_then(|s| s.admin_listen.clone())
+    else {
+        return Ok(None);
+    };
+    let admin_state = state.clone();
+    side_listener(&addr, 1, grace, move || {
+        App::new()
+            .app_data(admin_state.clone())
+            .app_data(web::Data::new(HttpClient(build_client(connect_timeout))))
+            .app_data(RouteLabel("admin"))
+            .wrap(middleware::DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
+            .wrap(middleware::from_fn(log_request))
+            .route(
+                "/sessions/revoke",
+                web::post().to(routes::backchannel::revoke),
+            )
+            .default_service(web::to(routes::not_found))
+    })
+    .map(Some)
 }
 
 /// A listener beside the public one (metrics, forward auth), running its own small app.

@@ -31,6 +31,8 @@ pub struct AppState {
     pub assertions: Option<crate::proxy::AssertionSigner>,
     /// The store shared by the replicas (`[store]`), once connected ([`AppState::with_store`]).
     pub store: Option<Store>,
+    /// The list of ended sessions' per-replica side (`[store]`; [`AppState::ended_sessions`]).
+    pub ended: Option<crate::store::ended::EndedSessions>,
 }
 
 impl AppState {
@@ -39,7 +41,8 @@ impl AppState {
     pub fn route_label(&self, path: &str) -> String {
         let base = self.config.server.base_path.as_str();
         if let Some(endpoint) = path.strip_prefix(base) {
-            const ENDPOINTS: [&str; 9] = [
+            const ENDPOINTS: [&str; 10] = [
+                "/backchannel-logout",
                 "/login",
                 "/providers",
                 "/login/start",
@@ -97,6 +100,7 @@ impl AppState {
             login_limiter: LoginLimiter::new(config.login_rate),
             assertions: assertion_signer(&config),
             store: None,
+            ended: crate::store::ended::EndedSessions::for_config(&config),
             config,
         }
     }
@@ -153,3 +157,13 @@ fn default_provider(config: &Config) -> &str {
 /// The outbound HTTP client of one worker (awc clients are not `Send`, so each worker has its
 /// own; they share nothing but the caches in [`Providers`]).
 pub struct HttpClient(pub awc::Client);
+
+impl AppState {
+    /// The store and the list of ended sessions, when `[store]` is configured
+    /// ([`crate::store::ended`]); `None` in the stateless mode.
+    pub fn ended_sessions(
+        &self,
+    ) -> Option<(&crate::store::Store, &crate::store::ended::EndedSessions)> {
+        self.store.as_ref().zip(self.ended.as_ref())
+    }
+}

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use url::Url;
 
+use crate::store::ended::OnError;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawStore {
@@ -23,6 +25,11 @@ pub(super) struct RawStore {
     #[serde(deserialize_with = "duration")]
     command_timeout: Duration,
     key_prefix: String,
+    // The list of ended sessions (src/store/ended.rs).
+    #[serde(deserialize_with = "duration")]
+    revocation_cache: Duration,
+    on_error: OnError,
+    admin_listen: String,
 }
 
 impl Default for RawStore {
@@ -35,6 +42,9 @@ impl Default for RawStore {
             // the request goes on without it (per-replica coordination) rather than waiting.
             command_timeout: Duration::from_millis(500),
             key_prefix: "th:".into(),
+            revocation_cache: Duration::from_secs(2),
+            on_error: OnError::Open,
+            admin_listen: String::new(),
         }
     }
 }
@@ -51,6 +61,12 @@ pub struct StoreConfig {
     pub command_timeout: Duration,
     /// Prepended to every key, so several deployments can share one server.
     pub key_prefix: String,
+    /// How long each replica keeps its answer to "was this session ended?".
+    pub revocation_cache: Duration,
+    /// What a store that does not answer means for that check.
+    pub on_error: OnError,
+    /// `host:port` of the admin listener (`POST /sessions/revoke`); `None`: off.
+    pub admin_listen: Option<String>,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -61,6 +77,9 @@ impl std::fmt::Debug for StoreConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("key_prefix", &self.key_prefix)
+            .field("revocation_cache", &self.revocation_cache)
+            .field("on_error", &self.on_error)
+            .field("admin_listen", &self.admin_listen)
             .finish()
     }
 }
@@ -153,6 +172,9 @@ impl RawStore {
             connect_timeout: self.connect_timeout,
             command_timeout: self.command_timeout,
             key_prefix: self.key_prefix,
+            revocation_cache: self.revocation_cache,
+            on_error: self.on_error,
+            admin_listen: Some(self.admin_listen.trim().to_string()).filter(|a| !a.is_empty()),
         }))
     }
 }

@@ -82,6 +82,8 @@ pub struct Completed<'p> {
     pub provider: &'p Provider,
     pub tokens: TokenResponse,
     pub sub: Option<String>,
+    /// The ID token's `sid`, the provider's session (OIDC Back-Channel Logout 1.0 §2.1).
+    pub op_sid: Option<String>,
 }
 
 /// Completes the login this callback answers: the provider's error becomes the SPA's, a code
@@ -128,9 +130,9 @@ pub async fn complete<'p>(
         tracing::info!(provider = %provider.id(), "ignoring an ID token from a login without the openid scope");
         tokens.id_token = None;
     }
-    let sub = match &tokens.id_token {
-        Some(id_token) => Some(
-            provider
+    let (sub, op_sid) = match &tokens.id_token {
+        Some(id_token) => {
+            let claims = provider
                 .verify_login_id_token(
                     client,
                     &metadata,
@@ -139,20 +141,21 @@ pub async fn complete<'p>(
                     login.step_up,
                     now,
                 )
-                .await?
-                .sub,
-        ),
+                .await?;
+            (Some(claims.sub), claims.sid)
+        }
         None if provider.config.is_openid() => {
             return Err(ApiError::AuthorizationError(
                 "the provider returned no ID token although the openid scope was requested".into(),
             ))
         }
-        None => None,
+        None => (None, None),
     };
     Ok(Completed {
         provider,
         tokens,
         sub,
+        op_sid,
     })
 }
 

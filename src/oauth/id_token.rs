@@ -139,6 +139,10 @@ pub struct IdTokenClaims {
     pub acr: Option<String>,
     /// When the user authenticated (OIDC Core §2), Unix seconds.
     pub auth_time: Option<i64>,
+    /// The provider's session id (OIDC Back-Channel Logout 1.0 §2.1), sealed into the session
+    /// so a logout token naming it ends this session.
+    #[serde(default)]
+    pub sid: Option<String>,
 }
 
 /// The operator's step-up requirements for a login (configured `acr_values` and `max_age`),
@@ -332,6 +336,7 @@ mod tests {
             azp: None,
             acr: None,
             auth_time: None,
+            sid: None,
         }
     }
 

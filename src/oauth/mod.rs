@@ -12,6 +12,7 @@ pub mod error_code;
 pub mod http;
 pub mod id_token;
 pub mod jwks;
+pub mod logout_token;
 pub mod metadata;
 pub mod narrow;
 pub mod pkce;

@@ -261,6 +261,52 @@ impl Provider {
     }
 }
 
+impl Provider {
+    /// Validates a back-channel Logout Token this provider issued (OIDC Back-Channel Logout 1.0
+    /// §2.6), with the same key rules as its ID tokens (§2.4: signed like them). `Err` carries
+    /// the reason for the log; the caller answers the provider `invalid_request` whatever it is.
+    pub async fn verify_logout_token(
+        &self,
+        client: &awc::Client,
+        metadata: &ProviderMetadata,
+        token: &str,
+        now: i64,
+    ) -> Result<super::logout_token::LogoutClaims, String> {
+        use super::logout_token;
+        let signing = &self.config.id_token_signing;
+        let (alg, kid) = logout_token::header(token, signing).map_err(|e| e.to_string())?;
+        let key = match signing.client_secret_key() {
+            Some(key) => key,
+            None => {
+                let reject = |reason: &dyn std::fmt::Display| {
+                    ApiError::AuthorizationError(reason.to_string())
+                };
+                self.jwks_key(client, metadata, kid.as_deref(), alg, &reject)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        };
+        logout_token::verify(
+            token,
+            alg,
+            &key,
+            &logout_token::Expected {
+                issuer: &metadata.issuer,
+                client_id: &self.config.client_id,
+                now,
+            },
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// Whether a token claiming this issuer and these audiences could be this provider's: its
+    /// issuer (as discovered) and our client id among the audiences. Only chooses which
+    /// provider verifies a logout token; nothing is trusted before [`Self::verify_logout_token`].
+    pub fn may_have_issued(&self, metadata: &ProviderMetadata, iss: &str, aud: &[String]) -> bool {
+        metadata.issuer == iss && aud.contains(&self.config.client_id)
+    }
+}
+
 /// What the client is told when an ID token is refused, whatever the reason (logged).
 pub const ID_TOKEN_REJECTED: &str =
     "the identity provider's ID token was not accepted; the token-handler log says why";

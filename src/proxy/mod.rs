@@ -163,6 +163,10 @@ async fn proxy(
         Ok(access::Caller::Session) => {}
         Err(denied) => return refusal(jar, denied),
     }
+    // A session ended by a back-channel logout or `sessions revoke` (issue 16).
+    if let Err(e) = crate::store::ended::check_request(state, jar, cookies).await {
+        return refusal(jar, e.into());
+    }
     // Before the token: a refresh below rewrites the cookies, which a refusal here would lose.
     let signer = state.assertions.as_ref();
     relay.identity = match identity::values(found.route, jar, cookies, signer) {

@@ -52,6 +52,8 @@ pub const MAX_CHAIN: usize = 3;
 pub struct Refreshed {
     pub tokens: TokenResponse,
     pub sub: Option<String>,
+    /// The provider's session id the session keeps ([`NewSession::op_sid`]).
+    pub op_sid: Option<String>,
     /// Expiry of the new access token, by our clock.
     pub expires_at: Option<i64>,
     /// When the grant answered, by our clock.
@@ -79,6 +81,7 @@ impl Refreshed {
             tokens: &self.tokens,
             previous_refresh_token: Some(self.refresh_token.clone()),
             sub: self.sub.clone(),
+            op_sid: self.op_sid.clone(),
             csrf,
             // The grant's time, not the time of the request that picked the result up.
             received: Some(Received {
@@ -327,8 +330,11 @@ async fn grant(
         .map_err(|e| RefreshFailure::Unavailable(e.to_string()))?;
     let tokens = token::refresh(client, &provider.config, &metadata, &rt.token).await?;
     let now = clock.now();
+    // The provider's session id is the login's; a refreshed ID token restating it (OIDC Core
+    // §12.2) names the same session, and one from a refresh-only session fills it in.
+    let mut op_sid = rt.op_sid.clone();
     if let Some(id_token) = &tokens.id_token {
-        provider
+        let claims = provider
             .verify_id_token(
                 client,
                 &metadata,
@@ -339,6 +345,7 @@ async fn grant(
             )
             .await
             .map_err(|e| RefreshFailure::BadIdToken(e.to_string()))?;
+        op_sid = op_sid.or(claims.sid);
     }
     tracing::info!(provider = %provider.id(), "tokens refreshed");
     Ok(Arc::new(Refreshed {
@@ -350,6 +357,7 @@ async fn grant(
             .unwrap_or_else(|| rt.token.clone()),
         tokens,
         sub: rt.sub.clone(),
+        op_sid,
     }))
 }
 
@@ -394,6 +402,7 @@ mod tests {
             refresh_token: Token::new("rt2"),
             tokens,
             sub: None,
+            op_sid: None,
         };
         let sid = SessionId::new();
         let started = clock.now() - 3600;
@@ -416,5 +425,83 @@ mod tests {
         // The session's start is carried over; the idle clock starts at the write.
         assert_eq!(at.started_at, Some(started));
         assert_eq!(at.active_at, Some(clock.now()));
+        // No ID token, no provider session: nothing for back-channel logout to match.
+        assert_eq!((at.sub, at.op_sid), (None, None));
+    }
+
+    /// The provider's `sub` and `sid` sealed at login survive a refresh, in the access-token
+    /// and refresh-token cookies, so a back-channel logout still finds the session.
+    #[test]
+    fn a_refresh_keeps_the_provider_session() {
+        use crate::cookies::{CookieKind, CookiePolicy};
+        use crate::crypto::Sealer;
+        use crate::session::{AccessTokenCookie, SessionJar};
+
+        let toml = crate::config::test_toml("", crate::config::TEST_PROVIDER);
+        let config = crate::config::Config::from_toml(&toml, Vec::new()).expect("valid");
+        let clock = Clock::default();
+        let jar = SessionJar::new(
+            CookiePolicy::for_config(&config),
+            Sealer::new(config.cookies.keys.clone()),
+            clock.clone(),
+            crate::session::Lifetimes::new(&config.cookies),
+            Duration::from_secs(600),
+        );
+        let tokens: TokenResponse = serde_json::from_value(serde_json::json!({
+            "access_token": "at", "expires_in": 300, "refresh_token": "rt2"
+        }))
+        .expect("token response");
+        let refreshed = Refreshed {
+            expires_at: access_token_expiry(&tokens, clock.now()),
+            received_at: clock.now(),
+            refresh_token: Token::new("rt2"),
+            tokens,
+            sub: Some("alice".into()),
+            op_sid: Some("op-session".into()),
+        };
+        let sid = SessionId::new();
+        let cookies = jar
+            .seal(refreshed.session("p", &sid, None, Some(clock.now())))
+            .expect("seal");
+        let value = |kind: CookieKind| {
+            let name = jar.policy().name(kind).to_string();
+            cookies
+                .iter()
+                .find(|c| c.name() == name)
+                .expect("cookie")
+                .value()
+                .to_string()
+        };
+        let at: AccessTokenCookie = jar
+            .sealer()
+            .unseal(
+                CookieKind::AccessToken.purpose(),
+                clock.now(),
+                &value(CookieKind::AccessToken),
+            )
+            .expect("unseal");
+        assert_eq!(at.sub.as_deref(), Some("alice"));
+        assert_eq!(at.op_sid.as_deref(), Some("op-session"));
+        let rt: RefreshTokenCookie = jar
+            .sealer()
+            .unseal(
+                CookieKind::RefreshToken.purpose(),
+                clock.now(),
+                &value(CookieKind::RefreshToken),
+            )
+            .expect("unseal");
+        assert_eq!(rt.op_sid.as_deref(), Some("op-session"));
+        // And the idle-clock renewal re-seals them too.
+        let renewed = jar.renew(&at, None).expect("renew");
+        let at2: AccessTokenCookie = jar
+            .sealer()
+            .unseal(
+                CookieKind::AccessToken.purpose(),
+                clock.now(),
+                renewed[0].value(),
+            )
+            .expect("unseal");
+        assert_eq!(at2.op_sid.as_deref(), Some("op-session"));
+        assert_eq!(at2.sub.as_deref(), Some("alice"));
     }
 }

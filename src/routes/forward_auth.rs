@@ -72,6 +72,10 @@ pub async fn forward_auth(
         jar,
         ..state.token_source()
     };
+    // A session ended by a back-channel logout or `sessions revoke` (issue 16).
+    if let Err(e) = crate::store::ended::check_request(&state, jar, &cookies).await {
+        return refusal(jar, e.into());
+    }
     match session_token(&method, req.headers(), &cookies, &source, &client.0).await {
         Ok(usable) => {
             let Ok(value) =

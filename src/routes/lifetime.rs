@@ -118,7 +118,7 @@ pub async fn session_info(
 
 /// The `provider` query parameter of an agent endpoint that serves one provider's session
 /// (`/userInfo`, `/claims`, `/session`, `/refresh`), at most once; `None` when absent.
-pub(super) fn provider_param(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+pub(crate) fn provider_param(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let [provider] = super::picker::query_params(req.query_string(), ["provider"])?;
     Ok(provider)
 }

@@ -262,6 +262,7 @@ pub(super) fn session_cookies(
         provider,
         tokens,
         sub,
+        op_sid,
     } = completed;
     let Some(provider_jar) = jar.for_provider(provider.id()) else {
         tracing::error!(provider = %provider.id(), "no cookie names for a configured provider");
@@ -280,6 +281,7 @@ pub(super) fn session_cookies(
             tokens: &tokens,
             previous_refresh_token: None,
             sub,
+            op_sid,
             csrf: Some(&csrf),
             received: None,
             started_at,

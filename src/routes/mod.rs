@@ -7,6 +7,7 @@
 //! [`lifetime`]) and `GET /providers` (which providers a user may choose, see [`picker`]). Forward auth (`GET /auth`) is an agent endpoint too, but
 //! mounted on its own listener by [`crate::startup`], never under the public base path.
 
+pub mod backchannel;
 mod body;
 mod forward_auth;
 mod lifetime;
@@ -18,6 +19,7 @@ mod session;
 
 pub use body::{JsonBody, MAX_BODY_BYTES};
 pub use forward_auth::forward_auth;
+pub(crate) use lifetime::provider_param;
 
 use crate::error::ApiError;
 use crate::origin::origin_policy;
@@ -31,6 +33,7 @@ pub fn configure(base_path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
     move |cfg| {
         cfg.service(
             web::scope(base_path)
+                .wrap(middleware::from_fn(crate::store::ended::agent_check))
                 .wrap(middleware::from_fn(lifetime::clear_ended))
                 .wrap(middleware::from_fn(origin_policy))
                 .service(

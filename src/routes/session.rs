@@ -240,6 +240,8 @@ mod tests {
             sid: SessionId::new(),
             started_at: None,
             active_at: None,
+            sub: None,
+            op_sid: None,
         }
     }
 

@@ -348,6 +348,8 @@ impl SessionJar {
                 sid: session.sid.clone(),
                 started_at: Some(started_at),
                 active_at: Some(now),
+                sub: session.sub.clone(),
+                op_sid: session.op_sid.clone(),
             },
         )?;
         let refresh = session
@@ -366,6 +368,7 @@ impl SessionJar {
                     sub: session.sub.clone(),
                     sid: session.sid.clone(),
                     started_at: Some(started_at),
+                    op_sid: session.op_sid.clone(),
                 },
             )?);
         }
@@ -458,6 +461,8 @@ impl SessionJar {
                 sid: at.sid.clone(),
                 started_at: Some(started_at),
                 active_at: Some(now),
+                sub: at.sub.clone(),
+                op_sid: at.op_sid.clone(),
             },
         )?;
         if let Some(csrf) = csrf {
@@ -838,6 +843,7 @@ mod tests {
                     tokens: &tokens,
                     previous_refresh_token: None,
                     sub: None,
+                    op_sid: None,
                     csrf,
                     received: None,
                     started_at: Some(old),

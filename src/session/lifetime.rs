@@ -330,6 +330,7 @@ mod jar_tests {
             tokens: &tokens,
             previous_refresh_token: None,
             sub: None,
+            op_sid: None,
             csrf: Some(&Token::new("csrf")),
             received: None,
             started_at,

@@ -84,6 +84,13 @@ pub struct AccessTokenCookie {
     /// When the idle clock was last renewed (Unix seconds, our clock).
     #[serde(default)]
     pub active_at: Option<i64>,
+    /// The ID token's `sub` and `sid` ([`NewSession::op_sid`]): which user and which session
+    /// at the provider, so a back-channel logout or `sessions revoke` can end this session.
+    /// `None` in cookies sealed before they existed (such sessions cannot be ended that way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_sid: Option<String>,
 }
 
 impl Sealed for AccessTokenCookie {
@@ -137,6 +144,9 @@ pub struct RefreshTokenCookie {
     /// to the refresh and logout endpoints (and API paths), so it carries no idle clock.
     #[serde(default)]
     pub started_at: Option<i64>,
+    /// The provider's session id ([`AccessTokenCookie::op_sid`]), carried over by refreshes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_sid: Option<String>,
 }
 
 impl Sealed for RefreshTokenCookie {
@@ -268,6 +278,8 @@ pub struct NewSession<'a> {
     /// Kept when the provider did not rotate the refresh token.
     pub previous_refresh_token: Option<Token>,
     pub sub: Option<String>,
+    /// The ID token's `sid` at login (OIDC Back-Channel Logout 1.0 §2.1), kept by refreshes.
+    pub op_sid: Option<String>,
     /// The CSRF value to (re)seal; `None` leaves the `-csrf` cookie as it is.
     pub csrf: Option<&'a Token>,
     /// When the tokens were received and when the access token expires, by our clock; `None`

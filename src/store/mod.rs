@@ -12,6 +12,7 @@
 //! is made lazily and re-made after a failure, so a store that starts later, or comes back
 //! after a restart, is picked up without restarting token-handler.
 
+pub mod ended;
 pub mod refresh;
 
 use crate::config::StoreConfig;

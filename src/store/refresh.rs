@@ -47,6 +47,9 @@ struct SharedResult {
     id_token: Option<Token>,
     kept_refresh_token: Token,
     sub: Option<String>,
+    /// The provider's session id (`sid`), so a replica that reuses the result keeps it sealed.
+    #[serde(default)]
+    op_sid: Option<String>,
     expires_at: Option<i64>,
     received_at: i64,
 }
@@ -62,6 +65,7 @@ impl SharedResult {
             id_token: r.tokens.id_token.clone(),
             kept_refresh_token: r.refresh_token.clone(),
             sub: r.sub.clone(),
+            op_sid: r.op_sid.clone(),
             expires_at: r.expires_at,
             received_at: r.received_at,
         }
@@ -79,6 +83,7 @@ impl SharedResult {
                 issued_token_type: None,
             },
             sub: self.sub,
+            op_sid: self.op_sid,
             expires_at: self.expires_at,
             received_at: self.received_at,
             refresh_token: self.kept_refresh_token,
@@ -279,6 +284,7 @@ mod tests {
         Refreshed {
             tokens,
             sub: Some("alice".into()),
+            op_sid: Some("op-session".into()),
             expires_at: Some(1_300),
             received_at: 1_000,
             refresh_token: Token::new("rt-2"),

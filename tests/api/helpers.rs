@@ -239,9 +239,16 @@ impl ListenerConfig {
 }
 
 /// `[store]`: the shared Redis (tests/api/redis.rs starts one).
-#[derive(Clone, Serialize)]
+#[derive(Clone, Default, Serialize)]
 struct StoreSection {
     url: String,
+    // The list of ended sessions (tests/api/backchannel.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revocation_cache: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_listen: Option<String>,
 }
 
 #[derive(Clone, Default, Serialize)]
@@ -409,7 +416,21 @@ impl TestConfig {
     pub fn store(mut self, url: &str) -> Self {
         self.store = Some(StoreSection {
             url: url.to_string(),
+            ..Default::default()
         });
+        self
+    }
+
+    /// `[store] revocation_cache`, `on_error` or `admin_listen` (after [`TestConfig::store`]).
+    pub fn store_key(mut self, key: &str, value: &str) -> Self {
+        let store = self.store.as_mut().expect("call .store(url) first");
+        let value = Some(value.to_string());
+        match key {
+            "revocation_cache" => store.revocation_cache = value,
+            "on_error" => store.on_error = value,
+            "admin_listen" => store.admin_listen = value,
+            other => panic!("no [store] key {other} in the test config"),
+        }
         self
     }
 
@@ -858,6 +879,8 @@ pub struct TestApp {
     pub metrics_address: Option<String>,
     /// The forward-auth listener, when the configuration enables it.
     pub forward_auth_address: Option<String>,
+    /// The admin listener (`[store] admin_listen`), when the configuration enables it.
+    pub admin_address: Option<String>,
 }
 
 impl TestApp {
@@ -881,6 +904,7 @@ impl TestApp {
         let forward_auth_address = app
             .forward_auth_port()
             .map(|p| format!("http://127.0.0.1:{p}"));
+        let admin_address = app.admin_port().map(|p| format!("http://127.0.0.1:{p}"));
         let state = app.state();
         actix_web::rt::spawn(app.run_until_stopped());
         Self {
@@ -888,6 +912,7 @@ impl TestApp {
             state,
             metrics_address,
             forward_auth_address,
+            admin_address,
         }
     }
 
@@ -1285,11 +1310,21 @@ pub async fn follow_provider_pages(
     redirect_uri: &str,
     answer: impl Fn(&str) -> (String, String),
 ) -> (String, Jar) {
+    follow_provider_pages_with(authorization_url, redirect_uri, Jar::default(), answer).await
+}
+
+/// As [`follow_provider_pages`], starting with the provider's cookies `jar` (its session, e.g.
+/// to sign out at its end-session endpoint).
+pub async fn follow_provider_pages_with(
+    authorization_url: &str,
+    redirect_uri: &str,
+    mut jar: Jar,
+    answer: impl Fn(&str) -> (String, String),
+) -> (String, Jar) {
     let client = awc::Client::builder()
         .disable_redirects()
         .timeout(Duration::from_secs(20))
         .finish();
-    let mut jar = Jar::default();
     let mut url = authorization_url.to_string();
     let mut form: Option<String> = None;
     for _ in 0..12 {

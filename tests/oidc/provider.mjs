@@ -101,6 +101,11 @@ const DEFAULTS = {
   bigTokens: null,
   // null: no narrowed per-API tokens. See narrowing.mjs (resource indicators, token exchange).
   narrowing: null,
+  // --- back-channel logout (tests/api/backchannel.rs) ---
+  // true: OIDC Back-Channel Logout 1.0 (features.backchannelLogout). A client registered with
+  // backchannel_logout_uri (and backchannel_logout_session_required: true for `sid` in its ID
+  // tokens) is sent a Logout Token there when the user signs out at the end-session endpoint.
+  backchannelLogout: false,
 };
 
 // The scopes the provider knows; with jwtAccessTokens they are also the resource server's
@@ -128,7 +133,7 @@ const cfg = { ...DEFAULTS, ...userConfig };
 for (const key of ['accessTokenTtl', 'idTokenTtl', 'refreshTokenTtl', 'authorizationCodeTtl', 'sessionTtl']) {
   if (!Number.isInteger(cfg[key]) || cfg[key] <= 0) fail(`OIDC_CONFIG.${key} must be a positive integer (seconds)`);
 }
-for (const key of ['rotateRefreshToken', 'issueRefreshToken', 'expiresWithSession', 'conformIdTokenClaims', 'omitIss']) {
+for (const key of ['rotateRefreshToken', 'issueRefreshToken', 'expiresWithSession', 'conformIdTokenClaims', 'omitIss', 'backchannelLogout']) {
   if (typeof cfg[key] !== 'boolean') fail(`OIDC_CONFIG.${key} must be a boolean`);
 }
 if (!Array.isArray(cfg.clients) || cfg.clients.length === 0) fail('OIDC_CONFIG.clients must be a non-empty array');
@@ -529,6 +534,7 @@ try {
       // known, so a `resource` parameter is refused with invalid_target; opaque tokens).
       ...(jwtResource ? { resourceIndicators: jwtResourceIndicators(jwtResource) } : {}),
       ...(narrowing ? narrowing.features : {}),
+      ...(cfg.backchannelLogout ? { backchannelLogout: { enabled: true } } : {}),
       rpInitiatedLogout: {
         enabled: true,
         async logoutSource(ctx, form) {
