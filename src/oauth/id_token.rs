@@ -320,7 +320,7 @@ fn check_step_up(claims: &IdTokenClaims, step_up: &StepUp, now: i64) -> Result<(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const NOW: i64 = 1_800_000_000;
@@ -408,7 +408,7 @@ mod tests {
 
     /// The tests below run the whole of [`header`] and [`verify`] on tokens signed by a test
     /// key: the cases a real provider cannot be made to produce.
-    mod signed {
+    pub(crate) mod signed {
         use super::*;
         use base64::engine::general_purpose::URL_SAFE_NO_PAD;
         use base64::Engine;
@@ -421,8 +421,9 @@ mod tests {
         const CLIENT: &str = "spa";
         const CLIENT_SECRET: &[u8] = b"the-client-secret";
 
-        /// A fresh P-256 key pair, as a provider's ES256 signing key and its JWK.
-        fn key_pair() -> (EncodingKey, DecodingKey) {
+        /// A fresh P-256 key pair, as a provider's ES256 signing key and its JWK (also the
+        /// logout-token tests' provider key).
+        pub(crate) fn key_pair() -> (EncodingKey, DecodingKey) {
             let secret = loop {
                 if let Ok(key) = p256::SecretKey::from_slice(&rand::random::<[u8; 32]>()) {
                     break key;

@@ -274,34 +274,15 @@ impl SeenJtis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oauth::id_token::tests::signed::key_pair;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use jsonwebtoken::{encode, EncodingKey, Header};
-    use p256::elliptic_curve::sec1::ToEncodedPoint;
-    use p256::pkcs8::EncodePrivateKey;
     use serde_json::json;
 
     const NOW: i64 = 1_800_000_000;
     const ISSUER: &str = "https://op.example";
     const CLIENT: &str = "spa";
-
-    fn key_pair() -> (EncodingKey, DecodingKey) {
-        let secret = loop {
-            if let Ok(key) = p256::SecretKey::from_slice(&rand::random::<[u8; 32]>()) {
-                break key;
-            }
-        };
-        let der = secret.to_pkcs8_der().expect("der");
-        let point = secret.public_key().to_encoded_point(false);
-        let (x, y) = (
-            URL_SAFE_NO_PAD.encode(point.x().expect("x")),
-            URL_SAFE_NO_PAD.encode(point.y().expect("y")),
-        );
-        (
-            EncodingKey::from_ec_der(der.as_bytes()),
-            DecodingKey::from_ec_components(&x, &y).expect("public key"),
-        )
-    }
 
     fn good() -> Value {
         json!({
