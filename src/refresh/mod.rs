@@ -235,7 +235,10 @@ async fn grant(
         .metadata(client)
         .await
         .map_err(|e| RefreshFailure::Unavailable(e.to_string()))?;
-    let tokens = token::refresh(client, &provider.config, &metadata, &rt.token).await?;
+    let tokens = {
+        let _slot = provider.calls().acquire().await;
+        token::refresh(client, &provider.config, &metadata, &rt.token).await?
+    };
     let now = clock.now();
     if let Some(id_token) = &tokens.id_token {
         provider

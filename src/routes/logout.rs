@@ -80,6 +80,7 @@ pub async fn logout(
             at.as_ref().map(|a| (&a.token, "access_token")),
         ];
         for (token, hint) in tokens.into_iter().flatten() {
+            let _slot = provider.calls().acquire().await;
             match crate::oauth::token::revoke(&client.0, &provider.config, endpoint, token, hint)
                 .await
             {

@@ -24,6 +24,7 @@ mod pyprovider;
 mod readiness;
 mod replicas;
 mod sessions;
+mod storm;
 mod streaming;
 mod tabs;
 mod upstream;

@@ -21,6 +21,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as tty from 'node:tty';
+import { handleInFlight } from './inflight.mjs';
 
 // oidc-provider prints its notices with console.info (stdout). stdout is reserved for
 // the single issuer line, so route every console method to stderr *before* importing it.
@@ -98,6 +99,8 @@ const DEFAULTS = {
   // and ID tokens padded to at least n characters with a random `pad` claim (profile scope,
   // also in userinfo), like Entra ID tokens with group claims. See "big tokens" below.
   bigTokens: null,
+  // Issue 17 (inflight.mjs): milliseconds every token endpoint answer is held back.
+  tokenDelayMs: 0,
 };
 
 // The scopes the provider knows; with jwtAccessTokens they are also the resource server's
@@ -308,6 +311,7 @@ server = http.createServer(serverOptions, (req, res) => {
     if (req.url.startsWith('?')) req.url = `/${req.url}`;
   }
   const path = (req.url || '/').split('?')[0];
+  if (handleInFlight(req, res, path, cfg.tokenDelayMs)) return;
   if (path === '/test/last-token-request' && req.method === 'GET') {
     res.writeHead(lastTokenRequest ? 200 : 404, { 'content-type': 'application/json', 'cache-control': 'no-store' });
     res.end(JSON.stringify(lastTokenRequest || { error: 'no token request yet' }));
