@@ -5,8 +5,9 @@
 //! and every one of them would open its own connection to the token endpoint. An identity
 //! provider under such a stampede slows down or sheds load for every client it serves, so each
 //! provider gets a counting semaphore shared by all workers: a call beyond the bound waits for
-//! a free slot (fair, first come first served) instead of being refused. The wait is part of
-//! the call's time: the caller's own `timeout` around it still applies.
+//! a free slot (fair, first come first served) instead of being refused. The wait comes before
+//! the call: each call's own `timeout` starts when it is sent, so a queued call is never cut
+//! short by its time in the queue.
 
 use std::sync::Arc;
 use tokio::sync::{Semaphore, SemaphorePermit};
