@@ -19,6 +19,8 @@ http {
   client_body_temp_path $1/b; proxy_temp_path $1/p; fastcgi_temp_path $1/f;
   uwsgi_temp_path $1/u; scgi_temp_path $1/s;
   keepalive_requests 100000;
+  # A 16 KB access token travels as one Authorization header (8 KB by default).
+  large_client_header_buffers 4 32k;
   $4
 }
 NGINX

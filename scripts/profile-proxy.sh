@@ -3,18 +3,23 @@
 # runtime, our own code). One worker pinned to CPU 1; the upstream (nginx) and wrk on CPU 0, so
 # the profile holds token-handler's work only. Every server listens on loopback and is stopped
 # by PID. Needs perf (Debian: linux-perf); hardware counters are not required (cpu-clock).
-# Usage: scripts/profile-proxy.sh [seconds, default 6]
+# Usage: scripts/profile-proxy.sh [seconds, default 6] [target: th (default) | th16k | floor]
+# `floor` profiles examples/floor_proxy.rs (the same stack doing nothing but pass-through) the
+# same way, so the two tables can be set side by side; `th16k` sends a 16 KB token.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-6}
+WHAT=${2:-th}
 command -v perf >/dev/null || { echo "perf is required (apt-get install linux-perf)" >&2; exit 1; }
 command -v wrk >/dev/null && command -v nginx >/dev/null ||
   { echo "wrk and nginx are required (scripts/bench-proxy.sh installs them)" >&2; exit 1; }
 [ "$(nproc)" -ge 2 ] || { echo "needs two CPUs" >&2; exit 1; }
 
 # Release code with line tables, in its own target directory so the normal build is untouched.
-export CARGO_TARGET_DIR=target/profile CARGO_PROFILE_RELEASE_DEBUG=1
-cargo build --release --quiet --bin token-handler --example seal_cookie
+# PROFILE_TARGET_DIR and PROFILE_DEBUG=0 reuse an existing release build instead (symbols
+# only, no line tables: a busy machine then profiles without a second full build).
+export CARGO_TARGET_DIR=${PROFILE_TARGET_DIR:-target/profile} CARGO_PROFILE_RELEASE_DEBUG=${PROFILE_DEBUG:-1}
+cargo build --release --quiet --bin token-handler --example seal_cookie --example floor_proxy
 BIN=$CARGO_TARGET_DIR/release/token-handler
 
 source scripts/bench-common.sh
@@ -23,9 +28,15 @@ upstream_conf "$TMP/up" "$UP"
 taskset -c 0 nginx -p "$TMP/up" -c "$TMP/up/nginx.conf" -e "$TMP/up/error.log" & PIDS+=($!)
 KEY=$($BIN keygen)
 th_conf "$TMP/th.toml" "$TH" "$UP" 1 "$KEY"
-RUST_LOG=error taskset -c 1 "$BIN" --config "$TMP/th.toml" & THPID=$!; PIDS+=($THPID)
+if [ "$WHAT" = floor ]; then
+  taskset -c 1 "$CARGO_TARGET_DIR/release/examples/floor_proxy" "127.0.0.1:$TH" "http://127.0.0.1:$UP" 1 & THPID=$!
+else
+  RUST_LOG=error taskset -c 1 "$BIN" --config "$TMP/th.toml" & THPID=$!
+fi
+PIDS+=($THPID)
 wait_port "$UP"; wait_port "$TH"
-COOKIE="__Host-th-at=$("$CARGO_TARGET_DIR/release/examples/seal_cookie" "$KEY")"
+BYTES=1000; [ "$WHAT" = th16k ] && BYTES=16384
+COOKIE=$("$CARGO_TARGET_DIR/release/examples/seal_cookie" "$KEY" "$BYTES")
 curl -fsS -o /dev/null -H "Cookie: $COOKIE" "http://127.0.0.1:$TH/api/orders"
 
 taskset -c 0 wrk -t1 -c32 -d"$((SECS + 3))s" -H "Cookie: $COOKIE" "http://127.0.0.1:$TH/api/orders" > "$TMP/wrk.txt" &
@@ -33,8 +44,9 @@ WRK=$!; PIDS+=($WRK); sleep 1
 perf record -q -F 499 --call-graph dwarf,16384 -e cpu-clock -p "$THPID" -o "$TMP/perf.data" -- sleep "$SECS" 2>/dev/null
 wait "$WRK"
 perf script -i "$TMP/perf.data" 2>/dev/null > "$TMP/stacks.txt"
+[ -n "${KEEP_PERF:-}" ] && cp "$TMP/perf.data" "$KEEP_PERF"
 
-echo "Command: scripts/profile-proxy.sh $SECS   ($(date -u +%Y-%m-%d); $(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.txt") req/s during the profile)"
+echo "Command: scripts/profile-proxy.sh $SECS $WHAT   ($(date -u +%Y-%m-%d); $(awk '/Requests\/sec/ {print $2}' "$TMP/wrk.txt") req/s during the profile)"
 echo
 # Each sample goes to the innermost frame that belongs to a known layer; allocator and memcpy
 # frames thus count for whoever called them.

@@ -196,6 +196,52 @@ impl Metrics {
     }
 }
 
+/// Counts one answered request and its time (`http_requests`, `http_request_duration_seconds`).
+///
+/// Every request pays for this, so each worker thread keeps the handles of the series it has
+/// used (a counter and a histogram are shared handles to the registry's own series): after a
+/// route's first request, recording it costs no label allocation, no hashing of a label set
+/// and no lock on the family's map (issue 17). Labels stay bounded as before: `route` is one
+/// of [`crate::state::AppState::route_label_ref`]'s values.
+pub fn record_request(route: &str, status: u16, seconds: f64) {
+    type Series = (Histogram, Vec<(u16, Counter)>);
+    thread_local! {
+        static SERIES: std::cell::RefCell<std::collections::HashMap<String, Series>> =
+            std::cell::RefCell::default();
+    }
+    SERIES.with_borrow_mut(|series| {
+        if !series.contains_key(route) {
+            let histogram = METRICS
+                .request_duration
+                .get_or_create(&RouteLabel {
+                    route: route.to_string(),
+                })
+                .clone();
+            series.insert(route.to_string(), (histogram, Vec::new()));
+        }
+        let Some((histogram, counters)) = series.get_mut(route) else {
+            return;
+        };
+        histogram.observe(seconds);
+        match counters.iter().find(|(s, _)| *s == status) {
+            Some((_, counter)) => {
+                counter.inc();
+            }
+            None => {
+                let counter = METRICS
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        route: route.to_string(),
+                        status,
+                    })
+                    .clone();
+                counter.inc();
+                counters.push((status, counter));
+            }
+        }
+    });
+}
+
 /// The process-wide metrics (one registry however many apps a test process starts).
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 

@@ -39,6 +39,12 @@ impl AppState {
     /// A bounded name for the request's route, for metrics: the agent endpoint, the health
     /// endpoint, or the matching proxy route's configured path; never the raw path.
     pub fn route_label(&self, path: &str) -> String {
+        self.route_label_ref(path).to_string()
+    }
+
+    /// As [`AppState::route_label`], borrowed from the path or the configuration: the label is
+    /// worked out on every request, so it allocates nothing (issue 17).
+    pub fn route_label_ref<'a>(&'a self, path: &'a str) -> &'a str {
         let base = self.config.server.base_path.as_str();
         if let Some(endpoint) = path.strip_prefix(base) {
             const ENDPOINTS: [&str; 10] = [
@@ -53,22 +59,22 @@ impl AppState {
                 "/logout",
                 "/session",
             ];
-            if let Some(e) = ENDPOINTS.iter().find(|e| **e == endpoint) {
-                return format!("{base}{e}");
+            if ENDPOINTS.contains(&endpoint) {
+                // The path is the base path followed by the endpoint: the label itself.
+                return path;
             }
         }
         if matches!(path, "/health/live" | "/health/ready")
             || self.config.server.callback_path.as_deref() == Some(path)
         {
-            return path.to_string();
+            return path;
         }
         self.config
             .proxy
             .routes
             .iter()
             .find(|r| r.path.matches(path))
-            .map(|r| r.path.as_str().to_string())
-            .unwrap_or_else(|| "unmatched".to_string())
+            .map_or("unmatched", |r| r.path.as_str())
     }
 
     /// The parts a request's access token comes from (the proxy and forward auth).

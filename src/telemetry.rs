@@ -226,7 +226,15 @@ fn request_id(req: &ServiceRequest) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
         })
         .map(String::from)
-        .unwrap_or_else(|| crate::secret::random_token().expose()[..22].to_string())
+        .unwrap_or_else(fresh_request_id)
+}
+
+/// 128 random bits as 22 base64url characters (the length the id always had), encoded
+/// straight from 16 bytes: not a secret, so no 32-byte token is made and cut (issue 17).
+fn fresh_request_id() -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
 }
 
 /// The metrics route label of every request of an app that serves one endpoint (the
@@ -242,14 +250,16 @@ pub async fn log_request(
     let id = request_id(&req);
     let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid"));
     req.headers_mut().insert(REQUEST_ID, value.clone());
-    let route = match req.app_data::<RouteLabel>() {
-        Some(RouteLabel(label)) => label.to_string(),
-        None => req
-            .app_data::<actix_web::web::Data<crate::state::AppState>>()
-            .map(|s| s.route_label(req.path()))
-            .unwrap_or_else(|| "unmatched".to_string()),
-    };
     let span = if tracing_enabled() {
+        // The span is named before the handler runs, so the label is looked up here (only
+        // when traces are on: a copy per request the metrics below avoid).
+        let route = match req.app_data::<RouteLabel>() {
+            Some(RouteLabel(label)) => label.to_string(),
+            None => req
+                .app_data::<actix_web::web::Data<crate::state::AppState>>()
+                .map(|s| s.route_label(req.path()))
+                .unwrap_or_else(|| "unmatched".to_string()),
+        };
         traced_request_span(&req, &id, &route)
     } else {
         tracing::info_span!(
@@ -261,18 +271,15 @@ pub async fn log_request(
     };
     let mut res = next.call(req).instrument(span.clone()).await?;
     res.headers_mut().insert(REQUEST_ID, value);
-    let metrics = &crate::metrics::METRICS;
-    metrics
-        .requests
-        .get_or_create(&crate::metrics::RequestLabels {
-            route: route.clone(),
-            status: res.status().as_u16(),
-        })
-        .inc();
-    metrics
-        .request_duration
-        .get_or_create(&crate::metrics::RouteLabel { route })
-        .observe(start.elapsed().as_secs_f64());
+    // The label is read from the request the response carries: borrowed, never copied.
+    let served = res.request();
+    let route = match served.app_data::<RouteLabel>() {
+        Some(RouteLabel(label)) => label,
+        None => served
+            .app_data::<actix_web::web::Data<crate::state::AppState>>()
+            .map_or("unmatched", |s| s.route_label_ref(served.path())),
+    };
+    crate::metrics::record_request(route, res.status().as_u16(), start.elapsed().as_secs_f64());
     if tracing_enabled() {
         span.record("http.response.status_code", res.status().as_u16());
     }

@@ -6,7 +6,9 @@
 //! private key that does not parse or a preset that lacks its tenant fails at startup, not at
 //! the first login.
 
-use super::de::{bool_or_text, duration, opt_bool_or_text, opt_list_or_text, word_enum};
+use super::de::{
+    bool_or_text, duration, opt_bool_or_text, opt_list_or_text, usize_or_text, word_enum,
+};
 use super::{is_token, parse_provider_url, parse_url, read_secret_file, ConfigError, SecretFile};
 use crate::oauth::id_token::{IdTokenSigning, StepUp, ACCEPTED_ALGORITHMS, HMAC_ALGORITHMS};
 use crate::oauth::userinfo_claims::{UserInfoClaims, STANDARD_CLAIMS};
@@ -44,6 +46,12 @@ pub(super) struct RawProvider {
     scope: Option<String>,
     #[serde(default = "default_timeout", deserialize_with = "duration")]
     timeout: Duration,
+    /// Issue 17: calls to this provider in flight at once, across all workers; more wait.
+    #[serde(
+        default = "default_max_concurrent_calls",
+        deserialize_with = "usize_or_text"
+    )]
+    max_concurrent_calls: usize,
     #[serde(default)]
     extra_auth_params: BTreeMap<String, String>,
     #[serde(default)]
@@ -91,6 +99,12 @@ pub(super) struct RawProvider {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+/// Enough for a busy replica's steady refreshes and logins, few enough that 1,000 sessions
+/// expiring together do not open 1,000 connections to the provider at once.
+fn default_max_concurrent_calls() -> usize {
+    32
 }
 
 /// Parameters an SPA may add at login when `allowed_extra_params` is not set: the OpenID
@@ -292,6 +306,9 @@ pub struct ProviderConfig {
     pub scope: String,
     /// Total time allowed for each call to this provider.
     pub timeout: Duration,
+    /// Most calls to this provider in flight at once in this process (token, PAR, revocation
+    /// and userinfo endpoints); further calls wait their turn ([`crate::oauth::bound`]).
+    pub max_concurrent_calls: usize,
     /// Added to every authorization request; the SPA can not override them.
     pub extra_auth_params: Vec<(String, String)>,
     /// The `acr_values` and `max_age` among `extra_auth_params`, enforced on the login's ID
@@ -670,6 +687,17 @@ impl RawProvider {
     }
 }
 
+/// At least one call must be allowed, or no login and no refresh could ever finish.
+fn max_concurrent_calls(value: usize, k: &dyn Fn(&str) -> String) -> Result<usize, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(
+            k("max_concurrent_calls"),
+            "must be at least 1 (calls beyond the bound wait; none would never finish)",
+        ));
+    }
+    Ok(value)
+}
+
 impl TryFrom<(usize, RawProvider)> for ProviderConfig {
     type Error = ConfigError;
 
@@ -820,6 +848,7 @@ impl TryFrom<(usize, RawProvider)> for ProviderConfig {
                 .map(|t| parse_url(&k("post_logout_redirect_uri"), t))
                 .transpose()?,
             timeout: raw.timeout,
+            max_concurrent_calls: max_concurrent_calls(raw.max_concurrent_calls, &k)?,
             extra_auth_params,
             step_up,
             require_iss: raw.require_iss,
@@ -1100,6 +1129,21 @@ mod tests {
             Ok(_) => panic!("expected an error for {provider}"),
             Err(e) => e.key,
         }
+    }
+
+    /// Issue 17: the bound on calls to a provider defaults to 32 and cannot be zero (no call
+    /// would ever get a slot).
+    #[test]
+    fn max_concurrent_calls_defaults_to_32_and_is_at_least_one() {
+        let base = "issuer = \"https://op.example.com\"\nclient_secret = \"s\"\n";
+        let config = with_provider(base).expect("valid");
+        assert_eq!(config.providers[0].max_concurrent_calls, 32);
+        let config = with_provider(&format!("{base}max_concurrent_calls = 4")).expect("valid");
+        assert_eq!(config.providers[0].max_concurrent_calls, 4);
+        assert_eq!(
+            error_key(&format!("{base}max_concurrent_calls = 0")),
+            "providers[0].max_concurrent_calls"
+        );
     }
 
     #[test]

@@ -97,9 +97,11 @@ pub async fn authorization_request_url(
             provider.id()
         ))
     })?;
+    let slot = provider.calls().acquire().await;
     let request_uri = token::push_authorization_request(client, config, endpoint, &params)
         .await
         .map_err(|e| e.into_api_error(ProviderCall::PushedAuthorization))?;
+    drop(slot);
     // RFC 9126 §4: the browser carries only client_id and the request_uri.
     Ok(authorization_url(
         &metadata.authorization_endpoint,

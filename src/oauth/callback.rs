@@ -121,9 +121,11 @@ pub async fn complete<'p>(
     let provider = providers.for_session(login.provider)?;
     let metadata = provider.metadata(client).await?;
     check_origin(provider, &metadata, callback.iss.as_deref(), page)?;
+    let slot = provider.calls().acquire().await;
     let mut tokens = token::redeem_code(client, &provider.config, &metadata, code, login.verifier)
         .await
         .map_err(|e| e.into_api_error(ProviderCall::CodeRedemption))?;
+    drop(slot);
     let now = clock.now();
     if !provider.config.is_openid() && tokens.id_token.is_some() {
         // Not an OpenID Connect login: no nonce was sent, so the token cannot be checked.

@@ -6,6 +6,7 @@
 //! error bodies are reduced to a safe error code before they reach a client or a log line.
 
 pub mod authorize;
+pub mod bound;
 pub mod callback;
 pub mod client_auth;
 pub mod error_code;

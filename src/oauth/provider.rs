@@ -1,5 +1,6 @@
 //! A configured provider together with its cached metadata and keys.
 
+use super::bound::CallBound;
 use super::http::CallError;
 use super::id_token::{self, Expected, IdTokenClaims, StepUp};
 use super::jwks::{JwksCache, KeyError};
@@ -20,6 +21,8 @@ pub struct Provider {
     /// Set once the userinfo endpoint answered a POST with 405: every later call uses GET at
     /// once, so a provider without POST costs one extra request per process, not per call.
     userinfo_post_refused: AtomicBool,
+    /// `max_concurrent_calls`: the slots for calls to this provider's endpoints.
+    calls: CallBound,
 }
 
 impl Provider {
@@ -28,11 +31,18 @@ impl Provider {
         // Not ready until its metadata loads: the gauge shows the provider from the start.
         crate::metrics::METRICS.set_provider_ready(&config.id, false);
         Self {
-            config,
             metadata: MetadataCache::new(clock.clone()),
             jwks: JwksCache::new(clock),
             userinfo_post_refused: AtomicBool::new(false),
+            calls: CallBound::new(config.max_concurrent_calls),
+            config,
         }
+    }
+
+    /// The bound on calls in flight to this provider (issue 17): every token, PAR, revocation
+    /// and userinfo call holds one of its slots while it runs.
+    pub fn calls(&self) -> &CallBound {
+        &self.calls
     }
 
     /// The method the next userinfo request uses: the configured one, or GET once the
@@ -56,6 +66,7 @@ impl Provider {
         access_token: &crate::secret::Token,
     ) -> Result<serde_json::Value, CallError> {
         let method = self.userinfo_method();
+        let _slot = self.calls.acquire().await;
         match token::userinfo(client, &self.config, endpoint, access_token, method).await {
             Err(CallError::Rejected { status: 405, .. }) if method == UserInfoMethod::Post => {
                 tracing::info!(provider = %self.config.id, "the userinfo endpoint refused POST (405); using GET for this provider from now on (set userinfo_method = \"get\" to skip the first try)");
@@ -82,6 +93,7 @@ impl Provider {
         access_token: &crate::secret::Token,
     ) -> Option<String> {
         let endpoint = self.config.userinfo_emails_endpoint.as_ref()?;
+        let _slot = self.calls.acquire().await;
         match token::userinfo(
             client,
             &self.config,

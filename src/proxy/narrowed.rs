@@ -320,7 +320,11 @@ async fn grant(
         NarrowKind::Resource => Subject::RefreshToken(&input.subject),
         NarrowKind::Exchange => Subject::AccessToken(&input.subject),
     };
-    let tokens = narrow::request(client, &provider.config, &metadata, narrowing, subject).await;
+    // A slot of the provider's bound on calls in flight, like every other grant (issue 17).
+    let tokens = {
+        let _slot = provider.calls().acquire().await;
+        narrow::request(client, &provider.config, &metadata, narrowing, subject).await
+    };
     let label = match &tokens {
         Ok(_) => "ok",
         Err(NarrowFailure::Refused(_)) => "refused",

@@ -328,7 +328,10 @@ async fn grant(
         .metadata(client)
         .await
         .map_err(|e| RefreshFailure::Unavailable(e.to_string()))?;
-    let tokens = token::refresh(client, &provider.config, &metadata, &rt.token).await?;
+    let tokens = {
+        let _slot = provider.calls().acquire().await;
+        token::refresh(client, &provider.config, &metadata, &rt.token).await?
+    };
     let now = clock.now();
     // The provider's session id is the login's; a refreshed ID token restating it (OIDC Core
     // §12.2) names the same session, and one from a refresh-only session fills it in.

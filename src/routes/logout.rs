@@ -153,6 +153,7 @@ async fn end_session(
             at.as_ref().map(|a| (&a.token, "access_token")),
         ];
         for (token, hint) in tokens.into_iter().flatten() {
+            let _slot = provider.calls().acquire().await;
             match crate::oauth::token::revoke(&client.0, &provider.config, endpoint, token, hint)
                 .await
             {

@@ -533,6 +533,15 @@ pub struct ProviderConfig {
     picker: PickerKeys,
     #[serde(flatten)]
     readiness: ReadinessKeys,
+    #[serde(flatten)]
+    bound: BoundKeys,
+}
+
+/// `max_concurrent_calls` of a `[[providers]]` entry (tests/api/storm.rs).
+#[derive(Clone, Default, Serialize)]
+struct BoundKeys {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_concurrent_calls: Option<usize>,
 }
 
 /// `required` of a `[[providers]]` entry (tests/api/readiness.rs).
@@ -603,7 +612,14 @@ impl ProviderConfig {
             plain: PlainOAuthKeys::default(),
             picker: PickerKeys::default(),
             readiness: ReadinessKeys::default(),
+            bound: BoundKeys::default(),
         }
+    }
+
+    /// `max_concurrent_calls = n` (tests/api/storm.rs).
+    pub fn max_concurrent_calls(mut self, n: usize) -> Self {
+        self.bound.max_concurrent_calls = Some(n);
+        self
     }
 
     /// `preset = "<name>"` (the helper still writes `issuer`, which overrides the preset's).

@@ -30,6 +30,7 @@ mod replicas;
 mod route_auth;
 mod sessions;
 mod store;
+mod storm;
 mod streaming;
 mod tabs;
 mod traces;

@@ -21,6 +21,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as tty from 'node:tty';
+import { handleInFlight } from './inflight.mjs';
 
 // oidc-provider prints its notices with console.info (stdout). stdout is reserved for
 // the single issuer line, so route every console method to stderr *before* importing it.
@@ -106,6 +107,8 @@ const DEFAULTS = {
   // backchannel_logout_uri (and backchannel_logout_session_required: true for `sid` in its ID
   // tokens) is sent a Logout Token there when the user signs out at the end-session endpoint.
   backchannelLogout: false,
+  // Issue 17 (inflight.mjs): milliseconds every token endpoint answer is held back.
+  tokenDelayMs: 0,
 };
 
 // The scopes the provider knows; with jwtAccessTokens they are also the resource server's
@@ -316,6 +319,7 @@ server = http.createServer(serverOptions, (req, res) => {
     if (req.url.startsWith('?')) req.url = `/${req.url}`;
   }
   const path = (req.url || '/').split('?')[0];
+  if (handleInFlight(req, res, path, cfg.tokenDelayMs)) return;
   if (path === '/test/last-token-request' && req.method === 'GET') {
     res.writeHead(lastTokenRequest ? 200 : 404, { 'content-type': 'application/json', 'cache-control': 'no-store' });
     res.end(JSON.stringify(lastTokenRequest || { error: 'no token request yet' }));

@@ -1,0 +1,88 @@
+//! Benchmark only, never shipped: the floor of token-handler's proxy (issue 17).
+//!
+//! A pass-through proxy on exactly token-handler's stack and settings: actix-web's server with
+//! the same worker count (one per core unless given), awc built by the same
+//! `oauth::http::build_client` (same connection pool size, idle reuse and timeouts) one per
+//! worker, tokio underneath; the request goes upstream with its headers and the answer streams
+//! back as `proxy::forward` does it. No cookie, no unsealing, no metrics, no logging, no auth,
+//! no middleware: whatever token-handler costs above this is ours to cut.
+//!
+//! `cargo run --release --example floor_proxy -- <listen addr> <upstream base URL> [workers]`
+//! (scripts/bench-proxy.sh runs it in the same rounds as nginx and token-handler).
+
+use actix_web::body::{BodyStream, SizedStream};
+use actix_web::http::header;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use std::time::Duration;
+
+struct Upstream(String);
+
+async fn pass(
+    req: HttpRequest,
+    body: web::Payload,
+    client: web::Data<awc::Client>,
+    upstream: web::Data<Upstream>,
+) -> HttpResponse {
+    let url = match req.uri().path_and_query() {
+        Some(pq) => format!("{}{}", upstream.0, pq.as_str()),
+        None => upstream.0.clone(),
+    };
+    let mut request = client
+        .request(req.method().clone(), url)
+        .timeout(Duration::from_secs(30));
+    for (name, value) in req.headers() {
+        if name != header::HOST && name != header::CONNECTION {
+            request = request.append_header((name.clone(), value.clone()));
+        }
+    }
+    let length = |h: &header::HeaderMap| {
+        h.get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let sent = match length(req.headers()) {
+        Some(len) => request.send_body(SizedStream::new(len, body)).await,
+        None => request.send_body(actix_web::body::None::new()).await,
+    };
+    let response = match sent {
+        Ok(r) => r,
+        Err(_) => return HttpResponse::BadGateway().finish(),
+    };
+    let mut builder = HttpResponse::build(response.status());
+    for (name, value) in response.headers() {
+        if name != header::CONNECTION && name != header::TRANSFER_ENCODING {
+            builder.append_header((name.clone(), value.clone()));
+        }
+    }
+    match length(response.headers()) {
+        Some(len) => builder.body(SizedStream::new(len, response)),
+        None => builder.body(BodyStream::new(response)),
+    }
+}
+
+fn main() -> std::io::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
+        eprintln!("usage: floor_proxy <listen addr> <upstream base URL> [workers]");
+        std::process::exit(2);
+    };
+    let workers = args
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let upstream = upstream.trim_end_matches('/').to_string();
+    actix_web::rt::System::new().block_on(async move {
+        HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(token_handler::oauth::http::build_client(
+                    Duration::from_secs(5),
+                )))
+                .app_data(web::Data::new(Upstream(upstream.clone())))
+                .default_service(web::to(pass))
+        })
+        .workers(workers)
+        .bind(listen)?
+        .run()
+        .await
+    })
+}
