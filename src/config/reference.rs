@@ -267,3 +267,52 @@ fn the_unknown_key_sample_is_the_parsers_message() {
         "docs/configuration.md should quote the unknown-key error as:\n{line}"
     );
 }
+
+#[test]
+fn several_apis_example_loads() {
+    // examples/several-apis.toml is the runnable form of "Calling several APIs": it must load
+    // with the real parser and validation (secrets from the environment, as its header says),
+    // and mean what the docs say it means.
+    let text = include_str!("../../examples/several-apis.toml");
+    let env = [
+        (
+            "TOKEN_HANDLER__COOKIES__KEYS".to_string(),
+            crate::crypto::CookieKey::generate_text(),
+        ),
+        (
+            "TOKEN_HANDLER__PROVIDERS__0__CLIENT_SECRET".to_string(),
+            "login-secret".to_string(),
+        ),
+        (
+            "TOKEN_HANDLER__PROVIDERS__1__CLIENT_SECRET".to_string(),
+            "google-secret".to_string(),
+        ),
+        (
+            "TOKEN_HANDLER__PROVIDERS__2__CLIENT_SECRET".to_string(),
+            "onedrive-secret".to_string(),
+        ),
+    ];
+    let config = super::Config::from_toml(text, env)
+        .unwrap_or_else(|e| panic!("examples/several-apis.toml does not load: {e}"));
+    let ids: Vec<&str> = config.providers.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["login", "google", "onedrive"]);
+    let route = |path: &str| {
+        config
+            .proxy
+            .routes
+            .iter()
+            .find(|r| r.path.as_str() == path)
+            .unwrap_or_else(|| panic!("no route {path}"))
+    };
+    let catalog = route("/api/catalog");
+    assert_eq!(catalog.token_header.as_str(), "x-pat-jwt");
+    assert!(catalog.narrowing.is_some());
+    assert!(route("/api/storage").narrowing.is_some());
+    assert!(route("/api/billing").access.assertion_header.is_some());
+    assert!(route("/api/status").narrowing.is_none());
+    assert_eq!(route("/drive/google").provider.as_deref(), Some("google"));
+    assert_eq!(
+        route("/drive/onedrive").provider.as_deref(),
+        Some("onedrive")
+    );
+}

@@ -2,7 +2,7 @@
 //! routes), allowed `methods`, and `identity_headers` (never spoofable by the client).
 
 use crate::helpers::*;
-use crate::upstream::{Upstream, API_AUDIENCE};
+use crate::upstream::{Upstream, API_AUDIENCE, ASSERTION_HEADER};
 use awc::http::Method;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, DecodingKey, Validation};
@@ -290,8 +290,13 @@ async fn a_signed_assertion_verifies_against_the_jwks_on_the_metrics_listener() 
         .route(RouteConfig::new("/api", &upstream.address).assertion_header("X-TH-Assertion"))
         .route(
             RouteConfig::new("/api/other", "http://127.0.0.1:9").assertion_header("x-th-assertion"),
-        );
+        )
+        .route(RouteConfig::new("/verified", &upstream.address).assertion_header(ASSERTION_HEADER));
     let app = TestApp::spawn_with(&config).await;
+    let metrics = app.metrics_address.as_deref().expect("metrics listener");
+    let jwks_url = format!("{metrics}/jwks");
+    let issuer = format!("{SPA_ORIGIN}{BASE}");
+    upstream.trust_assertions(&jwks_url, &issuer);
     let mut browser = app.browser();
     assert_eq!(browser.login("pat").await.status, 200);
     let resp = browser
@@ -309,9 +314,8 @@ async fn a_signed_assertion_verifies_against_the_jwks_on_the_metrics_listener() 
     assert_ne!(assertion, "forged");
 
     // What an API does: fetch the key set from the internal listener, verify.
-    let metrics = app.metrics_address.as_deref().expect("metrics listener");
     let jwks: JwkSet = awc::Client::default()
-        .get(format!("{metrics}/jwks"))
+        .get(&jwks_url)
         .send()
         .await
         .expect("jwks")
@@ -323,7 +327,7 @@ async fn a_signed_assertion_verifies_against_the_jwks_on_the_metrics_listener() 
     let audience = format!("{}/", upstream.address);
     let mut validation = Validation::new(jsonwebtoken::Algorithm::ES256);
     validation.set_audience(&[&audience]);
-    validation.set_issuer(&[format!("{SPA_ORIGIN}{BASE}")]);
+    validation.set_issuer(&[&issuer]);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     let claims: Value = decode(
         assertion,
@@ -348,5 +352,53 @@ async fn a_signed_assertion_verifies_against_the_jwks_on_the_metrics_listener() 
     // The key set is not served on the public listener.
     let resp = browser.raw(Method::GET, "/jwks", None, &[]).await;
     assert_eq!(resp.status, 404);
+
+    // The upstream's own verdict: it fetches the key set from the metrics listener and verifies
+    // the assertion (ES256, `iss`, `aud` = its URL, `exp`) before answering.
+    let resp = browser
+        .raw(
+            Method::GET,
+            "/verified/me",
+            None,
+            &[(ASSERTION_HEADER, "forged")],
+        )
+        .await;
+    assert_eq!(resp.status, 200, "the upstream refused: {:?}", resp.body);
+    assert_eq!(resp.body["sub"], "pat");
+    assert_eq!(resp.body["claims"]["iss"], issuer.as_str());
+    // A caller that reaches the upstream without the proxy cannot pass: no assertion, or one
+    // with the right claims and `kid` signed with another key, is refused by the upstream.
+    let direct = |assertion: Option<String>| {
+        let url = format!("{}/verified/me", upstream.address);
+        async move {
+            let mut req = awc::Client::default().get(url);
+            if let Some(a) = assertion {
+                req = req.insert_header((ASSERTION_HEADER, a));
+            }
+            let mut resp = req.send().await.expect("upstream");
+            let body: Value = resp.json().await.expect("upstream json");
+            (resp.status().as_u16(), body)
+        }
+    };
+    let (status, body) = direct(None).await;
+    assert_eq!(status, 401, "{body}");
+    let other_key = p256::SecretKey::from_slice(&rand::random::<[u8; 32]>()).expect("a key");
+    let der = p256::pkcs8::EncodePrivateKey::to_pkcs8_der(&other_key).expect("der");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.clone());
+    let forged = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()),
+    )
+    .expect("forged assertion");
+    let (status, body) = direct(Some(forged)).await;
+    assert_eq!(status, 401, "a forged assertion was accepted: {body}");
+    assert_eq!(body["error"], "invalid_assertion");
+    // The genuine assertion the proxy sent still verifies there (it is bound to this upstream
+    // by `aud` and lives 60 s), so the refusals above are the forgery's, not the setup's.
+    let (status, body) = direct(Some(assertion.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sub"], "pat");
     app.assert_alive().await;
 }

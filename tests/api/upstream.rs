@@ -72,9 +72,64 @@ impl Verifier {
 #[derive(Default)]
 struct WsCloses(std::sync::Mutex<Vec<Value>>);
 
+/// The header this upstream reads a token-handler signed assertion from (a route's
+/// `assertion_header`), on its `/verified/…` paths.
+pub const ASSERTION_HEADER: &str = "x-th-assertion";
+
+/// Where this upstream gets the keys of token-handler's signed assertions, and whose they must
+/// be: set once the proxy runs ([`Upstream::trust_assertions`]), since the proxy's metrics
+/// listener, which serves the key set, starts after the upstream whose address it is given.
+#[derive(Default)]
+struct AssertionTrust(std::sync::Mutex<Option<(String, String)>>);
+
+impl AssertionTrust {
+    /// What an API does with an assertion: fetch the key set (on every call, so a restarted
+    /// proxy's new key is found), pick the key by `kid`, verify the ES256 signature, `iss`, `aud`
+    /// (this upstream's own URL) and `exp` with no leeway.
+    async fn verify(&self, req: &HttpRequest, audience: &str) -> Result<Value, String> {
+        let (jwks_url, issuer) = self
+            .0
+            .lock()
+            .expect("assertion trust")
+            .clone()
+            .ok_or("no JWKS URL configured")?;
+        let assertion = req
+            .headers()
+            .get(ASSERTION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or("no assertion header")?;
+        let jwks: JwkSet = awc::Client::default()
+            .get(jwks_url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let kid = decode_header(assertion)
+            .map_err(|e| e.to_string())?
+            .kid
+            .ok_or("no kid")?;
+        let jwk = jwks.find(&kid).ok_or("unknown kid")?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+        let mut validation = Validation::new(jsonwebtoken::Algorithm::ES256);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 0;
+        decode::<Value>(assertion, &key, &validation)
+            .map(|d| d.claims)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// This upstream's own URL as the URL parser writes it: the `aud` of the assertions for it.
+struct OwnAudience(String);
+
 /// A running upstream; stops with the test's runtime.
 pub struct Upstream {
     pub address: String,
+    assertions: web::Data<AssertionTrust>,
 }
 
 impl Upstream {
@@ -99,12 +154,18 @@ impl Upstream {
         }
         let verifier = web::Data::new(Verifier { issuers: trusted });
         let closes = web::Data::new(WsCloses::default());
+        let assertions = web::Data::new(AssertionTrust::default());
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
+        let address = format!("http://127.0.0.1:{port}");
+        let audience = web::Data::new(OwnAudience(format!("{address}/")));
+        let trust = assertions.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(verifier.clone())
                 .app_data(closes.clone())
+                .app_data(trust.clone())
+                .app_data(audience.clone())
                 .app_data(web::PayloadConfig::new(usize::MAX))
                 .route("/api/stream/download", web::get().to(download))
                 .route("/api/stream/upload", web::post().to(upload))
@@ -117,6 +178,7 @@ impl Upstream {
                 .route("/api/ws-closes", web::get().to(ws_closes))
                 .route("/api/respond", web::get().to(respond))
                 .route("/open/{tail:.*}", web::to(open_echo))
+                .route("/verified/{tail:.*}", web::to(verified_echo))
                 .default_service(web::to(echo))
         })
         .workers(2)
@@ -125,8 +187,16 @@ impl Upstream {
         .run();
         actix_web::rt::spawn(server);
         Self {
-            address: format!("http://127.0.0.1:{port}"),
+            address,
+            assertions,
         }
+    }
+
+    /// From now on `/verified/…` accepts only calls whose [`ASSERTION_HEADER`] verifies against
+    /// the key set at `jwks_url` with `iss` = `issuer` and `aud` = this upstream's URL.
+    pub fn trust_assertions(&self, jwks_url: &str, issuer: &str) {
+        *self.assertions.0.lock().expect("assertion trust") =
+            Some((jwks_url.to_string(), issuer.to_string()));
     }
 }
 
@@ -365,6 +435,25 @@ async fn respond(req: HttpRequest, v: web::Data<Verifier>) -> HttpResponse {
         "path": req.path(),
         "headers": received_headers(&req),
     }))
+}
+
+/// An API that trusts no header on the network: it answers only a call whose signed assertion
+/// verifies ([`AssertionTrust::verify`]), `401` with the reason otherwise, and echoes the
+/// verified claims.
+async fn verified_echo(
+    req: HttpRequest,
+    trust: web::Data<AssertionTrust>,
+    audience: web::Data<OwnAudience>,
+) -> HttpResponse {
+    match trust.verify(&req, &audience.0).await {
+        Ok(claims) => HttpResponse::Ok().json(json!({
+            "path": req.path(),
+            "sub": claims["sub"],
+            "claims": claims,
+        })),
+        Err(reason) => HttpResponse::Unauthorized()
+            .json(json!({"error": "invalid_assertion", "reason": reason})),
+    }
 }
 
 /// The echo for routes that may be called without a token (`auth = "optional"` or `"none"`):
