@@ -61,8 +61,11 @@ export interface TokenHandlerClient {
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   /** GET <base>/session (does not count as activity); schedules the expiry warning. */
   session(): Promise<SessionInfo>;
-  /** Signs out in every tab; navigates to the provider's logout page unless redirect is false. */
-  logout(options?: { redirect?: boolean }): Promise<string | null>;
+  /**
+   * Signs out in every tab; navigates to the provider's logout page unless redirect is false.
+   * With `provider`, ends only that provider's session.
+   */
+  logout(options?: { redirect?: boolean; provider?: string }): Promise<string | null>;
   /** This tab's CSRF value, or null. */
   csrf(): string | null;
   /** Stops the timers and the cross-tab channel. */

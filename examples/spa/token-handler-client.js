@@ -231,9 +231,16 @@ export function createClient(options = {}) {
 
     /**
      * Signs out: token-handler clears the cookies (and revokes the tokens); every other tab is
-     * told. Goes to the provider's logout page when there is one, unless `redirect` is false.
+     * told. With `provider`, ends only that provider's session (several providers in one
+     * browser) and the other tabs keep theirs. Goes to the provider's logout page when there is one, unless `redirect` is false.
      */
-    async logout({ redirect = true } = {}) {
+    async logout({ redirect = true, provider } = {}) {
+      if (provider) {
+        // One provider's session ends; the others (and this tab's CSRF value) stay.
+        const { url } = await agent('/logout', { method: 'POST', body: { provider } });
+        if (redirect && url) location.assign(url);
+        return url ?? null;
+      }
       const { url } = await agent('/logout', { method: 'POST' });
       setCsrf(null);
       clearTimeout(warningTimer);

@@ -182,11 +182,13 @@ pub(super) fn check_route_providers(
     routes: &[RouteConfig],
     providers: &[super::ProviderConfig],
 ) -> Result<(), ConfigError> {
-    for (i, route) in routes.iter().enumerate() {
+    // `routes` is sorted longest path first by now, so the entry is named by its path: an index
+    // would not be the one in the file.
+    for route in routes {
         if let Some(id) = &route.provider {
             if !providers.iter().any(|p| &p.id == id) {
                 return Err(ConfigError::new(
-                    format!("routes[{i}].provider"),
+                    format!("routes[path = \"{}\"].provider", route.path.as_str()),
                     format!("`{id}` is not the id of a configured [[providers]] entry"),
                 ));
             }
@@ -680,7 +682,7 @@ mod tests {
         assert_eq!(c.proxy.routes[0].provider.as_deref(), Some("default"));
         let e = Config::from_toml(&with_route("provider = \"drive\""), Vec::new())
             .expect_err("unknown provider");
-        assert_eq!(e.key, "routes[0].provider");
+        assert_eq!(e.key, "routes[path = \"/api\"].provider");
         assert!(e.to_string().contains("drive"), "{e}");
     }
 
