@@ -132,7 +132,7 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The benchmark's refresh storm (scripts/bench-proxy.sh; STORM_SESSIONS, default 150, and
+/// The benchmark's refresh storm (scripts/bench-proxy.sh; STORM_SESSIONS, default 50, and
 /// STORM_CALLS, default 5): every session's token expires at once and each makes that many calls
 /// in parallel, with the default bound (`max_concurrent_calls` = 32). Prints the grants, the
 /// most token requests the provider saw at once, the storm's duration and the calls' p99.
@@ -143,7 +143,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 #[actix_web::test]
 #[ignore = "a benchmark: run with scripts/bench-proxy.sh"]
 async fn storm_benchmark() {
-    let sessions = env_usize("STORM_SESSIONS", 150);
+    let sessions = env_usize("STORM_SESSIONS", 50);
     let calls = env_usize("STORM_CALLS", 5);
     let op = TestProvider::start_with(provider_config(json!({}))).await;
     let upstream = Upstream::start(&op.issuer).await;
