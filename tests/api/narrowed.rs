@@ -520,7 +520,8 @@ async fn a_refresh_token_rotated_by_a_resource_grant_is_kept_by_the_session() {
 /// 8707 §2.2), ten calls each in parallel as the access token expires. They take turns on the
 /// refresh token, each redeeming the newest one: the provider refuses none (a replay would
 /// revoke the grant and end the session), no call is 401, and the browser's refresh-token
-/// cookie ends with the newest token, so the session goes on.
+/// cookie ends with the newest token, even when the last response to arrive was answered from
+/// a shared result older than the narrowings' rotations, so the session goes on.
 #[actix_web::test]
 async fn parallel_grants_on_one_rotating_refresh_token_take_turns() {
     use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -541,6 +542,7 @@ async fn parallel_grants_on_one_rotating_refresh_token_take_turns() {
     for round in 0..2 {
         // The session's and both narrowed tokens expired (300 s).
         s.app.state.clock.advance(350);
+        let before = browser.clone();
         let mut calls: FuturesUnordered<_> = ["/session", "/orders", "/billing"]
             .iter()
             .flat_map(|path| std::iter::repeat_n(*path, 10))
@@ -555,6 +557,13 @@ async fn parallel_grants_on_one_rotating_refresh_token_take_turns() {
             for c in &resp.set_cookies {
                 browser.jar.store(c, path);
             }
+        }
+        // A slow response, arriving last: a call with the cookies from before, answered from the
+        // session refresh's shared result, whose refresh token the narrowings rotated since.
+        let late = before.clone().raw(Method::GET, "/session", None, &[]).await;
+        assert_eq!(late.status, 200, "round {round}: {:?}", late.body);
+        for c in &late.set_cookies {
+            browser.jar.store(c, "/session");
         }
         let stats = s.op.stats().await;
         assert_eq!(
