@@ -153,9 +153,9 @@ pub async fn narrow(
     {
         Ok((token, expires_at, written)) => {
             let mut out = usable;
-            if written.iter().any(|c| is_refresh_cookie(jar, c.name())) {
+            if written.iter().any(|c| jar.is_refresh_cookie(c.name())) {
                 // The narrowing rotated the refresh token: its cookies replace the refresh's.
-                out.cookies.retain(|c| !is_refresh_cookie(jar, c.name()));
+                out.cookies.retain(|c| !jar.is_refresh_cookie(c.name()));
             }
             out.cookies.extend(written);
             out.access_token = token;
@@ -169,13 +169,6 @@ pub async fn narrow(
         }
         Err(Refusal::Error(e)) => Err(error_with_cookies(e, usable.cookies)),
     }
-}
-
-/// Whether `name` is (a chunk of) the refresh-token cookie of `jar`'s provider.
-fn is_refresh_cookie(jar: &SessionJar, name: &str) -> bool {
-    let rt = jar.policy().name(CookieKind::RefreshToken);
-    name.strip_prefix(rt)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
 enum Refusal {
@@ -288,7 +281,9 @@ async fn narrowed(
     )?;
     written.extend(sent.stale_removals(state, &name, path, &written));
     if let (Some(rotated), Some(rt)) = (&result.rotated, &rt_cookie) {
-        written.extend(jar.reseal_refresh_token(rt, rotated.clone())?);
+        // The newest token: a later grant may have rotated this result's already.
+        let kept = state.refresher.newest(provider.id(), rotated);
+        written.extend(jar.reseal_refresh_token(rt, kept)?);
     }
     Ok((result.token.clone(), result.expires_at, written))
 }
@@ -316,9 +311,18 @@ async fn grant(
         .metadata(client)
         .await
         .map_err(|e| NarrowFailure::Unavailable(e.to_string()))?;
-    let subject = match narrowing.kind {
-        NarrowKind::Resource => Subject::RefreshToken(&input.subject),
-        NarrowKind::Exchange => Subject::AccessToken(&input.subject),
+    // A resource grant redeems the session's refresh token: it waits for its turn on it, with
+    // the session's refresh and the other routes' resource grants, and redeems the newest token
+    // of the chain, never one another grant already rotated (RFC 9700 §4.14.2; see
+    // [`crate::refresh::Rotations`]).
+    let turn = match narrowing.kind {
+        NarrowKind::Resource => Some(state.refresher.turn(provider.id(), &input.subject).await),
+        NarrowKind::Exchange => None,
+    };
+    let subject = match (&turn, narrowing.kind) {
+        (Some(turn), _) => Subject::RefreshToken(turn.token()),
+        (None, NarrowKind::Resource) => Subject::RefreshToken(&input.subject),
+        (None, NarrowKind::Exchange) => Subject::AccessToken(&input.subject),
     };
     // A slot of the provider's bound on calls in flight, like every other grant (issue 17).
     let tokens = {
@@ -334,10 +338,17 @@ async fn grant(
     tracing::info!(provider = %provider.id(), outcome = label, "narrowing grant");
     let tokens = tokens?;
     let now = state.clock.now();
-    let rotated = tokens
-        .refresh_token
-        .clone()
-        .filter(|new| narrowing.kind == NarrowKind::Resource && !new.ct_eq(input.subject.expose()));
+    // The refresh token the session keeps: the one issued (rotation), else the one redeemed
+    // (which is newer than the request's when the turn followed a rotation).
+    let rotated = turn.map(|turn| {
+        let kept = tokens
+            .refresh_token
+            .clone()
+            .unwrap_or_else(|| turn.token().clone());
+        turn.done(&kept);
+        kept
+    });
+    let rotated = rotated.filter(|kept| !kept.ct_eq(input.subject.expose()));
     Ok(Arc::new(Narrowed {
         expires_at: access_token_expiry(&tokens, now),
         received_at: now,

@@ -14,14 +14,20 @@
 //! the refresh token in the store and share the result; without a store, or when it fails, each
 //! replica stands alone.
 //!
+//! A narrowing grant (a refresh-token grant with `resource`, RFC 8707 §2.2) redeems the same
+//! refresh token under another key; both take turns on the token through [`Rotations`], so on
+//! this replica no two grants redeem one refresh token, and none redeems a rotated one.
+//!
 //! Three layers: [`SingleFlight`] shares grants and keeps results, knowing nothing of tokens;
 //! [`Refresher`] (here) keys it by refresh token and performs the grant; [`usable_access_token`]
 //! decides when a request's access token needs one, and what a failure costs the session.
 
 mod policy;
+mod rotations;
 mod single_flight;
 
 pub use policy::{usable_access_token, Denied, TokenSource, Usable};
+pub use rotations::{Rotations, Turn};
 pub use single_flight::{Flown, Freshness, SingleFlight};
 
 use crate::clock::Clock;
@@ -139,6 +145,8 @@ pub struct Refresher {
     ahead: i64,
     /// The store the replicas coordinate grants through (`[store]`); `None`: this replica alone.
     store: Option<Store>,
+    /// Turns on each refresh token, shared with narrowing grants ([`Refresher::turn`]).
+    rotations: Rotations,
 }
 
 /// The table key: a hash, so the table holds no refresh token in the clear.
@@ -158,7 +166,27 @@ impl Refresher {
             clock,
             ahead: refresh_ahead.as_secs() as i64,
             store: None,
+            rotations: Rotations::default(),
         }
+    }
+
+    /// Waits for this replica's turn to redeem `refresh_token` of `provider`: no other grant
+    /// (the session's refresh or a narrowing) redeems it meanwhile, and when one already rotated
+    /// it the turn is on the newest token of the chain ([`Rotations`]). Every grant that redeems
+    /// a session's refresh token goes through here; [`Turn::done`] records what it was rotated
+    /// into.
+    pub async fn turn(&self, provider: &str, refresh_token: &Token) -> Turn<'_> {
+        self.rotations
+            .turn(refresh_token, |t| flight_key(provider, t))
+            .await
+    }
+
+    /// The newest refresh token `refresh_token` is known to have been rotated into on this
+    /// replica (within [`RESULT_TTL`]): what a response leaves in the refresh-token cookie, so a
+    /// browser never keeps a spent one.
+    pub fn newest(&self, provider: &str, refresh_token: &Token) -> Token {
+        self.rotations
+            .newest(refresh_token, |t| flight_key(provider, t))
     }
 
     /// Coordinates grants with the other replicas through `store` from now on.
@@ -296,14 +324,23 @@ impl Refresher {
         }
     }
 
-    /// The refresh grant itself, counted by its outcome.
+    /// The refresh grant itself, in its turn on the refresh token (the newest of its chain:
+    /// a narrowing may have rotated the one the request carries), counted by its outcome.
     async fn grant(
         &self,
         client: &awc::Client,
         provider: &Provider,
         rt: RefreshTokenCookie,
     ) -> Outcome {
+        let turn = self.turn(provider.id(), &rt.token).await;
+        let rt = RefreshTokenCookie {
+            token: turn.token().clone(),
+            ..rt
+        };
         let outcome = grant(&self.clock, client, provider, &rt).await;
+        if let Ok(r) = &outcome {
+            turn.done(&r.refresh_token);
+        }
         let label = match &outcome {
             Ok(_) => "ok",
             Err(f) if f.ends_session() => "invalid_grant",

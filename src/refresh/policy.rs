@@ -144,12 +144,23 @@ pub async fn usable_access_token(
         .await;
     match outcome {
         Ok(refreshed) => {
-            let cookies = jar.seal(refreshed.session(
+            // A shared result's refresh token may since have been rotated by a later grant (a
+            // narrowing): the session keeps the newest, never a spent one (RFC 9700 §4.14.2).
+            let kept = refresher.newest(provider.id(), &refreshed.refresh_token);
+            let mut cookies = jar.seal(refreshed.session(
                 provider.id(),
                 &rt.sid,
                 csrf.as_ref().map(|c| &c.token),
                 times.started_at,
             ))?;
+            if !kept.ct_eq(refreshed.refresh_token.expose()) {
+                cookies.retain(|c| !jar.is_refresh_cookie(c.name()));
+                let sealed = RefreshTokenCookie {
+                    op_sid: refreshed.op_sid.clone(),
+                    ..rt.clone()
+                };
+                cookies.extend(jar.reseal_refresh_token(&sealed, kept.clone())?);
+            }
             tracing::debug!(coalesced, "request continues with refreshed tokens");
             // The idle clock was just renewed by this write.
             let now = jar.clock().now();
@@ -167,7 +178,7 @@ pub async fn usable_access_token(
                 ),
                 sid: rt.sid.clone(),
                 provider: provider.id().to_string(),
-                refreshed_token: Some(refreshed.refresh_token.clone()),
+                refreshed_token: Some(kept),
             })
         }
         Err(failure) if !expired => {

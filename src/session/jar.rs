@@ -402,6 +402,13 @@ impl SessionJar {
         Ok(out)
     }
 
+    /// Whether `name` is (a chunk of) this jar's refresh-token cookie.
+    pub fn is_refresh_cookie(&self, name: &str) -> bool {
+        let rt = self.policy.name(CookieKind::RefreshToken);
+        name.strip_prefix(rt)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    }
+
     /// The refresh-token cookie re-sealed with `token`, everything else as it was: for a grant
     /// other than the session's own refresh that rotated the refresh token (a resource-indicator
     /// grant for a narrowed route token, RFC 8707 §2.2), so the session keeps the live one.

@@ -131,6 +131,8 @@ impl Api {
 struct Setup {
     op: TestProvider,
     app: TestApp,
+    /// The upstream of `/session`, a route with the session's own token.
+    session: crate::upstream::Upstream,
     orders: Api,
     billing: Api,
     exchanged: Api,
@@ -155,7 +157,9 @@ async fn setup(provider: Value, adjust: impl FnOnce(TestConfig) -> TestConfig) -
     let billing = Api::start(&op.issuer, BILLING).await;
     let exchanged = Api::start(&op.issuer, BILLING).await;
     let refused = Api::start(&op.issuer, UNKNOWN).await;
+    let session = crate::upstream::Upstream::start(&op.issuer).await;
     let config = TestConfig::new(&op.issuer)
+        .route(RouteConfig::new("/session", &session.address))
         .route(
             RouteConfig::new("/orders", &orders.address)
                 .token("resource")
@@ -181,6 +185,7 @@ async fn setup(provider: Value, adjust: impl FnOnce(TestConfig) -> TestConfig) -
     Setup {
         op,
         app,
+        session,
         orders,
         billing,
         exchanged,
@@ -508,4 +513,80 @@ async fn a_refresh_token_rotated_by_a_resource_grant_is_kept_by_the_session() {
         stats["grant_errors"], 0,
         "a spent refresh token was replayed: {stats}"
     );
+}
+
+/// Rotation with reuse detection (RFC 9700 §4.14.2), and every grant that redeems the session's
+/// refresh token due at once: the session's own refresh and two routes' resource grants (RFC
+/// 8707 §2.2), ten calls each in parallel as the access token expires. They take turns on the
+/// refresh token, each redeeming the newest one: the provider refuses none (a replay would
+/// revoke the grant and end the session), no call is 401, and the browser's refresh-token
+/// cookie ends with the newest token, even when the last response to arrive was answered from
+/// a shared result older than the narrowings' rotations, so the session goes on.
+#[actix_web::test]
+async fn parallel_grants_on_one_rotating_refresh_token_take_turns() {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    use token_handler::session::RefreshTokenCookie;
+
+    let s = setup(
+        json!({"rotateRefreshToken": true, "tokenEndpointDelayMs": 100, "idTokenTtl": 3600}),
+        |c| c,
+    )
+    .await;
+    let _ = &s.session;
+    let mut browser = signed_in(&s.app, "ann").await;
+    for path in ["/session", "/orders", "/billing"] {
+        let resp = browser.raw(Method::GET, path, None, &[]).await;
+        assert_eq!(resp.status, 200, "{path}: {:?}", resp.body);
+    }
+
+    for round in 0..2 {
+        // The session's and both narrowed tokens expired (300 s).
+        s.app.state.clock.advance(350);
+        let before = browser.clone();
+        let mut calls: FuturesUnordered<_> = ["/session", "/orders", "/billing"]
+            .iter()
+            .flat_map(|path| std::iter::repeat_n(*path, 10))
+            .map(|path| {
+                let mut b = browser.clone();
+                async move { (path, b.raw(Method::GET, path, None, &[]).await) }
+            })
+            .collect();
+        // As a browser does: each response's cookies land in the one jar as it arrives.
+        while let Some((path, resp)) = calls.next().await {
+            assert_eq!(resp.status, 200, "round {round}, {path}: {:?}", resp.body);
+            for c in &resp.set_cookies {
+                browser.jar.store(c, path);
+            }
+        }
+        // A slow response, arriving last: a call with the cookies from before, answered from the
+        // session refresh's shared result, whose refresh token the narrowings rotated since.
+        let late = before.clone().raw(Method::GET, "/session", None, &[]).await;
+        assert_eq!(late.status, 200, "round {round}: {:?}", late.body);
+        for c in &late.set_cookies {
+            browser.jar.store(c, "/session");
+        }
+        let stats = s.op.stats().await;
+        assert_eq!(
+            stats["grant_errors"], 0,
+            "round {round}: a refresh token was redeemed twice: {stats}"
+        );
+        // The browser holds the newest refresh token this replica knows of.
+        let rt: RefreshTokenCookie = s
+            .app
+            .unseal(Purpose::RefreshToken, &browser.jar.value("th-auth"));
+        let newest = s.app.state.refresher.newest(&rt.provider, &rt.token);
+        assert!(
+            newest.ct_eq(rt.token.expose()),
+            "round {round}: the refresh-token cookie kept a spent token"
+        );
+        // And the session goes on.
+        for path in ["/session", "/orders", "/billing"] {
+            let resp = browser.raw(Method::GET, path, None, &[]).await;
+            assert_eq!(resp.status, 200, "round {round}, {path}: {:?}", resp.body);
+        }
+    }
+    let refreshed = browser.post("/refresh", "").await;
+    assert_eq!(refreshed.status, 204, "{:?}", refreshed.body);
+    let stats = s.op.stats().await;
+    assert_eq!(stats["grant_errors"], 0, "{stats}");
 }
