@@ -3,6 +3,9 @@
 # the same upstream, measured in alternating runs (wrk -t2 -c32), each run's CPU per request
 # from /proc (user + system over the run / requests served). Prints each run and the medians.
 # Usage: scripts/compare-proxy.sh <old binary> <new binary> [seconds, default 5] [rounds, default 5]
+# STORE_NEW=1: the new binary runs with a shared store (a redis-server started here on loopback),
+# so each proxied request is also checked against the list of ended sessions (issue 16); pass
+# the same binary twice to see what the check costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD=$1; NEW=$2; SECS=${3:-5}; ROUNDS=${4:-5}
@@ -13,6 +16,12 @@ upstream_conf "$TMP/up" "$UP"
 nginx -p "$TMP/up" -c "$TMP/up/nginx.conf" -e "$TMP/up/error.log" & PIDS+=($!)
 KEY=$("$NEW" keygen)
 th_conf "$TMP/a.toml" "$A" "$UP" "$(nproc)" "$KEY"; th_conf "$TMP/b.toml" "$B" "$UP" "$(nproc)" "$KEY"
+if [ -n "${STORE_NEW:-}" ]; then
+  R=$(port)
+  redis-server --port "$R" --bind 127.0.0.1 --save '' --appendonly no --dir "$TMP" >"$TMP/redis.log" & PIDS+=($!)
+  printf '[store]\nurl = "redis://127.0.0.1:%s"\n' "$R" >> "$TMP/b.toml"
+  wait_port "$R"
+fi
 RUST_LOG=error "$OLD" --config "$TMP/a.toml" & APID=$!; PIDS+=($APID)
 RUST_LOG=error "$NEW" --config "$TMP/b.toml" & BPID=$!; PIDS+=($BPID)
 wait_port "$UP"; wait_port "$A"; wait_port "$B"
