@@ -196,7 +196,12 @@ pub struct CookiePolicy {
     id_paths: Vec<String>,
     /// The paths of the routes that get a narrowed token: each has its own `-nt-<route key>`
     /// cookie there, cleared with the session ([`CookiePolicy::clear_all`]).
-    narrowed_paths: Vec<String>,
+    /// With each path, the provider its route names (`None`: the default provider's), so that
+    /// ending one provider's session removes its routes' narrowed tokens and no other's.
+    narrowed_paths: Vec<(String, Option<String>)>,
+    /// What a narrowed-token cookie's name starts with (`__Secure-th-`): the same for every
+    /// provider's policy, so that the names are ours whichever session the route uses.
+    narrowed_head: String,
 }
 
 impl CookiePolicy {
@@ -256,6 +261,12 @@ impl CookiePolicy {
                 format!("{base_path}/userInfo"),
             ],
             narrowed_paths: Vec::new(),
+            // The refresh-token cookie is path-scoped too: its name carries the same prefix.
+            narrowed_head: format!(
+                "{}{}-",
+                Self::name_prefix(config, CookieKind::RefreshToken),
+                config.prefix
+            ),
         }
     }
 
@@ -283,7 +294,7 @@ impl CookiePolicy {
             .routes
             .iter()
             .filter(|r| r.narrowing.is_some())
-            .map(|r| r.path.as_str().to_string())
+            .map(|r| (r.path.as_str().to_string(), r.provider.clone()))
             .collect();
         policy
     }
@@ -516,12 +527,7 @@ impl CookiePolicy {
     /// `__Secure-<prefix>-nt-<route key>` ([`route_key`]; no `__Secure-` without name
     /// prefixes). Path-scoped, so never `__Host-`.
     pub fn narrowed_name(&self, route_path: &str) -> String {
-        // The refresh-token cookie is path-scoped too: its name carries the same prefix.
-        let head = self
-            .name(CookieKind::RefreshToken)
-            .strip_suffix(CookieKind::RefreshToken.suffix())
-            .unwrap_or_default();
-        format!("{head}nt-{}", route_key(route_path))
+        format!("{}nt-{}", self.narrowed_head, route_key(route_path))
     }
 
     /// A cookie with our attributes (Secure, HttpOnly, SameSite, Domain) at `path`, for the
@@ -533,8 +539,14 @@ impl CookiePolicy {
     /// Cookies that remove every narrowed-token cookie, every chunk, at its route's path: the
     /// browser sends them only to their routes, so they are removed by name, unseen.
     pub fn clear_narrowed(&self) -> Vec<Cookie<'static>> {
+        self.clear_narrowed_of(|_| true)
+    }
+
+    /// As [`CookiePolicy::clear_narrowed`], for the routes whose configured provider (`None`:
+    /// the default) `of` accepts.
+    pub fn clear_narrowed_of(&self, of: impl Fn(Option<&str>) -> bool) -> Vec<Cookie<'static>> {
         let mut out = Vec::new();
-        for path in &self.narrowed_paths {
+        for (path, _) in self.narrowed_paths.iter().filter(|(_, p)| of(p.as_deref())) {
             let name = self.narrowed_name(path);
             for index in 0..MAX_CHUNKS {
                 let chunk = match index {

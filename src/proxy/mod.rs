@@ -161,17 +161,17 @@ async fn proxy(
             return resp;
         }
         Ok(access::Caller::Session) => {}
-        Err(denied) => return refusal(jar, denied),
+        Err(denied) => return refusal(&state.jar, jar, req.headers(), denied),
     }
     // A session ended by a back-channel logout or `sessions revoke` (issue 16).
     if let Err(e) = crate::store::ended::check_request(state, jar, cookies).await {
-        return refusal(jar, e.into());
+        return refusal(&state.jar, jar, req.headers(), e.into());
     }
     // Before the token: a refresh below rewrites the cookies, which a refusal here would lose.
     let signer = state.assertions.as_ref();
     relay.identity = match identity::values(found.route, jar, cookies, signer) {
         Ok(values) => values,
-        Err(e) => return refusal(jar, e.into()),
+        Err(e) => return refusal(&state.jar, jar, req.headers(), e.into()),
     };
 
     match session_token(
@@ -213,7 +213,7 @@ async fn proxy(
             let bearer: Token = access_token;
             forward::forward(req, body, client, &relay, Some(&bearer), written).await
         }
-        Err(denied) => refusal(&state.jar, denied),
+        Err(denied) => refusal(&state.jar, jar, req.headers(), denied),
     }
 }
 
@@ -234,10 +234,17 @@ pub async fn session_token(
     usable_access_token(cookies, csrf, source, client).await
 }
 
-/// The response for a refused request, clearing cookies when the session is over.
-pub fn refusal(jar: &SessionJar, denied: Denied) -> HttpResponse {
+/// The response for a refused request, clearing cookies when the session is over: the session
+/// `jar` holds (one provider's), or every cookie when it was the browser's last
+/// ([`SessionJar::clear_ended`], on the application's jar `app`).
+pub fn refusal(
+    app: &SessionJar,
+    jar: &SessionJar,
+    headers: &HeaderMap,
+    denied: Denied,
+) -> HttpResponse {
     if denied.clear_cookies {
-        error_with_cookies(denied.error, jar.clear_all())
+        error_with_cookies(denied.error, app.clear_ended(jar, headers))
     } else {
         denied.error.error_response()
     }

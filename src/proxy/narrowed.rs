@@ -13,7 +13,7 @@
 //! - refreshed ahead of expiry with the main token's rules (`proxy.refresh_ahead`, never before
 //!   half its lifetime), through a [`SingleFlight`] keyed by a hash of provider, session, route
 //!   and narrowing (not by any token): many calls at once make one grant;
-//! - cleared with every other session cookie ([`crate::cookies::CookiePolicy::clear_all`]).
+//! - cleared with its provider's session ([`crate::session::SessionJar::clear_session`]).
 //!
 //! When the provider refuses the narrowing the call fails (`403 insufficient_scope`, or `502` /
 //! `401 session_expired`): forwarding the broad token instead is exactly what the operator
@@ -164,7 +164,7 @@ pub async fn narrow(
         }
         Err(Refusal::SessionOver) => {
             let mut all = usable.cookies;
-            all.extend(jar.clear_all());
+            all.extend(state.jar.clear_ended(jar, headers));
             Err(error_with_cookies(ApiError::SessionExpired, all))
         }
         Err(Refusal::Error(e)) => Err(error_with_cookies(e, usable.cookies)),

@@ -74,7 +74,7 @@ pub async fn forward_auth(
     };
     // A session ended by a back-channel logout or `sessions revoke` (issue 16).
     if let Err(e) = crate::store::ended::check_request(&state, jar, &cookies).await {
-        return refusal(jar, e.into());
+        return refusal(&state.jar, jar, req.headers(), e.into());
     }
     match session_token(&method, req.headers(), &cookies, &source, &client.0).await {
         Ok(usable) => {
@@ -93,6 +93,6 @@ pub async fn forward_auth(
             }
             resp.finish()
         }
-        Err(denied) => refusal(&state.jar, denied),
+        Err(denied) => refusal(&state.jar, jar, req.headers(), denied),
     }
 }

@@ -174,8 +174,10 @@ pub async fn renew_idle(
     Ok(res.map_into_left_body())
 }
 
-/// Clears every cookie with any agent answer that says the session is over (`session_expired`
-/// returned by a handler), so the browser stops sending cookies that can never work again.
+/// Clears the session's cookies with any agent answer that says it is over (`session_expired`
+/// returned by a handler), so the browser stops sending cookies that can never work again: that
+/// provider's only while the browser holds another provider's session, else every cookie
+/// ([`crate::session::SessionJar::clear_ended`]).
 /// Answers that already clear them (a refresh token the provider refused) are built without the
 /// error attached and pass unchanged.
 pub async fn clear_ended(
@@ -183,6 +185,16 @@ pub async fn clear_ended(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
+    // The session the endpoint serves (`?provider=`), and whether the browser holds another
+    // provider's that keeps working: read now, the request is gone after the call.
+    let only = state.as_ref().and_then(|state| {
+        let id = provider_param(req.request()).ok()?;
+        let jar = state.jar.requested(id.as_deref(), req.headers()).ok()?;
+        state
+            .jar
+            .others_remain(jar, req.headers())
+            .then(|| jar.provider_id().map(str::to_string))
+    });
     let mut res = next.call(req).await?;
     let ended = res
         .response()
@@ -190,7 +202,14 @@ pub async fn clear_ended(
         .and_then(|e| e.as_error::<ApiError>())
         .is_some_and(|e| matches!(e, ApiError::SessionExpired));
     if let (true, Some(state)) = (ended, state) {
-        for c in state.jar.clear_all() {
+        let clear = match only
+            .as_ref()
+            .map(|id| id.as_deref().and_then(|id| state.jar.for_provider(id)))
+        {
+            Some(Some(jar)) => jar.clear_session(),
+            _ => state.jar.clear_all(),
+        };
+        for c in clear {
             if let Err(e) = res.response_mut().add_cookie(&c) {
                 tracing::error!(error = %e, "could not add a removal cookie");
             }

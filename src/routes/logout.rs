@@ -59,11 +59,7 @@ pub async fn logout(
     if let Some(provider_jar) = only {
         let url = end_session(&state, &client, provider_jar, req.headers(), &csrf.sid).await;
         // The last session ends with it: everything goes, the shared CSRF cookie included.
-        let others_remain = jar.provider_jars().any(|j| {
-            j.provider_id() != provider_jar.provider_id()
-                && j.read(req.headers()).has(CookieKind::AccessToken)
-        });
-        if !others_remain {
+        if !jar.others_remain(provider_jar, req.headers()) {
             return Ok(cleared(jar, &cookies, url));
         }
         tracing::info!(provider = ?provider_jar.provider_id(), "one provider's session ended");

@@ -40,7 +40,10 @@ pub async fn refresh(
                 return Err(denied.error);
             }
             tracing::info!(provider = %provider.id(), "refresh token rejected; session ended");
-            return Ok(error_with_cookies(denied.error, state.jar.clear_all()));
+            return Ok(error_with_cookies(
+                denied.error,
+                state.jar.clear_ended(jar, req.headers()),
+            ));
         }
     };
     // The session's start as its cookies tell it: a refresh never moves the absolute end.

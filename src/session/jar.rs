@@ -50,6 +50,9 @@ pub struct SessionJar {
     /// hand that provider's token to this one's routes). `None`: a jar built without providers
     /// (unit tests), which opens any.
     provider: Option<String>,
+    /// Whether this is the default provider's jar (the application's): routes that name no
+    /// provider use its session.
+    default: bool,
     /// The jars of the other providers, in configuration order (only in the application's jar).
     others: Vec<SessionJar>,
 }
@@ -69,6 +72,7 @@ impl SessionJar {
             lifetimes,
             login_timeout: login_timeout.as_secs() as i64,
             provider: None,
+            default: true,
             others: Vec::new(),
         }
     }
@@ -91,6 +95,7 @@ impl SessionJar {
                 lifetimes: self.lifetimes,
                 login_timeout: self.login_timeout,
                 provider: Some(id.to_string()),
+                default: false,
                 others: Vec::new(),
             })
             .collect();
@@ -654,9 +659,46 @@ impl SessionJar {
     }
 
     /// Cookies that remove this jar's provider's session cookies only (access, refresh and ID
-    /// token at every path they are written at): a logout from one provider.
+    /// token at every path they are written at, and the narrowed tokens of the routes that use
+    /// its session): a logout from one provider. The narrowed tokens go too, or a later login
+    /// with this provider in the same browser (same session id) as another user could be
+    /// forwarded the previous user's.
     pub fn clear_session(&self) -> Vec<Cookie<'static>> {
-        self.policy.clear_session()
+        let mut out = self.policy.clear_session();
+        out.extend(
+            self.policy
+                .clear_narrowed_of(|route_provider| match route_provider {
+                    None => self.default,
+                    Some(id) => self.provider.as_deref().is_none_or(|own| own == id),
+                }),
+        );
+        out
+    }
+
+    /// Whether the request carries the session of a provider other than `ended`'s, and the
+    /// browser's session they share is still live (its CSRF cookie opens: past the idle or
+    /// absolute lifetime, which every provider's session shares, none remains). Called on the
+    /// application's jar.
+    pub fn others_remain(&self, ended: &SessionJar, headers: &HeaderMap) -> bool {
+        let other = self.provider_jars().any(|j| {
+            j.provider_id() != ended.provider_id() && j.read(headers).has(CookieKind::AccessToken)
+        });
+        other
+            && self
+                .readable::<CsrfCookie>(&self.read(headers), CookieKind::Csrf)
+                .is_some()
+    }
+
+    /// Cookies that remove a session that is over (`session_expired`) at the provider whose jar
+    /// is `ended` (called on the application's jar): that provider's session only while the
+    /// request carries another provider's, which keeps working (and with it the shared CSRF
+    /// cookie); else every cookie, as [`SessionJar::clear_all`].
+    pub fn clear_ended(&self, ended: &SessionJar, headers: &HeaderMap) -> Vec<Cookie<'static>> {
+        if self.others_remain(ended, headers) {
+            ended.clear_session()
+        } else {
+            self.clear_all()
+        }
     }
 
     /// As [`SessionJar::clear_all`], plus the cookie of every login flow this request carried
@@ -825,6 +867,61 @@ mod tests {
             jar.find_login(&cookies, "state-new"),
             LoginLookup::OtherLogins
         ));
+    }
+
+    #[test]
+    fn ending_one_providers_session_removes_its_routes_narrowed_tokens_and_no_others() {
+        let route = |path: &str, provider: &str| {
+            format!(
+                "[[routes]]\npath = \"{path}\"\nupstream = \"http://127.0.0.1:9\"\ntoken = \"resource\"\nresource = \"https://r.example\"\n{provider}"
+            )
+        };
+        let drive = crate::config::TEST_PROVIDER
+            .replace("\"default\"", "\"drive\"")
+            .replace("login.example.com", "drive.example.com")
+            .replace("www.example.com/", "www.example.com/drive");
+        let toml = crate::config::test_toml(
+            "",
+            &format!(
+                "{}{drive}{}{}{}",
+                crate::config::TEST_PROVIDER,
+                route("/orders", ""),
+                route("/profile", "provider = \"default\"\n"),
+                route("/files", "provider = \"drive\"\n"),
+            ),
+        );
+        let config = crate::config::Config::from_toml(&toml, Vec::new()).expect("valid");
+        let jar = SessionJar::new(
+            CookiePolicy::for_config(&config),
+            Sealer::new(config.cookies.keys.clone()),
+            Clock::default(),
+            crate::session::Lifetimes::new(&config.cookies),
+            Duration::from_secs(600),
+        )
+        .with_providers("default", ["default", "drive"]);
+        let narrowed_paths = |cookies: Vec<Cookie<'static>>| {
+            let mut paths: Vec<String> = cookies
+                .iter()
+                .filter(|c| c.name().starts_with("__Secure-th-nt-"))
+                .filter_map(|c| c.path().map(str::to_string))
+                .collect();
+            paths.sort();
+            paths.dedup();
+            paths
+        };
+        let drive = jar.for_provider("drive").expect("drive jar");
+        // Named alike whichever provider's session the route uses, and ours (never forwarded).
+        let files = drive.policy().narrowed_name("/files");
+        assert_eq!(files, jar.policy().narrowed_name("/files"));
+        assert!(files.starts_with("__Secure-th-nt-"), "{files}");
+        assert!(drive.policy().is_ours(&files));
+        // A later login with drive as someone else must not find the last user's `/files` token.
+        assert_eq!(narrowed_paths(drive.clear_session()), ["/files"]);
+        assert_eq!(narrowed_paths(jar.clear_session()), ["/orders", "/profile"]);
+        assert_eq!(
+            narrowed_paths(jar.clear_all()),
+            ["/files", "/orders", "/profile"]
+        );
     }
 
     #[test]

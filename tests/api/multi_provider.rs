@@ -6,6 +6,8 @@ use crate::helpers::*;
 use crate::upstream::Upstream;
 use awc::http::Method;
 use serde_json::{json, Value};
+use token_handler::crypto::Purpose;
+use token_handler::session::RefreshTokenCookie;
 
 /// Two test providers: `main` (the default, first) and `drive`, each its own oidc-provider,
 /// and an upstream that trusts both, behind `/main-api` (no provider: the default's session) and
@@ -17,8 +19,16 @@ struct TwoProviders {
 }
 
 async fn two_providers() -> TwoProviders {
-    let main = TestProvider::start().await;
-    let drive = TestProvider::start().await;
+    two_providers_with(json!({}), |c| c).await
+}
+
+/// As [`two_providers`], both started with `options`, and the configuration `tweak`ed.
+async fn two_providers_with(
+    options: Value,
+    tweak: impl FnOnce(TestConfig) -> TestConfig,
+) -> TwoProviders {
+    let main = TestProvider::start_with(options.clone()).await;
+    let drive = TestProvider::start_with(options).await;
     let upstream = Upstream::start_many(&[&main.issuer, &drive.issuer]).await;
     let config = TestConfig::with_providers([
         ProviderConfig::spa_client("main", &main.issuer).require_iss(),
@@ -26,7 +36,7 @@ async fn two_providers() -> TwoProviders {
     ])
     .route(RouteConfig::new("/main-api", &upstream.address))
     .route(RouteConfig::new("/drive-api", &upstream.address).provider("drive"));
-    let app = TestApp::spawn_with(&config).await;
+    let app = TestApp::spawn_with(&tweak(config)).await;
     TwoProviders { main, drive, app }
 }
 
@@ -247,4 +257,75 @@ async fn a_browser_signed_in_with_another_provider_only_keeps_working_without_na
         (resp.status, resp.body["provider"].clone()),
         (401, "main".into())
     );
+}
+
+#[actix_web::test]
+async fn one_providers_session_ending_clears_its_cookies_and_leaves_the_others_working() {
+    // ID tokens outlive the hours our clock moves by (a refreshed one's `exp` is checked
+    // against our clock).
+    let week = json!({"idTokenTtl": 7 * 24 * 3600});
+    let TwoProviders { main, drive, app } = two_providers_with(week, |c| c).await;
+    let mut browser = app.browser();
+    assert_eq!(login_with(&mut browser, "main", "alice").await.status, 200);
+    assert_eq!(login_with(&mut browser, "drive", "bob").await.status, 200);
+    // Drive's provider ends the grant (the user withdrew consent there), and both access
+    // tokens expire: main refreshes, drive's refresh token is refused.
+    let rt: RefreshTokenCookie =
+        app.unseal(Purpose::RefreshToken, &browser.jar.value("th-auth_drive"));
+    drive.revoke_directly(rt.token.expose()).await;
+    app.state.clock.advance(2 * 3600);
+    let ours = |b: &Browser, provider: &str| -> Vec<String> {
+        b.jar
+            .all()
+            .iter()
+            .map(|c| base_name(c.name()).to_string())
+            .filter(|n| n.starts_with("th-") && n.contains(provider))
+            .collect()
+    };
+    // Wherever the end is found (the SPA's refresh, a call through the proxy), only drive's
+    // cookies are removed: main's session, and the CSRF cookie they share, keep working.
+    for (method, path) in [
+        (Method::POST, "/refresh?provider=drive"),
+        (Method::GET, "/drive-api/x"),
+        (Method::POST, "/drive-api/x"),
+    ] {
+        let mut b = browser.clone();
+        let resp = match path.starts_with("/drive-api") {
+            true => call(&mut b, method, path).await,
+            false => b.request(method, path, Some("{}"), &[]).await,
+        };
+        assert_eq!(resp.code(), "session_expired", "{path}: {:?}", resp.body);
+        assert_eq!(ours(&b, "_drive"), Vec::<String>::new(), "{path}");
+        assert!(
+            resp.set_cookies
+                .iter()
+                .all(|c| c.contains("_drive") || c.contains("-nt-")),
+            "{path} removed another session's cookies: {:?}",
+            resp.set_cookies
+        );
+        for method in [Method::GET, Method::POST] {
+            let resp = call(&mut b, method, "/main-api/x").await;
+            assert!(
+                token_of(&resp, &main.issuer, "alice"),
+                "{path}: {:?}",
+                resp.body
+            );
+        }
+        assert_eq!(b.get("/userInfo").await.body["sub"], "alice", "{path}");
+        let resp = b.get("/userInfo?provider=drive").await;
+        assert_eq!(resp.body["provider"], "drive", "{path}: {:?}", resp.body);
+    }
+    // When the session that ends is the browser's last, every cookie goes, the CSRF one too.
+    let mut b = browser.clone();
+    let resp = call(&mut b, Method::GET, "/main-api/x").await;
+    assert!(token_of(&resp, &main.issuer, "alice"), "{:?}", resp.body);
+    let resp = b.post("/refresh?provider=drive", "{}").await;
+    assert_eq!(resp.code(), "session_expired", "{:?}", resp.body);
+    let rt: RefreshTokenCookie = app.unseal(Purpose::RefreshToken, &b.jar.value("th-auth"));
+    main.revoke_directly(rt.token.expose()).await;
+    app.state.clock.advance(2 * 3600);
+    let resp = call(&mut b, Method::GET, "/main-api/x").await;
+    assert_eq!(resp.code(), "session_expired", "{:?}", resp.body);
+    assert_eq!(ours(&b, ""), Vec::<String>::new());
+    app.assert_alive().await;
 }
