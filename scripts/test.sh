@@ -46,5 +46,8 @@ cargo machete
 step "tests"
 cargo test --locked --all-targets
 
+step "SPA client module (node --test, no browser)"
+node --test tests/spa/
+
 step "browser end-to-end (Debian's chromium driven by playwright-core)"
 bash tests/e2e/run.sh

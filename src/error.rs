@@ -58,6 +58,13 @@ pub enum ApiError {
     /// The refresh token was rejected: the user must sign in again.
     #[error("the session has expired; sign in again")]
     SessionExpired,
+    /// One provider's part of the browser's session is over (its refresh token refused, or
+    /// ended by its logout) while another provider's session goes on: the same code as
+    /// [`ApiError::SessionExpired`], with the provider named, so an SPA signs in with that
+    /// provider again and keeps its CSRF value for the others
+    /// ([`crate::session::SessionJar::session_over`]).
+    #[error("the session with the identity provider `{provider}` has expired; sign in with it again (the sessions with other providers go on)")]
+    ProviderSessionExpired { provider: String },
     /// The provider is unreachable, timed out or answered 5xx.
     #[error("{0}")]
     ProviderUnavailable(String),
@@ -109,7 +116,7 @@ impl ApiError {
             ApiError::AuthorizationError(_) => "authorization_error",
             ApiError::TokenExpired => "token_expired",
             ApiError::UserInfoRefused => "userinfo_refused",
-            ApiError::SessionExpired => "session_expired",
+            ApiError::SessionExpired | ApiError::ProviderSessionExpired { .. } => "session_expired",
             ApiError::ProviderUnavailable(_) => "authorization_server_error",
             ApiError::SessionTooLarge { .. } => "session_too_large",
             ApiError::UpstreamUnavailable => "upstream_unavailable",
@@ -127,8 +134,8 @@ impl ApiError {
 struct ErrorBody<'a> {
     code: &'a str,
     message: String,
-    /// The provider whose session is missing ([`ApiError::NoSession`]); a configured id, never
-    /// request data.
+    /// The provider whose session is missing ([`ApiError::NoSession`]) or alone ended
+    /// ([`ApiError::ProviderSessionExpired`]); a configured id, never request data.
     #[serde(skip_serializing_if = "Option::is_none")]
     provider: Option<&'a str>,
 }
@@ -139,7 +146,8 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_)
             | ApiError::NoSession { .. }
             | ApiError::TokenExpired
-            | ApiError::SessionExpired => StatusCode::UNAUTHORIZED,
+            | ApiError::SessionExpired
+            | ApiError::ProviderSessionExpired { .. } => StatusCode::UNAUTHORIZED,
             ApiError::InvalidRequest(_) | ApiError::AuthorizationError(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -177,7 +185,8 @@ impl ResponseError for ApiError {
             code: self.code(),
             message: self.to_string(),
             provider: match self {
-                ApiError::NoSession { provider } => Some(provider),
+                ApiError::NoSession { provider }
+                | ApiError::ProviderSessionExpired { provider } => Some(provider),
                 _ => None,
             },
         })

@@ -35,8 +35,12 @@ export interface ClientOptions {
   storage?: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'>;
   /** The fetch to use. Default globalThis.fetch. */
   fetch?: typeof fetch;
-  /** The session is over (401 session_expired): show the sign-in page. Called once. */
-  onSessionExpired?: (detail: { code: string; message?: string }) => void;
+  /**
+   * The session is over (401 session_expired): show the sign-in page. Called once. With
+   * `provider`, only that provider's session ended (several providers in one browser): the
+   * others go on, and the app may offer to sign in with that provider again.
+   */
+  onSessionExpired?: (detail: { code: string; message?: string; provider?: string }) => void;
   /** The session ends in `secondsLeft` seconds unless the user does something. */
   onSessionWarning?: (warning: SessionWarning) => void;
   /** Another tab signed in; this tab now has a session too. */

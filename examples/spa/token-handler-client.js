@@ -8,7 +8,8 @@
 //   - keeps the CSRF value login/end returns (sessionStorage, per tab) and sends it as the CSRF
 //     header on every request that is not GET/HEAD;
 //   - on 401 token_expired refreshes once (POST <base>/refresh) and retries the request once;
-//   - calls the app's onSessionExpired on 401 session_expired (the cookies are already gone);
+//   - calls the app's onSessionExpired on 401 session_expired (the cookies are already gone;
+//     with `provider` in the answer, only that provider's session ended and the others go on);
 //   - warns before the session ends, from the times GET <base>/session reports (reading them does
 //     not count as activity, so polling does not keep an idle session alive);
 //   - keeps tabs in step: a login or logout in one tab is announced on a BroadcastChannel.
@@ -31,6 +32,16 @@ async function errorCode(response) {
   try {
     const body = await response.clone().json();
     return body?.code ?? body?.error ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** The `provider` query parameter of a request's URL, else null. */
+function providerOf(input) {
+  try {
+    const url = new URL(input instanceof Request ? input.url : String(input), globalThis.location?.href);
+    return url.searchParams.get('provider');
   } catch {
     return null;
   }
@@ -101,8 +112,16 @@ export function createClient(options = {}) {
     return data;
   }
 
-  /** The session is over: forget its CSRF value and tell the app once. */
+  /**
+   * The session is over: forget its CSRF value and tell the app once. An answer that names a
+   * provider ends only that provider's session (several providers in one browser): the others,
+   * and the CSRF value they share, go on, and the app hears of each such end.
+   */
   function sessionOver(detail) {
+    if (detail?.provider) {
+      on.sessionExpired({ code: 'session_expired', ...detail });
+      return;
+    }
     setCsrf(null);
     clearTimeout(warningTimer);
     if (expired) return;
@@ -203,8 +222,12 @@ export function createClient(options = {}) {
       if (response.status !== 401) return response;
       let code = await errorCode(response);
       if (code === 'token_expired') {
+        // The session the call used: the provider it names (`?provider=` of /userInfo and
+        // /claims), else the default one.
+        const provider = providerOf(input);
+        const refresh = provider ? `/refresh?provider=${encodeURIComponent(provider)}` : '/refresh';
         try {
-          await agent('/refresh', { method: 'POST' });
+          await agent(refresh, { method: 'POST' });
         } catch (e) {
           if (e instanceof TokenHandlerError && e.code === 'session_expired') {
             return new Response(JSON.stringify(e.body ?? { code: e.code }), {
@@ -218,7 +241,15 @@ export function createClient(options = {}) {
         if (response.status !== 401) return response;
         code = await errorCode(response);
       }
-      if (code === 'session_expired') sessionOver({ code });
+      if (code === 'session_expired') {
+        let body = null;
+        try {
+          body = await response.clone().json();
+        } catch {
+          body = null;
+        }
+        sessionOver({ code, ...(body?.provider ? { provider: body.provider } : {}) });
+      }
       return response;
     },
 

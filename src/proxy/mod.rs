@@ -236,7 +236,7 @@ pub async fn session_token(
 
 /// The response for a refused request, clearing cookies when the session is over: the session
 /// `jar` holds (one provider's), or every cookie when it was the browser's last
-/// ([`SessionJar::clear_ended`], on the application's jar `app`).
+/// ([`SessionJar::session_over`], on the application's jar `app`).
 pub fn refusal(
     app: &SessionJar,
     jar: &SessionJar,
@@ -244,7 +244,8 @@ pub fn refusal(
     denied: Denied,
 ) -> HttpResponse {
     if denied.clear_cookies {
-        error_with_cookies(denied.error, app.clear_ended(jar, headers))
+        let (error, cookies) = app.session_over(jar, headers, denied.error);
+        error_with_cookies(error, cookies)
     } else {
         denied.error.error_response()
     }

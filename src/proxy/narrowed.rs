@@ -163,9 +163,12 @@ pub async fn narrow(
             Ok(out)
         }
         Err(Refusal::SessionOver) => {
+            let (error, cleared) = state
+                .jar
+                .session_over(jar, headers, ApiError::SessionExpired);
             let mut all = usable.cookies;
-            all.extend(state.jar.clear_ended(jar, headers));
-            Err(error_with_cookies(ApiError::SessionExpired, all))
+            all.extend(cleared);
+            Err(error_with_cookies(error, all))
         }
         Err(Refusal::Error(e)) => Err(error_with_cookies(e, usable.cookies)),
     }

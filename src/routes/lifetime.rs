@@ -14,11 +14,11 @@ use crate::session::{
     same_session, AccessTokenCookie, CsrfCookie, Sealed, SessionEnd, SessionJar, SessionTimes,
 };
 use crate::state::AppState;
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::cookie::Cookie;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
 /// A request's session as its Path `/` cookies tell it: the access-token and CSRF cookies, both
@@ -176,43 +176,48 @@ pub async fn renew_idle(
 
 /// Clears the session's cookies with any agent answer that says it is over (`session_expired`
 /// returned by a handler), so the browser stops sending cookies that can never work again: that
-/// provider's only while the browser holds another provider's session, else every cookie
-/// ([`crate::session::SessionJar::clear_ended`]).
-/// Answers that already clear them (a refresh token the provider refused) are built without the
-/// error attached and pass unchanged.
+/// provider's only (and the answer names it) while the browser holds another provider's live
+/// session, else every cookie ([`crate::session::SessionJar::session_over`]). Answers that
+/// already clear them (a refresh token the provider refused) are built without the error
+/// attached and pass unchanged.
 pub async fn clear_ended(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    // The session the endpoint serves (`?provider=`), and whether the browser holds another
-    // provider's that keeps working: read now, the request is gone after the call.
-    let only = state.as_ref().and_then(|state| {
+    // The provider whose session the endpoint serves (`?provider=`), when the browser holds
+    // another provider's that would keep working: read now, the request is gone after the call.
+    let only: Option<String> = state.as_ref().and_then(|state| {
         let id = provider_param(req.request()).ok()?;
         let jar = state.jar.requested(id.as_deref(), req.headers()).ok()?;
-        state
-            .jar
-            .others_remain(jar, req.headers())
-            .then(|| jar.provider_id().map(str::to_string))
+        if !state.jar.others_remain(jar, req.headers()) {
+            return None;
+        }
+        jar.provider_id().map(str::to_string)
     });
-    let mut res = next.call(req).await?;
+    let res = next.call(req).await?;
     let ended = res
         .response()
         .error()
         .and_then(|e| e.as_error::<ApiError>())
         .is_some_and(|e| matches!(e, ApiError::SessionExpired));
-    if let (true, Some(state)) = (ended, state) {
-        let clear = match only
-            .as_ref()
-            .map(|id| id.as_deref().and_then(|id| state.jar.for_provider(id)))
-        {
-            Some(Some(jar)) => jar.clear_session(),
-            _ => state.jar.clear_all(),
-        };
-        for c in clear {
-            if let Err(e) = res.response_mut().add_cookie(&c) {
-                tracing::error!(error = %e, "could not add a removal cookie");
-            }
+    let Some(state) = state.filter(|_| ended) else {
+        return Ok(res.map_into_boxed_body());
+    };
+    let (mut res, clear) = match only.as_deref().and_then(|id| state.jar.for_provider(id)) {
+        Some(jar) => {
+            let error = ApiError::ProviderSessionExpired {
+                provider: jar.provider_id().unwrap_or_default().to_string(),
+            };
+            let (req, _) = res.into_parts();
+            let res = ServiceResponse::new(req, error.error_response());
+            (res, jar.clear_session())
+        }
+        None => (res.map_into_boxed_body(), state.jar.clear_all()),
+    };
+    for c in clear {
+        if let Err(e) = res.response_mut().add_cookie(&c) {
+            tracing::error!(error = %e, "could not add a removal cookie");
         }
     }
     Ok(res)

@@ -40,10 +40,8 @@ pub async fn refresh(
                 return Err(denied.error);
             }
             tracing::info!(provider = %provider.id(), "refresh token rejected; session ended");
-            return Ok(error_with_cookies(
-                denied.error,
-                state.jar.clear_ended(jar, req.headers()),
-            ));
+            let (error, cookies) = state.jar.session_over(jar, req.headers(), denied.error);
+            return Ok(error_with_cookies(error, cookies));
         }
     };
     // The session's start as its cookies tell it: a refresh never moves the absolute end.

@@ -689,16 +689,27 @@ impl SessionJar {
                 .is_some()
     }
 
-    /// Cookies that remove a session that is over (`session_expired`) at the provider whose jar
-    /// is `ended` (called on the application's jar): that provider's session only while the
-    /// request carries another provider's, which keeps working (and with it the shared CSRF
-    /// cookie); else every cookie, as [`SessionJar::clear_all`].
-    pub fn clear_ended(&self, ended: &SessionJar, headers: &HeaderMap) -> Vec<Cookie<'static>> {
-        if self.others_remain(ended, headers) {
-            ended.clear_session()
-        } else {
-            self.clear_all()
+    /// The answer to a session found over (`session_expired`) at the provider whose jar is
+    /// `ended` (called on the application's jar): while the request carries another provider's
+    /// live session, the error names the provider ([`ApiError::ProviderSessionExpired`]) and
+    /// only that provider's cookies are removed, so the others (and the CSRF cookie they share)
+    /// keep working; else `error` as it is, and every cookie removed ([`SessionJar::clear_all`]).
+    pub fn session_over(
+        &self,
+        ended: &SessionJar,
+        headers: &HeaderMap,
+        error: ApiError,
+    ) -> (ApiError, Vec<Cookie<'static>>) {
+        if !self.others_remain(ended, headers) {
+            return (error, self.clear_all());
         }
+        let error = match (error, ended.provider_id()) {
+            (ApiError::SessionExpired, Some(id)) => ApiError::ProviderSessionExpired {
+                provider: id.to_string(),
+            },
+            (error, _) => error,
+        };
+        (error, ended.clear_session())
     }
 
     /// As [`SessionJar::clear_all`], plus the cookie of every login flow this request carried

@@ -3,6 +3,7 @@
 //! and `/claims` take `?provider=`, and `logout` ends one provider's session or all of them.
 
 use crate::helpers::*;
+use crate::redis::RedisServer;
 use crate::upstream::Upstream;
 use awc::http::Method;
 use serde_json::{json, Value};
@@ -295,6 +296,8 @@ async fn one_providers_session_ending_clears_its_cookies_and_leaves_the_others_w
             false => b.request(method, path, Some("{}"), &[]).await,
         };
         assert_eq!(resp.code(), "session_expired", "{path}: {:?}", resp.body);
+        // Named, so the SPA signs in with drive again and keeps its CSRF value for main.
+        assert_eq!(resp.body["provider"], "drive", "{path}: {:?}", resp.body);
         assert_eq!(ours(&b, "_drive"), Vec::<String>::new(), "{path}");
         assert!(
             resp.set_cookies
@@ -326,6 +329,66 @@ async fn one_providers_session_ending_clears_its_cookies_and_leaves_the_others_w
     app.state.clock.advance(2 * 3600);
     let resp = call(&mut b, Method::GET, "/main-api/x").await;
     assert_eq!(resp.code(), "session_expired", "{:?}", resp.body);
+    assert!(resp.body.get("provider").is_none(), "{:?}", resp.body);
     assert_eq!(ours(&b, ""), Vec::<String>::new());
+    app.assert_alive().await;
+}
+
+#[actix_web::test]
+async fn a_providers_session_ended_by_its_logout_leaves_the_others_working() {
+    // The agent endpoints' and the proxy's ended-session check (`[store]`): `sessions revoke`
+    // ends bob's drive session; alice's main session in the same browser goes on.
+    let redis = RedisServer::start().await;
+    let TwoProviders {
+        main,
+        drive: _drive,
+        app,
+    } = two_providers_with(json!({}), |c| {
+        c.store(&redis.url())
+            .store_key("revocation_cache", "200ms")
+            .store_key("admin_listen", "127.0.0.1:0")
+    })
+    .await;
+    let mut browser = app.browser();
+    assert_eq!(login_with(&mut browser, "main", "alice").await.status, 200);
+    assert_eq!(login_with(&mut browser, "drive", "bob").await.status, 200);
+    let admin = app.admin_address.clone().expect("admin listener");
+    let resp = awc::Client::default()
+        .post(format!("{admin}/sessions/revoke"))
+        .send_json(&json!({"provider": "drive", "sub": "bob"}))
+        .await
+        .expect("revoke");
+    assert_eq!(resp.status().as_u16(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for (method, path) in [
+        (Method::GET, "/userInfo?provider=drive"),
+        (Method::GET, "/session?provider=drive"),
+        (Method::GET, "/drive-api/x"),
+    ] {
+        let mut b = browser.clone();
+        let resp = match path.starts_with("/drive-api") {
+            true => call(&mut b, method, path).await,
+            false => b.request(method, path, None, &[]).await,
+        };
+        assert_eq!(resp.code(), "session_expired", "{path}: {:?}", resp.body);
+        assert_eq!(resp.body["provider"], "drive", "{path}: {:?}", resp.body);
+        let left: Vec<_> = b
+            .jar
+            .all()
+            .iter()
+            .filter(|c| c.name().contains("_drive"))
+            .map(|c| c.name().to_string())
+            .collect();
+        assert!(left.is_empty(), "{path} left {left:?}");
+        for method in [Method::GET, Method::POST] {
+            let resp = call(&mut b, method, "/main-api/x").await;
+            assert!(
+                token_of(&resp, &main.issuer, "alice"),
+                "{path}: {:?}",
+                resp.body
+            );
+        }
+        assert_eq!(b.get("/userInfo").await.body["sub"], "alice", "{path}");
+    }
     app.assert_alive().await;
 }
