@@ -24,13 +24,16 @@ use crate::cookies::{chunk_count, request_cookies, route_key, CookieKind, Reques
 use crate::cookies::{MAX_CHUNKS, MAX_COOKIE_BYTES};
 use crate::crypto::{Purpose, SealError};
 use crate::error::{error_with_cookies, ApiError};
+use crate::oauth::metadata::ProviderMetadata;
 use crate::oauth::narrow::{self, NarrowFailure, Subject};
-use crate::refresh::{Freshness, SingleFlight, Usable, RESULT_TTL};
+use crate::oauth::token::TokenResponse;
+use crate::refresh::{Found, Freshness, SingleFlight, Usable, RESULT_TTL};
 use crate::secret::Token;
 use crate::session::{
     access_token_expiry, same_session, RefreshTokenCookie, SessionId, SessionJar,
 };
 use crate::state::AppState;
+use crate::store::refresh::Spent;
 use actix_web::cookie::Cookie;
 use actix_web::http::header::HeaderMap;
 use actix_web::HttpResponse;
@@ -285,7 +288,10 @@ async fn narrowed(
     written.extend(sent.stale_removals(state, &name, path, &written));
     if let (Some(rotated), Some(rt)) = (&result.rotated, &rt_cookie) {
         // The newest token: a later grant may have rotated this result's already.
-        let kept = state.refresher.newest(provider.id(), rotated);
+        let kept = state
+            .refresher
+            .newest_across(provider.id(), rotated, state.jar.sealer())
+            .await;
         written.extend(jar.reseal_refresh_token(rt, kept)?);
     }
     Ok((result.token.clone(), result.expires_at, written))
@@ -314,23 +320,80 @@ async fn grant(
         .metadata(client)
         .await
         .map_err(|e| NarrowFailure::Unavailable(e.to_string()))?;
-    // A resource grant redeems the session's refresh token: it waits for its turn on it, with
-    // the session's refresh and the other routes' resource grants, and redeems the newest token
-    // of the chain, never one another grant already rotated (RFC 9700 §4.14.2; see
-    // [`crate::refresh::Rotations`]).
-    let turn = match narrowing.kind {
-        NarrowKind::Resource => Some(state.refresher.turn(provider.id(), &input.subject).await),
-        NarrowKind::Exchange => None,
+    let (tokens, kept) = match narrowing.kind {
+        NarrowKind::Exchange => {
+            let subject = Subject::AccessToken(&input.subject);
+            (
+                call(client, provider, &metadata, narrowing, subject).await?,
+                None,
+            )
+        }
+        // A resource grant spends the session's refresh token: it takes its turn on it with the
+        // session's refresh and the other routes' resource grants, on this replica and, with a
+        // store, across replicas, and redeems the newest token of the chain, never one another
+        // grant already rotated (RFC 9700 §4.14.2; [`crate::refresh::Refresher::spend`]).
+        // Another replica's refresh result only tells it which token that is.
+        NarrowKind::Resource => {
+            let (tokens, kept) = state
+                .refresher
+                .spend(
+                    provider,
+                    state.jar.sealer(),
+                    &input.subject,
+                    |redeemed, r| {
+                        if r.rotated_from(redeemed) {
+                            Found::Follow
+                        } else {
+                            Found::Alone
+                        }
+                    },
+                    |token| resource_grant(client, provider, &metadata, narrowing, token),
+                    |outcome: &Result<(TokenResponse, Token), NarrowFailure>| {
+                        outcome.as_ref().ok().map(|(_, kept)| Spent::Rotated(kept))
+                    },
+                )
+                .await?;
+            (tokens, Some(kept))
+        }
     };
-    let subject = match (&turn, narrowing.kind) {
-        (Some(turn), _) => Subject::RefreshToken(turn.token()),
-        (None, NarrowKind::Resource) => Subject::RefreshToken(&input.subject),
-        (None, NarrowKind::Exchange) => Subject::AccessToken(&input.subject),
-    };
+    let now = state.clock.now();
+    let rotated = kept.filter(|kept| !kept.ct_eq(input.subject.expose()));
+    Ok(Arc::new(Narrowed {
+        expires_at: access_token_expiry(&tokens, now),
+        received_at: now,
+        token: tokens.access_token,
+        rotated,
+    }))
+}
+
+/// A resource grant with `refresh_token`, and the refresh token the session keeps after it:
+/// the one issued (rotation), else the one redeemed (which is newer than the request's when the
+/// spend followed a rotation).
+async fn resource_grant(
+    client: &awc::Client,
+    provider: &crate::oauth::Provider,
+    metadata: &ProviderMetadata,
+    narrowing: &Narrowing,
+    refresh_token: Token,
+) -> Result<(TokenResponse, Token), NarrowFailure> {
+    let subject = Subject::RefreshToken(&refresh_token);
+    let tokens = call(client, provider, metadata, narrowing, subject).await?;
+    let kept = tokens.refresh_token.clone().unwrap_or(refresh_token);
+    Ok((tokens, kept))
+}
+
+/// One narrowing request at the token endpoint, logged and counted by its outcome.
+async fn call(
+    client: &awc::Client,
+    provider: &crate::oauth::Provider,
+    metadata: &ProviderMetadata,
+    narrowing: &Narrowing,
+    subject: Subject<'_>,
+) -> Result<TokenResponse, NarrowFailure> {
     // A slot of the provider's bound on calls in flight, like every other grant (issue 17).
     let tokens = {
         let _slot = provider.calls().acquire().await;
-        narrow::request(client, &provider.config, &metadata, narrowing, subject).await
+        narrow::request(client, &provider.config, metadata, narrowing, subject).await
     };
     let label = match &tokens {
         Ok(_) => "ok",
@@ -339,25 +402,7 @@ async fn grant(
         Err(NarrowFailure::Unavailable(_)) => "provider_error",
     };
     tracing::info!(provider = %provider.id(), outcome = label, "narrowing grant");
-    let tokens = tokens?;
-    let now = state.clock.now();
-    // The refresh token the session keeps: the one issued (rotation), else the one redeemed
-    // (which is newer than the request's when the turn followed a rotation).
-    let rotated = turn.map(|turn| {
-        let kept = tokens
-            .refresh_token
-            .clone()
-            .unwrap_or_else(|| turn.token().clone());
-        turn.done(&kept);
-        kept
-    });
-    let rotated = rotated.filter(|kept| !kept.ct_eq(input.subject.expose()));
-    Ok(Arc::new(Narrowed {
-        expires_at: access_token_expiry(&tokens, now),
-        received_at: now,
-        token: tokens.access_token,
-        rotated,
-    }))
+    tokens
 }
 
 /// The cookies that carry a narrowed token at the route's path, split into chunks when one

@@ -15,8 +15,9 @@
 //! replica stands alone.
 //!
 //! A narrowing grant (a refresh-token grant with `resource`, RFC 8707 §2.2) redeems the same
-//! refresh token under another key; both take turns on the token through [`Rotations`], so on
-//! this replica no two grants redeem one refresh token, and none redeems a rotated one.
+//! refresh token under another key; both spend it through [`Refresher::spend`]: a turn on the
+//! token on this replica ([`Rotations`]), then the store's lock on it, so no two grants on any
+//! replica redeem one refresh token, and none redeems a rotated one.
 //!
 //! Three layers: [`SingleFlight`] shares grants and keeps results, knowing nothing of tokens;
 //! [`Refresher`] (here) keys it by refresh token and performs the grant; [`usable_access_token`]
@@ -25,10 +26,12 @@
 mod policy;
 mod rotations;
 mod single_flight;
+mod spend;
 
 pub use policy::{usable_access_token, Denied, TokenSource, Usable};
 pub use rotations::{Rotations, Turn};
 pub use single_flight::{Flown, Freshness, SingleFlight};
+pub use spend::Found;
 
 use crate::clock::Clock;
 use crate::crypto::Sealer;
@@ -40,7 +43,7 @@ use crate::secret::Token;
 use crate::session::{
     access_token_expiry, refresh_due, NewSession, Received, RefreshTokenCookie, SessionId,
 };
-use crate::store::refresh::{hash_hex, Coordinated, Coordination};
+use crate::store::refresh::{hash_hex, Spent};
 use crate::store::Store;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -99,7 +102,7 @@ impl Refreshed {
     }
 
     /// Whether the grant issued another refresh token than `redeemed` (rotation).
-    fn rotated_from(&self, redeemed: &Token) -> bool {
+    pub fn rotated_from(&self, redeemed: &Token) -> bool {
         !self.refresh_token.ct_eq(redeemed.expose())
     }
 }
@@ -265,10 +268,10 @@ impl Refresher {
         }
     }
 
-    /// The grant, coordinated with the other replicas when there is a store: the result of
-    /// another replica's grant for the same token when there is one (followed, as the single
-    /// flight does, to the refresh token it produced once it has come due), else a grant here.
-    /// Any store error: a grant here, alone, as without a store.
+    /// The grant, spent once across replicas ([`Refresher::spend`]): the result of another
+    /// replica's grant for the same token when there is one (followed, as the single flight
+    /// does, to the refresh token it produced once it has come due, and always past a
+    /// narrowing's rotation), else a grant here.
     async fn grant_across_replicas(
         &self,
         client: &awc::Client,
@@ -276,71 +279,54 @@ impl Refresher {
         rt: RefreshTokenCookie,
         sealer: &Sealer,
     ) -> Outcome {
-        let Some(store) = &self.store else {
-            return self.grant(client, provider, rt).await;
-        };
-        // The lock outlives a grant that uses its whole time (the token call and a JWKS fetch,
-        // each bounded by the provider's timeout), so no second replica redeems meanwhile.
-        let lock_for = provider.config.timeout * 2 + Duration::from_secs(1);
-        let mut rt = rt;
         let mut step = 1;
-        loop {
-            let hash = hash_hex(&flight_key(provider.id(), &rt.token));
-            let coordination = Coordination {
-                store,
-                sealer,
-                hash: &hash,
-                lock_for,
-                now: self.clock.now(),
-            };
-            let shared = match coordination
-                .run(
-                    || self.grant(client, provider, rt.clone()),
-                    |outcome: &Outcome| outcome.as_ref().ok().map(|r| r.as_ref()),
-                )
-                .await
-            {
-                Ok(Coordinated::Granted(outcome)) => return outcome,
-                Ok(Coordinated::Shared(r)) => *r,
-                Err(e) => {
-                    tracing::warn!(provider = %provider.id(), error = %e, "store unavailable: refreshing without cross-replica coordination");
-                    return self.grant(client, provider, rt).await;
-                }
-            };
-            crate::metrics::METRICS
-                .refreshes
-                .get_or_create(&crate::metrics::OutcomeLabel { outcome: "shared" })
-                .inc();
-            match self.freshness(&rt, &shared) {
-                Freshness::Spent(next) if step < MAX_CHAIN => {
-                    rt = next;
+        self.spend(
+            provider,
+            sealer,
+            &rt.token,
+            |redeemed, r| {
+                crate::metrics::METRICS
+                    .refreshes
+                    .get_or_create(&crate::metrics::OutcomeLabel { outcome: "shared" })
+                    .inc();
+                if !self.due(r.expires_at, r.received_at, self.clock.now()) {
+                    Found::Take(Ok(Arc::new(r)))
+                } else if !r.rotated_from(redeemed) {
+                    // Come due, and the provider does not rotate: the same token may be redeemed
+                    // again, here, without any reuse to detect.
+                    Found::Alone
+                } else if step < MAX_CHAIN {
                     step += 1;
+                    Found::Follow
+                } else {
+                    Found::Take(Ok(Arc::new(r)))
                 }
-                // Come due, and the provider does not rotate: the same token may be redeemed
-                // again, here, without any reuse to detect.
-                Freshness::Stale => return self.grant(client, provider, rt).await,
-                _ => return Ok(Arc::new(shared)),
-            }
-        }
+            },
+            |token| {
+                self.grant(
+                    client,
+                    provider,
+                    RefreshTokenCookie {
+                        token,
+                        ..rt.clone()
+                    },
+                )
+            },
+            |outcome: &Outcome| outcome.as_ref().ok().map(|r| Spent::Refreshed(r)),
+        )
+        .await
     }
 
-    /// The refresh grant itself, in its turn on the refresh token (the newest of its chain:
-    /// a narrowing may have rotated the one the request carries), counted by its outcome.
+    /// The refresh grant itself, with the token [`Refresher::spend`] gave its turn to (the
+    /// newest of its chain: a narrowing may have rotated the one the request carries), counted
+    /// by its outcome.
     async fn grant(
         &self,
         client: &awc::Client,
         provider: &Provider,
         rt: RefreshTokenCookie,
     ) -> Outcome {
-        let turn = self.turn(provider.id(), &rt.token).await;
-        let rt = RefreshTokenCookie {
-            token: turn.token().clone(),
-            ..rt
-        };
         let outcome = grant(&self.clock, client, provider, &rt).await;
-        if let Ok(r) = &outcome {
-            turn.done(&r.refresh_token);
-        }
         let label = match &outcome {
             Ok(_) => "ok",
             Err(f) if f.ends_session() => "invalid_grant",

@@ -145,8 +145,11 @@ pub async fn usable_access_token(
     match outcome {
         Ok(refreshed) => {
             // A shared result's refresh token may since have been rotated by a later grant (a
-            // narrowing): the session keeps the newest, never a spent one (RFC 9700 §4.14.2).
-            let kept = refresher.newest(provider.id(), &refreshed.refresh_token);
+            // narrowing, on this replica or another): the session keeps the newest, never a
+            // spent one (RFC 9700 §4.14.2).
+            let kept = refresher
+                .newest_across(provider.id(), &refreshed.refresh_token, jar.sealer())
+                .await;
             let mut cookies = jar.seal(refreshed.session(
                 provider.id(),
                 &rt.sid,

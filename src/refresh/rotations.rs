@@ -24,10 +24,10 @@
 //! result), so they cannot share one result; they can only take turns. The table is bounded by
 //! pruning entries that nobody holds and whose record has expired.
 //!
-//! This is per replica. Across replicas the session's refresh also takes the store's lock
-//! ([`crate::store::refresh`]); a narrowing does not, so two replicas could still redeem one
-//! refresh token at once (documented in docs/security.md; consistent hashing keeps a session
-//! on one replica).
+//! This is per replica, and the first line. Across replicas, with a store, every such grant then
+//! takes the store's lock on the same token ([`super::Refresher::spend`],
+//! [`crate::store::refresh`]), and a rotation another replica made is recorded here as this
+//! replica learns of it, so its later grants and cookies follow it too.
 
 use super::RESULT_TTL;
 use crate::secret::Token;

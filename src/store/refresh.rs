@@ -11,6 +11,12 @@
 //! [`RESULT_TTL`](crate::refresh::RESULT_TTL); a replica that lost waits, polling, for that
 //! result and reuses it instead of redeeming the token again.
 //!
+//! A narrowing grant (a refresh-token grant with `resource`, RFC 8707 §2.2) spends the same
+//! refresh token, so it takes the same lock ([`crate::refresh::Refresher::spend`]). What it
+//! shares is less: only the refresh token it was rotated into ([`Shared::Rotated`]), for a
+//! replica that still holds the spent one to continue from; the narrowed access token stays
+//! with the replica that asked for it.
+//!
 //! The store can only make things better: any store error ends the coordination and the replica
 //! goes on alone (per-replica single flight, as without a store), with a warning and
 //! `token_handler_store_errors_total{op}`. A sealed result names the hash it was stored under,
@@ -27,20 +33,59 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// What another replica's spending of a refresh token left in the store.
+pub enum Shared {
+    /// A refresh: its whole result, which a replica holding the same token may use as its own.
+    Refreshed(Box<Refreshed>),
+    /// A narrowing: the refresh token it was rotated into (the one spent must not be sent again).
+    Rotated(Token),
+}
+
+impl Shared {
+    /// The refresh token the session continues with after this spend.
+    pub fn refresh_token(&self) -> &Token {
+        match self {
+            Shared::Refreshed(r) => &r.refresh_token,
+            Shared::Rotated(t) => t,
+        }
+    }
+}
+
+/// What this replica's grant spent a refresh token into, to share with the others.
+pub enum Spent<'a> {
+    /// A refresh: shared whole.
+    Refreshed(&'a Refreshed),
+    /// A narrowing: only the refresh token the session keeps.
+    Rotated(&'a Token),
+}
+
+impl Spent<'_> {
+    /// The refresh token the session keeps after this grant.
+    pub fn kept(&self) -> &Token {
+        match self {
+            Spent::Refreshed(r) => &r.refresh_token,
+            Spent::Rotated(t) => t,
+        }
+    }
+}
+
 /// What the coordination produced for one refresh token.
 pub enum Coordinated<T> {
     /// Another replica's grant, shared through the store.
-    Shared(Box<Refreshed>),
+    Shared(Shared),
     /// This replica performed the grant (it held the lock).
     Granted(T),
 }
 
-/// A refresh result as stored: every field of [`Refreshed`], plus the key it was stored for.
+/// A spend as stored: every field of [`Refreshed`] for a refresh; for a narrowing, no access
+/// token and only `kept_refresh_token`. Plus the key it was stored for.
 #[derive(Serialize, Deserialize)]
 struct SharedResult {
     /// The hex hash of the store key: a value moved to another key is refused.
     key: String,
-    access_token: Token,
+    /// `None`: a narrowing's spend ([`Shared::Rotated`]).
+    #[serde(default)]
+    access_token: Option<Token>,
     token_type: Option<String>,
     expires_in: Option<i64>,
     refresh_token: Option<Token>,
@@ -55,10 +100,28 @@ struct SharedResult {
 }
 
 impl SharedResult {
-    fn new(key: &str, r: &Refreshed) -> Self {
+    fn new(key: &str, spent: &Spent<'_>) -> Self {
+        let r = match spent {
+            Spent::Refreshed(r) => r,
+            Spent::Rotated(kept) => {
+                return Self {
+                    key: key.to_string(),
+                    access_token: None,
+                    token_type: None,
+                    expires_in: None,
+                    refresh_token: None,
+                    id_token: None,
+                    kept_refresh_token: (*kept).clone(),
+                    sub: None,
+                    op_sid: None,
+                    expires_at: None,
+                    received_at: 0,
+                }
+            }
+        };
         Self {
             key: key.to_string(),
-            access_token: r.tokens.access_token.clone(),
+            access_token: Some(r.tokens.access_token.clone()),
             token_type: r.tokens.token_type.clone(),
             expires_in: r.tokens.expires_in,
             refresh_token: r.tokens.refresh_token.clone(),
@@ -71,10 +134,13 @@ impl SharedResult {
         }
     }
 
-    fn into_refreshed(self) -> Refreshed {
-        Refreshed {
+    fn into_shared(self) -> Shared {
+        let Some(access_token) = self.access_token else {
+            return Shared::Rotated(self.kept_refresh_token);
+        };
+        Shared::Refreshed(Box::new(Refreshed {
             tokens: TokenResponse {
-                access_token: self.access_token,
+                access_token,
                 token_type: self.token_type,
                 expires_in: self.expires_in,
                 refresh_token: self.refresh_token,
@@ -87,7 +153,7 @@ impl SharedResult {
             expires_at: self.expires_at,
             received_at: self.received_at,
             refresh_token: self.kept_refresh_token,
-        }
+        }))
     }
 }
 
@@ -121,27 +187,13 @@ impl Coordination<'_> {
     }
 
     /// Another replica's result for this token, if one is stored and opens for this key.
-    async fn stored(&self) -> Result<Option<Refreshed>, StoreError> {
-        let sealed: Option<String> = self
-            .store
-            .query(
-                "refresh_result_get",
-                redis::cmd("GET").arg(self.result_key()).clone(),
-            )
-            .await?;
-        let Some(sealed) = sealed else {
-            return Ok(None);
-        };
-        let opened = open(self.sealer, self.hash, self.now, &sealed);
-        if opened.is_none() {
-            tracing::warn!("a shared refresh result in the store does not open; ignored");
-        }
-        Ok(opened)
+    async fn stored(&self) -> Result<Option<Shared>, StoreError> {
+        stored(self.store, self.sealer, self.hash, self.now).await
     }
 
     /// Stores the winner's result for the other replicas, for [`RESULT_TTL`].
-    async fn share(&self, r: &Refreshed) -> Result<(), StoreError> {
-        let sealed = seal(self.sealer, self.hash, self.now, r)
+    async fn share(&self, spent: &Spent<'_>) -> Result<(), StoreError> {
+        let sealed = seal(self.sealer, self.hash, self.now, spent)
             .map_err(|e| StoreError::Setup(e.to_string()))?;
         let _: () = self
             .store
@@ -199,7 +251,7 @@ impl Coordination<'_> {
     pub async fn run<T, Fut>(
         &self,
         grant: impl FnOnce() -> Fut,
-        shareable: impl Fn(&T) -> Option<&Refreshed>,
+        shareable: impl Fn(&T) -> Option<Spent<'_>>,
     ) -> Result<Coordinated<T>, StoreError>
     where
         Fut: Future<Output = T>,
@@ -210,18 +262,18 @@ impl Coordination<'_> {
         let mut poll = POLL_FIRST;
         loop {
             if let Some(r) = self.stored().await? {
-                return Ok(Coordinated::Shared(Box::new(r)));
+                return Ok(Coordinated::Shared(r));
             }
             if let Some(value) = self.lock().await? {
                 // The winner may have stored its result and released the lock between our look
                 // and our lock: look once more before redeeming.
                 if let Some(r) = self.stored().await? {
                     let _ = self.release(&value).await;
-                    return Ok(Coordinated::Shared(Box::new(r)));
+                    return Ok(Coordinated::Shared(r));
                 }
                 let outcome = grant().await;
-                if let Some(r) = shareable(&outcome) {
-                    if let Err(e) = self.share(r).await {
+                if let Some(spent) = shareable(&outcome) {
+                    if let Err(e) = self.share(&spent).await {
                         tracing::warn!(error = %e, "refresh result not shared through the store; other replicas may redeem the same refresh token");
                     }
                 }
@@ -241,27 +293,54 @@ impl Coordination<'_> {
     }
 }
 
+/// What spending the refresh token known by `hash` produced, if a replica stored it and it
+/// opens for that hash. Also how a replica learns, without waiting for any lock, the refresh
+/// token another replica's grant rotated a spent one into.
+pub async fn stored(
+    store: &Store,
+    sealer: &Sealer,
+    hash: &str,
+    now: i64,
+) -> Result<Option<Shared>, StoreError> {
+    let sealed: Option<String> = store
+        .query(
+            "refresh_result_get",
+            redis::cmd("GET")
+                .arg(store.key("refresh-result", hash))
+                .clone(),
+        )
+        .await?;
+    let Some(sealed) = sealed else {
+        return Ok(None);
+    };
+    let opened = open(sealer, hash, now, &sealed);
+    if opened.is_none() {
+        tracing::warn!("a shared refresh result in the store does not open; ignored");
+    }
+    Ok(opened)
+}
+
 /// A result as stored: sealed for [`Purpose::SharedRefresh`], naming `hash`, opening until
 /// [`RESULT_TTL`] from `now`.
 fn seal(
     sealer: &Sealer,
     hash: &str,
     now: i64,
-    r: &Refreshed,
+    spent: &Spent<'_>,
 ) -> Result<String, crate::crypto::SealError> {
     let expires_at = now + RESULT_TTL.as_secs() as i64;
     sealer.seal(
         Purpose::SharedRefresh,
         expires_at,
-        &SharedResult::new(hash, r),
+        &SharedResult::new(hash, spent),
     )
 }
 
 /// A stored result, if it opens (listed key, not expired) and was stored for `hash`. Anything
 /// else is treated as absent: a grant here is what would happen without a store.
-fn open(sealer: &Sealer, hash: &str, now: i64, sealed: &str) -> Option<Refreshed> {
+fn open(sealer: &Sealer, hash: &str, now: i64, sealed: &str) -> Option<Shared> {
     match sealer.unseal::<SharedResult>(Purpose::SharedRefresh, now, sealed) {
-        Ok(r) if r.key == hash => Some(r.into_refreshed()),
+        Ok(r) if r.key == hash => Some(r.into_shared()),
         _ => None,
     }
 }
@@ -299,9 +378,11 @@ mod tests {
     fn a_shared_result_opens_only_for_its_own_hash_and_window() {
         let sealer = sealer();
         let (a, b) = (hash_hex(&[1; 32]), hash_hex(&[2; 32]));
-        let sealed = seal(&sealer, &a, 1_000, &refreshed()).expect("seal");
+        let sealed = seal(&sealer, &a, 1_000, &Spent::Refreshed(&refreshed())).expect("seal");
         assert!(!sealed.contains("rt-2") && !sealed.contains("at-2"));
-        let opened = open(&sealer, &a, 1_010, &sealed).expect("opens for its hash");
+        let Some(Shared::Refreshed(opened)) = open(&sealer, &a, 1_010, &sealed) else {
+            panic!("does not open for its hash as a refresh result");
+        };
         assert_eq!(opened.tokens.access_token.expose(), "at-2");
         assert_eq!(opened.refresh_token.expose(), "rt-2");
         assert_eq!(opened.expires_at, Some(1_300));
@@ -318,5 +399,23 @@ mod tests {
             .seal(Purpose::AccessToken, 2_000, &"at-2")
             .expect("seal");
         assert!(open(&sealer, &a, 1_010, &cookie).is_none());
+    }
+
+    /// A narrowing shares only the refresh token it was rotated into: sealed, bound to the
+    /// spent token's hash, and opening as such (never as a refresh result with an access token).
+    #[test]
+    fn a_narrowings_rotation_opens_only_as_a_rotation_for_its_own_hash() {
+        let sealer = sealer();
+        let (a, b) = (hash_hex(&[1; 32]), hash_hex(&[2; 32]));
+        let kept = Token::new("rt-3");
+        let sealed = seal(&sealer, &a, 1_000, &Spent::Rotated(&kept)).expect("seal");
+        assert!(!sealed.contains("rt-3"));
+        match open(&sealer, &a, 1_010, &sealed) {
+            Some(Shared::Rotated(t)) => assert_eq!(t.expose(), "rt-3"),
+            _ => panic!("a narrowing's rotation did not open as one"),
+        }
+        assert!(open(&sealer, &b, 1_010, &sealed).is_none());
+        let late = 1_000 + RESULT_TTL.as_secs() as i64;
+        assert!(open(&sealer, &a, late, &sealed).is_none());
     }
 }

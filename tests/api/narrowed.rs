@@ -15,16 +15,16 @@ use std::sync::{Arc, Mutex};
 use token_handler::crypto::Purpose;
 use token_handler::session::AccessTokenCookie;
 
-const ORDERS: &str = "https://orders.example.test";
-const BILLING: &str = "https://billing.example.test";
+pub(crate) const ORDERS: &str = "https://orders.example.test";
+pub(crate) const BILLING: &str = "https://billing.example.test";
 /// A resource the provider does not know: every narrowing to it is refused (`invalid_target`).
 const UNKNOWN: &str = "https://unknown.example.test";
 
 /// A resource server that accepts only JWTs for its own audience, verified against the
 /// provider's JWKS (issuer, audience, expiry), and remembers every token it was sent.
 #[derive(Clone)]
-struct Api {
-    address: String,
+pub(crate) struct Api {
+    pub(crate) address: String,
     /// Every `Authorization` value received, accepted or not.
     seen: Arc<Mutex<Vec<String>>>,
     /// Every `Cookie` header received.
@@ -83,7 +83,7 @@ async fn api_echo(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse 
 }
 
 impl Api {
-    async fn start(issuer: &str, audience: &str) -> Self {
+    pub(crate) async fn start(issuer: &str, audience: &str) -> Self {
         let jwks: JwkSet = awc::Client::default()
             .get(format!("{issuer}/jwks"))
             .send()
@@ -123,7 +123,7 @@ impl Api {
         }
     }
 
-    fn seen(&self) -> Vec<String> {
+    pub(crate) fn seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
     }
 }

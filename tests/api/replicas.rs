@@ -102,15 +102,29 @@ impl Cluster {
         log_level: &str,
         setup: Setup<'_>,
     ) -> Self {
+        Self::start_configured(issuer, first_key, log_level, setup, |config| {
+            let config = config.route(RouteConfig::new("/api", upstream));
+            match refresh_ahead {
+                Some(window) => config.refresh_ahead(window),
+                None => config,
+            }
+        })
+        .await
+    }
+
+    /// Three replicas of `adjust(TestConfig::new(issuer))` with the shared keys file, behind
+    /// nginx as `setup` says.
+    async fn start_configured(
+        issuer: &str,
+        first_key: &str,
+        log_level: &str,
+        setup: Setup<'_>,
+        adjust: impl FnOnce(TestConfig) -> TestConfig,
+    ) -> Self {
         let keys_dir = tempfile::tempdir().expect("tempdir");
         let keys = keys_dir.path().join("keys");
         std::fs::write(&keys, format!("{first_key}\n")).expect("write keys");
-        let mut config = TestConfig::new(issuer)
-            .keys_file(&keys)
-            .route(RouteConfig::new("/api", upstream));
-        if let Some(window) = refresh_ahead {
-            config = config.refresh_ahead(window);
-        }
+        let mut config = adjust(TestConfig::new(issuer).keys_file(&keys));
         if let Some(url) = setup.store {
             config = config.store(url);
         }
@@ -538,6 +552,166 @@ async fn refresh_goes_on_without_the_store_and_uses_it_again_when_it_returns() {
         !redis.keys().await.is_empty(),
         "the replicas did not use the store again after it came back"
     );
+}
+
+/// Issue 15: routes whose token is narrowed by resource indicator (a refresh-token grant with
+/// `resource`, RFC 8707 §2.2) spend the session's refresh token as the session's own refresh
+/// does. With rotation and reuse detection on (RFC 9700 §4.14.2) and round robin over three
+/// replicas, every such spend must take its turn through the store, or two replicas redeem one
+/// refresh token and the provider revokes the grant. Four sessions; twice, inside the refresh
+/// window, 12 parallel calls each mixing a session route and two narrowed routes; then, past
+/// the next expiry, every route and `POST /refresh` once more: no session lost, no grant
+/// refused, and each API only ever received tokens for its own audience.
+#[actix_web::test]
+async fn narrowings_and_refreshes_take_turns_across_replicas_with_a_shared_store() {
+    use crate::narrowed::{Api, BILLING, ORDERS};
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+
+    let op = TestProvider::start_with(json!({
+        "accessTokenTtl": 4,
+        "rotateRefreshToken": true,
+        "tokenEndpointDelayMs": 50,
+        "narrowing": {"resources": {ORDERS: {}, BILLING: {}}},
+    }))
+    .await;
+    // The session route's token is opaque here (the narrowing provider issues JWTs only for
+    // resources): this upstream introspects it.
+    let session_api = Upstream::start(&op.issuer).await;
+    let orders = Api::start(&op.issuer, ORDERS).await;
+    let billing = Api::start(&op.issuer, BILLING).await;
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let setup = Setup {
+        store: Some(&url),
+        sticky: false,
+    };
+    let key = CookieKey::generate_text();
+    let cluster = Cluster::start_configured(&op.issuer, &key, "info", setup, |c| {
+        c.refresh_ahead("2s")
+            .route(RouteConfig::new("/session", &session_api.address))
+            .route(
+                RouteConfig::new("/orders", &orders.address)
+                    .token("resource")
+                    .resource(ORDERS),
+            )
+            .route(
+                RouteConfig::new("/billing", &billing.address)
+                    .token("resource")
+                    .resource(BILLING),
+            )
+    })
+    .await;
+    let lb = cluster.nginx.address.clone();
+    let audience = |path: &str| match path {
+        "/orders" => Some(ORDERS),
+        "/billing" => Some(BILLING),
+        _ => None,
+    };
+    let failures = std::cell::RefCell::new(Vec::new());
+    let check = |round: &str, path: &str, resp: &Resp| {
+        // The session route's upstream refuses a JWT narrowed for another audience (401).
+        let ok = resp.status == 200 && audience(path).is_none_or(|aud| resp.body["aud"] == aud);
+        if !ok {
+            failures
+                .borrow_mut()
+                .push(format!("{round} {path}: {} {:?}", resp.status, resp.body));
+        }
+    };
+
+    let mut sessions = Vec::new();
+    for i in 0..4 {
+        let (mut b, _) = login(&lb, &format!("narrow-{i}")).await;
+        for path in ["/orders", "/billing", "/session"] {
+            let resp = b.raw(Method::GET, path, None, &[]).await;
+            check("first", path, &resp);
+            for c in &resp.set_cookies {
+                b.jar.store(c, path);
+            }
+        }
+        sessions.push(b);
+    }
+
+    for round in ["round 1", "round 2"] {
+        // Into the refresh window (2 s before the 4 s tokens expire) of the session's and both
+        // narrowed tokens; 12 calls per session at once, spread over the replicas.
+        tokio::time::sleep(Duration::from_millis(2600)).await;
+        let mut calls: FuturesUnordered<_> =
+            sessions
+                .iter()
+                .enumerate()
+                .flat_map(|(i, b)| {
+                    ["/session", "/orders", "/billing"]
+                        .into_iter()
+                        .cycle()
+                        .take(12)
+                        .map(move |path| (i, path, b.clone()))
+                })
+                .map(|(i, path, mut b)| async move {
+                    (i, path, b.raw(Method::GET, path, None, &[]).await)
+                })
+                .collect();
+        // As a browser does: each response's cookies land in its session's jar as it arrives.
+        while let Some((i, path, resp)) = calls.next().await {
+            check(round, path, &resp);
+            for c in &resp.set_cookies {
+                sessions[i].jar.store(c, path);
+            }
+        }
+    }
+
+    // Past the next expiry: a session is alive when every route and `POST /refresh` work.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let mut lost = 0;
+    for b in &mut sessions {
+        let mut alive = true;
+        for path in ["/session", "/orders", "/billing"] {
+            let resp = b.raw(Method::GET, path, None, &[]).await;
+            alive &= resp.status == 200;
+            check("after", path, &resp);
+            for c in &resp.set_cookies {
+                b.jar.store(c, path);
+            }
+        }
+        let resp = b
+            .raw(Method::POST, "/oauth-agent/refresh", Some(Vec::new()), &[])
+            .await;
+        if resp.status != 204 {
+            alive = false;
+            failures.borrow_mut().push(format!(
+                "after POST /refresh: {} {:?}",
+                resp.status, resp.body
+            ));
+        }
+        lost += usize::from(!alive);
+    }
+    let failures = failures.into_inner();
+    let stats = op.stats().await;
+    eprintln!(
+        "narrowings across replicas (shared store): {lost}/4 sessions lost, {} failed calls, provider: {} refresh grants ({} narrowing), {} refused",
+        failures.len(),
+        stats["refresh_grants"],
+        stats["resource_grants"],
+        stats["grant_errors"]
+    );
+    assert_eq!(lost, 0, "sessions lost: {failures:?}");
+    assert_eq!(
+        stats["grant_errors"], 0,
+        "a refresh token was redeemed twice"
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+    // Each API saw only tokens for its own audience: its verification passed on every call.
+    assert!(!orders.seen().is_empty() && !billing.seen().is_empty());
+    // The store holds hashes and sealed values only.
+    for key in redis.keys().await {
+        let hash = key
+            .strip_prefix("th:refresh-result:")
+            .unwrap_or_else(|| panic!("unexpected key {key}"));
+        assert!(hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+        let value = redis.get(&key).await;
+        assert!(value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
 }
 
 /// The soak: `scripts/soak.sh` runs it (release build, `--ignored`). SOAK_SECONDS (default 60)
