@@ -32,7 +32,7 @@ pub async fn reseal_cookies(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+    let Some(state) = crate::state::of(req.request()) else {
         return next.call(req).await;
     };
     let now = state.jar.clock().now();
