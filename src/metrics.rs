@@ -227,6 +227,14 @@ impl Metrics {
         self.config_loaded_at.set(crate::clock::system_now());
     }
 
+    /// Drops a provider a reload removed from `provider_ready` (no series for what is not
+    /// configured).
+    pub fn forget_provider(&self, provider: &str) {
+        self.provider_ready.remove(&ProviderLabel {
+            provider: provider.to_string(),
+        });
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -171,6 +171,9 @@ impl Reloader {
             old.late_providers.clone()
         };
         let applied = summarize(&old.config, &next.config, rediscovered);
+        for gone in &applied.providers_removed {
+            crate::metrics::METRICS.forget_provider(gone);
+        }
         self.live.replace(next);
         self.restart_discovery();
         Ok(applied)
@@ -251,8 +254,10 @@ impl Reloader {
     fn fingerprint(&self, path: &Path) -> [u8; 32] {
         let state = self.live.current();
         let mut hash = Sha256::new();
-        for file in std::iter::once(path).chain(state.config.secret_files.iter().map(|f| &*f.path))
-        {
+        // The keys file has its own watcher and rules ([`crate::rotation`]).
+        let secrets = state.config.secret_files.iter();
+        let secrets = secrets.filter(|f| f.key != "cookies.keys_file");
+        for file in std::iter::once(path).chain(secrets.map(|f| &*f.path)) {
             match std::fs::read(file) {
                 Ok(bytes) => hash.update(Sha256::digest(&bytes)),
                 Err(_) => hash.update([0u8; 32]),

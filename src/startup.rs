@@ -178,8 +178,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.reloader.restart_discovery();
         let config = actix_web::rt::spawn(self.reloader.clone().watch());
-        // The key ring and the keys file's path outlive reloads: the first state's serve.
-        let keys = actix_web::rt::spawn(crate::rotation::watch_keys_file(self.state()));
+        let keys = actix_web::rt::spawn(crate::rotation::watch_keys_file(self.live.clone()));
         let sweep = actix_web::rt::spawn(crate::rate_limit::sweep(self.live.clone()));
         let side: Vec<_> = [self.metrics, self.forward_auth, self.admin]
             .into_iter()
