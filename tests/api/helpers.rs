@@ -491,6 +491,9 @@ pub struct ProviderConfig {
     client_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_secret: Option<String>,
+    /// reload.rs: a secret read again on reload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_auth: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -593,6 +596,7 @@ impl ProviderConfig {
             issuer: issuer.to_string(),
             client_id: client_id.to_string(),
             client_secret: None,
+            client_secret_file: None,
             client_auth: None,
             private_key_file: None,
             private_key_id: None,
@@ -695,6 +699,7 @@ impl ProviderConfig {
 
     optional_keys! {
         client_secret,
+        client_secret_file,
         /// `client_auth` (`client_secret_post`, `private_key_jwt`, `none`, …).
         client_auth,
         client_assertion_audience,

@@ -351,3 +351,60 @@ async fn sighup_reloads_the_binary_s_configuration() {
     assert_eq!(call(&mut browser, "/api/x").await.status, 200);
     assert_eq!(browser.get("/userInfo").await.status, 200);
 }
+
+#[actix_web::test]
+async fn a_changed_secret_file_and_an_added_provider_apply_without_taking_readiness_down() {
+    let op = TestProvider::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("client-secret");
+    let write_secret = |value: &str| {
+        let next = dir.path().join("client-secret.next");
+        std::fs::write(&next, value).expect("write secret");
+        std::fs::rename(&next, &secret).expect("replace secret");
+    };
+    write_secret("not-the-secret");
+    let default = ProviderConfig::new("default", &op.issuer, "spa-client")
+        .client_secret_file(&secret.display().to_string())
+        .par("off")
+        .require_iss();
+    let config = TestConfig::with_providers([default.clone()]);
+    let app = FileApp::start(&config, Duration::from_millis(100)).await;
+    let resp = app.browser().login("secretive").await;
+    assert_ne!(resp.status, 200, "a wrong client secret was accepted");
+
+    // The secret file alone changes (a Kubernetes Secret update): read again, applied.
+    let before = app.live.current().shared();
+    write_secret("spa-secret");
+    eventually("the reload of the changed secret file", || {
+        let changed = !std::sync::Arc::ptr_eq(&before, &app.live.current().shared());
+        async move { changed }
+    })
+    .await;
+    assert_eq!(app.browser().login("secretive").await.status, 200);
+
+    // A required provider that does not answer is added: the replica stays ready, the new
+    // provider is reported unavailable until its discovery loads it.
+    let late_issuer = format!("http://127.0.0.1:{}", free_port());
+    let added = TestConfig::with_providers([
+        default,
+        ProviderConfig::spa_client("late", &late_issuer)
+            .require_iss()
+            .required(true),
+    ]);
+    app.write(&with_key_of(&config, &added));
+    let applied = app.reloader.reload("api").await.expect("applied");
+    assert!(
+        applied.providers_added.is_empty() || applied.providers_added == ["late"],
+        "{applied:?}"
+    );
+    let mut ready = awc::Client::default()
+        .get(format!("{}/health/ready", app.address))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(ready.status().as_u16(), 200);
+    let body: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(body["providers"]["late"], "unavailable", "{body}");
+    assert_eq!(body["providers"]["default"], "ready", "{body}");
+    assert_eq!(app.browser().login("secretive").await.status, 200);
+}
