@@ -471,6 +471,35 @@ mod tests {
     }
 
     #[test]
+    fn a_successor_shares_the_runtime_parts_that_must_outlive_a_reload() {
+        let base = test_toml("", TEST_PROVIDER);
+        let old = AppState::new(config(&base), crate::clock::Clock::default());
+        let routed =
+            format!("{base}\n[[routes]]\npath = \"/api\"\nupstream = \"http://127.0.0.1:9\"\n");
+        let next = successor(&old, config(&routed));
+        assert!(Arc::ptr_eq(&old.refresher, &next.refresher));
+        assert!(Arc::ptr_eq(&old.narrower, &next.narrower));
+        assert!(Arc::ptr_eq(&old.login_limiter, &next.login_limiter));
+        // One key ring: a rotation through either snapshot's jar is the other's too.
+        old.jar.sealer().replace_ring(
+            crate::crypto::KeyRing::parse(&[&crate::crypto::CookieKey::generate_text()])
+                .expect("ring"),
+        );
+        assert_eq!(
+            key_ids(&old.jar.sealer().ring()),
+            key_ids(&next.jar.sealer().ring())
+        );
+        assert_eq!(next.config.proxy.routes.len(), 1);
+        // The new snapshot routes by its own table; the old one keeps its own.
+        assert_eq!(old.route_label("/api/x"), "unmatched");
+        assert_eq!(next.route_label("/api/x"), "/api");
+        // A changed login rate starts a new limiter.
+        let slower = format!("{base}\n[rate_limit]\nlogin_per_minute = 5\n");
+        let next = successor(&old, config(&slower));
+        assert!(!Arc::ptr_eq(&old.login_limiter, &next.login_limiter));
+    }
+
+    #[test]
     fn reload_errors_name_keys_and_never_secrets() {
         let e = ReloadError::NeedsRestart(vec!["server.listen".into(), "store".into()]);
         assert_eq!(
