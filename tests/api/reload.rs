@@ -207,19 +207,32 @@ async fn reload_under_load_fails_no_request_and_applies_routes_origins_and_upstr
     })
     .await;
 
-    // 4: and one through the handle, nothing changed.
-    let applied = app.reloader.reload("api").await.expect("applied");
-    assert_eq!(applied.routes, 2);
+    // 4: through the handle, back and forth: the origin list and the upstream swap ten times
+    // more while the clients go on.
+    let back = with_key_of(
+        &config,
+        &TestConfig::new(&op.issuer)
+            .trusted_origins(&[other_origin, SPA_ORIGIN])
+            .route(RouteConfig::new("/api", &first.address))
+            .route(RouteConfig::new("/extra", &second.address)),
+    );
+    for round in 0..10 {
+        app.write(if round % 2 == 0 { &back } else { &moved_text });
+        let applied = app.reloader.reload("api").await.expect("applied");
+        assert_eq!(applied.routes, 2);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     stop.set(true);
     for c in clients {
         c.await.expect("client");
     }
+    eprintln!("reload under load: {} calls, none failed", done.get());
     let failures = failures.borrow();
     assert!(failures.is_empty(), "failed during reloads: {failures:#?}");
-    assert!(done.get() >= 30, "only {} calls made", done.get());
-    assert!(reloads("applied") >= applied_before + 4);
+    assert!(done.get() >= 100, "only {} calls made", done.get());
+    assert!(reloads("applied") >= applied_before + 13);
     assert_eq!(app.live.current().config.proxy.routes.len(), 2);
 }
 
