@@ -76,7 +76,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => {
-            let config = match load(cli.config) {
+            let config = match load(cli.config.clone()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -94,7 +94,7 @@ pub fn main() -> ExitCode {
                     "cookies.session_lifetime is deprecated: it is read as cookies.idle_timeout; rename it (cookies.absolute_lifetime bounds every session, default 24h)"
                 );
             }
-            let code = actix_web::rt::System::new().block_on(run(config));
+            let code = actix_web::rt::System::new().block_on(run(config, cli.config));
             // After the server stopped: the spans of its last requests are flushed.
             telemetry.shutdown();
             code
@@ -135,10 +135,14 @@ fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
     })
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
     let listen = config.server.listen.clone();
     let app = match Application::build(config) {
-        Ok(app) => app,
+        // SIGHUP and a changed file reload it (crate::reload).
+        Ok(app) => match path {
+            Some(path) => app.with_config_file(path, crate::reload::POLL),
+            None => app,
+        },
         Err(e) => {
             eprintln!("token-handler: cannot listen on {listen}: {e}");
             return ExitCode::from(1);

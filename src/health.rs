@@ -9,27 +9,33 @@
 //! Both answer on the main listener, outside the agent's base path, and carry nothing sensitive:
 //! provider ids and a state, never a URL or a reason.
 
-use crate::state::AppState;
-use actix_web::{web, HttpResponse};
+use crate::state::{AppState, State};
+use actix_web::HttpResponse;
 use serde_json::{json, Map, Value};
 
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+pub async fn ready(state: State) -> HttpResponse {
     let mut providers = Map::new();
-    let mut ready = true;
     for p in state.providers.iter() {
-        let loaded = p.is_ready();
-        ready &= loaded || !p.is_required();
-        let word = if loaded { "ready" } else { "unavailable" };
+        let word = if p.is_ready() { "ready" } else { "unavailable" };
         providers.insert(p.id().to_string(), Value::from(word));
     }
-    if ready {
+    if is_ready(&state) {
         HttpResponse::Ok().json(json!({"status": "ready", "providers": providers}))
     } else {
         HttpResponse::ServiceUnavailable()
             .json(json!({"status": "not_ready", "providers": providers}))
     }
+}
+
+/// Whether every required provider is loaded, those a live reload added to a ready replica
+/// aside ([`AppState::late_providers`]): a reload never takes a serving replica out of the
+/// Service; the added provider is reported `unavailable` until its discovery loads it.
+pub fn is_ready(state: &AppState) -> bool {
+    state.providers.iter().all(|p| {
+        p.is_ready() || !p.is_required() || state.late_providers.iter().any(|id| id == p.id())
+    })
 }

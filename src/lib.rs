@@ -35,6 +35,7 @@ pub mod origin;
 pub mod proxy;
 pub mod rate_limit;
 pub mod refresh;
+pub mod reload;
 pub mod rotation;
 pub mod routes;
 pub mod secret;

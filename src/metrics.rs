@@ -80,6 +80,16 @@ pub struct Metrics {
     pub store_errors: Family<OpLabel, Counter>,
     /// Logout checks the store did not answer (`[store] on_error` decided the request).
     pub logout_check_failures: Counter,
+    /// Configuration reloads by result (`applied`, `refused`; [`crate::reload`]).
+    pub config_reloads: Family<ResultLabel, Counter>,
+    /// When the running configuration was loaded (start or the last applied reload).
+    pub config_loaded_at: Gauge,
+}
+
+/// A reload's result: `applied` or `refused`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
 }
 
 fn latency() -> Histogram {
@@ -161,7 +171,21 @@ impl Metrics {
             "Checks of a session against the list of ended sessions that the store did not answer ([store] on_error decided)",
             logout_check_failures.clone(),
         );
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP, a changed configuration or secret file), by result: applied, or refused (invalid, or a change that needs a restart; the running configuration stayed)",
+            config_reloads.clone(),
+        );
+        let config_loaded_at = Gauge::default();
+        registry.register(
+            "config_loaded_timestamp_seconds",
+            "Unix time the running configuration was loaded: at start, or by the last applied reload",
+            config_loaded_at.clone(),
+        );
         Self {
+            config_reloads,
+            config_loaded_at,
             logout_check_failures,
             registry,
             requests,
@@ -184,6 +208,31 @@ impl Metrics {
                 provider: provider.to_string(),
             })
             .set(i64::from(ready));
+    }
+
+    /// Counts a configuration reload and, when applied, records its time.
+    pub fn record_reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
+        self.config_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
+        if applied {
+            self.record_config_loaded();
+        }
+    }
+
+    /// Records that the running configuration was loaded now (`config_loaded_timestamp_seconds`).
+    pub fn record_config_loaded(&self) {
+        // An operator's timestamp, compared with the monitoring system's clock, not a test's.
+        self.config_loaded_at.set(crate::clock::system_now());
+    }
+
+    /// Drops a provider a reload removed from `provider_ready` (no series for what is not
+    /// configured).
+    pub fn forget_provider(&self, provider: &str) {
+        self.provider_ready.remove(&ProviderLabel {
+            provider: provider.to_string(),
+        });
     }
 
     /// The Prometheus text exposition.

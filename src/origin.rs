@@ -19,13 +19,12 @@
 
 use crate::config::WebConfig;
 use crate::error::ApiError;
-use crate::state::AppState;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::{HttpResponse, ResponseError};
 
 /// A request's standing as far as its `Origin` header goes.
 #[derive(Debug, Clone)]
@@ -219,7 +218,7 @@ pub async fn origin_policy(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+    let Some(state) = crate::state::of(req.request()) else {
         tracing::error!("application state missing");
         let resp = ApiError::Internal.error_response();
         return Ok(req.into_response(resp).map_into_right_body());

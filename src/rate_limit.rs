@@ -16,7 +16,6 @@
 
 use crate::config::{LoginRate, ServerConfig};
 use crate::error::ApiError;
-use crate::state::AppState;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::HeaderMap;
@@ -137,7 +136,7 @@ pub async fn limit_login(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let state = crate::state::of(req.request());
     // The server-side callback redeems a code as login/end does, so it shares that bucket.
     let is_callback = state
         .as_ref()
@@ -165,10 +164,11 @@ pub async fn limit_login(
 }
 
 /// Sweeps the buckets every [`SWEEP`] until the server stops.
-pub async fn sweep(state: web::Data<AppState>) {
+pub async fn sweep(live: web::Data<crate::state::LiveState>) {
     loop {
         actix_web::rt::time::sleep(SWEEP).await;
-        state.login_limiter.sweep();
+        // The current limiter: a reload that changes the rate replaces it.
+        live.current().login_limiter.sweep();
     }
 }
 

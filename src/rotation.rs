@@ -10,7 +10,6 @@
 use crate::cookies::CookieKind;
 use crate::crypto::KeyRing;
 use crate::session::SessionJar;
-use crate::state::AppState;
 use actix_web::body::MessageBody;
 use actix_web::cookie::Cookie;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -32,7 +31,7 @@ pub async fn reseal_cookies(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+    let Some(state) = crate::state::of(req.request()) else {
         return next.call(req).await;
     };
     let now = state.jar.clock().now();
@@ -162,8 +161,11 @@ fn ids(ring: &KeyRing) -> String {
 
 /// Reloads the ring from `keys_file` on SIGHUP and when the file's contents change. A file that
 /// does not parse is logged and ignored: the running ring stays.
-pub async fn watch_keys_file(state: web::Data<AppState>) {
-    let Some(path) = state.config.cookies.keys_file.clone() else {
+///
+/// The ring and `keys_file` outlive configuration reloads ([`crate::reload`]): every snapshot's
+/// jar shares one sealer, and a reload refuses another `keys_file`.
+pub async fn watch_keys_file(live: web::Data<crate::state::LiveState>) {
+    let Some(path) = live.current().config.cookies.keys_file.clone() else {
         return;
     };
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -192,6 +194,7 @@ pub async fn watch_keys_file(state: web::Data<AppState>) {
         last = current;
         match read_ring(&path) {
             Ok(ring) => {
+                let state = live.current();
                 let before = ids(&state.jar.sealer().ring());
                 let after = ids(&ring);
                 state.jar.sealer().replace_ring(ring);

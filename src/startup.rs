@@ -3,8 +3,9 @@
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::oauth::http::build_client;
+use crate::reload::Reloader;
 use crate::routes;
-use crate::state::{AppState, HttpClient};
+use crate::state::{AppState, HttpClient, LiveState};
 use crate::telemetry::{log_request, RouteLabel};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
@@ -21,7 +22,9 @@ pub struct Application {
     /// The admin listener (`[store] admin_listen`): `POST /sessions/revoke`.
     admin: Option<(Server, u16)>,
     port: u16,
-    state: web::Data<AppState>,
+    /// The state every listener serves, replaced whole by a reload ([`crate::reload`]).
+    live: web::Data<LiveState>,
+    reloader: Reloader,
 }
 
 impl Application {
@@ -40,13 +43,17 @@ impl Application {
         let state = AppState::new(config, clock)
             .with_store()
             .map_err(|e| std::io::Error::other(format!("store: {e}")))?;
-        let state = web::Data::new(state);
-        let app_state = state.clone();
+        let live = web::Data::new(LiveState::new(state));
+        crate::metrics::METRICS.record_config_loaded();
+        // Read once: a reload refuses to change them (`reload::restart_only_changes`).
+        let state = live.current();
+        let app_live = live.clone();
         let mut server = HttpServer::new(move || {
-            let base_path = app_state.config.server.base_path.as_str().to_string();
-            let callback_path = app_state.config.server.callback_path.clone();
+            let start = app_live.current();
+            let base_path = start.config.server.base_path.as_str().to_string();
+            let callback_path = start.config.server.callback_path.clone();
             App::new()
-                .app_data(app_state.clone())
+                .app_data(app_live.clone())
                 .app_data(web::Data::new(HttpClient(build_client(connect_timeout))))
                 .wrap(
                     middleware::DefaultHeaders::new()
@@ -75,10 +82,10 @@ impl Application {
         let metrics = match state.config.metrics_listen.as_deref() {
             None => None,
             Some(addr) => {
-                let m_state = state.clone();
+                let m_live = live.clone();
                 Some(side_listener(addr, 1, grace, move || {
                     App::new()
-                        .app_data(m_state.clone())
+                        .app_data(m_live.clone())
                         .route("/metrics", web::get().to(crate::metrics::serve))
                         // The assertion key (routes' `assertion_header`): for the APIs, never
                         // on the public listener.
@@ -91,12 +98,12 @@ impl Application {
         let forward_auth = match state.config.forward_auth_listen.as_deref() {
             None => None,
             Some(addr) => {
-                let fa_state = state.clone();
+                let fa_live = live.clone();
                 let threads = workers
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
                 Some(side_listener(addr, threads, grace, move || {
                     App::new()
-                        .app_data(fa_state.clone())
+                        .app_data(fa_live.clone())
                         .app_data(web::Data::new(HttpClient(build_client(connect_timeout))))
                         .app_data(RouteLabel("forward_auth"))
                         .wrap(
@@ -110,15 +117,35 @@ impl Application {
                 })?)
             }
         };
-        let admin = admin_listener(&state, grace, connect_timeout)?;
+        let admin = admin_listener(&live, grace, connect_timeout)?;
+        let reloader = Reloader::new(live.clone(), None, crate::reload::POLL);
         Ok(Self {
             server: server.run(),
             metrics,
             forward_auth,
             admin,
             port,
-            state,
+            live,
+            reloader,
         })
+    }
+
+    /// Reloads the configuration from `path` (the file it was loaded from) on SIGHUP, when the
+    /// file or a secret file it names changes (checked every `poll`), and on
+    /// [`Reloader::reload`] ([`crate::reload`]). Without it, the configuration is the one given.
+    pub fn with_config_file(mut self, path: std::path::PathBuf, poll: std::time::Duration) -> Self {
+        self.reloader = Reloader::new(self.live.clone(), Some(path), poll);
+        self
+    }
+
+    /// The handle that reloads the configuration ([`Application::with_config_file`]).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// The holder of the current state (tests look at what a reload applied).
+    pub fn live(&self) -> web::Data<LiveState> {
+        self.live.clone()
     }
 
     /// The port actually bound.
@@ -141,22 +168,18 @@ impl Application {
         self.admin.as_ref().map(|(_, p)| *p)
     }
 
-    /// The shared state (tests read the clock and keys through it).
+    /// The state now (tests read the clock and keys through it; both outlive reloads).
     pub fn state(&self) -> web::Data<AppState> {
-        self.state.clone()
+        web::Data::from(self.live.current().shared())
     }
 
     /// Runs until the server is stopped (SIGINT/SIGTERM, handled by actix). Provider discovery
     /// runs alongside, so a provider that is down at startup is picked up when it comes back.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let state = self.state.clone();
-        let discovery = actix_web::rt::spawn(async move {
-            let client = build_client(state.config.server.connect_timeout);
-            let tasks = state.providers.iter().map(|p| p.keep_discovered(&client));
-            futures_util::future::join_all(tasks).await;
-        });
-        let keys = actix_web::rt::spawn(crate::rotation::watch_keys_file(self.state.clone()));
-        let sweep = actix_web::rt::spawn(crate::rate_limit::sweep(self.state.clone()));
+        self.reloader.restart_discovery();
+        let config = actix_web::rt::spawn(self.reloader.clone().watch());
+        let keys = actix_web::rt::spawn(crate::rotation::watch_keys_file(self.live.clone()));
+        let sweep = actix_web::rt::spawn(crate::rate_limit::sweep(self.live.clone()));
         let side: Vec<_> = [self.metrics, self.forward_auth, self.admin]
             .into_iter()
             .flatten()
@@ -170,7 +193,8 @@ impl Application {
         for handle in side {
             handle.stop(true).await;
         }
-        discovery.abort();
+        self.reloader.stop_discovery();
+        config.abort();
         keys.abort();
         sweep.abort();
         result
@@ -181,11 +205,12 @@ impl Application {
 /// every session of a user ([`routes::backchannel::revoke`]). It has no authentication of its
 /// own: like the metrics listener, it must be reachable only from the operator's network.
 fn admin_listener(
-    state: &web::Data<AppState>,
+    live: &web::Data<LiveState>,
     grace: std::time::Duration,
     connect_timeout: std::time::Duration,
 ) -> std::io::Result<Option<(Server, u16)>> {
-    let Some(addr) = state
+    let Some(addr) = live
+        .current()
         .config
         .store
         .as_ref()
@@ -193,10 +218,10 @@ fn admin_listener(
     else {
         return Ok(None);
     };
-    let admin_state = state.clone();
+    let admin_live = live.clone();
     side_listener(&addr, 1, grace, move || {
         App::new()
-            .app_data(admin_state.clone())
+            .app_data(admin_live.clone())
             .app_data(web::Data::new(HttpClient(build_client(connect_timeout))))
             .app_data(RouteLabel("admin"))
             .wrap(middleware::DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
@@ -249,7 +274,7 @@ async fn no_store_when_setting_cookies(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let state = crate::state::of(req.request());
     let mut res = next.call(req).await?;
     let Some(state) = state else {
         return Ok(res);

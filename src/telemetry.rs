@@ -255,8 +255,7 @@ pub async fn log_request(
         // when traces are on: a copy per request the metrics below avoid).
         let route = match req.app_data::<RouteLabel>() {
             Some(RouteLabel(label)) => label.to_string(),
-            None => req
-                .app_data::<actix_web::web::Data<crate::state::AppState>>()
+            None => crate::state::of(req.request())
                 .map(|s| s.route_label(req.path()))
                 .unwrap_or_else(|| "unmatched".to_string()),
         };
@@ -273,10 +272,11 @@ pub async fn log_request(
     res.headers_mut().insert(REQUEST_ID, value);
     // The label is read from the request the response carries: borrowed, never copied.
     let served = res.request();
+    let state = crate::state::of(served);
     let route = match served.app_data::<RouteLabel>() {
         Some(RouteLabel(label)) => label,
-        None => served
-            .app_data::<actix_web::web::Data<crate::state::AppState>>()
+        None => state
+            .as_deref()
             .map_or("unmatched", |s| s.route_label_ref(served.path())),
     };
     crate::metrics::record_request(route, res.status().as_u16(), start.elapsed().as_secs_f64());

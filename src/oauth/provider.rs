@@ -16,8 +16,10 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct Provider {
     pub config: ProviderConfig,
-    metadata: MetadataCache,
-    jwks: JwksCache,
+    /// Shared with the provider that succeeds this one in a reload, when their discovery
+    /// settings are the same ([`Provider::succeeding`]).
+    metadata: Arc<MetadataCache>,
+    jwks: Arc<JwksCache>,
     /// Set once the userinfo endpoint answered a POST with 405: every later call uses GET at
     /// once, so a provider without POST costs one extra request per process, not per call.
     userinfo_post_refused: AtomicBool,
@@ -31,9 +33,29 @@ impl Provider {
         // Not ready until its metadata loads: the gauge shows the provider from the start.
         crate::metrics::METRICS.set_provider_ready(&config.id, false);
         Self {
-            metadata: MetadataCache::new(clock.clone()),
-            jwks: JwksCache::new(clock),
+            metadata: Arc::new(MetadataCache::new(clock.clone())),
+            jwks: Arc::new(JwksCache::new(clock)),
             userinfo_post_refused: AtomicBool::new(false),
+            calls: CallBound::new(config.max_concurrent_calls),
+            config,
+        }
+    }
+
+    /// The provider a reloaded configuration makes of `config` ([`crate::reload`]). It takes
+    /// over `previous`'s discovered metadata and JWKS when both discover alike (same issuer,
+    /// discovery switch and configured endpoints), so a reload that changes, say, the client
+    /// secret or the scope neither empties the caches nor makes the provider unready; anything
+    /// else about the provider (credentials, parameters, timeouts) is the new configuration's.
+    pub fn succeeding(config: ProviderConfig, clock: Clock, previous: Option<&Provider>) -> Self {
+        let Some(old) = previous.filter(|old| same_discovery(&old.config, &config)) else {
+            return Self::new(config, clock);
+        };
+        let refused = old.userinfo_post_refused.load(Ordering::Relaxed)
+            && old.config.endpoints.userinfo_endpoint == config.endpoints.userinfo_endpoint;
+        Self {
+            metadata: Arc::clone(&old.metadata),
+            jwks: Arc::clone(&old.jwks),
+            userinfo_post_refused: AtomicBool::new(refused),
             calls: CallBound::new(config.max_concurrent_calls),
             config,
         }
@@ -323,30 +345,58 @@ impl Provider {
 pub const ID_TOKEN_REJECTED: &str =
     "the identity provider's ID token was not accepted; the token-handler log says why";
 
-/// Every configured provider; the first is the default.
+/// Whether two configurations of a provider fetch the same metadata and keys: their caches can
+/// be shared.
+fn same_discovery(a: &ProviderConfig, b: &ProviderConfig) -> bool {
+    a.issuer == b.issuer
+        && a.discovery == b.discovery
+        && format!("{:?}", a.endpoints) == format!("{:?}", b.endpoints)
+}
+
+/// Every configured provider; the first is the default. Each is shared (`Arc`) so that its
+/// discovery task ([`Provider::keep_discovered`]) can hold it ([`crate::reload`]).
 #[derive(Debug)]
-pub struct Providers(Vec<Provider>);
+pub struct Providers(Vec<Arc<Provider>>);
 
 impl Providers {
     pub fn new(configs: &[ProviderConfig], clock: &Clock) -> Self {
         Self(
             configs
                 .iter()
-                .map(|c| Provider::new(c.clone(), clock.clone()))
+                .map(|c| Arc::new(Provider::new(c.clone(), clock.clone())))
                 .collect(),
         )
+    }
+
+    /// The providers of a reloaded configuration, each succeeding the one with its id here
+    /// ([`Provider::succeeding`]).
+    pub fn succeeding(&self, configs: &[ProviderConfig], clock: &Clock) -> Self {
+        Self(
+            configs
+                .iter()
+                .map(|c| {
+                    let old = self.get(&c.id);
+                    Arc::new(Provider::succeeding(c.clone(), clock.clone(), old))
+                })
+                .collect(),
+        )
+    }
+
+    /// The providers as shared handles, for tasks that outlive a request (discovery).
+    pub fn shared(&self) -> impl Iterator<Item = &Arc<Provider>> {
+        self.0.iter()
     }
 
     /// The default provider: the exclusive one when one is marked so, else the first.
     pub fn default_provider(&self) -> &Provider {
         // Invariant: configuration validation refuses an empty provider list.
-        self.exclusive().unwrap_or(&self.0[0])
+        self.exclusive().unwrap_or(&*self.0[0])
     }
 
     /// The provider marked `exclusive`, the only one logins may use (at most one, checked
     /// when the configuration is loaded).
     pub fn exclusive(&self) -> Option<&Provider> {
-        self.0.iter().find(|p| p.config.exclusive)
+        self.iter().find(|p| p.config.exclusive)
     }
 
     /// The providers a user may sign in with: the exclusive one alone, else every one, the
@@ -354,7 +404,7 @@ impl Providers {
     pub fn offered(&self) -> Vec<&Provider> {
         match self.exclusive() {
             Some(only) => vec![only],
-            None => self.0.iter().collect(),
+            None => self.iter().collect(),
         }
     }
 
@@ -382,7 +432,7 @@ impl Providers {
 
     /// The provider with this id.
     pub fn get(&self, id: &str) -> Option<&Provider> {
-        self.0.iter().find(|p| p.id() == id)
+        self.iter().find(|p| p.id() == id)
     }
 
     /// The provider a session's cookie names. One removed from the configuration since the
@@ -394,6 +444,6 @@ impl Providers {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Provider> {
-        self.0.iter()
+        self.0.iter().map(|p| &**p)
     }
 }

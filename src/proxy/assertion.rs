@@ -10,8 +10,8 @@
 //! leak from disk, and a restart rotates it. Each process has its own, so with several replicas
 //! an upstream fetches every replica's JWKS (docs/security.md).
 
-use crate::state::AppState;
-use actix_web::{web, HttpResponse, ResponseError};
+use crate::state::State;
+use actix_web::{HttpResponse, ResponseError};
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use p256::pkcs8::EncodePrivateKey;
@@ -49,6 +49,22 @@ struct Claims<'a> {
 }
 
 impl AssertionSigner {
+    /// The same key under another issuer (a reload changed the first trusted origin): the APIs
+    /// that cached the key at `/jwks` keep verifying.
+    pub fn reissued(&self, issuer: String) -> Self {
+        Self {
+            key: self.key.clone(),
+            kid: self.kid.clone(),
+            jwks: self.jwks.clone(),
+            issuer,
+        }
+    }
+
+    /// The `iss` of every assertion.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     /// A fresh P-256 key; `issuer` goes in every assertion's `iss`.
     pub fn generate(issuer: String) -> Result<Self, String> {
         let secret = loop {
@@ -100,7 +116,7 @@ impl AssertionSigner {
 
 /// `GET /jwks` on the metrics listener: the assertion key (RFC 7517 §5). 404 when no route
 /// asks for assertions.
-pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+pub async fn jwks(state: State) -> HttpResponse {
     match &state.assertions {
         Some(signer) => HttpResponse::Ok()
             .insert_header(("cache-control", "no-cache"))

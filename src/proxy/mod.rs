@@ -27,7 +27,7 @@ use crate::origin::{preflight, Origin};
 use crate::refresh::{usable_access_token, Denied, TokenSource, Usable};
 use crate::secret::Token;
 use crate::session::SessionJar;
-use crate::state::{AppState, HttpClient};
+use crate::state::{AppState, HttpClient, State};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -40,7 +40,7 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 pub async fn handle(
     req: HttpRequest,
     body: web::Payload,
-    state: web::Data<AppState>,
+    state: State,
     client: web::Data<HttpClient>,
 ) -> HttpResponse {
     let Some(found) = match_route(&state.config.proxy.routes, req.uri()) else {
@@ -168,7 +168,7 @@ async fn proxy(
         return refusal(&state.jar, jar, req.headers(), e.into());
     }
     // Before the token: a refresh below rewrites the cookies, which a refusal here would lose.
-    let signer = state.assertions.as_ref();
+    let signer = state.assertions.as_deref();
     relay.identity = match identity::values(found.route, jar, cookies, signer) {
         Ok(values) => values,
         Err(e) => return refusal(&state.jar, jar, req.headers(), e.into()),

@@ -15,7 +15,7 @@
 
 use crate::error::ApiError;
 use crate::oauth::logout_token::{UnverifiedIssuer, JTI_RETENTION_SECONDS};
-use crate::state::{AppState, HttpClient};
+use crate::state::{HttpClient, State};
 use crate::store::ended::{jti_key, MarkStore};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -70,7 +70,7 @@ pub fn configure(base_path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
 pub async fn backchannel_logout(
     req: HttpRequest,
     body: web::Bytes,
-    state: web::Data<AppState>,
+    state: State,
     client: web::Data<HttpClient>,
 ) -> HttpResponse {
     let Some((store, ended)) = state.ended_sessions() else {
@@ -198,7 +198,7 @@ struct Revoked<'a> {
 /// revoke` does, for automation (an account disabled, a device stolen). The admin listener is
 /// for the operator's network only; it has no other authentication.
 pub async fn revoke(
-    state: web::Data<AppState>,
+    state: State,
     body: super::JsonBody<RevokeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (store, ended) = state.ended_sessions().ok_or(ApiError::NotFound)?;

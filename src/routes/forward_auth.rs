@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::origin::Origin;
 use crate::proxy::{refusal, session_token};
 use crate::refresh::TokenSource;
-use crate::state::{AppState, HttpClient};
+use crate::state::{HttpClient, State};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -54,7 +54,7 @@ fn original_method(req: &HttpRequest) -> Result<Method, ApiError> {
 
 pub async fn forward_auth(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: State,
     client: web::Data<HttpClient>,
 ) -> HttpResponse {
     let method = match original_method(&req) {

@@ -13,12 +13,12 @@ use crate::error::ApiError;
 use crate::session::{
     same_session, AccessTokenCookie, CsrfCookie, Sealed, SessionEnd, SessionJar, SessionTimes,
 };
-use crate::state::AppState;
+use crate::state::State;
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::cookie::Cookie;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
 /// A request's session as its Path `/` cookies tell it: the access-token and CSRF cookies, both
@@ -86,10 +86,7 @@ struct SessionInfo<'a> {
 /// default, the session a request naming none uses: [`SessionJar::default_for`]), when it ends
 /// (Unix seconds): `expiresAt` (the earlier of the two), `idleExpiresAt`, `absoluteExpiresAt`;
 /// and which providers the browser holds a live session with. Never renews.
-pub async fn session_info(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn session_info(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
     let jar = state
         .jar
         .requested(provider_param(&req)?.as_deref(), req.headers())?;
@@ -132,7 +129,7 @@ pub async fn renew_idle(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+    let Some(state) = crate::state::of(req.request()) else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
     let opened = {
@@ -184,7 +181,7 @@ pub async fn clear_ended(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let state = crate::state::of(req.request());
     // The provider whose session the endpoint serves (`?provider=`), when the browser holds
     // another provider's that would keep working: read now, the request is gone after the call.
     let only: Option<String> = state.as_ref().and_then(|state| {

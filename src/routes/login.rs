@@ -15,7 +15,7 @@ use crate::session::{
     CsrfCookie, LoginLookup, LoginState, NewSession, SessionEnd, SessionId, SessionJar,
     SessionTimes,
 };
-use crate::state::{AppState, HttpClient};
+use crate::state::{AppState, HttpClient, State};
 use actix_web::cookie::Cookie;
 use actix_web::http::header::HeaderMap;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -37,7 +37,7 @@ struct StartResponse {
 
 pub async fn start(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: State,
     client: web::Data<HttpClient>,
     body: JsonBody<StartRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -105,7 +105,7 @@ struct EndResponse {
 
 pub async fn end(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: State,
     client: web::Data<HttpClient>,
     body: JsonBody<EndRequest>,
 ) -> Result<HttpResponse, ApiError> {

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::session::{
     AccessTokenCookie, CsrfCookie, IdTokenCookie, RefreshTokenCookie, SessionId, SessionJar,
 };
-use crate::state::{AppState, HttpClient};
+use crate::state::{AppState, HttpClient, State};
 use actix_web::http::header::HeaderMap;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -34,7 +34,7 @@ pub struct LogoutRequest {
 
 pub async fn logout(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: State,
     client: web::Data<HttpClient>,
     body: JsonBody<LogoutRequest>,
 ) -> Result<HttpResponse, ApiError> {

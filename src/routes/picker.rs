@@ -18,7 +18,7 @@ use crate::oauth::callback::{Callback, Completed};
 use crate::oauth::Provider;
 use crate::origin::Origin;
 use crate::session::{LoginLookup, LoginState};
-use crate::state::{AppState, HttpClient};
+use crate::state::{AppState, HttpClient, State};
 use actix_web::cookie::Cookie;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -40,7 +40,7 @@ struct ProviderEntry<'a> {
 }
 
 /// `GET /providers`: no cookie needed; the Origin rules of every agent endpoint apply.
-pub async fn list(state: web::Data<AppState>) -> HttpResponse {
+pub async fn list(state: State) -> HttpResponse {
     let providers = &state.providers;
     let body = ProviderList {
         default: providers.default_provider().id(),
@@ -64,7 +64,7 @@ pub async fn list(state: web::Data<AppState>) -> HttpResponse {
 /// send the browser back to `server.callback_path`, where [`callback`] completes the login.
 pub async fn login(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: State,
     client: web::Data<HttpClient>,
 ) -> Result<HttpResponse, ApiError> {
     Origin::check_navigation(req.headers(), &state.config.web)?;
@@ -126,7 +126,7 @@ pub async fn login(
 /// removed) and the browser goes to `return_to` with `?error=<code>`.
 pub async fn callback(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: State,
     client: web::Data<HttpClient>,
 ) -> Result<HttpResponse, ApiError> {
     Origin::check_navigation(req.headers(), &state.config.web)?;

@@ -11,12 +11,12 @@ use crate::csrf::require_csrf;
 use crate::error::{error_with_cookies, ApiError};
 use crate::refresh::Denied;
 use crate::session::{same_session, RefreshTokenCookie, Sealed};
-use crate::state::{AppState, HttpClient};
+use crate::state::{HttpClient, State};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 pub async fn refresh(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: State,
     client: web::Data<HttpClient>,
 ) -> Result<HttpResponse, ApiError> {
     // `?provider=`: which of the browser's sessions (by default, the default provider's).

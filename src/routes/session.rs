@@ -18,13 +18,13 @@ use crate::oauth::userinfo_claims::{fill_email, lacks_email};
 use crate::session::{
     refresh_due, same_session, AccessTokenCookie, IdTokenCookie, SessionId, SessionJar,
 };
-use crate::state::{AppState, HttpClient};
+use crate::state::{HttpClient, State};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{Map, Value};
 
 pub async fn user_info(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    state: State,
     client: web::Data<HttpClient>,
 ) -> Result<HttpResponse, ApiError> {
     // `?provider=`: which of the browser's sessions (by default, the default provider's).
@@ -210,10 +210,7 @@ fn check_subject(
     ))
 }
 
-pub async fn claims(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn claims(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
     let jar = state
         .jar
         .requested(provider_param(&req)?.as_deref(), req.headers())?;

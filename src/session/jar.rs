@@ -77,6 +77,22 @@ impl SessionJar {
         }
     }
 
+    /// A jar for a reloaded configuration ([`crate::reload`]): `policy` (its routes' cookie
+    /// paths), this jar's sealer and clock, so the key ring and its rotation outlive the reload.
+    /// Lifetimes and names are the `[cookies]` section's, which a reload does not change.
+    pub fn succeeding(&self, policy: CookiePolicy) -> Self {
+        Self {
+            policy,
+            sealer: Arc::clone(&self.sealer),
+            clock: self.clock.clone(),
+            lifetimes: self.lifetimes,
+            login_timeout: self.login_timeout,
+            provider: None,
+            default: true,
+            others: Vec::new(),
+        }
+    }
+
     /// This jar for the default provider `default`, with a jar for each of the `others` (their
     /// session cookies named with `_<id>`).
     pub fn with_providers<'p>(

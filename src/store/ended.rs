@@ -418,8 +418,7 @@ pub async fn agent_check(
     actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
     actix_web::Error,
 > {
-    use actix_web::web;
-    let state = req.app_data::<web::Data<crate::state::AppState>>().cloned();
+    let state = crate::state::of(req.request());
     if let Some(state) = state.filter(|s| s.ended_sessions().is_some()) {
         let base = state.config.server.base_path.as_str();
         let checked = req

@@ -331,6 +331,12 @@ impl TestConfig {
         self
     }
 
+    /// `web.trusted_origins` instead of the SPA's origin alone (reload.rs).
+    pub fn trusted_origins(mut self, origins: &[&str]) -> Self {
+        self.web.trusted_origins = origins.iter().map(|o| o.to_string()).collect();
+        self
+    }
+
     /// `cookies.keys = [key]` instead of the fresh key (weak or shared keys).
     pub fn key(mut self, key: &str) -> Self {
         self.cookies.keys = Some(vec![key.to_string()]);
@@ -485,6 +491,9 @@ pub struct ProviderConfig {
     client_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_secret: Option<String>,
+    /// reload.rs: a secret read again on reload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_auth: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -587,6 +596,7 @@ impl ProviderConfig {
             issuer: issuer.to_string(),
             client_id: client_id.to_string(),
             client_secret: None,
+            client_secret_file: None,
             client_auth: None,
             private_key_file: None,
             private_key_id: None,
@@ -689,6 +699,7 @@ impl ProviderConfig {
 
     optional_keys! {
         client_secret,
+        client_secret_file,
         /// `client_auth` (`client_secret_post`, `private_key_jwt`, `none`, …).
         client_auth,
         client_assertion_audience,
@@ -1474,6 +1485,17 @@ impl ProcessApp {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("token-handler did not start listening within 5 s");
+    }
+
+    /// Writes `config` over the process's configuration file, on the port it listens on (it
+    /// reloads it on SIGHUP or on its next check of the file: reload.rs).
+    pub fn rewrite_config(&self, config: &TestConfig) {
+        let port = self.address.rsplit(':').next().expect("port");
+        let toml = config.clone().listen(&format!("127.0.0.1:{port}")).toml();
+        let path = self.dir.path().join("config.toml");
+        let next = self.dir.path().join("config.toml.next");
+        std::fs::write(&next, toml).expect("write config");
+        std::fs::rename(&next, &path).expect("replace config");
     }
 
     /// Peak resident memory of the process so far, in KiB (`VmHWM`).

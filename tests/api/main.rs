@@ -26,6 +26,7 @@ mod proxy;
 mod pyprovider;
 mod readiness;
 mod redis;
+mod reload;
 mod replicas;
 mod route_auth;
 mod sessions;
