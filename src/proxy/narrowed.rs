@@ -351,6 +351,7 @@ async fn grant(
                     |outcome: &Result<(TokenResponse, Token), NarrowFailure>| {
                         outcome.as_ref().ok().map(|(_, kept)| Spent::Rotated(kept))
                     },
+                    || Err(NarrowFailure::Unavailable(crate::refresh::BUSY.into())),
                 )
                 .await?;
             (tokens, Some(kept))

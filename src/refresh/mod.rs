@@ -52,6 +52,11 @@ use std::time::Duration;
 /// How long a refresh result is shared with requests that still carry the old refresh token.
 pub const RESULT_TTL: Duration = Duration::from_secs(30);
 
+/// Why a grant was not made: another replica holds the refresh token and the store stopped
+/// answering before its result came ([`crate::store::refresh::Coordinated::Busy`]).
+pub const BUSY: &str =
+    "another replica is redeeming the refresh token and the shared store does not answer; try again";
+
 /// How many shared results a request follows, each from the refresh token the previous one
 /// produced, before it settles for the last (a bound, not a number ever reached in practice).
 pub const MAX_CHAIN: usize = 3;
@@ -313,6 +318,7 @@ impl Refresher {
                 )
             },
             |outcome: &Outcome| outcome.as_ref().ok().map(|r| Spent::Refreshed(r)),
+            || Err(RefreshFailure::Unavailable(BUSY.into())),
         )
         .await
     }

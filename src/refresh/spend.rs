@@ -43,7 +43,11 @@ impl Refresher {
     /// across replicas: `grant` gets the token to redeem, which is the newest of its chain
     /// (another grant may have rotated the caller's). `found` says what another replica's
     /// refresh result is to this caller; `spent` what this grant's outcome spent the token into
-    /// (`None`: a failure, nothing spent), recorded here and shared through the store.
+    /// (`None`: a failure, nothing spent), recorded here and shared through the store; `busy`
+    /// the failure this grant ends in when another replica holds the token and the store
+    /// stopped answering before its result came ([`Coordinated::Busy`]: redeeming it here
+    /// could replay it).
+    #[allow(clippy::too_many_arguments)]
     pub async fn spend<T, Fut>(
         &self,
         provider: &Provider,
@@ -52,6 +56,7 @@ impl Refresher {
         mut found: impl FnMut(&Token, Refreshed) -> Found<T>,
         grant: impl Fn(Token) -> Fut,
         spent: impl Fn(&T) -> Option<Spent<'_>>,
+        busy: impl FnOnce() -> T,
     ) -> T
     where
         Fut: Future<Output = T>,
@@ -79,12 +84,7 @@ impl Refresher {
             let outcome = coordination
                 .run(
                     || grant(redeemed.clone()),
-                    // A narrowing that was not rotated spent nothing: nothing to share.
-                    |outcome| {
-                        spent(outcome).filter(|s| {
-                            matches!(s, Spent::Refreshed(_)) || !s.kept().ct_eq(redeemed.expose())
-                        })
-                    },
+                    |outcome| shareable(&spent, outcome, &redeemed),
                 )
                 .await;
             let shared = match outcome {
@@ -93,9 +93,19 @@ impl Refresher {
                     return outcome;
                 }
                 Ok(Coordinated::Shared(shared)) => shared,
+                Ok(Coordinated::Busy) => return busy(),
                 Err(e) => {
                     tracing::warn!(provider = %provider.id(), error = %e, "store unavailable: refreshing without cross-replica coordination");
-                    return alone(turn, &grant, &spent).await;
+                    let outcome = grant(redeemed.clone()).await;
+                    // Told once the store answers again, the other replicas follow this rotation
+                    // instead of redeeming the spent token.
+                    if let Some(s) = shareable(&spent, &outcome, &redeemed) {
+                        if coordination.share(&s).await.is_err() {
+                            tracing::debug!("refresh result not shared after a store failure");
+                        }
+                    }
+                    record(turn, &outcome, &spent);
+                    return outcome;
                 }
             };
             step += 1;
@@ -162,6 +172,17 @@ where
     let outcome = grant(turn.token().clone()).await;
     record(turn, &outcome, spent);
     outcome
+}
+
+/// What `outcome` spent `redeemed` into, to share: a narrowing that was not rotated spent
+/// nothing.
+fn shareable<'a, T>(
+    spent: &impl Fn(&T) -> Option<Spent<'_>>,
+    outcome: &'a T,
+    redeemed: &Token,
+) -> Option<Spent<'a>> {
+    spent(outcome)
+        .filter(|s| matches!(s, Spent::Refreshed(_)) || !s.kept().ct_eq(redeemed.expose()))
 }
 
 /// Records what the grant left the session with, then ends the turn.

@@ -111,6 +111,13 @@ impl Store {
         result
     }
 
+    /// How long a caller whose safety depends on the store's answer (the refresh-token lock,
+    /// [`refresh::Coordination::run`]) retries a store that fails before taking it for down:
+    /// four command timeouts, so a stall (a loaded machine, a failover) is not an outage.
+    pub fn patience(&self) -> Duration {
+        self.timeout * 4
+    }
+
     /// Whether the store answers (`PING`), for `token-handler check` and readiness reports.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let _: String = self.query("ping", redis::cmd("PING")).await?;

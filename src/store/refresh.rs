@@ -75,6 +75,10 @@ pub enum Coordinated<T> {
     Shared(Shared),
     /// This replica performed the grant (it held the lock).
     Granted(T),
+    /// Another replica holds the lock, and neither its result nor the lock came in time (the
+    /// store stopped answering, or kept answering "locked"): the token may be spent by now, so
+    /// it must not be redeemed here (RFC 9700 §4.14.2). The caller fails this grant instead.
+    Busy,
 }
 
 /// A spend as stored: every field of [`Refreshed`] for a refresh; for a narrowing, no access
@@ -162,7 +166,8 @@ impl SharedResult {
 const RELEASE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
-/// How often a replica that lost the race looks for the winner's result.
+/// How often a replica that lost the race looks for the winner's result, and retries a store
+/// that failed.
 const POLL_FIRST: Duration = Duration::from_millis(20);
 const POLL_MAX: Duration = Duration::from_millis(100);
 
@@ -175,6 +180,16 @@ pub struct Coordination<'a> {
     pub hash: &'a str,
     pub lock_for: Duration,
     pub now: i64,
+}
+
+/// What one look at the store found, in [`Coordination::run`].
+enum Look {
+    /// Another replica's result.
+    Shared(Shared),
+    /// The lock is ours (its value).
+    Locked(String),
+    /// Another replica holds the lock.
+    Busy,
 }
 
 impl Coordination<'_> {
@@ -192,7 +207,7 @@ impl Coordination<'_> {
     }
 
     /// Stores the winner's result for the other replicas, for [`RESULT_TTL`].
-    async fn share(&self, spent: &Spent<'_>) -> Result<(), StoreError> {
+    pub async fn share(&self, spent: &Spent<'_>) -> Result<(), StoreError> {
         let sealed = seal(self.sealer, self.hash, self.now, spent)
             .map_err(|e| StoreError::Setup(e.to_string()))?;
         let _: () = self
@@ -210,23 +225,37 @@ impl Coordination<'_> {
         Ok(())
     }
 
-    /// Takes the lock (`SET NX PX`); `Some(value)` when this replica holds it.
-    async fn lock(&self) -> Result<Option<String>, StoreError> {
-        let value = crate::secret::random_token().expose().to_string();
+    /// Takes the lock with `value` (`SET NX PX`); whether this replica holds it. When an earlier
+    /// attempt failed (`maybe_ours`: the store may have taken it and its answer been lost), a
+    /// lock found taken is looked at: holding our value, it is ours.
+    async fn lock(&self, value: &str, maybe_ours: bool) -> Result<bool, StoreError> {
         let taken: Option<String> = self
             .store
             .query(
                 "refresh_lock",
                 redis::cmd("SET")
                     .arg(self.lock_key())
-                    .arg(&value)
+                    .arg(value)
                     .arg("NX")
                     .arg("PX")
                     .arg(self.lock_for.as_millis().max(1) as u64)
                     .clone(),
             )
             .await?;
-        Ok(taken.map(|_| value))
+        if taken.is_some() {
+            return Ok(true);
+        }
+        if !maybe_ours {
+            return Ok(false);
+        }
+        let holder: Option<String> = self
+            .store
+            .query(
+                "refresh_lock_get",
+                redis::cmd("GET").arg(self.lock_key()).clone(),
+            )
+            .await?;
+        Ok(holder.as_deref() == Some(value))
     }
 
     async fn release(&self, value: &str) -> Result<(), StoreError> {
@@ -245,9 +274,41 @@ impl Coordination<'_> {
         Ok(())
     }
 
-    /// Runs `grant` here if this replica wins the lock, or waits for the winner's result. A
-    /// store error before the grant is returned (the caller grants alone); one after it (the
-    /// result could not be shared) is only logged: the grant's outcome stands.
+    /// One look: another replica's result, else the lock.
+    async fn look(&self, value: &str, maybe_ours: bool) -> Result<Look, StoreError> {
+        if let Some(r) = self.stored().await? {
+            return Ok(Look::Shared(r));
+        }
+        if !self.lock(value, maybe_ours).await? {
+            return Ok(Look::Busy);
+        }
+        // The winner may have stored its result and released the lock between our look and our
+        // lock: look once more before redeeming. Unanswered, the lock is given back (the next
+        // look tries again): redeeming without knowing could replay the token.
+        match self.stored().await {
+            Ok(None) => Ok(Look::Locked(value.to_string())),
+            Ok(Some(r)) => {
+                let _ = self.release(value).await;
+                Ok(Look::Shared(r))
+            }
+            Err(e) => {
+                let _ = self.release(value).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `grant` here if this replica wins the lock, or waits for the winner's result.
+    ///
+    /// A store that fails is not at once a store that is down: on a loaded machine a command
+    /// can miss its `store.command_timeout` while the store is fine, on every replica at once,
+    /// and a replica that then redeemed the token alone would replay it (the provider revokes
+    /// the grant, RFC 9700 §4.14.2). So a failing store is retried for [`Store::patience`]
+    /// before the error is returned (the caller grants alone, as without a store); and once
+    /// another replica was seen holding the lock, the token is never redeemed here without the
+    /// lock: the wait goes on until that lock has expired (`lock_for`), and ends in
+    /// [`Coordinated::Busy`] when neither its result nor the lock comes. A result that could not
+    /// be shared is retried the same way, then only logged: the grant's outcome stands.
     pub async fn run<T, Fut>(
         &self,
         grant: impl FnOnce() -> Fut,
@@ -256,39 +317,79 @@ impl Coordination<'_> {
     where
         Fut: Future<Output = T>,
     {
+        let started = Instant::now();
         // The lock expires after `lock_for`, so by then a waiting replica takes it itself; the
         // deadline only guards against a store that keeps answering "locked".
-        let deadline = Instant::now() + self.lock_for * 2 + Duration::from_secs(1);
+        let deadline = started + self.lock_for * 2 + Duration::from_secs(1);
+        let patience = self.store.patience();
+        let value = crate::secret::random_token().expose().to_string();
+        let mut maybe_ours = false;
+        let mut busy_since: Option<Instant> = None;
+        let mut failing_since: Option<Instant> = None;
         let mut poll = POLL_FIRST;
         loop {
-            if let Some(r) = self.stored().await? {
-                return Ok(Coordinated::Shared(r));
-            }
-            if let Some(value) = self.lock().await? {
-                // The winner may have stored its result and released the lock between our look
-                // and our lock: look once more before redeeming.
-                if let Some(r) = self.stored().await? {
-                    let _ = self.release(&value).await;
-                    return Ok(Coordinated::Shared(r));
+            match self.look(&value, maybe_ours).await {
+                Ok(Look::Shared(r)) => return Ok(Coordinated::Shared(r)),
+                Ok(Look::Locked(value)) => {
+                    let outcome = grant().await;
+                    if let Some(spent) = shareable(&outcome) {
+                        self.share_patiently(&spent, patience).await;
+                    }
+                    // Released on failure too, so another replica may try; on success the
+                    // stored result answers first.
+                    if let Err(e) = self.release(&value).await {
+                        tracing::warn!(error = %e, "refresh lock not released; it expires by itself");
+                    }
+                    return Ok(Coordinated::Granted(outcome));
                 }
-                let outcome = grant().await;
-                if let Some(spent) = shareable(&outcome) {
-                    if let Err(e) = self.share(&spent).await {
-                        tracing::warn!(error = %e, "refresh result not shared through the store; other replicas may redeem the same refresh token");
+                Ok(Look::Busy) => {
+                    failing_since = None;
+                    busy_since.get_or_insert_with(Instant::now);
+                }
+                Err(e) => {
+                    // The lock may have been taken with our value and the answer lost.
+                    maybe_ours = true;
+                    if failing_since.is_none() {
+                        tracing::warn!(error = %e, ?patience, "the store did not answer about a refresh token; trying again");
+                    }
+                    let failing = *failing_since.get_or_insert_with(Instant::now);
+                    match busy_since {
+                        Some(since) if since.elapsed() >= self.lock_for => {
+                            tracing::warn!(error = %e, "the store stopped answering while another replica held the refresh token: not redeemed here");
+                            return Ok(Coordinated::Busy);
+                        }
+                        Some(_) => {}
+                        None if failing.elapsed() >= patience => return Err(e),
+                        None => {}
                     }
                 }
-                // Released on failure too, so another replica may try; on success the stored
-                // result answers first.
-                if let Err(e) = self.release(&value).await {
-                    tracing::warn!(error = %e, "refresh lock not released; it expires by itself");
-                }
-                return Ok(Coordinated::Granted(outcome));
             }
             if Instant::now() >= deadline {
-                return Err(StoreError::Timeout(self.lock_for * 2));
+                tracing::warn!("the refresh lock stayed taken past its expiry: not redeemed here");
+                return Ok(Coordinated::Busy);
             }
             tokio::time::sleep(poll).await;
             poll = (poll * 2).min(POLL_MAX);
+        }
+    }
+
+    /// [`Coordination::share`], retried for `patience` while the store fails: a replica that
+    /// does not find the result takes the lock once it is released and redeems the token again.
+    async fn share_patiently(&self, spent: &Spent<'_>, patience: Duration) {
+        let started = Instant::now();
+        let mut poll = POLL_FIRST;
+        loop {
+            match self.share(spent).await {
+                Ok(()) => return,
+                Err(e) if started.elapsed() >= patience => {
+                    tracing::warn!(error = %e, "refresh result not shared through the store; other replicas may redeem the same refresh token");
+                    return;
+                }
+                Err(_) => {
+                    tokio::time::sleep(poll).await;
+                    poll = (poll * 2).min(POLL_MAX);
+                }
+            }
         }
     }
 }

@@ -112,6 +112,24 @@ impl RedisServer {
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
+    /// Stops answering every client for `how_long` (`CLIENT PAUSE <ms> ALL`): a store that
+    /// stalls (commands queue and are answered late) rather than one that is down.
+    pub async fn pause(&self, how_long: Duration) {
+        let status = Command::new("redis-cli")
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "CLIENT",
+                "PAUSE",
+                &how_long.as_millis().to_string(),
+                "ALL",
+            ])
+            .status()
+            .await
+            .expect("redis-cli");
+        assert!(status.success(), "CLIENT PAUSE failed");
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }

@@ -16,7 +16,9 @@ use token_handler::crypto::CookieKey;
 
 /// A round-robin load balancer naming the replica that served each answer; with `sticky`,
 /// consistent hashing on the session's cookies instead (docs/deployment.md, "One replica per
-/// session").
+/// session"). Idle connections to the replicas are dropped after 4 s, before the replicas' own
+/// 5 s (docs/deployment.md, "Keep-alive"): otherwise, on a loaded machine, nginx sends a call
+/// on a connection the replica is closing and answers 502 (no retry: `proxy_next_upstream off`).
 fn lb_conf(dir: &str, port: u16, replicas: &[String], sticky: bool) -> String {
     let servers: String = replicas
         .iter()
@@ -33,6 +35,7 @@ fn lb_conf(dir: &str, port: u16, replicas: &[String], sticky: bool) -> String {
 {affinity}
   upstream token_handler {{
 {hash}{servers}    keepalive 32;
+    keepalive_timeout 4s;
   }}
   server {{
     listen 127.0.0.1:{port};
@@ -439,6 +442,89 @@ async fn refresh_races_across_replicas_with_a_shared_store() {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
             "not a sealed value: {value}"
         );
+    }
+}
+
+/// The store stalls (every command past `store.command_timeout`, on every replica at once, as on
+/// a loaded machine) just as a burst needs the session's refresh: the replicas must not take the
+/// stall for an outage and each redeem the refresh token alone (with rotation and reuse
+/// detection the provider then revokes the grant, RFC 9700 §4.14.2). Three sessions, 6
+/// parallel calls each (2 per replica) inside the refresh window, the store paused for 1.5 s
+/// (`CLIENT PAUSE`, less than the replicas' patience of four 500 ms command timeouts): one grant
+/// per session, none refused, no call failed, no session lost.
+#[actix_web::test]
+async fn a_stalled_store_does_not_make_the_replicas_redeem_a_refresh_token_twice() {
+    let op = TestProvider::start_with(json!({
+        "jwtAccessTokens": {"audience": API_AUDIENCE},
+        "accessTokenTtl": 6,
+        "rotateRefreshToken": true,
+    }))
+    .await;
+    let upstream = Upstream::start(&op.issuer).await;
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let setup = Setup {
+        store: Some(&url),
+        sticky: false,
+    };
+    let key = CookieKey::generate_text();
+    let cluster = Cluster::start_with(
+        &op.issuer,
+        &upstream.address,
+        &key,
+        Some("4s"),
+        "info",
+        setup,
+    )
+    .await;
+    let lb = cluster.nginx.address.clone();
+    let mut sessions = Vec::new();
+    for i in 0..3 {
+        sessions.push(login(&lb, &format!("stall-{i}")).await.0);
+    }
+    // Into the refresh window (4 s before the 6 s tokens expire, never before half their life).
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    redis.pause(Duration::from_millis(1500)).await;
+    let mut bursts = Vec::new();
+    for session in &sessions {
+        for _ in 0..6 {
+            let mut b = session.clone();
+            bursts.push(async move { b.raw(Method::GET, "/api/orders", None, &[]).await });
+        }
+    }
+    let results = futures_util::future::join_all(bursts).await;
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| r.status != 200)
+        .map(|r| format!("{} {:?}", r.status, r.body))
+        .collect();
+    let stats = op.stats().await;
+    let logs = cluster.logs();
+    eprintln!(
+        "stalled store: {} of 18 burst calls failed, provider: {} refresh grants, {} refused",
+        failed.len(),
+        stats["refresh_grants"],
+        stats["grant_errors"]
+    );
+    assert_eq!(
+        stats["grant_errors"], 0,
+        "a refresh token was redeemed twice"
+    );
+    assert_eq!(stats["refresh_grants"], 3, "one grant per session");
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        logs.contains("the store did not answer about a refresh token"),
+        "the store did not stall: the test proves nothing"
+    );
+    // Each session goes on with the cookies of its last answer.
+    for (i, session) in sessions.iter_mut().enumerate() {
+        for r in &results[i * 6..(i + 1) * 6] {
+            for sc in &r.set_cookies {
+                session.jar.store(sc, "/api/orders");
+            }
+        }
+        let resp = session.raw(Method::GET, "/api/orders", None, &[]).await;
+        assert_eq!(resp.status, 200, "session lost: {:?}", resp.body);
     }
 }
 
