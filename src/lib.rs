@@ -30,6 +30,7 @@ pub mod csrf;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod middleware;
 pub mod oauth;
 pub mod origin;
 pub mod proxy;

@@ -7,77 +7,123 @@
 //! the old key can be dropped after `absolute_lifetime`, the longest any session cookie opens
 //! (docs/deployment.md has the runbook).
 
-use crate::cookies::CookieKind;
+use crate::cookies::{CookieKind, RequestCookies};
 use crate::crypto::KeyRing;
 use crate::session::SessionJar;
-use actix_web::body::MessageBody;
+use crate::state::AppState;
 use actix_web::cookie::Cookie;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::ServiceResponse;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::middleware::Next;
 use actix_web::web;
+use actix_web::HttpMessage;
 use std::path::Path;
 use std::time::Duration;
 
 /// How often the keys file is checked for changes.
 pub const POLL: Duration = Duration::from_secs(10);
 
-/// Re-seals the request's cookies that were sealed with an older key (all but the short-lived
-/// login cookie), unless the response writes that cookie itself; and removes the chunks of a
-/// split cookie that the request carried but no value uses any more
-/// ([`crate::cookies::stale_chunk_removals`]). A re-sealed value is split like any other, so a
-/// chunked cookie is re-sealed whole.
-pub async fn reseal_cookies(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let Some(state) = crate::state::of(req.request()) else {
-        return next.call(req).await;
+/// The provider jars (by their place in [`SessionJar::provider_jars`], as bits) whose cookies
+/// the handler already read and found to need nothing from [`reseal_after`]: every value names
+/// the current key and no chunk is left over. The proxy reads the route's jar anyway, so the
+/// Cookie header is scanned once per request instead of twice (issue 17). Only good while the
+/// response writes none of our cookies: then [`reseal_after`] reads every jar itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QuietJars(u64);
+
+/// Records in the request's extensions that `jar`'s cookies, as the handler read them, need
+/// no re-seal and no chunk removal (when that is so).
+pub fn note_read(
+    req: &actix_web::HttpRequest,
+    all: &SessionJar,
+    jar: &SessionJar,
+    cookies: &RequestCookies<'_>,
+) {
+    let Some(n) = all.provider_jars().position(|j| std::ptr::eq(j, jar)) else {
+        return;
     };
+    if n >= 64 || !is_quiet(n, jar, cookies) {
+        return;
+    }
+    let mut ext = req.extensions_mut();
+    let quiet = ext.get::<QuietJars>().copied().unwrap_or_default();
+    ext.insert(QuietJars(quiet.0 | 1 << n));
+}
+
+/// Whether [`reseal_after`] has nothing to do for jar `n` when the response writes none of our
+/// cookies: no value it would re-seal names an older key, and every chunk sent past the first
+/// is below the count its first chunk announces (so none is stale).
+fn is_quiet(n: usize, jar: &SessionJar, cookies: &RequestCookies<'_>) -> bool {
+    CookieKind::ALL.into_iter().all(|kind| {
+        let resealed = kind != CookieKind::Login && (n == 0 || CookieKind::SESSION.contains(&kind));
+        let current = !resealed
+            || cookies
+                .heads(kind)
+                .all(|head| jar.sealer().names_current_key(head));
+        let keep = cookies.declared_chunks(kind).unwrap_or(0).max(1);
+        current && cookies.chunk_indexes(kind).all(|i| i < keep)
+    })
+}
+
+/// After the handler: re-seals the request's cookies that were sealed with an older key (all
+/// but the short-lived login cookie), unless the response writes that cookie itself; and
+/// removes the chunks of a split cookie that the request carried but no value uses any more
+/// ([`crate::cookies::stale_chunk_removals`]). A re-sealed value is split like any other, so a
+/// chunked cookie is re-sealed whole. Every provider's session cookies are looked at (the
+/// login and CSRF cookies, shared, with the first jar's), except the jars the handler found
+/// quiet ([`note_read`]) when `writes_ours` is false. Returns whether it wrote a cookie.
+pub fn reseal_after<B>(state: &AppState, res: &mut ServiceResponse<B>, writes_ours: bool) -> bool {
+    let quiet = if writes_ours {
+        QuietJars::default()
+    } else {
+        res.request()
+            .extensions()
+            .get::<QuietJars>()
+            .copied()
+            .unwrap_or_default()
+    };
+    let all = state.jar.provider_jars().count();
+    if (0..all).all(|n| n < 64 && quiet.0 & 1 << n != 0) {
+        return false;
+    }
+    // The request (an `Rc`) outlives the header edits below.
+    let req = res.request().clone();
     let now = state.jar.clock().now();
-    // The request's headers are needed after the call (stale chunks): a copy of the Cookie
-    // headers only, and only when it carries a chunk past the first (rare). Every provider's
-    // session cookies are looked at (the login and CSRF cookies, shared, with the first jar's).
-    let (fresh, cookie_headers) = {
-        let mut fresh: Vec<(&SessionJar, CookieKind, String)> = Vec::new();
-        let mut chunked = false;
-        for (n, jar) in state.jar.provider_jars().enumerate() {
-            let cookies = jar.read(req.headers());
-            for kind in CookieKind::ALL {
-                if n > 0 && !CookieKind::SESSION.contains(&kind) {
-                    continue;
-                }
-                chunked |= cookies.chunk_indexes(kind).next().is_some();
-                // Most requests: every value names the current key; a split one is then not
-                // reassembled here.
-                if kind == CookieKind::Login
-                    || cookies
-                        .heads(kind)
-                        .all(|head| jar.sealer().names_current_key(head))
-                {
-                    continue;
-                }
-                let resealed = cookies
-                    .sealed_values(kind)
-                    .iter()
-                    .find_map(|value| jar.sealer().reseal(kind.purpose(), now, value));
-                if let Some(value) = resealed {
-                    fresh.push((jar, kind, value));
-                }
+    let looked_at = || {
+        state
+            .jar
+            .provider_jars()
+            .enumerate()
+            .filter(|(n, _)| *n >= 64 || quiet.0 & 1 << n == 0)
+    };
+    let mut fresh: Vec<(&SessionJar, CookieKind, String)> = Vec::new();
+    let mut chunked = false;
+    for (n, jar) in looked_at() {
+        let cookies = jar.read(req.headers());
+        for kind in CookieKind::ALL {
+            if n > 0 && !CookieKind::SESSION.contains(&kind) {
+                continue;
+            }
+            chunked |= cookies.chunk_indexes(kind).next().is_some();
+            // Most requests: every value names the current key; a split one is then not
+            // reassembled here.
+            if kind == CookieKind::Login
+                || cookies
+                    .heads(kind)
+                    .all(|head| jar.sealer().names_current_key(head))
+            {
+                continue;
+            }
+            let resealed = cookies
+                .sealed_values(kind)
+                .iter()
+                .find_map(|value| jar.sealer().reseal(kind.purpose(), now, value));
+            if let Some(value) = resealed {
+                fresh.push((jar, kind, value));
             }
         }
-        let cookie_headers = chunked.then(|| {
-            let mut h = header::HeaderMap::new();
-            for v in req.headers().get_all(header::COOKIE) {
-                h.append(header::COOKIE, v.clone());
-            }
-            h
-        });
-        (fresh, cookie_headers)
-    };
-    let mut res = next.call(req).await?;
-    if fresh.is_empty() && cookie_headers.is_none() {
-        return Ok(res);
+    }
+    if fresh.is_empty() && !chunked {
+        return false;
     }
     let mut written: Vec<Cookie<'static>> = res
         .headers()
@@ -107,9 +153,9 @@ pub async fn reseal_cookies(
         tracing::debug!(cookie = %jar.policy().name(kind), "re-sealed with the current key");
     }
     written.extend(added.iter().cloned());
-    if let Some(headers) = &cookie_headers {
-        for jar in state.jar.provider_jars() {
-            let cookies = jar.read(headers);
+    if chunked {
+        for (_, jar) in looked_at() {
+            let cookies = jar.read(req.headers());
             let stale = crate::cookies::stale_chunk_removals(jar.policy(), &cookies, &written);
             if !stale.is_empty() {
                 tracing::debug!(count = stale.len(), "removing left-over cookie chunks");
@@ -117,12 +163,13 @@ pub async fn reseal_cookies(
             added.extend(stale);
         }
     }
+    let wrote = !added.is_empty();
     for cookie in added {
         if let Ok(v) = HeaderValue::from_str(&cookie.to_string()) {
             res.headers_mut().append(header::SET_COOKIE, v);
         }
     }
-    Ok(res)
+    wrote
 }
 
 /// Why a keys file was not loaded (the current keys stay in use).

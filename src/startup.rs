@@ -7,10 +7,8 @@ use crate::reload::Reloader;
 use crate::routes;
 use crate::state::{AppState, HttpClient, LiveState};
 use crate::telemetry::{log_request, RouteLabel};
-use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::middleware::Next;
+use actix_web::dev::Server;
+use actix_web::http::header;
 use actix_web::{middleware, web, App, HttpServer};
 use std::net::TcpListener;
 
@@ -55,15 +53,9 @@ impl Application {
             App::new()
                 .app_data(app_live.clone())
                 .app_data(web::Data::new(HttpClient(build_client(connect_timeout))))
-                .wrap(
-                    middleware::DefaultHeaders::new()
-                        .add((header::CACHE_CONTROL, "no-store"))
-                        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
-                )
-                .wrap(middleware::from_fn(crate::rotation::reseal_cookies))
-                .wrap(middleware::from_fn(log_request))
-                // Outermost, so it sees every Set-Cookie, the re-sealed ones included.
-                .wrap(middleware::from_fn(no_store_when_setting_cookies))
+                // One layer: the request log, the key-rotation re-seal, `no-store` on
+                // Set-Cookie and the default headers (src/middleware.rs; issue 17).
+                .wrap(middleware::from_fn(crate::middleware::around_request))
                 .route("/health/live", web::get().to(crate::health::live))
                 .route("/health/ready", web::get().to(crate::health::ready))
                 .configure(routes::configure_server_login(
@@ -261,33 +253,4 @@ where
         .listen(listener)?
         .run();
     Ok((server, port))
-}
-
-/// `Cache-Control: no-store` on every response that writes one of our cookies, whatever else set
-/// a `Cache-Control` (an upstream's `public, max-age=600` on a proxied call that refreshed, say).
-///
-/// A cache that stored such a response would hand the session's cookies to whoever asks next
-/// (RFC 9111 §3: `Set-Cookie` does not make a response uncacheable; §5.2.2.5 `no-store` does).
-/// Cookies are written by the endpoints, the proxy and the key-rotation middleware, so the rule
-/// lives here, once, around all of them.
-async fn no_store_when_setting_cookies(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = crate::state::of(req.request());
-    let mut res = next.call(req).await?;
-    let Some(state) = state else {
-        return Ok(res);
-    };
-    let sets_ours = res
-        .headers()
-        .get_all(header::SET_COOKIE)
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(['=', ';']).next())
-        .any(|name| state.jar.policy().is_ours(name.trim()));
-    if sets_ours {
-        res.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    Ok(res)
 }

@@ -214,83 +214,115 @@ pub fn upstream_span(method: &actix_web::http::Method, route: &str) -> Span {
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// An incoming request id is kept only when it is short and plain, so it is safe in logs and
-/// headers; otherwise a fresh one is made.
-fn request_id(req: &ServiceRequest) -> String {
+/// headers (the header value itself is reused: no copy); otherwise a fresh one is made.
+fn request_id(req: &ServiceRequest) -> HeaderValue {
     req.headers()
         .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
         .filter(|v| {
+            let v = v.as_bytes();
             !v.is_empty()
                 && v.len() <= 128
-                && v.bytes()
+                && v.iter()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
         })
-        .map(String::from)
+        .cloned()
         .unwrap_or_else(fresh_request_id)
 }
 
 /// 128 random bits as 22 base64url characters (the length the id always had), encoded
-/// straight from 16 bytes: not a secret, so no 32-byte token is made and cut (issue 17).
-fn fresh_request_id() -> String {
+/// straight from 16 bytes into the header value: not a secret, so no 32-byte token is made
+/// and cut, and no `String` is formatted (issue 17).
+fn fresh_request_id() -> HeaderValue {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
+    let mut text = [0u8; 22];
+    match URL_SAFE_NO_PAD.encode_slice(rand::random::<[u8; 16]>(), &mut text) {
+        // base64url is header-value text.
+        Ok(22) => HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("invalid")),
+        _ => HeaderValue::from_static("invalid"),
+    }
 }
 
 /// The metrics route label of every request of an app that serves one endpoint (the
 /// forward-auth listener), set as app data.
 pub struct RouteLabel(pub &'static str);
 
-/// Runs the request in its span and logs one line when it completes.
+/// Runs the request in its span and logs one line when it completes (the side listeners; the
+/// main listener does the same inside its one middleware, `crate::middleware`).
 pub async fn log_request(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let start = Instant::now();
-    let id = request_id(&req);
-    let value = HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid"));
-    req.headers_mut().insert(REQUEST_ID, value.clone());
-    let span = if tracing_enabled() {
-        // The span is named before the handler runs, so the label is looked up here (only
-        // when traces are on: a copy per request the metrics below avoid).
-        let route = match req.app_data::<RouteLabel>() {
-            Some(RouteLabel(label)) => label.to_string(),
-            None => crate::state::of(req.request())
-                .map(|s| s.route_label(req.path()))
-                .unwrap_or_else(|| "unmatched".to_string()),
-        };
-        traced_request_span(&req, &id, &route)
-    } else {
-        tracing::info_span!(
-            "request",
-            request_id = %id,
-            method = %req.method(),
-            path = %req.path(),
-        )
-    };
-    let mut res = next.call(req).instrument(span.clone()).await?;
-    res.headers_mut().insert(REQUEST_ID, value);
-    // The label is read from the request the response carries: borrowed, never copied.
-    let served = res.request();
-    let state = crate::state::of(served);
-    let route = match served.app_data::<RouteLabel>() {
-        Some(RouteLabel(label)) => label,
-        None => state
-            .as_deref()
-            .map_or("unmatched", |s| s.route_label_ref(served.path())),
-    };
-    crate::metrics::record_request(route, res.status().as_u16(), start.elapsed().as_secs_f64());
-    if tracing_enabled() {
-        span.record("http.response.status_code", res.status().as_u16());
-    }
-    span.in_scope(|| {
-        tracing::info!(
-            status = res.status().as_u16(),
-            elapsed_ms = start.elapsed().as_millis() as u64,
-            "request"
-        )
-    });
+    let log = RequestLog::begin(&mut req);
+    let mut res = next.call(req).instrument(log.span.clone()).await?;
+    log.finish(&mut res);
     Ok(res)
+}
+
+/// One request's id, span and start time, from [`RequestLog::begin`] (before the handler) to
+/// [`RequestLog::finish`] (after it): the request's log line and metrics.
+pub struct RequestLog {
+    start: Instant,
+    id: HeaderValue,
+    /// The request's span; the handler runs in it.
+    pub span: Span,
+}
+
+impl RequestLog {
+    /// Gives the request its id (kept from the client when well-formed) and its span.
+    pub fn begin(req: &mut ServiceRequest) -> Self {
+        let start = Instant::now();
+        let id = request_id(req);
+        req.headers_mut().insert(REQUEST_ID, id.clone());
+        // `request_id` keeps or makes only visible ASCII.
+        let text = id.to_str().unwrap_or("invalid");
+        let span = if tracing_enabled() {
+            // The span is named before the handler runs, so the label is looked up here (only
+            // when traces are on: a copy per request the metrics below avoid).
+            let route = match req.app_data::<RouteLabel>() {
+                Some(RouteLabel(label)) => label.to_string(),
+                None => crate::state::of(req.request())
+                    .map(|s| s.route_label(req.path()))
+                    .unwrap_or_else(|| "unmatched".to_string()),
+            };
+            traced_request_span(req, text, &route)
+        } else {
+            tracing::info_span!(
+                "request",
+                request_id = %text,
+                method = %req.method(),
+                path = %req.path(),
+            )
+        };
+        Self { start, id, span }
+    }
+
+    /// Returns the id to the client, counts the request and logs its line.
+    pub fn finish<B>(self, res: &mut ServiceResponse<B>) {
+        let Self { start, id, span } = self;
+        res.headers_mut().insert(REQUEST_ID, id);
+        let status = res.status().as_u16();
+        // The label is read from the request the response carries: borrowed, never copied.
+        let served = res.request();
+        let state = crate::state::of(served);
+        let route = match served.app_data::<RouteLabel>() {
+            Some(RouteLabel(label)) => label,
+            None => state
+                .as_deref()
+                .map_or("unmatched", |s| s.route_label_ref(served.path())),
+        };
+        let elapsed = start.elapsed();
+        crate::metrics::record_request(route, status, elapsed.as_secs_f64());
+        if tracing_enabled() {
+            span.record("http.response.status_code", status);
+        }
+        // The line is built only when something listens at `info` (not with RUST_LOG=warn).
+        if tracing::enabled!(tracing::Level::INFO) {
+            span.in_scope(|| {
+                tracing::info!(status, elapsed_ms = elapsed.as_millis() as u64, "request")
+            });
+        }
+    }
 }
 
 /// The request span when traces are on: the same fields, a server span named after the route

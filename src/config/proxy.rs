@@ -251,7 +251,18 @@ impl TokenFormat {
     /// The header value for `token`; an error when the token itself is not header-value text
     /// (never the case for tokens from a provider's token response, but not trusted either).
     pub fn value(&self, token: &str) -> Result<HeaderValue, InvalidHeaderValue> {
-        HeaderValue::from_str(&format!("{}{token}{}", self.before, self.after))
+        if !token.is_ascii() {
+            // Refused as before: `from_str` takes visible ASCII only, where the byte check of
+            // `from_maybe_shared` below would let other bytes through.
+            return HeaderValue::from_str(&format!("{}{token}{}", self.before, self.after));
+        }
+        // Built once, in a buffer of the final size, and handed over without a copy: a token
+        // can be 16 KB, and this runs on every proxied request (issue 17).
+        let mut value = Vec::with_capacity(self.before.len() + token.len() + self.after.len());
+        value.extend_from_slice(self.before.as_bytes());
+        value.extend_from_slice(token.as_bytes());
+        value.extend_from_slice(self.after.as_bytes());
+        HeaderValue::from_maybe_shared(actix_web::web::Bytes::from(value))
     }
 }
 

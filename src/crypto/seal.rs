@@ -7,7 +7,8 @@
 //!
 //! Two versions: `1` encrypts the plaintext as it is, `2` encrypts its raw DEFLATE (RFC 1951)
 //! compression. A value of 2.5 KiB or more is compressed when that makes it shorter (a JWT
-//! shrinks by about a quarter, which can save a whole cookie chunk), and the version byte is bound into the
+//! shrinks by about a quarter, which can save a whole cookie chunk), except the values opened
+//! on every proxied request, compressed only past 20 KiB ([`COMPRESS_PER_REQUEST_FROM`]), and the version byte is bound into the
 //! associated data, so a `2` edited into a `1` (or back) fails authentication. Values written
 //! before compression existed (version 1) still open: rolling upgrades keep their sessions.
 //! Decompression happens only after the tag was verified, so only we can have produced what is
@@ -53,6 +54,14 @@ pub const MAX_PLAINTEXT_LEN: usize = 64 * 1024;
 /// than the whole unseal of a typical session (docs/benchmarks.md). Larger values are near or
 /// past one cookie's capacity, where compression saves whole chunks.
 const COMPRESS_FROM: usize = 2560;
+/// Values opened on every proxied request (the access token, a route's narrowed token) are
+/// compressed only from this size, where they would no longer fit their cookies otherwise (20
+/// KiB seals to about 27 KB: 7 of the 8 cookies a value may take). Inflating costs such a
+/// request several times what decoding and decrypting the same bytes cost: a 16 KB token took
+/// ~4× as long to open as its size predicts, against ~25% of its Cookie header saved
+/// (docs/benchmarks.md, issue 17). The other cookies are opened at refresh, logout or the
+/// agent endpoints only, and stay compressed from [`COMPRESS_FROM`].
+const COMPRESS_PER_REQUEST_FROM: usize = 20 * 1024;
 /// DEFLATE level: 6 is zlib's default balance; sealing happens at login and refresh, not per
 /// request.
 const DEFLATE_LEVEL: u8 = 6;
@@ -74,6 +83,14 @@ pub enum Purpose {
 }
 
 impl Purpose {
+    /// The plaintext size from which values of this purpose are compressed.
+    fn compress_from(self) -> usize {
+        match self {
+            Purpose::AccessToken | Purpose::NarrowedToken => COMPRESS_PER_REQUEST_FROM,
+            _ => COMPRESS_FROM,
+        }
+    }
+
     fn label(self) -> &'static [u8] {
         match self {
             Purpose::Login => b"login",
@@ -200,7 +217,7 @@ impl Sealer {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
             return Err(SealError::TooLarge);
         }
-        if plaintext.len() >= COMPRESS_FROM {
+        if plaintext.len() >= purpose.compress_from() {
             let deflated = miniz_oxide::deflate::compress_to_vec(plaintext, DEFLATE_LEVEL);
             if deflated.len() < plaintext.len() {
                 return encrypt(ring, VERSION_DEFLATE, purpose, &deflated);
@@ -384,21 +401,37 @@ mod tests {
             "eyJhbGciOiJSUzI1NiJ9".repeat(100),
             random_b64(1000)
         );
-        let sealed = s
-            .seal(Purpose::AccessToken, NOW + 60, &jwt_like)
-            .expect("seal");
+        let sealed = s.seal(Purpose::IdToken, NOW + 60, &jwt_like).expect("seal");
         let raw = URL_SAFE_NO_PAD.decode(&sealed).expect("b64");
         assert_eq!(raw[0], VERSION_DEFLATE);
         assert!(raw.len() < jwt_like.len() * 3 / 4, "{} bytes", raw.len());
-        let v: String = s.unseal(Purpose::AccessToken, NOW, &sealed).expect("open");
+        let v: String = s.unseal(Purpose::IdToken, NOW, &sealed).expect("open");
         assert_eq!(v, jwt_like);
+        // Values opened on every proxied request stay uncompressed until they would not fit
+        // their cookies otherwise.
+        let version = |purpose, v: &str| {
+            let sealed = s.seal(purpose, NOW + 60, &v).expect("seal");
+            let opened: String = s.unseal(purpose, NOW, &sealed).expect("open");
+            assert_eq!(opened, v);
+            URL_SAFE_NO_PAD.decode(&sealed).expect("b64")[0]
+        };
+        for purpose in [Purpose::AccessToken, Purpose::NarrowedToken] {
+            assert_eq!(version(purpose, &jwt_like), VERSION_PLAIN);
+            assert_eq!(version(purpose, &random_b64(16 * 1024)), VERSION_PLAIN);
+            assert_eq!(version(purpose, &random_b64(21 * 1024)), VERSION_DEFLATE);
+        }
+        let sealed = s
+            .seal(Purpose::RefreshToken, NOW + 60, &jwt_like)
+            .expect("seal");
+        let raw = URL_SAFE_NO_PAD.decode(&sealed).expect("b64");
+        assert_eq!(raw[0], VERSION_DEFLATE);
         // The version byte is bound into the associated data: claiming "not compressed" (or an
         // unknown version) fails like any other edit.
         for version in [VERSION_PLAIN, 0, 3, 255] {
             let mut bad = raw.clone();
             bad[0] = version;
             let res: Result<String, _> =
-                s.unseal(Purpose::AccessToken, NOW, &URL_SAFE_NO_PAD.encode(&bad));
+                s.unseal(Purpose::RefreshToken, NOW, &URL_SAFE_NO_PAD.encode(&bad));
             assert_eq!(res, Err(SealError::Invalid), "version {version}");
         }
         // Values that fit one cookie anyway stay version 1 (random base64url text does compress:

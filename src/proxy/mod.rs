@@ -73,6 +73,8 @@ pub async fn handle(
         }
     };
     let cookies = jar.read(req.headers());
+    // The key-rotation re-seal (src/middleware.rs) need not scan the header again.
+    crate::rotation::note_read(&req, &state.jar, jar, &cookies);
     let header_bytes = relayed_header_bytes(req.headers(), &cookies);
     let found = if header_bytes > MAX_HEADER_BYTES {
         Err(ApiError::HeadersTooLarge {
