@@ -119,7 +119,10 @@ async fn reload_under_load_fails_no_request_and_applies_routes_origins_and_upstr
         Upstream::start(&op.issuer).await,
     );
     let other_origin = "https://admin.example.test";
-    let config = TestConfig::new(&op.issuer).route(RouteConfig::new("/api", &first.address));
+    // The clients call `login/end` as fast as they can: the login limit is not under test here.
+    let unlimited = |c: TestConfig| c.login_rate_limit(1_000_000, 1_000_000);
+    let config =
+        unlimited(TestConfig::new(&op.issuer)).route(RouteConfig::new("/api", &first.address));
     let app = FileApp::start(&config, Duration::from_millis(100)).await;
     let applied_before = reloads("applied");
 
@@ -194,7 +197,7 @@ async fn reload_under_load_fails_no_request_and_applies_routes_origins_and_upstr
         upstream_port(&call(&mut probe, "/api/x").await),
         second_port
     );
-    let moved = TestConfig::new(&op.issuer)
+    let moved = unlimited(TestConfig::new(&op.issuer))
         .trusted_origins(&[SPA_ORIGIN, other_origin])
         .route(RouteConfig::new("/api", &second.address))
         .route(RouteConfig::new("/extra", &first.address));
@@ -211,7 +214,7 @@ async fn reload_under_load_fails_no_request_and_applies_routes_origins_and_upstr
     // more while the clients go on.
     let back = with_key_of(
         &config,
-        &TestConfig::new(&op.issuer)
+        &unlimited(TestConfig::new(&op.issuer))
             .trusted_origins(&[other_origin, SPA_ORIGIN])
             .route(RouteConfig::new("/api", &first.address))
             .route(RouteConfig::new("/extra", &second.address)),
