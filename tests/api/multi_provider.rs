@@ -260,6 +260,16 @@ async fn a_browser_signed_in_with_another_provider_only_keeps_working_without_na
     );
 }
 
+/// Alice's main session works: reads and writes through its route (the CSRF value kept), and
+/// `/userInfo` without a provider; `after` names what came before, for the messages.
+async fn main_goes_on(b: &mut Browser, issuer: &str, after: &str) {
+    for method in [Method::GET, Method::POST] {
+        let resp = call(b, method, "/main-api/x").await;
+        assert!(token_of(&resp, issuer, "alice"), "{after}: {:?}", resp.body);
+    }
+    assert_eq!(b.get("/userInfo").await.body["sub"], "alice", "{after}");
+}
+
 #[actix_web::test]
 async fn one_providers_session_ending_clears_its_cookies_and_leaves_the_others_working() {
     // ID tokens outlive the hours our clock moves by (a refreshed one's `exp` is checked
@@ -306,15 +316,7 @@ async fn one_providers_session_ending_clears_its_cookies_and_leaves_the_others_w
             "{path} removed another session's cookies: {:?}",
             resp.set_cookies
         );
-        for method in [Method::GET, Method::POST] {
-            let resp = call(&mut b, method, "/main-api/x").await;
-            assert!(
-                token_of(&resp, &main.issuer, "alice"),
-                "{path}: {:?}",
-                resp.body
-            );
-        }
-        assert_eq!(b.get("/userInfo").await.body["sub"], "alice", "{path}");
+        main_goes_on(&mut b, &main.issuer, path).await;
         let resp = b.get("/userInfo?provider=drive").await;
         assert_eq!(resp.body["provider"], "drive", "{path}: {:?}", resp.body);
     }
@@ -380,15 +382,7 @@ async fn a_providers_session_ended_by_its_logout_leaves_the_others_working() {
             .map(|c| c.name().to_string())
             .collect();
         assert!(left.is_empty(), "{path} left {left:?}");
-        for method in [Method::GET, Method::POST] {
-            let resp = call(&mut b, method, "/main-api/x").await;
-            assert!(
-                token_of(&resp, &main.issuer, "alice"),
-                "{path}: {:?}",
-                resp.body
-            );
-        }
-        assert_eq!(b.get("/userInfo").await.body["sub"], "alice", "{path}");
+        main_goes_on(&mut b, &main.issuer, path).await;
     }
     app.assert_alive().await;
 }
