@@ -8,8 +8,9 @@
 //! Two versions: `1` encrypts the plaintext as it is, `2` encrypts its raw DEFLATE (RFC 1951)
 //! compression. A value of 2.5 KiB or more is compressed when that makes it shorter (a JWT
 //! shrinks by about a quarter, which can save a whole cookie chunk), except the values opened
-//! on every proxied request, compressed only past 20 KiB ([`COMPRESS_PER_REQUEST_FROM`]), and the version byte is bound into the
-//! associated data, so a `2` edited into a `1` (or back) fails authentication. Values written
+//! on every proxied request, compressed only past 20 KiB ([`COMPRESS_PER_REQUEST_FROM`]). The
+//! version byte is bound into the associated data, so a `2` edited into a `1` (or back) fails
+//! authentication. Values written
 //! before compression existed (version 1) still open: rolling upgrades keep their sessions.
 //! Decompression happens only after the tag was verified, so only we can have produced what is
 //! inflated, and even that is capped at [`MAX_PLAINTEXT_LEN`].
