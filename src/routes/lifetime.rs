@@ -182,16 +182,6 @@ pub async fn clear_ended(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let state = crate::state::of(req.request());
-    // The provider whose session the endpoint serves (`?provider=`), when the browser holds
-    // another provider's that would keep working: read now, the request is gone after the call.
-    let only: Option<String> = state.as_ref().and_then(|state| {
-        let id = provider_param(req.request()).ok()?;
-        let jar = state.jar.requested(id.as_deref(), req.headers()).ok()?;
-        if !state.jar.others_remain(jar, req.headers()) {
-            return None;
-        }
-        jar.provider_id().map(str::to_string)
-    });
     let res = next.call(req).await?;
     let ended = res
         .response()
@@ -201,14 +191,24 @@ pub async fn clear_ended(
     let Some(state) = state.filter(|_| ended) else {
         return Ok(res.map_into_boxed_body());
     };
-    let (mut res, clear) = match only.as_deref().and_then(|id| state.jar.for_provider(id)) {
+    // The provider whose session the endpoint serves (`?provider=`), when the browser holds
+    // another provider's live session: only its cookies go, and the answer names it.
+    let only = {
+        let req = res.request();
+        provider_param(req)
+            .ok()
+            .and_then(|id| state.jar.requested(id.as_deref(), req.headers()).ok())
+            .filter(|jar| jar.provider_id().is_some())
+            .filter(|jar| state.jar.others_remain(jar, req.headers()))
+    };
+    let (mut res, clear) = match only {
         Some(jar) => {
             let error = ApiError::ProviderSessionExpired {
                 provider: jar.provider_id().unwrap_or_default().to_string(),
             };
+            let clear = jar.clear_session();
             let (req, _) = res.into_parts();
-            let res = ServiceResponse::new(req, error.error_response());
-            (res, jar.clear_session())
+            (ServiceResponse::new(req, error.error_response()), clear)
         }
         None => (res.map_into_boxed_body(), state.jar.clear_all()),
     };
