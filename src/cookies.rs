@@ -697,7 +697,7 @@ impl CookiePolicy {
                 continue;
             }
             if let Some((kind, index)) = self.kind_of(name) {
-                view.ours[kind.index()][index].push(value);
+                view.ours.push((kind.index() as u8, index as u8, value));
             }
         }
         view
@@ -707,10 +707,12 @@ impl CookiePolicy {
 /// A request's cookies, read once ([`CookiePolicy::read`]), borrowed from its headers.
 #[derive(Debug, Default)]
 pub struct RequestCookies<'r> {
-    /// The values of each kind, by [`CookieKind::index`], then by chunk index, in the order
-    /// sent: a request can carry several of one name (another Path, or one planted by a
-    /// sibling subdomain).
-    ours: [[Vec<&'r str>; MAX_CHUNKS]; 5],
+    /// Our values as ([`CookieKind::index`], chunk index, value), in the order sent: a request
+    /// can carry several of one name (another Path, or one planted by a sibling subdomain).
+    /// A flat list rather than a table by kind and chunk: a request carries a handful of our
+    /// cookies, and the table (40 vectors, 1 KiB) was built, held across the proxied
+    /// request's awaits and dropped on every request (issue 17).
+    ours: Vec<(u8, u8, &'r str)>,
     /// The login flows' cookies (`<login name>-<flow id>`), as (flow id, sealed value), in the
     /// order sent. The old single `-login` cookie is in `ours`.
     login_flows: Vec<(&'r str, &'r str)>,
@@ -725,14 +727,15 @@ impl<'r> RequestCookies<'r> {
     /// [`MAX_ASSEMBLIES`] in all. A first chunk whose other chunks are missing, or whose parts
     /// add up past [`MAX_SEALED_LEN`], yields an empty value: it was sent, and it cannot open.
     pub fn sealed_values(&self, kind: CookieKind) -> Vec<Cow<'r, str>> {
-        let chunks = &self.ours[kind.index()];
         let mut out = Vec::new();
-        for &first in &chunks[0] {
+        for first in self.copies(kind, 0) {
             let (count, head) = chunk_count(first);
             if count == 1 {
                 out.push(Cow::Borrowed(head));
             } else {
-                let rest = &chunks[1..count.min(MAX_CHUNKS)];
+                let rest: Vec<Vec<&'r str>> = (1..count.min(MAX_CHUNKS))
+                    .map(|index| self.copies(kind, index).collect())
+                    .collect();
                 if count > kind.max_chunks() || rest.iter().any(|copies| copies.is_empty()) {
                     out.push(Cow::Borrowed(""));
                 } else {
@@ -754,7 +757,7 @@ impl<'r> RequestCookies<'r> {
                         }
                         let next = pick
                             .iter()
-                            .zip(rest)
+                            .zip(&rest)
                             .rposition(|(&i, copies)| i + 1 < copies.len());
                         let Some(at) = next else { break };
                         pick[at] += 1;
@@ -777,34 +780,33 @@ impl<'r> RequestCookies<'r> {
     /// The start of each sealed value of this kind, without reassembling anything: the first
     /// chunks' parts, in the order sent (enough to read the key id a value names).
     pub fn heads(&self, kind: CookieKind) -> impl Iterator<Item = &'r str> + '_ {
-        self.ours[kind.index()][0]
+        self.copies(kind, 0).map(|first| chunk_count(first).1)
+    }
+
+    /// The values sent for one chunk of a kind (0: the first), in the order sent.
+    fn copies(&self, kind: CookieKind, index: usize) -> impl Iterator<Item = &'r str> + '_ {
+        let (kind, index) = (kind.index() as u8, index as u8);
+        self.ours
             .iter()
-            .map(|first| chunk_count(first).1)
+            .filter(move |(k, i, _)| *k == kind && *i == index)
+            .map(|(_, _, value)| *value)
     }
 
     /// Whether the request carries the first chunk of this kind (readable or not). Chunks
     /// without a first one are left-overs, not a session.
     pub fn has(&self, kind: CookieKind) -> bool {
-        !self.ours[kind.index()][0].is_empty()
+        self.copies(kind, 0).next().is_some()
     }
 
     /// The chunk indexes past the first that the request carries for this kind.
     pub fn chunk_indexes(&self, kind: CookieKind) -> impl Iterator<Item = usize> + '_ {
-        self.ours[kind.index()]
-            .iter()
-            .enumerate()
-            .skip(1)
-            .filter(|(_, copies)| !copies.is_empty())
-            .map(|(i, _)| i)
+        (1..MAX_CHUNKS).filter(move |&index| self.copies(kind, index).next().is_some())
     }
 
     /// How many chunks the request's first chunks of this kind say their value has (the most,
     /// when several were sent); `None` without a first chunk.
     pub fn declared_chunks(&self, kind: CookieKind) -> Option<usize> {
-        self.ours[kind.index()][0]
-            .iter()
-            .map(|first| chunk_count(first).0)
-            .max()
+        self.copies(kind, 0).map(|first| chunk_count(first).0).max()
     }
 
     /// The length of [`RequestCookies::foreign_header`], without building it: pairs joined by

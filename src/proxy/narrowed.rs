@@ -149,9 +149,11 @@ pub async fn narrow(
     let Some(narrowing) = &route.narrowing else {
         return Ok(usable);
     };
-    match narrowed(
+    // Boxed: only narrowed routes take this path, and its grant's future is large (see
+    // `refresh::usable_access_token`).
+    match Box::pin(narrowed(
         headers, cookies, route, narrowing, &usable, jar, state, client,
-    )
+    ))
     .await
     {
         Ok((token, expires_at, written)) => {

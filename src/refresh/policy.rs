@@ -100,11 +100,7 @@ pub async fn usable_access_token(
     source: &TokenSource<'_>,
     client: &awc::Client,
 ) -> Result<Usable, Denied> {
-    let TokenSource {
-        jar,
-        refresher,
-        providers,
-    } = *source;
+    let TokenSource { jar, refresher, .. } = *source;
     let at: AccessTokenCookie = crate::telemetry::unseal_span("access_token")
         .in_scope(|| jar.open_required(cookies, CookieKind::AccessToken))?;
     if let Some(csrf) = &csrf {
@@ -116,6 +112,26 @@ pub async fn usable_access_token(
     if !due {
         return keep(jar, cookies, at, csrf);
     }
+    // Boxed: the refresh's future (the grant, the store's lock, sealing) is several KiB, and
+    // unboxed it would make every proxied request's future, allocated and moved per request and
+    // held per open connection, that large for the rare request that refreshes (issue 17).
+    Box::pin(refresh_then_use(cookies, csrf, source, client, at, expired)).await
+}
+
+/// The refresh half of [`usable_access_token`]: the access token `at` is due (or `expired`).
+async fn refresh_then_use(
+    cookies: &RequestCookies<'_>,
+    csrf: Option<CsrfCookie>,
+    source: &TokenSource<'_>,
+    client: &awc::Client,
+    at: AccessTokenCookie,
+    expired: bool,
+) -> Result<Usable, Denied> {
+    let TokenSource {
+        jar,
+        refresher,
+        providers,
+    } = *source;
     let rt: Option<RefreshTokenCookie> = crate::telemetry::unseal_span("refresh_token")
         .in_scope(|| jar.open(cookies, CookieKind::RefreshToken))?;
     let Some(rt) = rt else {

@@ -273,7 +273,9 @@ impl EndedSessions {
         let marks = match cached {
             Some(c) => c.marks,
             None => {
-                let marks = self.fetch(store, session).await;
+                // Boxed: the store's round trip is the rare case (once per session per
+                // `revocation_cache`), and its future would enlarge every checked request's.
+                let marks = Box::pin(self.fetch(store, session)).await;
                 if let Ok(mut cache) = self.cache.lock() {
                     if cache.len() >= Self::MAX_CACHED {
                         let cache_for = self.cache_for;
