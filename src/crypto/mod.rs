@@ -7,6 +7,7 @@
 //! only the first seals.
 
 mod keys;
+mod opened;
 mod seal;
 
 pub use keys::{CookieKey, KeyError, KeyRing};

@@ -26,6 +26,7 @@
 //!   the error says nothing an attacker could use to tell a bad key from a flipped byte.
 
 use super::keys::{KeyRing, KEY_ID_LEN};
+use super::opened::Opened;
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Nonce, Tag};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -128,12 +129,15 @@ pub enum SealError {
 #[derive(Debug)]
 pub struct Sealer {
     ring: RwLock<Arc<KeyRing>>,
+    /// The access- and narrowed-token values opened lately ([`super::opened`]).
+    opened: Opened,
 }
 
 impl Sealer {
     pub fn new(ring: KeyRing) -> Self {
         Self {
             ring: RwLock::new(Arc::new(ring)),
+            opened: Opened::default(),
         }
     }
 
@@ -152,6 +156,9 @@ impl Sealer {
             Ok(mut r) => *r = Arc::new(ring),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(ring),
         }
+        // Entries name the ring that opened them and would never be served again; this frees
+        // them now.
+        self.opened.clear();
     }
 
     /// The id (hex) of the listed key a value names in its header, if any: for metrics, never
@@ -237,10 +244,23 @@ impl Sealer {
         if sealed.len() > MAX_SEALED_LEN {
             return Err(SealError::Invalid);
         }
-        let raw = URL_SAFE_NO_PAD
-            .decode(sealed)
-            .map_err(|_| SealError::Invalid)?;
-        let plaintext = Self::open_raw(&self.ring(), purpose, raw)?;
+        let ring = self.ring();
+        let plaintext: Arc<[u8]>;
+        let owned: Vec<u8>;
+        let plaintext: &[u8] = if Opened::keeps(purpose) {
+            plaintext = match self.opened.get(&ring, purpose, sealed) {
+                Some(held) => held,
+                None => {
+                    let opened: Arc<[u8]> = Self::decode_and_open(&ring, purpose, sealed)?.into();
+                    self.opened.put(&ring, purpose, sealed, opened.clone());
+                    opened
+                }
+            };
+            &plaintext
+        } else {
+            owned = Self::decode_and_open(&ring, purpose, sealed)?;
+            &owned
+        };
         // Authentic from here on: only we could have written this plaintext.
         let (exp, json) = plaintext.split_at(EXP_LEN);
         let exp = i64::from_be_bytes(exp.try_into().map_err(|_| SealError::Invalid)?);
@@ -248,6 +268,18 @@ impl Sealer {
             return Err(SealError::Expired);
         }
         serde_json::from_slice(json).map_err(|_| SealError::Invalid)
+    }
+
+    /// Decodes, authenticates and decrypts a sealed text; returns the plaintext (`exp ‖ JSON`).
+    fn decode_and_open(
+        ring: &KeyRing,
+        purpose: Purpose,
+        sealed: &str,
+    ) -> Result<Vec<u8>, SealError> {
+        let raw = URL_SAFE_NO_PAD
+            .decode(sealed)
+            .map_err(|_| SealError::Invalid)?;
+        Self::open_raw(ring, purpose, raw)
     }
 
     /// Authenticates and decrypts a decoded value; returns the plaintext (`exp ‖ JSON`).
@@ -665,8 +697,54 @@ mod tests {
     #[test]
     fn debug_of_a_sealer_is_redacted() {
         let (s, key) = fresh();
+        let sealed = s
+            .seal(Purpose::AccessToken, NOW + 60, &"eyJ.secret-token")
+            .expect("seal");
+        let _: String = s.unseal(Purpose::AccessToken, NOW, &sealed).expect("open");
         let debug = format!("{s:?}");
         assert!(!debug.contains(&key));
         assert!(debug.contains("<redacted>"));
+        // The values opened lately are counted, never shown.
+        assert!(debug.contains("entries: 1"), "{debug}");
+        assert!(!debug.contains("secret-token") && !debug.contains(&sealed[..20]));
+    }
+
+    /// A value opened again comes from [`super::Opened`] (issue 17); these are the checks a hit
+    /// must still pass, each against a value the cache holds.
+    #[test]
+    fn a_value_opened_before_is_still_checked_like_a_new_one() {
+        let old = CookieKey::generate_text();
+        let new = CookieKey::generate_text();
+        let s = sealer_with(&[&old]);
+        let sealed = s
+            .seal(Purpose::AccessToken, NOW + 60, &random_b64(16_000))
+            .expect("seal");
+        let first: String = s.unseal(Purpose::AccessToken, NOW, &sealed).expect("open");
+        let again: String = s.unseal(Purpose::AccessToken, NOW, &sealed).expect("open");
+        assert_eq!(first, again);
+        // Its sealed expiry.
+        assert_eq!(
+            s.unseal::<String>(Purpose::AccessToken, NOW + 60, &sealed),
+            Err(SealError::Expired)
+        );
+        // Its purpose: the same text as another cookie's value.
+        assert_eq!(
+            s.unseal::<String>(Purpose::NarrowedToken, NOW, &sealed),
+            Err(SealError::Invalid)
+        );
+        // Its bytes: any other text of the same length and end (the cache hashes the end).
+        let mut edited = sealed.clone().into_bytes();
+        edited[30] = if edited[30] == b'A' { b'B' } else { b'A' };
+        let edited = String::from_utf8(edited).expect("text");
+        assert_eq!(
+            s.unseal::<String>(Purpose::AccessToken, NOW, &edited),
+            Err(SealError::Invalid)
+        );
+        // Its key: once the key that sealed it is no longer in the ring, it no longer opens.
+        s.replace_ring(KeyRing::parse(&[&new]).expect("ring"));
+        assert_eq!(
+            s.unseal::<String>(Purpose::AccessToken, NOW, &sealed),
+            Err(SealError::Invalid)
+        );
     }
 }
