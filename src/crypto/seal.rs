@@ -173,7 +173,14 @@ impl Sealer {
     /// current key: then [`Sealer::reseal`] has nothing to do, and a split value need not even
     /// be reassembled to find that out.
     pub fn names_current_key(&self, sealed: &str) -> bool {
-        sealed_key_id(sealed).is_some_and(|id| id == self.ring().current().id())
+        let Some(id) = sealed_key_id(sealed) else {
+            return false;
+        };
+        // Asked for every cookie of every request: the ring is read in place, not cloned out.
+        match self.ring.read() {
+            Ok(ring) => ring.current().id() == id,
+            Err(poisoned) => poisoned.into_inner().current().id() == id,
+        }
     }
 
     /// When `sealed` was sealed by a listed key other than the current one, the same plaintext
@@ -346,8 +353,14 @@ fn encrypt(
 /// The key id a sealed value names, from its first 8 characters alone (they decode to the
 /// version, the key id and a nonce byte).
 fn sealed_key_id(sealed: &str) -> Option<[u8; KEY_ID_LEN]> {
-    let head = URL_SAFE_NO_PAD.decode(sealed.get(..8)?).ok()?;
-    head.get(1..1 + KEY_ID_LEN)?.try_into().ok()
+    let mut head = [0u8; 6];
+    let len = URL_SAFE_NO_PAD
+        .decode_slice(sealed.get(..8)?, &mut head)
+        .ok()?;
+    head.get(1..1 + KEY_ID_LEN)
+        .filter(|_| len == head.len())?
+        .try_into()
+        .ok()
 }
 
 /// `token-handler/<version>/<purpose>/<key id>`: version 1 is exactly what releases before

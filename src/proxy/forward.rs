@@ -30,11 +30,16 @@ pub fn forwarded_headers(
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
-    let peer_text = peer.map(|p| p.to_string()).unwrap_or_default();
-    let chain = match (trusted, incoming("x-forwarded-for")) {
-        (true, Some(chain)) => format!("{chain}, {peer_text}"),
-        _ => peer_text,
-    };
+    // One buffer: the trusted chain, then the peer (written straight in, no `to_string`).
+    let mut chain = String::with_capacity(48);
+    if let (true, Some(incoming)) = (trusted, incoming("x-forwarded-for")) {
+        chain.push_str(incoming);
+        chain.push_str(", ");
+    }
+    if let Some(peer) = peer {
+        use std::fmt::Write;
+        let _ = write!(chain, "{peer}");
+    }
     let https = match (trusted, incoming("x-forwarded-proto")) {
         (true, Some(p)) if p == "http" || p == "https" => p == "https",
         _ => req.app_config().secure(),
