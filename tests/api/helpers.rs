@@ -1187,6 +1187,21 @@ impl Browser {
         }
     }
 
+    /// The same browser (cookies, Origin, CSRF header) on connections of its own, none reused,
+    /// and with a request `timeout` of its own: a browser coming back once its access token
+    /// expired has long lost its keep-alive connections (token-handler closes idle ones after
+    /// 5 s), and a request sent on a pooled connection the server has just closed fails
+    /// (`Connect(Disconnected)`, issue 17's storm, whose calls also wait longer than 20 s).
+    pub fn with_new_connections(&self, timeout: Duration) -> Browser {
+        Browser {
+            client: awc::Client::builder()
+                .disable_redirects()
+                .timeout(timeout)
+                .finish(),
+            ..self.clone()
+        }
+    }
+
     pub async fn post(&mut self, path: &str, body: &str) -> Resp {
         self.request(Method::POST, path, Some(body), &[]).await
     }

@@ -22,6 +22,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as tty from 'node:tty';
 import { handleInFlight } from './inflight.mjs';
+import MapAdapter from './map-adapter.mjs';
 
 // oidc-provider prints its notices with console.info (stdout). stdout is reserved for
 // the single issuer line, so route every console method to stderr *before* importing it.
@@ -109,6 +110,10 @@ const DEFAULTS = {
   backchannelLogout: false,
   // Issue 17 (inflight.mjs): milliseconds every token endpoint answer is held back.
   tokenDelayMs: 0,
+  // Issue 17 (map-adapter.mjs): false: oidc-provider's development store, an LRU of 1,000
+  // entries that evicts live refresh tokens past ~160 sessions. true: an unbounded Map with the
+  // same behaviour (the refresh storm benchmark's 1,000 sessions).
+  unboundedStore: false,
 };
 
 // The scopes the provider knows; with jwtAccessTokens they are also the resource server's
@@ -136,7 +141,7 @@ const cfg = { ...DEFAULTS, ...userConfig };
 for (const key of ['accessTokenTtl', 'idTokenTtl', 'refreshTokenTtl', 'authorizationCodeTtl', 'sessionTtl']) {
   if (!Number.isInteger(cfg[key]) || cfg[key] <= 0) fail(`OIDC_CONFIG.${key} must be a positive integer (seconds)`);
 }
-for (const key of ['rotateRefreshToken', 'issueRefreshToken', 'expiresWithSession', 'conformIdTokenClaims', 'omitIss', 'backchannelLogout']) {
+for (const key of ['rotateRefreshToken', 'issueRefreshToken', 'expiresWithSession', 'conformIdTokenClaims', 'omitIss', 'backchannelLogout', 'unboundedStore']) {
   if (typeof cfg[key] !== 'boolean') fail(`OIDC_CONFIG.${key} must be a boolean`);
 }
 if (!Array.isArray(cfg.clients) || cfg.clients.length === 0) fail('OIDC_CONFIG.clients must be a non-empty array');
@@ -466,6 +471,8 @@ const narrowing = narrowingSetup(cfg, {
 let provider;
 try {
   provider = new Provider(issuer, {
+    // unboundedStore: see map-adapter.mjs (absent: oidc-provider's development LRU).
+    ...(cfg.unboundedStore ? { adapter: MapAdapter } : {}),
     clients: cfg.clients,
     jwks: { keys: [signingJwk] },
     cookies: { keys: cookieKeys },
