@@ -175,6 +175,28 @@ async fn login(nginx: &str, user: &str) -> (Browser, String) {
     (browser, code)
 }
 
+/// `n` users signed in through the load balancer, named `<prefix>-<i>`.
+async fn sign_in_all(nginx: &str, prefix: &str, n: usize) -> Vec<Browser> {
+    let mut sessions = Vec::with_capacity(n);
+    for i in 0..n {
+        sessions.push(login(nginx, &format!("{prefix}-{i}")).await.0);
+    }
+    sessions
+}
+
+/// `each` parallel `GET /api/orders` from every session at once (with 3 replicas behind round
+/// robin, 6 calls give each replica 2); the answers in the order of the sessions.
+async fn burst(sessions: &[Browser], each: usize) -> Vec<Resp> {
+    let mut calls = Vec::new();
+    for session in sessions {
+        for _ in 0..each {
+            let mut b = session.clone();
+            calls.push(async move { b.raw(Method::GET, "/api/orders", None, &[]).await });
+        }
+    }
+    futures_util::future::join_all(calls).await
+}
+
 #[actix_web::test]
 async fn sessions_move_between_replicas_and_keys_rotate_under_load() {
     // Opaque access tokens, so userInfo works too; the upstream introspects them.
@@ -339,21 +361,11 @@ async fn race(rotate: bool, setup: Setup<'_>) -> Race {
     )
     .await;
     let lb = cluster.nginx.address.clone();
-    let mut sessions = Vec::new();
-    for i in 0..5 {
-        sessions.push(login(&lb, &format!("race-{i}")).await.0);
-    }
+    let mut sessions = sign_in_all(&lb, "race", 5).await;
     // Into the refresh-ahead window (2 s before expiry), then a burst of 6 parallel calls per
     // session: 2 per replica.
     tokio::time::sleep(Duration::from_millis(2600)).await;
-    let mut bursts = Vec::new();
-    for session in &sessions {
-        for _ in 0..6 {
-            let mut b = session.clone();
-            bursts.push(async move { b.raw(Method::GET, "/api/orders", None, &[]).await });
-        }
-    }
-    let results = futures_util::future::join_all(bursts).await;
+    let results = burst(&sessions, 6).await;
     let burst_failures = results.iter().filter(|r| r.status != 200).count();
     let grants_after_burst = op.stats().await["refresh_grants"].as_u64().unwrap_or(0);
     // Each browser keeps the cookies of its last answer, as a browser would.
@@ -478,21 +490,11 @@ async fn a_stalled_store_does_not_make_the_replicas_redeem_a_refresh_token_twice
     )
     .await;
     let lb = cluster.nginx.address.clone();
-    let mut sessions = Vec::new();
-    for i in 0..3 {
-        sessions.push(login(&lb, &format!("stall-{i}")).await.0);
-    }
+    let mut sessions = sign_in_all(&lb, "stall", 3).await;
     // Into the refresh window (4 s before the 6 s tokens expire, never before half their life).
     tokio::time::sleep(Duration::from_millis(3200)).await;
     redis.pause(Duration::from_millis(1500)).await;
-    let mut bursts = Vec::new();
-    for session in &sessions {
-        for _ in 0..6 {
-            let mut b = session.clone();
-            bursts.push(async move { b.raw(Method::GET, "/api/orders", None, &[]).await });
-        }
-    }
-    let results = futures_util::future::join_all(bursts).await;
+    let results = burst(&sessions, 6).await;
     let failed: Vec<String> = results
         .iter()
         .filter(|r| r.status != 200)
@@ -570,10 +572,7 @@ async fn refresh_goes_on_without_the_store_and_uses_it_again_when_it_returns() {
     )
     .await;
     let lb = cluster.nginx.address.clone();
-    let mut sessions = Vec::new();
-    for i in 0..3 {
-        sessions.push(login(&lb, &format!("outage-{i}")).await.0);
-    }
+    let sessions = sign_in_all(&lb, "outage", 3).await;
     let stop = Arc::new(AtomicBool::new(false));
     let calls = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -819,10 +818,7 @@ async fn soak() {
     let key = CookieKey::generate_text();
     let cluster = Cluster::start(&op.issuer, &upstream.address, &key, Some("5s"), "warn").await;
     let lb = cluster.nginx.address.clone();
-    let mut sessions = Vec::new();
-    for i in 0..8 {
-        sessions.push(login(&lb, &format!("soak-{i}")).await.0);
-    }
+    let sessions = sign_in_all(&lb, "soak", 8).await;
     let rss_start: Vec<u64> = cluster.replicas.iter().map(ProcessApp::rss_kib).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
