@@ -9,6 +9,11 @@
 //!
 //! `cargo run --release --example floor_proxy -- <listen addr> <upstream base URL> [workers]`
 //! (scripts/bench-proxy.sh runs it in the same rounds as nginx and token-handler).
+//!
+//! `FLOOR_SPIN_NS=<n>` makes each request also spin on the CPU for n nanoseconds before going
+//! upstream: a stand-in for a proxy's own work that touches nothing else, so
+//! scripts/floor-slope.sh can measure what each microsecond of work costs in all, the kernel's
+//! share included, on this stack and this machine (issue 17, docs/benchmarks.md).
 
 use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::header;
@@ -17,12 +22,29 @@ use std::time::Duration;
 
 struct Upstream(String);
 
+/// Nanoseconds of work each request stands in for (`FLOOR_SPIN_NS`; 0 by default). A static,
+/// not app data, so the floor itself extracts nothing more than before.
+static SPIN_NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Busy for `ns` nanoseconds of wall time: the worker is pinned or alone on its core in the
+/// runs this serves, so that is CPU time.
+fn spin(ns: u64) {
+    if ns == 0 {
+        return;
+    }
+    let start = std::time::Instant::now();
+    while start.elapsed().as_nanos() < u128::from(ns) {
+        std::hint::spin_loop();
+    }
+}
+
 async fn pass(
     req: HttpRequest,
     body: web::Payload,
     client: web::Data<awc::Client>,
     upstream: web::Data<Upstream>,
 ) -> HttpResponse {
+    spin(SPIN_NS.get().copied().unwrap_or(0));
     let url = match req.uri().path_and_query() {
         Some(pq) => format!("{}{}", upstream.0, pq.as_str()),
         None => upstream.0.clone(),
@@ -71,6 +93,8 @@ fn main() -> std::io::Result<()> {
         .and_then(|w| w.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let upstream = upstream.trim_end_matches('/').to_string();
+    let spin_ns = std::env::var("FLOOR_SPIN_NS").ok();
+    SPIN_NS.get_or_init(|| spin_ns.and_then(|v| v.parse().ok()).unwrap_or(0));
     actix_web::rt::System::new().block_on(async move {
         HttpServer::new(move || {
             App::new()

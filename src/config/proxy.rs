@@ -7,6 +7,7 @@
 use super::de::{bool_or_text, duration, duration_or_zero, list_or_text, opt_list_or_text};
 use super::route_access::{RawAccess, RouteAccess};
 use super::{parse_url, within, BasePath, ConfigError};
+use crate::secret::Token;
 use actix_web::http::header::{self, HeaderName, HeaderValue, InvalidHeaderValue};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -250,14 +251,19 @@ impl TokenFormat {
 
     /// The header value for `token`; an error when the token itself is not header-value text
     /// (never the case for tokens from a provider's token response, but not trusted either).
-    pub fn value(&self, token: &str) -> Result<HeaderValue, InvalidHeaderValue> {
+    /// Made once per token and format, then shared ([`Token::header_value`]).
+    pub fn value(&self, token: &Token) -> Result<HeaderValue, InvalidHeaderValue> {
+        token.header_value(&self.before, &self.after, |t| self.frame(t))
+    }
+
+    fn frame(&self, token: &str) -> Result<HeaderValue, InvalidHeaderValue> {
         if !token.is_ascii() {
             // Refused as before: `from_str` takes visible ASCII only, where the byte check of
             // `from_maybe_shared` below would let other bytes through.
             return HeaderValue::from_str(&format!("{}{token}{}", self.before, self.after));
         }
         // Built once, in a buffer of the final size, and handed over without a copy: a token
-        // can be 16 KB, and this runs on every proxied request (issue 17).
+        // can be 16 KB (issue 17).
         let mut value = Vec::with_capacity(self.before.len() + token.len() + self.after.len());
         value.extend_from_slice(self.before.as_bytes());
         value.extend_from_slice(token.as_bytes());
@@ -608,6 +614,7 @@ fn parse_allowed_header(key: &str, text: &str) -> Result<HeaderName, ConfigError
 #[cfg(test)]
 mod tests {
     use crate::config::{Config, RoutePath};
+    use crate::secret::Token;
 
     #[test]
     fn route_paths_match_on_segment_boundaries() {
@@ -667,7 +674,10 @@ mod tests {
         let c = Config::from_toml(&with_route(""), Vec::new()).expect("valid");
         let r = &c.proxy.routes[0];
         assert_eq!(r.token_header.as_str(), "authorization");
-        assert_eq!(r.token_format.value("abc").expect("value"), "Bearer abc");
+        assert_eq!(
+            r.token_format.value(&Token::new("abc")).expect("value"),
+            "Bearer abc"
+        );
         let c = Config::from_toml(
             &with_route("token_header = \"X-Pat-JWT\"\ntoken_format = \"JWT {token}; v=1\""),
             Vec::new(),
@@ -675,11 +685,17 @@ mod tests {
         .expect("valid");
         let r = &c.proxy.routes[0];
         assert_eq!(r.token_header.as_str(), "x-pat-jwt");
-        assert_eq!(r.token_format.value("abc").expect("value"), "JWT abc; v=1");
+        assert_eq!(
+            r.token_format.value(&Token::new("abc")).expect("value"),
+            "JWT abc; v=1"
+        );
         let c = Config::from_toml(&with_route("token_format = \"{token}\""), Vec::new())
             .expect("valid");
         assert_eq!(
-            c.proxy.routes[0].token_format.value("abc").expect("value"),
+            c.proxy.routes[0]
+                .token_format
+                .value(&Token::new("abc"))
+                .expect("value"),
             "abc"
         );
     }

@@ -11,4 +11,4 @@ mod opened;
 mod seal;
 
 pub use keys::{CookieKey, KeyError, KeyRing};
-pub use seal::{Purpose, SealError, Sealer, MAX_PLAINTEXT_LEN, MAX_SEALED_LEN};
+pub use seal::{Opens, Purpose, SealError, Sealer, MAX_PLAINTEXT_LEN, MAX_SEALED_LEN};

@@ -124,6 +124,12 @@ pub enum SealError {
     TooLarge,
 }
 
+/// What can be opened: a value parsed from its plaintext that [`super::opened`] can keep and
+/// hand out again (a copy per request).
+pub trait Opens: DeserializeOwned + Clone + Send + Sync + 'static {}
+
+impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Opens for T {}
+
 /// Seals and opens values with a key ring that can be replaced while the server runs (key
 /// rotation without restart).
 #[derive(Debug)]
@@ -242,7 +248,9 @@ impl Sealer {
     }
 
     /// Opens a value sealed for `purpose` by any key in the ring, if it has not expired at `now`.
-    pub fn unseal<T: DeserializeOwned>(
+    /// The access- and narrowed-token values a session sends call after call are kept opened
+    /// and parsed ([`super::opened`]): a value already opened is only checked for expiry.
+    pub fn unseal<T: Opens>(
         &self,
         purpose: Purpose,
         now: i64,
@@ -252,29 +260,29 @@ impl Sealer {
             return Err(SealError::Invalid);
         }
         let ring = self.ring();
-        let plaintext: Arc<[u8]>;
-        let owned: Vec<u8>;
-        let plaintext: &[u8] = if Opened::keeps(purpose) {
-            plaintext = match self.opened.get(&ring, purpose, sealed) {
-                Some(held) => held,
-                None => {
-                    let opened: Arc<[u8]> = Self::decode_and_open(&ring, purpose, sealed)?.into();
-                    self.opened.put(&ring, purpose, sealed, opened.clone());
-                    opened
-                }
-            };
-            &plaintext
-        } else {
-            owned = Self::decode_and_open(&ring, purpose, sealed)?;
-            &owned
-        };
+        let keeps = Opened::keeps(purpose);
+        if keeps {
+            if let Some((exp, value)) = self.opened.get::<T>(&ring, purpose, sealed) {
+                return if now >= exp {
+                    Err(SealError::Expired)
+                } else {
+                    Ok(value)
+                };
+            }
+        }
+        let plaintext = Self::decode_and_open(&ring, purpose, sealed)?;
         // Authentic from here on: only we could have written this plaintext.
         let (exp, json) = plaintext.split_at(EXP_LEN);
         let exp = i64::from_be_bytes(exp.try_into().map_err(|_| SealError::Invalid)?);
         if now >= exp {
             return Err(SealError::Expired);
         }
-        serde_json::from_slice(json).map_err(|_| SealError::Invalid)
+        let value: T = serde_json::from_slice(json).map_err(|_| SealError::Invalid)?;
+        if keeps {
+            self.opened
+                .put(&ring, purpose, sealed, exp, value.clone(), plaintext.len());
+        }
+        Ok(value)
     }
 
     /// Decodes, authenticates and decrypts a sealed text; returns the plaintext (`exp ‖ JSON`).
@@ -735,6 +743,10 @@ mod tests {
         let first: String = s.unseal(Purpose::AccessToken, NOW, &sealed).expect("open");
         let again: String = s.unseal(Purpose::AccessToken, NOW, &sealed).expect("open");
         assert_eq!(first, again);
+        // Kept parsed as one type, asked as another: parsed as that one.
+        let as_json: serde_json::Value =
+            s.unseal(Purpose::AccessToken, NOW, &sealed).expect("open");
+        assert_eq!(as_json, serde_json::Value::String(first.clone()));
         // Its sealed expiry.
         assert_eq!(
             s.unseal::<String>(Purpose::AccessToken, NOW + 60, &sealed),

@@ -101,7 +101,7 @@ pub async fn forward(
         }
         super::identity::apply(h, &found.route.access, &relay.identity);
         if let Some(token) = bearer {
-            match found.route.token_format.value(token.expose()) {
+            match found.route.token_format.value(token) {
                 Ok(v) => {
                     h.insert(found.route.token_header.clone(), v);
                 }

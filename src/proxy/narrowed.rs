@@ -48,7 +48,7 @@ use std::sync::Arc;
 const MAX_TRIES: usize = 4;
 
 /// What the narrowed-token cookie holds.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct NarrowedCookie {
     /// The session it was issued for ([`SessionId`]).
     sid: SessionId,

@@ -88,7 +88,7 @@ pub async fn bridge(
         return ApiError::Unauthorized("a WebSocket upgrade must carry a trusted Origin header")
             .error_response();
     }
-    let Ok(token_value) = found.route.token_format.value(bearer.expose()) else {
+    let Ok(token_value) = found.route.token_format.value(&bearer) else {
         tracing::error!("the access token is not a valid header value");
         return ApiError::Internal.error_response();
     };

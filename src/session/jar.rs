@@ -16,11 +16,10 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::cookies::{login_flow_id, CookieKind, CookiePolicy, RequestCookies, MAX_PENDING_LOGINS};
-use crate::crypto::{SealError, Sealer};
+use crate::crypto::{Opens, SealError, Sealer};
 use crate::error::ApiError;
 use actix_web::cookie::Cookie;
 use actix_web::http::header::HeaderMap;
-use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -204,7 +203,7 @@ impl SessionJar {
     /// a request carries several cookies of the name (another path, or one planted by a sibling
     /// subdomain), the first that opens wins; planted ones cannot open
     /// ([`RequestCookies::sealed_values`] bounds how many combinations are tried).
-    pub fn unseal<T: DeserializeOwned>(
+    pub fn unseal<T: Opens>(
         &self,
         cookies: &RequestCookies<'_>,
         kind: CookieKind,

@@ -14,16 +14,16 @@ pub mod lifetime;
 pub use jar::{LoginLookup, SessionJar};
 pub use lifetime::{Ended, Lifetimes, SessionEnd, SessionTimes};
 
+use crate::crypto::Opens;
 use crate::error::ApiError;
 use crate::oauth::id_token::StepUp;
 use crate::oauth::token::TokenResponse;
 use crate::secret::Token;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// A payload the jar seals, and the session clocks it carries: the jar checks them on every
 /// open, so no handler can forget to.
-pub trait Sealed: DeserializeOwned {
+pub trait Sealed: Opens {
     /// The session's times as this cookie tells them; `None` for a cookie that is not part of
     /// a session (a login in progress).
     fn times(&self) -> Option<SessionTimes> {
@@ -47,7 +47,7 @@ impl Sealed for LoginState {}
 /// A login in progress: one cookie per flow, `-login-<flow id>` (named from its state,
 /// [`crate::cookies::login_flow_id`]), so logins started in several tabs do not overwrite each
 /// other. Logins started before per-flow cookies used the single name `-login`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoginState {
     pub provider: String,
     pub state: Token,
@@ -66,7 +66,7 @@ pub struct LoginState {
 }
 
 /// The access token (`-at`).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccessTokenCookie {
     pub provider: String,
     pub token: Token,
@@ -167,7 +167,7 @@ impl Sealed for RefreshTokenCookie {
 }
 
 /// The ID token (`-id`).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdTokenCookie {
     pub provider: String,
     pub token: Token,
@@ -196,7 +196,7 @@ impl Sealed for IdTokenCookie {
 }
 
 /// The CSRF value (`-csrf`).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CsrfCookie {
     pub token: Token,
     /// The session's id ([`SessionId`]).

@@ -83,7 +83,7 @@ pub enum Coordinated<T> {
 
 /// A spend as stored: every field of [`Refreshed`] for a refresh; for a narrowing, no access
 /// token and only `kept_refresh_token`. Plus the key it was stored for.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct SharedResult {
     /// The hex hash of the store key: a value moved to another key is refused.
     key: String,

@@ -948,7 +948,7 @@ impl TestApp {
     }
 
     /// Opens one of our sealed cookies with the app's keys (the tests' window into them).
-    pub fn unseal<T: serde::de::DeserializeOwned>(
+    pub fn unseal<T: token_handler::crypto::Opens>(
         &self,
         purpose: token_handler::crypto::Purpose,
         value: &str,
