@@ -14,9 +14,15 @@
 //! upstream: a stand-in for a proxy's own work that touches nothing else, so
 //! scripts/floor-slope.sh can measure what each microsecond of work costs in all, the kernel's
 //! share included, on this stack and this machine (issue 17, docs/benchmarks.md).
+//! `FLOOR_SHAPE=app` gives the floor token-handler's application shape and nothing of its work:
+//! one `from_fn` middleware that only passes the request on, and the routes registered ahead
+//! of the proxy's default service (health, server-side login, back-channel logout, the agent's
+//! scope and its resources), each answering nothing a proxied request reaches.
 
-use actix_web::body::{BodyStream, SizedStream};
+use actix_web::body::{BodyStream, MessageBody, SizedStream};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
+use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use std::time::Duration;
 
@@ -82,6 +88,37 @@ async fn pass(
     }
 }
 
+/// The middleware of the `app` shape: passes the request on, nothing else.
+async fn pass_on(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    next.call(req).await
+}
+
+/// The routes token-handler registers ahead of its proxy (src/startup.rs, src/routes), with
+/// handlers that answer nothing: for the `app` shape.
+fn agent_shaped(cfg: &mut web::ServiceConfig) {
+    let none = || web::to(HttpResponse::NoContent);
+    cfg.route("/health/live", web::get().to(HttpResponse::NoContent))
+        .route("/health/ready", web::get().to(HttpResponse::NoContent))
+        .service(web::resource("/tokenhandler/login").default_service(none()))
+        .service(web::resource("/tokenhandler/backchannel-logout").default_service(none()))
+        .service(
+            web::scope("/tokenhandler")
+                .wrap(from_fn(pass_on))
+                .service(web::resource("/login/start").default_service(none()))
+                .service(web::resource("/login/end").default_service(none()))
+                .service(web::resource("/userInfo").default_service(none()))
+                .service(web::resource("/claims").default_service(none()))
+                .service(web::resource("/providers").default_service(none()))
+                .service(web::resource("/session").default_service(none()))
+                .service(web::resource("/refresh").default_service(none()))
+                .service(web::resource("/logout").default_service(none()))
+                .default_service(none()),
+        );
+}
+
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
@@ -95,18 +132,32 @@ fn main() -> std::io::Result<()> {
     let upstream = upstream.trim_end_matches('/').to_string();
     let spin_ns = std::env::var("FLOOR_SPIN_NS").ok();
     SPIN_NS.get_or_init(|| spin_ns.and_then(|v| v.parse().ok()).unwrap_or(0));
+    let shaped = std::env::var("FLOOR_SHAPE").is_ok_and(|v| v == "app");
+    let app = move || {
+        App::new()
+            .app_data(web::Data::new(token_handler::oauth::http::build_client(
+                Duration::from_secs(5),
+            )))
+            .app_data(web::Data::new(Upstream(upstream.clone())))
+    };
     actix_web::rt::System::new().block_on(async move {
-        HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::new(token_handler::oauth::http::build_client(
-                    Duration::from_secs(5),
-                )))
-                .app_data(web::Data::new(Upstream(upstream.clone())))
-                .default_service(web::to(pass))
-        })
-        .workers(workers)
-        .bind(listen)?
-        .run()
-        .await
+        if shaped {
+            HttpServer::new(move || {
+                app()
+                    .wrap(from_fn(pass_on))
+                    .configure(agent_shaped)
+                    .default_service(web::to(pass))
+            })
+            .workers(workers)
+            .bind(listen)?
+            .run()
+            .await
+        } else {
+            HttpServer::new(move || app().default_service(web::to(pass)))
+                .workers(workers)
+                .bind(listen)?
+                .run()
+                .await
+        }
     })
 }

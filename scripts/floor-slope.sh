@@ -6,8 +6,11 @@
 # request from /proc (user + system over the run / requests served). The slope is what the
 # kernel and the stack add on top of the work itself: waking peers that went to sleep while
 # the proxy was busy, fewer requests per wake-up.
-# Usage: scripts/floor-slope.sh [seconds, default 5] [rounds, default 5] [spins in ns, default
-#        "0 2500 5000 10000"]. Every server listens on loopback and is stopped by PID.
+# Usage: scripts/floor-slope.sh [seconds, default 5] [rounds, default 5] [variants, default
+#        "0 2500 5000 10000"]: a number is a spin in ns; `app` is the floor with token-handler's
+#        application shape and no spin (FLOOR_SHAPE=app: its middleware layer and the routes
+#        registered ahead of the proxy). The first variant is the base the others are read
+#        against. Every server listens on loopback and is stopped by PID.
 # PIN=1: as scripts/profile-proxy.sh runs, one worker pinned to CPU 1, wrk and the upstream on
 # CPU 0 (wrk -t1), so the floor's own CPU is not shared.
 set -euo pipefail
@@ -26,8 +29,9 @@ ${ON0[@]+"${ON0[@]}"} nginx -p "$TMP/up" -c "$TMP/up/nginx.conf" -e "$TMP/up/err
 wait_port "$UP"
 declare -A PORT PID
 for s in $SPINS; do
-  PORT[$s]=$(port)
-  FLOOR_SPIN_NS=$s ${ON1[@]+"${ON1[@]}"} "$TARGET/release/examples/floor_proxy" \
+  PORT[$s]=$(port); spin=$s; shape=
+  [ "$s" = app ] && { spin=0; shape=app; }
+  FLOOR_SHAPE=$shape FLOOR_SPIN_NS=$spin ${ON1[@]+"${ON1[@]}"} "$TARGET/release/examples/floor_proxy" \
     "127.0.0.1:${PORT[$s]}" "http://127.0.0.1:$UP" "$WORKERS" & PID[$s]=$!; PIDS+=(${PID[$s]})
   wait_port "${PORT[$s]}"
 done
@@ -43,18 +47,20 @@ declare -A RUNS
 for r in $(seq "$ROUNDS"); do
   for s in $SPINS; do
     v=$(run "${PORT[$s]}" "${PID[$s]}"); RUNS[$s]="${RUNS[$s]:-} $v"
-    echo "round $r: spin $s ns: $v µs per request" >&2
+    echo "round $r: $s: $v µs per request" >&2
   done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 BASE=$(median <<<"${RUNS[${SPINS%% *}]}")
 echo "Command: scripts/floor-slope.sh $SECS $ROUNDS \"$SPINS\"   ($(date -u +%Y-%m-%dT%H:%MZ), wrk -t$WRK_THREADS -c$CONNS, $WORKERS workers${PIN:+ pinned}, load average $(cut -d' ' -f1-3 /proc/loadavg))"
 echo
-echo "| work added (µs per request) | CPU per request (median) | above the floor | per µs of work | × the floor |"
+echo "| floor variant | CPU per request (median) | above the first | per µs of work | × the first |"
 echo "| --- | --- | --- | --- | --- |"
 for s in $SPINS; do
   m=$(median <<<"${RUNS[$s]}")
   awk -v s="$s" -v m="$m" -v b="$BASE" 'BEGIN {
-    w = s / 1000; d = m - b
-    printf "| %.1f | %.1f µs | %+.1f µs | %s | %.2f× |\n", w, m, d, (w > 0 ? sprintf("%.2f µs", d / w) : "n/a"), m / b }'
+    d = m - b
+    if (s == "app") { label = "token-handler'"'"'s App shape, no work"; per = "n/a" }
+    else { w = s / 1000; label = sprintf("%.1f µs of work (spin)", w); per = (w > 0 ? sprintf("%.2f µs", d / w) : "n/a") }
+    printf "| %s | %.1f µs | %+.1f µs | %s | %.2f× |\n", label, m, d, per, m / b }'
 done

@@ -14,25 +14,31 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use awc::error::SendRequestError;
 use tracing::Instrument;
 
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`, named once: a header looked up by text is parsed
+/// and hashed on every request.
+const X_FORWARDED_PROTO: header::HeaderName = header::HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: header::HeaderName = header::HeaderName::from_static("x-forwarded-host");
+
 /// `X-Forwarded-For/-Proto/-Host` for the upstream. A client's own values are believed only when
 /// the connecting peer is one of `server.trusted_proxies` (then the peer is appended to its
 /// chain); from anyone else they are replaced, so a client cannot spoof its address.
 pub fn forwarded_headers(
     req: &HttpRequest,
     server: &ServerConfig,
-) -> Vec<(header::HeaderName, HeaderValue)> {
+) -> [Option<(header::HeaderName, HeaderValue)>; 3] {
     let peer = req.peer_addr().map(|p| p.ip());
     let trusted = peer.is_some_and(|ip| server.trusts(ip));
-    let incoming = |name: &str| {
+    let incoming = |name: &header::HeaderName| {
         req.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
+    let believed = |name: &header::HeaderName| if trusted { incoming(name) } else { None };
     // One buffer: the trusted chain, then the peer (written straight in, no `to_string`).
     let mut chain = String::with_capacity(48);
-    if let (true, Some(incoming)) = (trusted, incoming("x-forwarded-for")) {
+    if let Some(incoming) = believed(&header::X_FORWARDED_FOR) {
         chain.push_str(incoming);
         chain.push_str(", ");
     }
@@ -40,26 +46,22 @@ pub fn forwarded_headers(
         use std::fmt::Write;
         let _ = write!(chain, "{peer}");
     }
-    let https = match (trusted, incoming("x-forwarded-proto")) {
-        (true, Some(p)) if p == "http" || p == "https" => p == "https",
+    let https = match believed(&X_FORWARDED_PROTO) {
+        Some(p) if p == "http" || p == "https" => p == "https",
         _ => req.app_config().secure(),
     };
-    let host = match trusted {
-        true => incoming("x-forwarded-host").or_else(|| incoming("host")),
-        false => incoming("host"),
-    };
-    let mut out = Vec::new();
-    if let Ok(v) = HeaderValue::from_str(&chain) {
-        out.push((header::X_FORWARDED_FOR, v));
-    }
-    out.push((
-        header::HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(if https { "https" } else { "http" }),
-    ));
-    if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        out.push((header::HeaderName::from_static("x-forwarded-host"), v));
-    }
-    out
+    let host = believed(&X_FORWARDED_HOST).or_else(|| incoming(&header::HOST));
+    [
+        HeaderValue::from_str(&chain)
+            .ok()
+            .map(|v| (header::X_FORWARDED_FOR, v)),
+        Some((
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if https { "https" } else { "http" }),
+        )),
+        host.and_then(|h| HeaderValue::from_str(h).ok())
+            .map(|v| (X_FORWARDED_HOST, v)),
+    ]
 }
 
 /// The upstream's `Location`, pointed back at the route when it names the upstream itself.
@@ -111,7 +113,7 @@ pub async fn forward(
                 }
             }
         }
-        for (name, value) in forwarded_headers(req, relay.server) {
+        for (name, value) in forwarded_headers(req, relay.server).into_iter().flatten() {
             h.insert(name, value);
         }
         span.in_scope(|| crate::telemetry::inject(h));

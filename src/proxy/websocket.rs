@@ -124,7 +124,10 @@ pub async fn bridge(
     for (name, value) in &relay.identity {
         upstream = upstream.header(name.clone(), value.clone());
     }
-    for (name, value) in super::forward::forwarded_headers(req, relay.server) {
+    for (name, value) in super::forward::forwarded_headers(req, relay.server)
+        .into_iter()
+        .flatten()
+    {
         upstream = upstream.set_header(name, value);
     }
     for (name, value) in crate::telemetry::trace_headers() {
