@@ -173,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn a_hit_needs_the_same_ring_purpose_and_text() {
+    fn a_hit_needs_the_same_ring_purpose_type_and_text() {
         let (a, b) = (ring(), ring());
         let opened = Opened::default();
         let sealed = "x".repeat(100);

@@ -743,10 +743,12 @@ mod tests {
         let first: String = s.unseal(Purpose::AccessToken, NOW, &sealed).expect("open");
         let again: String = s.unseal(Purpose::AccessToken, NOW, &sealed).expect("open");
         assert_eq!(first, again);
-        // Kept parsed as one type, asked as another: parsed as that one.
+        // Kept parsed as one type, asked as another: parsed as that one; then kept as a
+        // `String` again, so each check below meets a value the cache holds.
         let as_json: serde_json::Value =
             s.unseal(Purpose::AccessToken, NOW, &sealed).expect("open");
         assert_eq!(as_json, serde_json::Value::String(first.clone()));
+        let _: String = s.unseal(Purpose::AccessToken, NOW, &sealed).expect("open");
         // Its sealed expiry.
         assert_eq!(
             s.unseal::<String>(Purpose::AccessToken, NOW + 60, &sealed),
