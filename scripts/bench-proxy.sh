@@ -37,7 +37,11 @@ need() { command -v "$1" >/dev/null || { SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=s
 need nginx nginx; need wrk wrk; need hey hey
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin token-handler --example seal_cookie --example floor_proxy
+# The examples first, then the binary on its own: built together, the binary would get the
+# dev-dependencies' features too (cargo unifies features across the targets of one build; tokio's
+# test-util among them), and it would not be the binary `cargo build --release` ships.
+[ -n "${NO_BUILD:-}" ] || { cargo build --release --quiet --example seal_cookie --example floor_proxy &&
+  cargo build --release --quiet --bin token-handler; }
 TARGET=${CARGO_TARGET_DIR:-target}
 BIN=$TARGET/release/token-handler
 

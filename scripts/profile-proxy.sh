@@ -19,7 +19,10 @@ command -v wrk >/dev/null && command -v nginx >/dev/null ||
 # PROFILE_TARGET_DIR and PROFILE_DEBUG=0 reuse an existing release build instead (symbols
 # only, no line tables: a busy machine then profiles without a second full build).
 export CARGO_TARGET_DIR=${PROFILE_TARGET_DIR:-target/profile} CARGO_PROFILE_RELEASE_DEBUG=${PROFILE_DEBUG:-1}
-cargo build --release --quiet --bin token-handler --example seal_cookie --example floor_proxy
+# The examples first, then the binary on its own, so it is built with the features it ships
+# with (scripts/bench-proxy.sh says why).
+cargo build --release --quiet --example seal_cookie --example floor_proxy
+cargo build --release --quiet --bin token-handler
 BIN=$CARGO_TARGET_DIR/release/token-handler
 
 source scripts/bench-common.sh

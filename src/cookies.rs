@@ -912,10 +912,25 @@ pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = CookiePair<'
     headers
         .get_all(header::COOKIE)
         .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(split_pairs)
         .map(str::trim)
         .filter(|text| !text.is_empty())
         .map(|text| CookiePair { text })
+}
+
+/// `text.split(';')`, found with the `memchr` crate's vectorised search: a session's Cookie
+/// header can be 22 KB, and `str::split` looks for the separator a word at a time (about 2 µs per
+/// request at that size; issue 17, docs/benchmarks.md).
+fn split_pairs(text: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    memchr::memchr_iter(b';', text.as_bytes())
+        .chain(std::iter::once(text.len()))
+        // `;` is ASCII, so every index found is a character boundary.
+        .map(move |end| {
+            let pair = text.get(start..end).unwrap_or("");
+            start = end + 1;
+            pair
+        })
 }
 
 #[cfg(test)]
@@ -1071,6 +1086,18 @@ mod tests {
             "é-th-at",
         ] {
             assert!(!p.is_ours(other), "{other}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The vectorised split finds exactly the pairs `str::split(';')` finds, whatever the
+        /// text (separators anywhere, doubled, at the ends; non-ASCII around them).
+        #[test]
+        fn pairs_are_split_as_str_split_splits_them(text in "[a=; é\\u{10348}]{0,40}") {
+            proptest::prop_assert_eq!(
+                split_pairs(&text).collect::<Vec<_>>(),
+                text.split(';').collect::<Vec<_>>()
+            );
         }
     }
 
