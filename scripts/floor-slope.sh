@@ -3,9 +3,8 @@
 # the floor (examples/floor_proxy.rs) run several times side by side, each spinning a given
 # number of nanoseconds per request (FLOOR_SPIN_NS, a stand-in for work that touches nothing
 # else), measured in alternating runs (wrk -t2 -c$CONNS) like scripts/compare-proxy.sh: CPU per
-# request from /proc (user + system over the run / requests served). The slope is what the
-# kernel and the stack add on top of the work itself: waking peers that went to sleep while
-# the proxy was busy, fewer requests per wake-up.
+# request from /proc (user + system over the run / requests served). The slope is the work
+# itself plus what the kernel and the stack spend because of it.
 # Usage: scripts/floor-slope.sh [seconds, default 5] [rounds, default 5] [variants, default
 #        "0 2500 5000 10000"]: a number is a spin in ns; `app` is the floor with token-handler's
 #        application shape and no spin (FLOOR_SHAPE=app: its middleware layer and the routes
@@ -35,7 +34,8 @@ for s in $SPINS; do
     "127.0.0.1:${PORT[$s]}" "http://127.0.0.1:$UP" "$WORKERS" & PID[$s]=$!; PIDS+=(${PID[$s]})
   wait_port "${PORT[$s]}"
 done
-# The same ~1 KB cookie the table's floor passes through.
+# A ~750-byte cookie, so each request carries a Cookie header as a session's would
+# (scripts/bench-proxy.sh's "floor, same 1 KB Cookie header" row passes a real sealed one).
 COOKIE="bench=$(head -c 750 /dev/zero | tr '\0' 'a')"
 run() { # port pid -> µs per request
   local c0 c1 out; c0=$(awk '{print $14 + $15}' "/proc/$2/stat")
