@@ -108,7 +108,10 @@ impl Origin {
 /// older browser or not a browser) pass; so does a value the specification does not define,
 /// since no browser sends one and a page cannot make a browser send one.
 fn sent_from_elsewhere(headers: &HeaderMap) -> bool {
-    headers.get_all("sec-fetch-site").any(|v| {
+    // A `HeaderName`, not a `&str`: a name given as text is parsed, and allocated, on every
+    // lookup, and this one runs on every proxied request (issue 17).
+    const SEC_FETCH_SITE: header::HeaderName = header::HeaderName::from_static("sec-fetch-site");
+    headers.get_all(SEC_FETCH_SITE).any(|v| {
         let v = v.as_bytes();
         v.eq_ignore_ascii_case(b"cross-site") || v.eq_ignore_ascii_case(b"same-site")
     })

@@ -18,7 +18,7 @@ use crate::config::{LoginRate, ServerConfig};
 use crate::error::ApiError;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{self, HeaderMap};
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
 use governor::clock::Clock;
@@ -113,7 +113,7 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, server: &ServerConfig) 
         return client;
     }
     let lines: Vec<&str> = headers
-        .get_all("x-forwarded-for")
+        .get_all(header::X_FORWARDED_FOR)
         .filter_map(|v| v.to_str().ok())
         .collect();
     for entry in lines.iter().rev().flat_map(|l| l.rsplit(',')) {

@@ -66,6 +66,9 @@ impl Application {
                 .configure(routes::configure(&base_path))
                 .default_service(web::to(crate::proxy::handle))
         })
+        // The peer's address as text once per connection, not per request
+        // (`X-Forwarded-For`, src/proxy/forward.rs).
+        .on_connect(crate::proxy::note_peer)
         .shutdown_timeout(grace.as_secs())
         .listen(listener)?;
         if let Some(n) = workers {

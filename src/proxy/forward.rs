@@ -28,40 +28,74 @@ pub fn forwarded_headers(
 ) -> [Option<(header::HeaderName, HeaderValue)>; 3] {
     let peer = req.peer_addr().map(|p| p.ip());
     let trusted = peer.is_some_and(|ip| server.trusts(ip));
-    let incoming = |name: &header::HeaderName| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
+    let believed = |name: &header::HeaderName| {
+        if trusted {
+            req.headers().get(name).and_then(passed_on)
+        } else {
+            None
+        }
     };
-    let believed = |name: &header::HeaderName| if trusted { incoming(name) } else { None };
-    // One buffer: the trusted chain, then the peer (written straight in, no `to_string`).
-    let mut chain = String::with_capacity(48);
-    if let Some(incoming) = believed(&header::X_FORWARDED_FOR) {
-        chain.push_str(incoming);
-        chain.push_str(", ");
-    }
-    if let Some(peer) = peer {
-        use std::fmt::Write;
-        let _ = write!(chain, "{peer}");
-    }
-    let https = match believed(&X_FORWARDED_PROTO) {
-        Some(p) if p == "http" || p == "https" => p == "https",
+    let chain = match believed(&header::X_FORWARDED_FOR) {
+        // The trusted chain, then the peer.
+        Some(incoming) => peer.and_then(|peer| {
+            let incoming = incoming.to_str().ok()?;
+            HeaderValue::from_str(&format!("{incoming}, {peer}")).ok()
+        }),
+        // Only the peer: its text was made when it connected ([`note_peer`]).
+        None => match req.conn_data::<PeerAddress>() {
+            Some(PeerAddress(value)) => Some(value.clone()),
+            None => peer.and_then(|peer| HeaderValue::from_str(&peer.to_string()).ok()),
+        },
+    };
+    let https = match believed(&X_FORWARDED_PROTO)
+        .as_ref()
+        .map(HeaderValue::as_bytes)
+    {
+        Some(b"https") => true,
+        Some(b"http") => false,
         _ => req.app_config().secure(),
     };
-    let host = believed(&X_FORWARDED_HOST).or_else(|| incoming(&header::HOST));
+    let host =
+        believed(&X_FORWARDED_HOST).or_else(|| req.headers().get(header::HOST).and_then(passed_on));
     [
-        HeaderValue::from_str(&chain)
-            .ok()
-            .map(|v| (header::X_FORWARDED_FOR, v)),
+        chain.map(|v| (header::X_FORWARDED_FOR, v)),
         Some((
             X_FORWARDED_PROTO,
             HeaderValue::from_static(if https { "https" } else { "http" }),
         )),
-        host.and_then(|h| HeaderValue::from_str(h).ok())
-            .map(|v| (X_FORWARDED_HOST, v)),
+        host.map(|v| (X_FORWARDED_HOST, v)),
     ]
+}
+
+/// A client's header value as it is passed on: text, trimmed, not empty. The value itself
+/// (shared with the request, not copied) when it needs no trimming, as it almost always does not.
+fn passed_on(value: &HeaderValue) -> Option<HeaderValue> {
+    let text = value.to_str().ok()?;
+    match text.trim() {
+        "" => None,
+        trimmed if trimmed.len() == text.len() => Some(value.clone()),
+        trimmed => HeaderValue::from_str(trimmed).ok(),
+    }
+}
+
+/// The connecting peer's address as header text, made once per connection
+/// ([`note_peer`]) rather than formatted on every request it carries (issue 17).
+struct PeerAddress(HeaderValue);
+
+/// Notes the peer's address on each new connection of the main listener
+/// (`HttpServer::on_connect`), for [`forwarded_headers`]. A connection that is not plain TCP
+/// gets nothing, and its requests format the address themselves.
+pub fn note_peer(connection: &dyn std::any::Any, data: &mut actix_web::dev::Extensions) {
+    let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        return;
+    };
+    if let Some(value) = stream
+        .peer_addr()
+        .ok()
+        .and_then(|peer| HeaderValue::from_str(&peer.ip().to_string()).ok())
+    {
+        data.insert(PeerAddress(value));
+    }
 }
 
 /// The upstream's `Location`, pointed back at the route when it names the upstream itself.

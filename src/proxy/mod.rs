@@ -16,6 +16,7 @@ mod route;
 mod websocket;
 
 pub use assertion::{jwks, AssertionSigner};
+pub use forward::note_peer;
 pub use narrowed::Narrower;
 pub use route::{match_route, RouteMatch};
 
