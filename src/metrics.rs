@@ -254,22 +254,27 @@ impl Metrics {
 /// of [`crate::state::AppState::route_label_ref`]'s values.
 pub fn record_request(route: &str, status: u16, seconds: f64) {
     type Series = (Histogram, Vec<(u16, Counter)>);
+    // foldhash rather than std's SipHash, and one lookup for a route seen before: the route
+    // labels are ours (configuration), so there is nothing to defend against here.
     thread_local! {
-        static SERIES: std::cell::RefCell<std::collections::HashMap<String, Series>> =
-            std::cell::RefCell::default();
+        static SERIES: std::cell::RefCell<
+            std::collections::HashMap<String, Series, foldhash::fast::RandomState>,
+        > = std::cell::RefCell::default();
     }
     SERIES.with_borrow_mut(|series| {
-        if !series.contains_key(route) {
-            let histogram = METRICS
-                .request_duration
-                .get_or_create(&RouteLabel {
-                    route: route.to_string(),
-                })
-                .clone();
-            series.insert(route.to_string(), (histogram, Vec::new()));
-        }
-        let Some((histogram, counters)) = series.get_mut(route) else {
-            return;
+        let (histogram, counters) = match series.get_mut(route) {
+            Some(known) => known,
+            None => {
+                let histogram = METRICS
+                    .request_duration
+                    .get_or_create(&RouteLabel {
+                        route: route.to_string(),
+                    })
+                    .clone();
+                series
+                    .entry(route.to_string())
+                    .or_insert((histogram, Vec::new()))
+            }
         };
         histogram.observe(seconds);
         match counters.iter().find(|(s, _)| *s == status) {

@@ -91,6 +91,23 @@ const MAX_DECODES: usize = 3;
 ///
 /// Each segment is decoded at most [`MAX_DECODES`] times, so the work is linear in the path.
 fn check_path(path: &str) -> Result<(), ApiError> {
+    if is_plain(path) {
+        return Ok(());
+    }
+    check_every_segment(path)
+}
+
+/// No `%`, no `\\`, no segment that starts with a dot: nothing decodes, so no reading of the
+/// path can differ from it, and [`check_every_segment`] would pass it. Most API paths are
+/// plain, and this one scan is all they cost (issue 17); the property test
+/// `plain_paths_pass_the_full_check` holds the shortcut to the full check.
+fn is_plain(path: &str) -> bool {
+    !path.starts_with('.')
+        && memchr::memchr2(b'%', b'\\', path.as_bytes()).is_none()
+        && !path.contains("/.")
+}
+
+fn check_every_segment(path: &str) -> Result<(), ApiError> {
     let refuse = || {
         Err(ApiError::InvalidRequest(
             "the path has dot segments, encoded separators or invalid escapes, which are not forwarded"
@@ -360,6 +377,16 @@ mod tests {
             if path.contains('\\') {
                 proptest::prop_assert!(check_path(&path).is_err());
             }
+        }
+
+        /// The shortcut never passes a path the full check refuses, whatever its dots,
+        /// escapes, separators and parameters.
+        #[test]
+        fn plain_paths_pass_the_full_check(path in "[a/.;%2eE5cC\\\\]{0,16}") {
+            if is_plain(&path) {
+                proptest::prop_assert!(check_every_segment(&path).is_ok(), "{path}");
+            }
+            proptest::prop_assert_eq!(check_path(&path).is_ok(), check_every_segment(&path).is_ok());
         }
     }
 }
