@@ -783,6 +783,38 @@ impl<'r> RequestCookies<'r> {
         self.copies(kind, 0).map(|first| chunk_count(first).1)
     }
 
+    /// Every first chunk's head with its kind, in the order sent: [`RequestCookies::heads`] for
+    /// all kinds in one pass.
+    pub fn all_heads(&self) -> impl Iterator<Item = (CookieKind, &'r str)> + '_ {
+        self.ours
+            .iter()
+            .filter(|(_, i, _)| *i == 0)
+            .filter_map(|(k, _, v)| {
+                let kind = CookieKind::ALL.get(usize::from(*k))?;
+                Some((*kind, chunk_count(v).1))
+            })
+    }
+
+    /// Whether every chunk sent past the first is below the count its kind's first chunks
+    /// declare (the most; 1 without a first chunk), so none is left over from a longer value.
+    /// What [`RequestCookies::chunk_indexes`] and [`RequestCookies::declared_chunks`] answer
+    /// kind by kind, in two passes over the few pairs that are ours: the key-rotation check asks
+    /// it on every proxied request (issue 17).
+    pub fn no_chunk_left_over(&self) -> bool {
+        let mut keep = [1usize; CookieKind::ALL.len()];
+        for (k, i, v) in &self.ours {
+            if let (0, Some(most)) = (*i, keep.get_mut(usize::from(*k))) {
+                *most = (*most).max(chunk_count(v).0);
+            }
+        }
+        self.ours.iter().all(|(k, i, _)| {
+            *i == 0
+                || keep
+                    .get(usize::from(*k))
+                    .is_some_and(|most| usize::from(*i) < *most)
+        })
+    }
+
     /// The values sent for one chunk of a kind (0: the first), in the order sent.
     fn copies(&self, kind: CookieKind, index: usize) -> impl Iterator<Item = &'r str> + '_ {
         let (kind, index) = (kind.index() as u8, index as u8);
@@ -1115,6 +1147,40 @@ mod tests {
                 split_pairs(&text).collect::<Vec<_>>(),
                 text.split(';').collect::<Vec<_>>()
             );
+        }
+
+        /// The one-pass answers are the kind-by-kind ones, whatever mix of our first chunks
+        /// (with or without a declared count), later chunks and repeats a request carries.
+        #[test]
+        fn one_pass_answers_match_the_kind_by_kind_ones(
+            pairs in proptest::collection::vec((0usize..5, 0usize..9, 0u8..12), 0..8)
+        ) {
+            let (p, _) = policy_with("secure = false");
+            let header: Vec<String> = pairs
+                .iter()
+                .map(|&(k, i, v)| {
+                    let kind = CookieKind::ALL[k];
+                    let value = if v < 8 { format!("{}.v{v}", v + 2) } else { format!("v{v}") };
+                    format!("{}={value}", p.chunk_name(kind, i))
+                })
+                .collect();
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = header::HeaderValue::from_str(&header.join("; ")) {
+                headers.insert(header::COOKIE, value);
+            }
+            let view = p.read(&headers);
+            let by_kind: Vec<(CookieKind, &str)> = CookieKind::ALL
+                .into_iter()
+                .flat_map(|kind| view.heads(kind).map(move |h| (kind, h)))
+                .collect();
+            let mut one_pass: Vec<(CookieKind, &str)> = view.all_heads().collect();
+            one_pass.sort_by_key(|(kind, _)| kind.index());
+            proptest::prop_assert_eq!(one_pass, by_kind);
+            let kind_by_kind = CookieKind::ALL.into_iter().all(|kind| {
+                let keep = view.declared_chunks(kind).unwrap_or(0).max(1);
+                view.chunk_indexes(kind).all(|i| i < keep)
+            });
+            proptest::prop_assert_eq!(view.no_chunk_left_over(), kind_by_kind);
         }
 
         /// A pair (no `;`: the header is split before) gets the name and value the cookie

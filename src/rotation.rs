@@ -53,15 +53,12 @@ pub fn note_read(
 /// cookies: no value it would re-seal names an older key, and every chunk sent past the first
 /// is below the count its first chunk announces (so none is stale).
 fn is_quiet(n: usize, jar: &SessionJar, cookies: &RequestCookies<'_>) -> bool {
-    CookieKind::ALL.into_iter().all(|kind| {
-        let resealed = kind != CookieKind::Login && (n == 0 || CookieKind::SESSION.contains(&kind));
-        let current = !resealed
-            || cookies
-                .heads(kind)
-                .all(|head| jar.sealer().names_current_key(head));
-        let keep = cookies.declared_chunks(kind).unwrap_or(0).max(1);
-        current && cookies.chunk_indexes(kind).all(|i| i < keep)
-    })
+    let resealed =
+        |kind| kind != CookieKind::Login && (n == 0 || CookieKind::SESSION.contains(&kind));
+    cookies
+        .all_heads()
+        .all(|(kind, head)| !resealed(kind) || jar.sealer().names_current_key(head))
+        && cookies.no_chunk_left_over()
 }
 
 /// After the handler: re-seals the request's cookies that were sealed with an older key (all
