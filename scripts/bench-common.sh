@@ -1,4 +1,4 @@
-# Shared by scripts/bench-proxy.sh and scripts/profile-proxy.sh (sourced, not run): loopback
+# Shared by scripts/bench-proxy.sh, scripts/profile-proxy.sh and scripts/count-proxy.sh (sourced, not run): loopback
 # ports, processes stopped by PID on exit, and the configurations of the JSON upstream (nginx)
 # and of token-handler in front of it.
 
