@@ -42,6 +42,7 @@ pub const MAX_BYTES: usize = 4 * 1024 * 1024;
 const HASHED_TAIL: usize = 32;
 
 /// Lately opened values; see the module docs. Its `Debug` shows how many, never what.
+///
 /// Hashed with foldhash, seeded per process, rather than std's SipHash: the table is asked on
 /// every proxied request, and SipHash spent some 500 instructions of each on the key and then
 /// again on the key's `u64` (issue 17). Only values that opened are kept, so what is hashed
