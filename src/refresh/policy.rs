@@ -81,7 +81,7 @@ pub struct Usable {
     /// The session's id: what a route's narrowed-token cookie is bound to.
     pub sid: SessionId,
     /// The provider that issued the token (the one a narrowed token is asked from).
-    pub provider: String,
+    pub provider: std::sync::Arc<str>,
     /// The refresh token this request's refresh left the session with (`None` when no refresh
     /// happened): a later grant in the same request must not redeem the one it replaced.
     pub refreshed_token: Option<Token>,
@@ -196,7 +196,7 @@ async fn refresh_then_use(
                     jar.lifetimes().end(renewed, now).expires_at,
                 ),
                 sid: rt.sid.clone(),
-                provider: provider.id().to_string(),
+                provider: provider.id().into(),
                 refreshed_token: Some(kept),
             })
         }

@@ -125,7 +125,7 @@ async fn end_session(
         .as_ref()
         .map(|r| r.provider.as_str())
         .or(id.as_ref().map(|i| i.provider.as_str()))
-        .or(at.as_ref().map(|a| a.provider.as_str()));
+        .or(at.as_ref().map(|a| &*a.provider));
     let provider = provider_id
         .or(jar.provider_id())
         .and_then(|p| state.providers.get(p))
@@ -143,7 +143,7 @@ async fn end_session(
         .as_ref()
         .and_then(|m| m.revocation_endpoint.as_ref())
     {
-        let at = at.as_ref().filter(|at| at.provider == provider.id());
+        let at = at.as_ref().filter(|at| &*at.provider == provider.id());
         let tokens = [
             rt.as_ref().map(|r| (&r.token, "refresh_token")),
             at.as_ref().map(|a| (&a.token, "access_token")),

@@ -361,15 +361,15 @@ impl SessionJar {
             CookieKind::AccessToken,
             until,
             &AccessTokenCookie {
-                provider: session.provider.to_string(),
+                provider: session.provider.into(),
                 token: session.tokens.access_token.clone(),
                 expires_at: received.expires_at,
                 received_at: received.at,
                 sid: session.sid.clone(),
                 started_at: Some(started_at),
                 active_at: Some(now),
-                sub: session.sub.clone(),
-                op_sid: session.op_sid.clone(),
+                sub: session.sub.as_deref().map(Into::into),
+                op_sid: session.op_sid.as_deref().map(Into::into),
             },
         )?;
         let refresh = session
@@ -993,7 +993,7 @@ mod tests {
         let drive_idle = seal(drive, "drive", &sid, None, old);
         let default_now = seal(&jar, "default", &sid, Some(&csrf), now);
         let both: Vec<Cookie<'static>> = drive_idle.iter().chain(&default_now).cloned().collect();
-        assert_eq!(open_drive(&both).expect("kept alive").provider, "drive");
+        assert_eq!(&*open_drive(&both).expect("kept alive").provider, "drive");
         // Alone, or with another session's CSRF cookie: idle is idle.
         let alone = open_drive(&drive_idle);
         assert!(matches!(alone, Err(ApiError::SessionExpired)), "{alone:?}");

@@ -68,7 +68,9 @@ pub struct LoginState {
 /// The access token (`-at`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccessTokenCookie {
-    pub provider: String,
+    /// Shared text, like [`SessionId`] and the ID token's `sub` and `sid` below: this value is
+    /// copied out of the values kept opened on every proxied call (issue 17).
+    pub provider: std::sync::Arc<str>,
     pub token: Token,
     /// Unix seconds; `None` when the provider gave neither `expires_in` nor a JWT `exp`.
     pub expires_at: Option<i64>,
@@ -88,9 +90,9 @@ pub struct AccessTokenCookie {
     /// at the provider, so a back-channel logout or `sessions revoke` can end this session.
     /// `None` in cookies sealed before they existed (such sessions cannot be ended that way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sub: Option<String>,
+    pub sub: Option<std::sync::Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub op_sid: Option<String>,
+    pub op_sid: Option<std::sync::Arc<str>>,
 }
 
 impl Sealed for AccessTokenCookie {
@@ -226,13 +228,16 @@ impl Sealed for CsrfCookie {
 /// A session's id: random at login, kept across refreshes, sealed into every cookie of the
 /// session. Not a secret (it is only ever inside sealed cookies, and knowing it grants nothing);
 /// it tells which cookies belong together.
+///
+/// Shared text (`Arc<str>`): the id travels in every value a proxied request opens, and the
+/// value kept opened is copied out on every call (issue 17).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionId(String);
+pub struct SessionId(std::sync::Arc<str>);
 
 impl SessionId {
     /// A fresh id for a new login (256 random bits).
     pub fn new() -> Self {
-        Self(crate::secret::random_token().expose().to_string())
+        Self(crate::secret::random_token().expose().into())
     }
 }
 

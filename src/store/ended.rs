@@ -142,9 +142,9 @@ impl SessionRef {
         let found =
             if let Some(at) = jar.readable::<AccessTokenCookie>(cookies, CookieKind::AccessToken) {
                 SessionRef {
-                    provider: at.provider,
-                    sub: at.sub,
-                    op_sid: at.op_sid,
+                    provider: at.provider.to_string(),
+                    sub: at.sub.as_deref().map(str::to_string),
+                    op_sid: at.op_sid.as_deref().map(str::to_string),
                     started_at: at.started_at,
                 }
             } else {

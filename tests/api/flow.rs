@@ -122,7 +122,7 @@ async fn a_full_login_sets_sealed_cookies_at_their_paths_and_the_spa_sees_no_tok
     // The sealed access token is the provider's token for alice.
     let at: AccessTokenCookie = app.unseal(Purpose::AccessToken, &browser.jar.value("th-at"));
     assert!(at.expires_at.is_some());
-    assert_eq!(at.provider, "default");
+    assert_eq!(&*at.provider, "default");
     assert_eq!(op.stats().await["authorization_code_grants"], 1);
 }
 
