@@ -97,7 +97,7 @@ fn check_path(path: &str) -> Result<(), ApiError> {
     check_every_segment(path)
 }
 
-/// No `%`, no `\\`, no segment that starts with a dot: nothing decodes, so no reading of the
+/// No `%`, no `\`, no segment that starts with a dot: nothing decodes, so no reading of the
 /// path can differ from it, and [`check_every_segment`] would pass it. Most API paths are
 /// plain, and this one scan is all they cost (issue 17); the property test
 /// `plain_paths_pass_the_full_check` holds the shortcut to the full check.
@@ -107,6 +107,7 @@ fn is_plain(path: &str) -> bool {
         && !path.contains("/.")
 }
 
+/// The full check of [`check_path`]: every segment, as sent and decoded.
 fn check_every_segment(path: &str) -> Result<(), ApiError> {
     let refuse = || {
         Err(ApiError::InvalidRequest(
