@@ -127,9 +127,10 @@ pub enum OnError {
 /// provider's session (sealed at login), and when it started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRef {
-    pub provider: String,
-    pub sub: Option<String>,
-    pub op_sid: Option<String>,
+    /// Shared text, as in the access-token value it is read from on every proxied request.
+    pub provider: std::sync::Arc<str>,
+    pub sub: Option<std::sync::Arc<str>>,
+    pub op_sid: Option<std::sync::Arc<str>>,
     pub started_at: Option<i64>,
 }
 
@@ -142,17 +143,17 @@ impl SessionRef {
         let found =
             if let Some(at) = jar.readable::<AccessTokenCookie>(cookies, CookieKind::AccessToken) {
                 SessionRef {
-                    provider: at.provider.to_string(),
-                    sub: at.sub.as_deref().map(str::to_string),
-                    op_sid: at.op_sid.as_deref().map(str::to_string),
+                    provider: at.provider,
+                    sub: at.sub,
+                    op_sid: at.op_sid,
                     started_at: at.started_at,
                 }
             } else {
                 let rt = jar.readable::<RefreshTokenCookie>(cookies, CookieKind::RefreshToken)?;
                 SessionRef {
-                    provider: rt.provider,
-                    sub: rt.sub,
-                    op_sid: rt.op_sid,
+                    provider: rt.provider.into(),
+                    sub: rt.sub.map(Into::into),
+                    op_sid: rt.op_sid.map(Into::into),
                     started_at: rt.started_at,
                 }
             };
@@ -245,13 +246,12 @@ impl EndedSessions {
     }
 
     fn cache_key(session: &SessionRef) -> [u8; 32] {
-        let part = |v: &Option<String>| v.as_deref().unwrap_or("").to_string();
         Sha256::new()
             .chain_update(session.provider.as_bytes())
             .chain_update([0u8])
-            .chain_update(part(&session.sub).as_bytes())
+            .chain_update(session.sub.as_deref().unwrap_or("").as_bytes())
             .chain_update([0u8])
-            .chain_update(part(&session.op_sid).as_bytes())
+            .chain_update(session.op_sid.as_deref().unwrap_or("").as_bytes())
             .finalize()
             .into()
     }
@@ -517,7 +517,7 @@ pub(crate) mod tests {
         SessionRef {
             provider: "op".into(),
             sub: Some(sub.into()),
-            op_sid: sid.map(str::to_string),
+            op_sid: sid.map(Into::into),
             started_at: Some(started_at),
         }
     }
